@@ -1,0 +1,217 @@
+//! `trainer fit` end to end: prepare data -> split -> train -> save -> embed -> k-means ->
+//! scores against labels (with raw-series k-means as the baseline) -> save.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, RunConfig, FORMAT_VERSION};
+use crate::cluster::metrics::encode_labels;
+use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
+use crate::data::prep::{normalize, resample_all, split, Normalization};
+use crate::data::{Dataset, Series};
+use crate::embed::embed;
+use crate::error::{Error, Result};
+use crate::model::{ModelConfig, Vrae};
+use crate::params::VraeValidParams;
+use crate::train::{train, EpochLog};
+
+/// Everything `fit` needs besides the data.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// Validated hyper-parameters (their `seed` drives the split and k-means too).
+    pub params: VraeValidParams,
+    /// Fraction of series held out from training, in [0, 1).
+    pub holdout: f64,
+    /// Per-series normalisation.
+    pub normalization: Normalization,
+    /// Number of clusters; `None` takes the number of distinct labels.
+    pub clusters: Option<usize>,
+    /// k-means restarts.
+    pub n_init: usize,
+    /// Draw a progress bar and per-epoch lines on stderr.
+    pub show_progress: bool,
+}
+
+/// `metrics.json`: cluster quality of the VRAE latents and of k-means on the raw series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Number of clusters.
+    pub k: usize,
+    /// VRAE + k-means on the training part (labelled data only).
+    pub vrae_train: Option<ClusterScores>,
+    /// VRAE + k-means on the held-out part (nearest centroid fitted on training latents).
+    pub vrae_holdout: Option<ClusterScores>,
+    /// k-means on the raw series, training part.
+    pub raw_train: Option<ClusterScores>,
+    /// k-means on the raw series, held-out part.
+    pub raw_holdout: Option<ClusterScores>,
+    /// Median seconds per training epoch.
+    pub seconds_per_epoch: f64,
+    /// Total training seconds.
+    pub train_seconds: f64,
+    /// Training series per cluster.
+    pub cluster_sizes: Vec<usize>,
+}
+
+/// What `fit` produced.
+#[derive(Debug, Clone)]
+pub struct FitSummary {
+    /// Output directory.
+    pub dir: PathBuf,
+    /// Scores and timings.
+    pub metrics: Metrics,
+    /// Per-epoch log.
+    pub log: Vec<EpochLog>,
+    /// Series trained on / held out.
+    pub n_train: usize,
+    /// Series held out.
+    pub n_holdout: usize,
+}
+
+fn rows(series: &[Series]) -> Vec<f32> {
+    series.iter().flat_map(|s| s.values.iter().copied()).collect()
+}
+
+fn scores(truth: &[usize], idx: &[usize], pred: &[usize]) -> Option<ClusterScores> {
+    if idx.is_empty() {
+        return None;
+    }
+    let t: Vec<usize> = idx.iter().map(|&i| truth[i]).collect();
+    Some(Contingency::new(&t, pred).scores())
+}
+
+/// Trains, clusters and writes every artifact into `out`.
+pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Result<FitSummary> {
+    let p = &opts.params;
+    if !(0.0..1.0).contains(&opts.holdout) {
+        return Err(Error::Param(format!("holdout must be in [0, 1), got {}", opts.holdout)));
+    }
+    if ds.is_empty() {
+        return Err(Error::Param("no series to train on".into()));
+    }
+    let length_range = (ds.series.iter().map(|s| s.len).min().unwrap_or(0), ds.max_len());
+    normalize(&mut ds, opts.normalization);
+    let seq_len = ds.max_len();
+    let resampled = ds.equal_length().is_none();
+    if resampled {
+        eprintln!(
+            "note: series lengths range {}..{}; resampling all to {seq_len} steps (linear interpolation)",
+            length_range.0, length_range.1
+        );
+        resample_all(&mut ds, seq_len);
+    }
+    let (train_idx, hold_idx) = split(ds.len(), opts.holdout, p.seed);
+    let truth = ds.labels.as_ref().map(|l| encode_labels(l));
+    let k = match (opts.clusters, &truth) {
+        (Some(k), _) => k,
+        (None, Some((_, names))) => names.len(),
+        (None, None) => return Err(Error::Param("the data has no labels: pass --clusters K".into())),
+    };
+    if k == 0 || k > train_idx.len() {
+        return Err(Error::Param(format!("cannot make {k} clusters from {} training series", train_idx.len())));
+    }
+
+    let model_cfg = ModelConfig {
+        cell: p.cell,
+        n_features: ds.n_features,
+        seq_len,
+        hidden_size: p.hidden_size,
+        hidden_layer_depth: p.hidden_layer_depth,
+        latent_length: p.latent_length,
+        dropout: p.dropout,
+    };
+    let config = RunConfig {
+        format_version: FORMAT_VERSION,
+        trainer_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: model_cfg,
+        params: (**p).clone(),
+        data: DataInfo {
+            sources: ds.sources.iter().map(|s| s.display().to_string()).collect(),
+            n_series: ds.len(),
+            n_train: train_idx.len(),
+            n_holdout: hold_idx.len(),
+            holdout: opts.holdout,
+            length_range,
+            resampled,
+            normalization: opts.normalization,
+            labels: truth.as_ref().map(|t| t.1.clone()),
+        },
+    };
+    let train_series: Vec<Series> = train_idx.iter().map(|&i| ds.series[i].clone()).collect();
+    let hold_series: Vec<Series> = hold_idx.iter().map(|&i| ds.series[i].clone()).collect();
+
+    let t0 = Instant::now();
+    let (weights, log) = train(p, &model_cfg, &train_series, dev, opts.show_progress)?;
+    let train_seconds = t0.elapsed().as_secs_f64();
+    artifacts::save_model(out, &config, &weights)?;
+    write_training_log(&out.join(artifacts::TRAINING_LOG), &log)?;
+
+    let vrae = Vrae::bind(&model_cfg, &weights, &out.join(artifacts::WEIGHTS))?;
+    let z_train = embed(&vrae, &train_series, dev)?;
+    let z_hold = embed(&vrae, &hold_series, dev)?;
+    let l = p.latent_length;
+    let km_params = KMeansParams { n_init: opts.n_init, ..KMeansParams::new(k, p.seed) };
+    let km = KMeans::fit(&z_train, l, &km_params)?;
+    let hold_assign = km.predict(&z_hold)?;
+    let mut sizes = vec![0usize; k];
+    for &c in &km.labels {
+        sizes[c] += 1;
+    }
+    write_json(
+        &out.join(artifacts::CENTROIDS),
+        &Centroids {
+            k,
+            latent_length: l,
+            centroids: km.centroids.chunks(l).map(|c| c.to_vec()).collect(),
+            sizes: sizes.clone(),
+            inertia: km.inertia,
+        },
+    )?;
+
+    let mut assignments = String::from("index,split,label,cluster,distance\n");
+    let train_assign = km.predict(&z_train)?;
+    for (part, idx, asg) in [("train", &train_idx, &train_assign), ("holdout", &hold_idx, &hold_assign)] {
+        for (&i, a) in idx.iter().zip(asg.iter()) {
+            let label = ds.labels.as_ref().map_or("", |l| l[i].as_str());
+            let _ = writeln!(assignments, "{i},{part},{label},{},{}", a.cluster, a.distance);
+        }
+    }
+    write_atomic(&out.join(artifacts::ASSIGNMENTS), assignments.as_bytes())?;
+
+    let mut epoch_secs: Vec<f64> = log.iter().map(|e| e.seconds).collect();
+    epoch_secs.sort_by(f64::total_cmp);
+    let mut metrics = Metrics {
+        k,
+        vrae_train: None,
+        vrae_holdout: None,
+        raw_train: None,
+        raw_holdout: None,
+        seconds_per_epoch: epoch_secs.get(epoch_secs.len() / 2).copied().unwrap_or(0.0),
+        train_seconds,
+        cluster_sizes: sizes,
+    };
+    if let Some((truth, _)) = &truth {
+        let hold_pred: Vec<usize> = hold_assign.iter().map(|a| a.cluster).collect();
+        metrics.vrae_train = scores(truth, &train_idx, &km.labels);
+        metrics.vrae_holdout = scores(truth, &hold_idx, &hold_pred);
+        let dim = seq_len * ds.n_features;
+        let raw = KMeans::fit(&rows(&train_series), dim, &KMeansParams { n_init: opts.n_init, ..KMeansParams::new(k, p.seed) })?;
+        let raw_hold: Vec<usize> = raw.predict(&rows(&hold_series))?.iter().map(|a| a.cluster).collect();
+        metrics.raw_train = scores(truth, &train_idx, &raw.labels);
+        metrics.raw_holdout = scores(truth, &hold_idx, &raw_hold);
+        write_json(&out.join(artifacts::METRICS), &metrics)?;
+    }
+    Ok(FitSummary { dir: out.to_path_buf(), metrics, log, n_train: train_idx.len(), n_holdout: hold_idx.len() })
+}
+
+fn write_training_log(path: &Path, log: &[EpochLog]) -> Result<()> {
+    let mut s = String::from("epoch,loss,recon,kl,kl_weight,seconds\n");
+    for e in log {
+        let _ = writeln!(s, "{},{},{},{},{},{}", e.epoch, e.loss, e.recon, e.kl, e.kl_weight, e.seconds);
+    }
+    write_atomic(path, s.as_bytes())
+}

@@ -1,0 +1,17 @@
+//! Host-side trainer of the VRAE time-series clustering pipeline.
+//!
+//! Data flows top to bottom through the modules: [`data`] (load, normalise, split) ->
+//! [`model`] (VRAE, loss) -> [`train`] -> [`embed`] -> [`cluster`] (k-means, scores) ->
+//! [`artifacts`] (the model directory); [`fit`] strings them together.
+
+pub mod artifacts;
+pub mod cluster;
+pub mod data;
+pub mod embed;
+pub mod error;
+pub mod fit;
+pub mod model;
+pub mod params;
+pub mod train;
+
+pub use error::{Error, Result};

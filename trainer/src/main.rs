@@ -1,0 +1,282 @@
+//! `trainer`: fit a VRAE on time series, embed series, assign clusters.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use trainer::artifacts::{load_model, write_atomic};
+use trainer::cluster::ClusterScores;
+use trainer::data::prep::Normalization;
+use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
+use trainer::embed::{embed, latents_csv, prepare, write_latents};
+use trainer::fit::{fit, FitOptions};
+use trainer::params::{CellKind, LossScaling, OptimizerKind, Preset, ReconLoss, VraeParams};
+
+#[derive(Parser)]
+#[command(name = "trainer", version, about = "Train a variational recurrent autoencoder on time series and cluster its latent space")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train on DATA (default: the bundled ECG5000), cluster the latents, write a model directory.
+    Fit(FitArgs),
+    /// Write the latent mean of every series in DATA (CSV, or .npy by extension).
+    Embed(InferArgs),
+    /// Assign every series in DATA to its nearest stored centroid (CSV).
+    Cluster(InferArgs),
+}
+
+/// Compute device.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Where the label sits in a wide CSV (auto: a header column named label/class/target/y).
+    #[arg(long, value_enum, default_value_t = CsvLabel::Auto)]
+    csv_label: CsvLabel,
+    /// Compute device (`cuda` needs a trainer built with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+}
+
+#[derive(Args)]
+struct FitArgs {
+    /// Data files: UCR .tsv/.txt, aeon .ts, .csv (wide or long `series_id,t,value...`), optionally
+    /// .gz; several files are concatenated. Default: the bundled ECG5000 TRAIN+TEST.
+    data: Vec<PathBuf>,
+    /// Output model directory.
+    #[arg(long, default_value = "models/ecg5000")]
+    out: PathBuf,
+    /// Starting point for the hyper-parameters; the flags below override single values.
+    #[arg(long, value_enum, default_value_t = Preset::Default)]
+    preset: Preset,
+    /// Per-series normalisation. UCR sets (ECG5000 included) are already z-normalised per series,
+    /// so the default leaves values unchanged.
+    #[arg(long, value_enum, default_value_t = Normalization::None)]
+    normalize: Normalization,
+    /// Fraction of all series held out from training (shuffled with --seed).
+    #[arg(long, default_value_t = 0.1)]
+    holdout: f64,
+    /// Number of clusters (default: number of distinct labels).
+    #[arg(long)]
+    clusters: Option<usize>,
+    /// k-means restarts (k-means++ seeding each).
+    #[arg(long, default_value_t = 10)]
+    n_init: usize,
+    /// No progress bar or per-epoch lines.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    data_args: DataArgs,
+    #[command(flatten)]
+    hp: HyperArgs,
+}
+
+/// One flag per field of `VraeParams`; unset flags keep the preset's value.
+#[derive(Args)]
+struct HyperArgs {
+    /// Recurrent cell [preset default: lstm].
+    #[arg(long, value_enum)]
+    cell: Option<CellKind>,
+    /// Hidden units per layer [90].
+    #[arg(long)]
+    hidden_size: Option<usize>,
+    /// Stacked recurrent layers [1].
+    #[arg(long)]
+    hidden_layer_depth: Option<usize>,
+    /// Latent dimension [20].
+    #[arg(long)]
+    latent_length: Option<usize>,
+    /// Series per batch [32].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Learning rate [default 2e-3, seed 5e-4].
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    /// Training epochs [default 20, seed 40].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Dropout between encoder layers [0.2].
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Optimiser [adam].
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// Max global gradient norm, 0 = off [5].
+    #[arg(long)]
+    clip_norm: Option<f64>,
+    /// Reconstruction loss [mse].
+    #[arg(long, value_enum)]
+    loss: Option<ReconLoss>,
+    /// Loss scaling [default mean, seed seed].
+    #[arg(long, value_enum)]
+    loss_scaling: Option<LossScaling>,
+    /// KL weight [default 0.1, seed 1].
+    #[arg(long)]
+    kl_weight: Option<f64>,
+    /// KL warm-up epochs [default 5, seed 0].
+    #[arg(long)]
+    kl_anneal_epochs: Option<usize>,
+    /// Seed for init, split, shuffling, dropout, sampling and k-means [0].
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl HyperArgs {
+    fn apply(&self, mut p: VraeParams) -> VraeParams {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { p.$f = v; } )* };
+        }
+        set!(cell, hidden_size, hidden_layer_depth, latent_length, batch_size, learning_rate, epochs, dropout,
+             optimizer, clip_norm, loss, loss_scaling, kl_weight, kl_anneal_epochs, seed);
+        p
+    }
+}
+
+#[derive(Args)]
+struct InferArgs {
+    /// Model directory written by `trainer fit`.
+    model: PathBuf,
+    /// Data files (same formats as `fit`).
+    #[arg(required = true)]
+    data: Vec<PathBuf>,
+    /// Output file (default: CSV on stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    data_args: DataArgs,
+}
+
+fn device(d: DeviceArg) -> Result<candle_core::Device> {
+    match d {
+        DeviceArg::Cpu => Ok(candle_core::Device::Cpu),
+        DeviceArg::Cuda => {
+            if cfg!(feature = "cuda") {
+                candle_core::Device::new_cuda(0).context("cannot open CUDA device 0")
+            } else {
+                bail!("--device cuda: this trainer was built without CUDA; rebuild with `cargo build --release -p trainer --features cuda`")
+            }
+        }
+    }
+}
+
+fn load(data: &[PathBuf], args: &DataArgs) -> Result<Dataset> {
+    if data.is_empty() {
+        return Ok(bundled::ecg5000()?);
+    }
+    Ok(load_files(data, &CsvOptions { label: args.csv_label })?)
+}
+
+fn fmt_scores(s: Option<ClusterScores>) -> String {
+    s.map_or("   -      -      -".into(), |s| format!("{:6.3} {:6.3} {:6.3}", s.ari, s.nmi, s.purity))
+}
+
+fn run_fit(a: FitArgs) -> Result<()> {
+    let dev = device(a.data_args.device)?;
+    let params = a.hp.apply(VraeParams::preset(a.preset)).check()?;
+    let ds = load(&a.data, &a.data_args)?;
+    eprintln!(
+        "data: {} series, {} feature(s), length {}..{}, labels: {}",
+        ds.len(),
+        ds.n_features,
+        ds.series.iter().map(|s| s.len).min().unwrap_or(0),
+        ds.max_len(),
+        if ds.labels.is_some() { "yes" } else { "no" }
+    );
+    let opts = FitOptions {
+        params,
+        holdout: a.holdout,
+        normalization: a.normalize,
+        clusters: a.clusters,
+        n_init: a.n_init,
+        show_progress: !a.quiet,
+    };
+    let s = fit(ds, &opts, &a.out, &dev)?;
+    let m = &s.metrics;
+    println!("model written to {}", s.dir.display());
+    println!(
+        "trained on {} series, held out {}; {:.2} s/epoch (median), {:.1} s in all; final loss {:.5}",
+        s.n_train,
+        s.n_holdout,
+        m.seconds_per_epoch,
+        m.train_seconds,
+        s.log.last().map_or(f64::NAN, |e| e.loss)
+    );
+    println!("k = {}, cluster sizes {:?}", m.k, m.cluster_sizes);
+    if m.vrae_train.is_some() {
+        println!("{:<22} {:>6} {:>6} {:>6}", "clusters vs labels", "ARI", "NMI", "purity");
+        println!("{:<22} {}", "VRAE+k-means train", fmt_scores(m.vrae_train));
+        println!("{:<22} {}", "VRAE+k-means held-out", fmt_scores(m.vrae_holdout));
+        println!("{:<22} {}", "raw k-means train", fmt_scores(m.raw_train));
+        println!("{:<22} {}", "raw k-means held-out", fmt_scores(m.raw_holdout));
+    }
+    Ok(())
+}
+
+fn emit(out: Option<&Path>, text: &str) -> Result<()> {
+    match out {
+        Some(p) => Ok(write_atomic(p, text.as_bytes())?),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn run_infer(a: InferArgs, assign: bool) -> Result<()> {
+    let dev = device(a.data_args.device)?;
+    let model = load_model(&a.model, &dev)?;
+    let mut ds = load_files(&a.data, &CsvOptions { label: a.data_args.csv_label })?;
+    let resampled = prepare(&mut ds, &model.config)?;
+    if resampled > 0 {
+        eprintln!("note: {resampled} series resampled to the model's length {}", model.config.model.seq_len);
+    }
+    let l = model.config.model.latent_length;
+    let z = embed(&model.vrae, &ds.series, &dev)?;
+    let labels = ds.labels.as_deref();
+    if !assign {
+        return match &a.out {
+            Some(p) => Ok(write_latents(p, &z, l, labels)?),
+            None => emit(None, &latents_csv(&z, l, labels)),
+        };
+    }
+    let Some(c) = &model.centroids else {
+        bail!("{}: no centroids.json; re-run `trainer fit` to produce one", model.dir.display());
+    };
+    let table = c.flat();
+    let mut s = String::from("index,label,cluster,distance,second_distance\n");
+    for (i, row) in z.chunks(l).enumerate() {
+        let a = runtime::assign(row, &table, l).with_context(|| format!("series {i}"))?;
+        let _ = writeln!(
+            s,
+            "{i},{},{},{},{}",
+            labels.map_or("", |lb| lb[i].as_str()),
+            a.cluster,
+            a.distance,
+            a.second_distance
+        );
+    }
+    emit(a.out.as_deref(), &s)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Fit(a) => run_fit(a),
+        Cmd::Embed(a) => run_infer(a, false),
+        Cmd::Cluster(a) => run_infer(a, true),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,187 @@
+//! The variational recurrent autoencoder.
+//!
+//! ```text
+//! x [T,B,F] -> encoder RNN -> h_T (top layer) -> mean = h_T W_m^T + b_m, logvar = h_T W_v^T + b_v
+//! z = mean + exp(logvar / 2) ⊙ ε,  ε ~ N(0, I)        (training; inference uses z = mean)
+//! h0 = z W_lh^T + b_lh for every decoder layer, c0 = 0
+//! decoder RNN over T steps with zero input -> x̂_t = h_t W_o^T + b_o
+//! ```
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::params::ParamStore;
+use super::rnn::{Rnn, State};
+use crate::error::Result;
+use crate::params::CellKind;
+
+/// Architecture of a VRAE: what is needed to rebuild it from its weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Recurrent cell.
+    pub cell: CellKind,
+    /// Values per time step.
+    pub n_features: usize,
+    /// Series length the decoder reproduces.
+    pub seq_len: usize,
+    /// Hidden units per layer.
+    pub hidden_size: usize,
+    /// Stacked layers.
+    pub hidden_layer_depth: usize,
+    /// Latent dimension.
+    pub latent_length: usize,
+    /// Dropout between encoder layers during training.
+    pub dropout: f32,
+}
+
+/// Outputs of a training forward pass.
+#[derive(Debug)]
+pub struct Forward {
+    /// Latent mean `[B, L]`.
+    pub mean: Tensor,
+    /// Latent log-variance `[B, L]`.
+    pub logvar: Tensor,
+    /// Reconstruction `[T, B, F]`.
+    pub recon: Tensor,
+}
+
+/// A bound VRAE (weights shared with its [`ParamStore`], so optimiser steps are seen here).
+#[derive(Debug, Clone)]
+pub struct Vrae {
+    cfg: ModelConfig,
+    encoder: Rnn,
+    decoder: Rnn,
+    to_mean: Linear,
+    to_logvar: Linear,
+    latent_to_hidden: Linear,
+    to_output: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct Linear {
+    w_t: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    fn bind(store: &ParamStore, name: &str, out: usize, inp: usize, origin: &Path) -> Result<Self> {
+        Ok(Linear {
+            w_t: store.get(&format!("{name}.weight"), &[out, inp], origin)?.t()?.contiguous()?,
+            b: store.get(&format!("{name}.bias"), &[out], origin)?,
+        })
+    }
+
+    /// Xavier-uniform weight (as the seed initialises every linear layer), PyTorch's default bias
+    /// `U(-1/sqrt(in), 1/sqrt(in))`.
+    fn init(store: &mut ParamStore, name: &str, out: usize, inp: usize, rng: &mut ChaCha8Rng, dev: &Device) -> Result<()> {
+        store.xavier(&format!("{name}.weight"), out, inp, rng, dev)?;
+        store.uniform(&format!("{name}.bias"), &[out], 1.0 / (inp as f64).sqrt(), rng, dev)
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.w_t)?.broadcast_add(&self.b)?)
+    }
+}
+
+impl Vrae {
+    /// Fresh, seeded weights for `cfg`.
+    pub fn init(cfg: &ModelConfig, rng: &mut ChaCha8Rng, dev: &Device) -> Result<ParamStore> {
+        let mut s = ParamStore::default();
+        let (h, l, f, d) = (cfg.hidden_size, cfg.latent_length, cfg.n_features, cfg.hidden_layer_depth);
+        Rnn::init(&mut s, "encoder", cfg.cell, Some(f), h, d, rng, dev)?;
+        Linear::init(&mut s, "hidden_to_mean", l, h, rng, dev)?;
+        Linear::init(&mut s, "hidden_to_logvar", l, h, rng, dev)?;
+        Linear::init(&mut s, "latent_to_hidden", h, l, rng, dev)?;
+        Rnn::init(&mut s, "decoder", cfg.cell, None, h, d, rng, dev)?;
+        Linear::init(&mut s, "hidden_to_output", f, h, rng, dev)?;
+        Ok(s)
+    }
+
+    /// Binds `store` to the architecture `cfg`; `origin` names the weights file in errors.
+    pub fn bind(cfg: &ModelConfig, store: &ParamStore, origin: &Path) -> Result<Self> {
+        let (h, l, f, d) = (cfg.hidden_size, cfg.latent_length, cfg.n_features, cfg.hidden_layer_depth);
+        Ok(Vrae {
+            cfg: *cfg,
+            encoder: Rnn::bind(store, "encoder", cfg.cell, Some(f), h, d, origin)?,
+            to_mean: Linear::bind(store, "hidden_to_mean", l, h, origin)?,
+            to_logvar: Linear::bind(store, "hidden_to_logvar", l, h, origin)?,
+            latent_to_hidden: Linear::bind(store, "latent_to_hidden", h, l, origin)?,
+            decoder: Rnn::bind(store, "decoder", cfg.cell, None, h, d, origin)?,
+            to_output: Linear::bind(store, "hidden_to_output", f, h, origin)?,
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Final top-layer hidden state of the encoder for `x` `[T, B, F]`; `rng` enables dropout.
+    fn encode_hidden(&self, x: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let (t, b, _) = x.dims3()?;
+        let inputs: Vec<Tensor> = (0..t).map(|i| x.get(i)).collect::<candle_core::Result<_>>()?;
+        let state = self.encoder.zero_state(b, x.device())?;
+        let p = self.cfg.dropout;
+        let (_, last) = match rng {
+            Some(rng) if p > 0.0 => self.encoder.forward(&inputs, t, state, |_, h| dropout(h, p, rng))?,
+            _ => self.encoder.forward(&inputs, t, state, |_, h| Ok(h.clone()))?,
+        };
+        Ok(last.h[self.encoder.depth() - 1].clone())
+    }
+
+    /// Latent means `[B, L]` for `x` `[T, B, F]` (inference: no dropout, no sampling).
+    pub fn encode_mean(&self, x: &Tensor) -> Result<Tensor> {
+        self.to_mean.forward(&self.encode_hidden(x, None)?)
+    }
+
+    /// Decodes latents `z` `[B, L]` into `[T, B, F]` for `steps` time steps.
+    pub fn decode(&self, z: &Tensor, steps: usize) -> Result<Tensor> {
+        let b = z.dim(0)?;
+        let h0 = self.latent_to_hidden.forward(z)?;
+        let mut state: State = self.decoder.zero_state(b, z.device())?;
+        state.h = vec![h0; self.decoder.depth()];
+        let (outs, _) = self.decoder.forward(&[], steps, state, |_, h| Ok(h.clone()))?;
+        // One matmul for all steps instead of one per step.
+        let hs = Tensor::cat(&outs, 0)?;
+        Ok(self.to_output.forward(&hs)?.reshape((steps, b, self.cfg.n_features))?)
+    }
+
+    /// Training pass: dropout and the reparameterisation sample both come from `rng`.
+    pub fn forward_train(&self, x: &Tensor, rng: &mut ChaCha8Rng) -> Result<Forward> {
+        let (t, b, _) = x.dims3()?;
+        let h = self.encode_hidden(x, Some(rng))?;
+        let mean = self.to_mean.forward(&h)?;
+        let logvar = self.to_logvar.forward(&h)?;
+        let l = self.cfg.latent_length;
+        let eps = Tensor::from_vec(standard_normal(rng, b * l), (b, l), x.device())?;
+        let z = (&mean + ((&logvar * 0.5)?.exp()? * eps)?)?;
+        let recon = self.decode(&z, t)?;
+        Ok(Forward { mean, logvar, recon })
+    }
+}
+
+/// Inverted dropout with a mask from our seeded RNG: kept units are scaled by `1 / (1 - p)`.
+fn dropout(h: &Tensor, p: f32, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    let scale = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..h.elem_count()).map(|_| if rng.gen::<f32>() < p { 0.0 } else { scale }).collect();
+    Ok((h * Tensor::from_vec(mask, h.shape(), h.device())?)?)
+}
+
+/// `n` draws from N(0, 1) (Box-Muller), from our seeded RNG.
+pub fn standard_normal(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1: f64 = 1.0 - rng.gen::<f64>(); // (0, 1], keeps ln finite
+        let u2: f64 = rng.gen();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let th = std::f64::consts::TAU * u2;
+        out.push((r * th.cos()) as f32);
+        out.push((r * th.sin()) as f32);
+    }
+    out.truncate(n);
+    out
+}
