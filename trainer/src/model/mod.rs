@@ -7,3 +7,6 @@ pub mod vrae;
 
 pub use params::ParamStore;
 pub use vrae::{ModelConfig, Vrae};
+
+#[cfg(test)]
+mod gradcheck;

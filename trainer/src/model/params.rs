@@ -100,6 +100,16 @@ impl ParamStore {
         Ok(ParamStore { vars })
     }
 
+    /// A copy with every tensor converted to `dtype` (f64 for finite-difference checks).
+    pub fn to_dtype(&self, dtype: DType) -> Result<ParamStore> {
+        let vars = self
+            .vars
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?)))
+            .collect::<Result<_>>()?;
+        Ok(ParamStore { vars })
+    }
+
     /// Plain tensors by name (for tests and exporters).
     pub fn tensors(&self) -> HashMap<String, Tensor> {
         self.vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()

@@ -48,10 +48,12 @@ pub struct Rnn {
 
 #[derive(Debug, Clone)]
 struct Layer {
-    /// `W_ih^T` `[In, G*H]`; `None` for a layer whose input is always zero (decoder layer 0).
-    w_ih_t: Option<Tensor>,
-    /// `W_hh^T` `[H, G*H]`.
-    w_hh_t: Tensor,
+    /// `W_ih` `[G*H, In]`; `None` for a layer whose input is always zero (decoder layer 0).
+    /// Weights stay the variables' own tensors (transposed as views at use): a transposed copy
+    /// made once would not see the optimiser's in-place updates.
+    w_ih: Option<Tensor>,
+    /// `W_hh` `[G*H, H]`.
+    w_hh: Tensor,
     b_ih: Tensor,
     b_hh: Tensor,
 }
@@ -108,13 +110,13 @@ impl Rnn {
         let layers = (0..depth)
             .map(|l| {
                 let inp = if l == 0 { input } else { Some(hidden) };
-                let w_ih_t = match inp {
-                    Some(i) => Some(store.get(&format!("{prefix}.weight_ih_l{l}"), &[gh, i], origin)?.t()?.contiguous()?),
+                let w_ih = match inp {
+                    Some(i) => Some(store.get(&format!("{prefix}.weight_ih_l{l}"), &[gh, i], origin)?),
                     None => None,
                 };
                 Ok(Layer {
-                    w_ih_t,
-                    w_hh_t: store.get(&format!("{prefix}.weight_hh_l{l}"), &[gh, hidden], origin)?.t()?.contiguous()?,
+                    w_ih,
+                    w_hh: store.get(&format!("{prefix}.weight_hh_l{l}"), &[gh, hidden], origin)?,
                     b_ih: store.get(&format!("{prefix}.bias_ih_l{l}"), &[gh], origin)?,
                     b_hh: store.get(&format!("{prefix}.bias_hh_l{l}"), &[gh], origin)?,
                 })
@@ -150,15 +152,17 @@ impl Rnn {
                 CellKind::Lstm => (&layer.b_ih + &layer.b_hh)?,
                 CellKind::Gru => layer.b_ih.clone(),
             };
+            let w_ih_t = layer.w_ih.as_ref().map(|w| w.t()).transpose()?;
+            let w_hh_t = layer.w_hh.t()?;
             let mut out = Vec::with_capacity(steps);
             for t in 0..steps {
-                let gx = match (&layer.w_ih_t, seq.get(t)) {
+                let gx = match (&w_ih_t, seq.get(t)) {
                     (Some(w), Some(x)) => Some(x.matmul(w)?),
                     _ => None,
                 };
                 h = match self.kind {
                     CellKind::Lstm => {
-                        let hw = h.matmul(&layer.w_hh_t)?;
+                        let hw = h.matmul(&w_hh_t)?;
                         let a = match gx {
                             Some(g) => (g + hw)?.broadcast_add(&bias)?,
                             None => hw.broadcast_add(&bias)?,
@@ -168,7 +172,7 @@ impl Rnn {
                         h2
                     }
                     CellKind::Gru => {
-                        let gh = h.matmul(&layer.w_hh_t)?.broadcast_add(&layer.b_hh)?;
+                        let gh = h.matmul(&w_hh_t)?.broadcast_add(&layer.b_hh)?;
                         let gx = match gx {
                             Some(g) => g.broadcast_add(&bias)?,
                             None => bias.unsqueeze(0)?.broadcast_as(gh.shape())?,
@@ -214,7 +218,7 @@ impl Rnn {
 
     /// A zero state for batch `b`.
     pub fn zero_state(&self, b: usize, dev: &Device) -> Result<State> {
-        let z = Tensor::zeros((b, self.hidden), candle_core::DType::F32, dev)?;
+        let z = Tensor::zeros((b, self.hidden), self.layers[0].w_hh.dtype(), dev)?;
         Ok(State {
             h: vec![z.clone(); self.depth()],
             c: if self.kind == CellKind::Lstm { vec![z; self.depth()] } else { vec![] },

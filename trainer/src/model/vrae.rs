@@ -61,16 +61,17 @@ pub struct Vrae {
     to_output: Linear,
 }
 
+/// `y = x W^T + b`; `w` is the variable's own tensor (see the note on `rnn::Layer`).
 #[derive(Debug, Clone)]
 struct Linear {
-    w_t: Tensor,
+    w: Tensor,
     b: Tensor,
 }
 
 impl Linear {
     fn bind(store: &ParamStore, name: &str, out: usize, inp: usize, origin: &Path) -> Result<Self> {
         Ok(Linear {
-            w_t: store.get(&format!("{name}.weight"), &[out, inp], origin)?.t()?.contiguous()?,
+            w: store.get(&format!("{name}.weight"), &[out, inp], origin)?,
             b: store.get(&format!("{name}.bias"), &[out], origin)?,
         })
     }
@@ -83,7 +84,7 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.w_t)?.broadcast_add(&self.b)?)
+        Ok(x.matmul(&self.w.t()?)?.broadcast_add(&self.b)?)
     }
 }
 
@@ -157,7 +158,7 @@ impl Vrae {
         let mean = self.to_mean.forward(&h)?;
         let logvar = self.to_logvar.forward(&h)?;
         let l = self.cfg.latent_length;
-        let eps = Tensor::from_vec(standard_normal(rng, b * l), (b, l), x.device())?;
+        let eps = Tensor::from_vec(standard_normal(rng, b * l), (b, l), x.device())?.to_dtype(x.dtype())?;
         let z = (&mean + ((&logvar * 0.5)?.exp()? * eps)?)?;
         let recon = self.decode(&z, t)?;
         Ok(Forward { mean, logvar, recon })
@@ -168,7 +169,7 @@ impl Vrae {
 fn dropout(h: &Tensor, p: f32, rng: &mut ChaCha8Rng) -> Result<Tensor> {
     let scale = 1.0 / (1.0 - p);
     let mask: Vec<f32> = (0..h.elem_count()).map(|_| if rng.gen::<f32>() < p { 0.0 } else { scale }).collect();
-    Ok((h * Tensor::from_vec(mask, h.shape(), h.device())?)?)
+    Ok((h * Tensor::from_vec(mask, h.shape(), h.device())?.to_dtype(h.dtype())?)?)
 }
 
 /// `n` draws from N(0, 1) (Box-Muller), from our seeded RNG.
