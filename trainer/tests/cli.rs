@@ -1,0 +1,151 @@
+//! The `trainer` binary end to end on small files: fit -> embed -> cluster, and clear errors for
+//! bad models, bad data and bad flags.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer")).args(args).output().expect("run trainer")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn err(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "expected a clean failure, got {:?}", o.status);
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// Wide CSV, header with a label column: 30 series of two shapes, 16 steps.
+fn write_csv(path: &Path, n: usize) {
+    let mut s = String::from("label");
+    for t in 0..16 {
+        s.push_str(&format!(",t{t}"));
+    }
+    s.push('\n');
+    for i in 0..n {
+        let class = i % 2;
+        s.push_str(if class == 0 { "up" } else { "down" });
+        for t in 0..16 {
+            let v = if class == 0 { t as f32 / 8.0 - 1.0 } else { 1.0 - t as f32 / 8.0 } + (i as f32 * 0.37).sin() * 0.05;
+            s.push_str(&format!(",{v}"));
+        }
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+const TINY: [&str; 12] = [
+    "--hidden-size", "8", "--latent-length", "2", "--epochs", "2", "--batch-size", "8", "--n-init", "3", "--quiet", "--holdout",
+];
+
+#[test]
+fn fit_embed_cluster_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.csv");
+    write_csv(&data, 30);
+    let model = dir.path().join("m");
+    let mut args = vec!["fit", data.to_str().unwrap(), "--out", model.to_str().unwrap(), "--cell", "gru"];
+    args.extend(TINY);
+    args.push("0.2");
+    let out = ok(&trainer(&args));
+    assert!(out.contains("VRAE+k-means held-out") && out.contains("raw k-means held-out"), "{out}");
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["k"], 2);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["params"]["cell"], "gru");
+    assert_eq!(cfg["model"]["seq_len"], 16);
+
+    // embed -> CSV file with one row per series, and .npy with the right header and size.
+    let csv = dir.path().join("z.csv");
+    ok(&trainer(&["embed", model.to_str().unwrap(), data.to_str().unwrap(), "--out", csv.to_str().unwrap()]));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 31);
+    assert!(text.starts_with("index,label,z0,z1\n0,up,"), "{}", &text[..40]);
+    let npy = dir.path().join("z.npy");
+    ok(&trainer(&["embed", model.to_str().unwrap(), data.to_str().unwrap(), "--out", npy.to_str().unwrap()]));
+    let bytes = std::fs::read(&npy).unwrap();
+    assert!(bytes.starts_with(b"\x93NUMPY\x01\x00"));
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert!(String::from_utf8_lossy(&bytes[10..10 + hlen]).contains("'shape': (30, 2)"));
+    assert_eq!(bytes.len(), 10 + hlen + 30 * 2 * 4);
+    assert_eq!((10 + hlen) % 64, 0);
+    // The npy values equal the CSV values.
+    let first: Vec<f32> = text.lines().nth(1).unwrap().split(',').skip(2).map(|v| v.parse().unwrap()).collect();
+    let npy0 = f32::from_le_bytes(bytes[10 + hlen..14 + hlen].try_into().unwrap());
+    assert_eq!(first[0], npy0);
+
+    // cluster -> stdout; ids within k, distances finite, second >= first.
+    let out = ok(&trainer(&["cluster", model.to_str().unwrap(), data.to_str().unwrap()]));
+    let rows: Vec<Vec<String>> = out.lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
+    assert_eq!(rows.len(), 30);
+    for r in &rows {
+        let c: usize = r[2].parse().unwrap();
+        let (d, d2): (f32, f32) = (r[3].parse().unwrap(), r[4].parse().unwrap());
+        assert!(c < 2 && d.is_finite() && d2 >= d, "{r:?}");
+    }
+    // The saved training assignments agree with `cluster` on the same series.
+    let saved = std::fs::read_to_string(model.join("assignments.csv")).unwrap();
+    for line in saved.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let i: usize = f[0].parse().unwrap();
+        assert_eq!(f[3], rows[i][2], "series {i}");
+    }
+
+    // Data with another feature count is refused, naming the file.
+    let multi = dir.path().join("multi.csv");
+    std::fs::write(&multi, "series_id,t,a,b\ns,0,1,2\ns,1,3,4\n").unwrap();
+    let e = err(&trainer(&["cluster", model.to_str().unwrap(), multi.to_str().unwrap()]));
+    assert!(e.contains("multi.csv") && e.contains("2 features") && e.contains("trained on 1"), "{e}");
+
+    // A different series length is resampled to the model's length, with a note.
+    let short = dir.path().join("short.csv");
+    std::fs::write(&short, "1,2,3,4,5\n").unwrap();
+    let o = trainer(&["embed", model.to_str().unwrap(), short.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resampled"));
+    assert_eq!(ok(&o).lines().count(), 2);
+
+    // Damaged model files: each gives an error naming the file.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for f in ["config.json", "model.safetensors", "centroids.json"] {
+        std::fs::copy(model.join(f), broken.join(f)).unwrap();
+    }
+    let w = std::fs::read(model.join("model.safetensors")).unwrap();
+    std::fs::write(broken.join("model.safetensors"), &w[..w.len() / 2]).unwrap();
+    let e = err(&trainer(&["embed", broken.to_str().unwrap(), data.to_str().unwrap()]));
+    assert!(e.contains("model.safetensors") && e.contains("not a valid safetensors"), "{e}");
+    std::fs::copy(model.join("model.safetensors"), broken.join("model.safetensors")).unwrap();
+    let c = std::fs::read_to_string(model.join("config.json")).unwrap();
+    std::fs::write(broken.join("config.json"), &c[..c.len() / 2]).unwrap();
+    let e = err(&trainer(&["embed", broken.to_str().unwrap(), data.to_str().unwrap()]));
+    assert!(e.contains("config.json") && e.contains("malformed JSON"), "{e}");
+    std::fs::write(broken.join("config.json"), c.replace("\"hidden_size\": 8", "\"hidden_size\": 9")).unwrap();
+    let e = err(&trainer(&["embed", broken.to_str().unwrap(), data.to_str().unwrap()]));
+    assert!(e.contains("model.safetensors") && e.contains("shape"), "{e}");
+    std::fs::write(broken.join("config.json"), &c).unwrap();
+    std::fs::write(broken.join("centroids.json"), "{\"k\": 2, \"latent_length\": 2, \"centroids\": [[1.0, 2.0]], \"sizes\": [], \"inertia\": 0}").unwrap();
+    let e = err(&trainer(&["cluster", broken.to_str().unwrap(), data.to_str().unwrap()]));
+    assert!(e.contains("centroids.json"), "{e}");
+}
+
+#[test]
+fn bad_invocations_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = err(&trainer(&["embed", dir.path().join("nope").to_str().unwrap(), "x.csv"]));
+    assert!(e.contains("nope") && e.contains("not a directory"), "{e}");
+    let e = err(&trainer(&["fit", "--dropout", "1.5", "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("dropout"), "{e}");
+    let e = err(&trainer(&["fit", "--device", "cuda", "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("cuda") || e.contains("CUDA"), "{e}");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "1,2,3\n4,5\n").unwrap();
+    let e = err(&trainer(&["fit", bad.to_str().unwrap(), "--clusters", "2", "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("bad.csv:2") && e.contains("ragged"), "{e}");
+    let unl = dir.path().join("unlabelled.csv");
+    std::fs::write(&unl, "1,2,3\n4,5,6\n").unwrap();
+    let e = err(&trainer(&["fit", unl.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("--clusters"), "{e}");
+}
