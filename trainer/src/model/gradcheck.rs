@@ -52,19 +52,15 @@ fn rnn_case(kind: CellKind, input: Option<usize>) {
     Rnn::init(&mut store, "r", kind, input, h, depth, &mut rng, &dev).unwrap();
     let store = store.to_dtype(DType::F64).unwrap();
     let rnn = Rnn::bind(&store, "r", kind, input, h, depth, Path::new("test")).unwrap();
-    let inputs: Vec<Tensor> = input.map_or(vec![], |i| (0..t).map(|_| randn(&mut rng, &[b, i])).collect());
+    let x = input.map(|i| randn(&mut rng, &[t, b, i]));
     let h0 = Var::from_tensor(&randn(&mut rng, &[b, h])).unwrap();
     let proj = randn(&mut rng, &[t, b, h]);
     let loss = || {
-        let mut state = rnn.zero_state(b, &dev).unwrap();
-        state.h = vec![h0.as_tensor().clone(); depth];
-        let (out, last) = rnn.forward(&inputs, t, state, |_, x| Ok(x.clone())).unwrap();
-        // Weighted sum of every output plus the final states, so all paths carry gradient.
-        let mut l = (Tensor::stack(&out, 0).unwrap() * &proj).unwrap().sum_all().unwrap();
-        for c in last.c.iter().chain(&last.h) {
-            l = (l + c.sqr().unwrap().sum_all().unwrap()).unwrap();
-        }
-        l
+        let h0s = vec![h0.as_tensor().clone(); depth];
+        let y = rnn.forward(x.as_ref(), t, &h0s, |x| Ok(x.clone())).unwrap();
+        // Weighted sum of every output plus the squared final state, so all paths carry gradient.
+        let l = (&y * &proj).unwrap().sum_all().unwrap();
+        (l + y.get(t - 1).unwrap().sqr().unwrap().sum_all().unwrap()).unwrap()
     };
     let mut vars: Vec<(String, Var)> = store.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     vars.push(("h0".into(), h0.clone()));
@@ -108,4 +104,45 @@ fn vrae_case(cell: CellKind, loss_kind: ReconLoss, scaling: LossScaling) {
 fn vrae_loss_gradients_match_finite_differences() {
     vrae_case(CellKind::Lstm, ReconLoss::Mse, LossScaling::Seed);
     vrae_case(CellKind::Gru, ReconLoss::SmoothL1, LossScaling::Mean);
+}
+
+/// The fused CPU kernels give the same loss and gradients as the op-by-op reference path (which
+/// the tests above check against finite differences), including dropout between layers.
+fn fused_case(cell: CellKind) {
+    let dev = Device::Cpu;
+    let cfg = ModelConfig { cell, n_features: 3, seq_len: 9, hidden_size: 7, hidden_layer_depth: 2, latent_length: 4, dropout: 0.3 };
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let store = Vrae::init(&cfg, &mut rng, &dev).unwrap();
+    let x = Tensor::from_vec(standard_normal(&mut rng, 9 * 5 * 3), (9, 5, 3), &dev).unwrap();
+    let run = |reference: bool| {
+        let mut model = Vrae::bind(&cfg, &store, Path::new("test")).unwrap();
+        model.set_reference_kernels(reference);
+        let mut r = ChaCha8Rng::seed_from_u64(2);
+        let fw = model.forward_train(&x, &mut r).unwrap();
+        let loss = vrae_loss(&x, &fw.recon, &fw.mean, &fw.logvar, ReconLoss::Mse, LossScaling::Mean, 0.5).unwrap().total;
+        let grads = loss.backward().unwrap();
+        let mut out = vec![("loss".to_string(), vec![loss.to_scalar::<f32>().unwrap()])];
+        out.push(("mean".into(), model.encode_mean(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap()));
+        for (k, v) in store.iter() {
+            out.push((k.clone(), grads.get(v).unwrap().flatten_all().unwrap().to_vec1().unwrap()));
+        }
+        out
+    };
+    let (reference, fused) = (run(true), run(false));
+    for ((name, a), (_, b)) in reference.iter().zip(&fused) {
+        let scale = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 2e-5 * scale.max(1.0), "{cell:?} {name}[{i}]: reference {x} vs fused {y}");
+        }
+    }
+}
+
+#[test]
+fn fused_lstm_matches_reference() {
+    fused_case(CellKind::Lstm);
+}
+
+#[test]
+fn fused_gru_matches_reference() {
+    fused_case(CellKind::Gru);
 }

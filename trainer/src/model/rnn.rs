@@ -24,6 +24,7 @@ use candle_core::{Device, Tensor, D};
 use candle_nn::ops::sigmoid;
 use rand_chacha::ChaCha8Rng;
 
+use super::fused;
 use super::params::ParamStore;
 use crate::error::Result;
 use crate::params::CellKind;
@@ -44,6 +45,8 @@ pub struct Rnn {
     kind: CellKind,
     hidden: usize,
     layers: Vec<Layer>,
+    /// Use the op-by-op path even on CPU (see [`Rnn::set_reference`]).
+    reference: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -56,15 +59,6 @@ struct Layer {
     w_hh: Tensor,
     b_ih: Tensor,
     b_hh: Tensor,
-}
-
-/// Recurrent state of every layer: `h` and (LSTM only) `c`, each `[B, H]`.
-#[derive(Debug, Clone)]
-pub struct State {
-    /// Hidden state per layer.
-    pub h: Vec<Tensor>,
-    /// Cell state per layer (empty for GRU).
-    pub c: Vec<Tensor>,
 }
 
 impl Rnn {
@@ -122,7 +116,7 @@ impl Rnn {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Rnn { kind, hidden, layers })
+        Ok(Rnn { kind, hidden, layers, reference: false })
     }
 
     /// Number of layers.
@@ -130,23 +124,76 @@ impl Rnn {
         self.layers.len()
     }
 
-    /// Runs the stack over `steps` time steps.
+    /// Runs the stack over `steps` time steps and returns the top layer's hidden states
+    /// `[T, B, H]`.
     ///
-    /// `inputs[t]` is `[B, In]` (ignored and may be empty when the first layer has no input
-    /// weights); `state` is the initial state; `dropout(layer, h)` is applied to each layer's
-    /// output before it feeds the next layer. Returns the top layer's hidden state per step and
-    /// the final state.
+    /// `x` is `[T, B, In]` (`None` for a stack whose first layer has no input weights);
+    /// `h0[l]` is layer `l`'s initial hidden state `[B, H]` (cell states start at zero);
+    /// `dropout` is applied to each layer's output before it feeds the next layer (it receives
+    /// `[T, B, H]` on the fused path and `[B, H]` per step on the reference path, and must draw
+    /// its randomness in time-major order so both paths see the same masks).
     pub fn forward(
         &self,
-        inputs: &[Tensor],
+        x: Option<&Tensor>,
         steps: usize,
-        mut state: State,
-        mut dropout: impl FnMut(usize, &Tensor) -> Result<Tensor>,
-    ) -> Result<(Vec<Tensor>, State)> {
-        let mut seq: Vec<Tensor> = inputs.to_vec();
+        h0: &[Tensor],
+        dropout: impl FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let dev = h0[0].device();
+        if !self.reference && dev.is_cpu() && h0[0].dtype() == candle_core::DType::F32 {
+            self.forward_fused(x, steps, h0, dropout)
+        } else {
+            self.forward_reference(x, steps, h0, dropout)
+        }
+    }
+
+    /// Forces the op-by-op path even where the fused kernels apply (for comparisons).
+    pub fn set_reference(&mut self, yes: bool) {
+        self.reference = yes;
+    }
+
+    fn forward_fused(
+        &self,
+        x: Option<&Tensor>,
+        steps: usize,
+        h0: &[Tensor],
+        mut dropout: impl FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let mut seq = match x {
+            Some(x) => x.clone(),
+            None => Tensor::zeros((steps, h0[0].dim(0)?, 0), h0[0].dtype(), h0[0].device())?,
+        };
         for (l, layer) in self.layers.iter().enumerate() {
-            let mut h = state.h[l].clone();
-            let mut c = state.c.get(l).cloned();
+            let mut parts: Vec<Tensor> = layer.w_ih.iter().cloned().collect();
+            parts.push(layer.w_hh.clone());
+            parts.push(layer.b_ih.unsqueeze(1)?);
+            parts.push(layer.b_hh.unsqueeze(1)?);
+            let w = Tensor::cat(&parts, 1)?;
+            let y = match self.kind {
+                CellKind::Lstm => fused::lstm_seq(&seq, &w, &h0[l])?,
+                CellKind::Gru => fused::gru_seq(&seq, &w, &h0[l])?,
+            };
+            seq = if l + 1 < self.layers.len() { dropout(&y)? } else { y };
+        }
+        Ok(seq)
+    }
+
+    fn forward_reference(
+        &self,
+        x: Option<&Tensor>,
+        steps: usize,
+        h0: &[Tensor],
+        mut dropout: impl FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        // Per-step tensors throughout: narrowing a sequence tensor that carries gradient would
+        // make every step's backward materialise a full-size zero gradient.
+        let mut seq: Vec<Tensor> = match x {
+            Some(x) => (0..steps).map(|t| x.get(t)).collect::<candle_core::Result<_>>()?,
+            None => vec![],
+        };
+        for (l, layer) in self.layers.iter().enumerate() {
+            let mut h = h0[l].clone();
+            let mut c = (self.kind == CellKind::Lstm).then(|| h.zeros_like()).transpose()?;
             // Biases that are simply added are summed once per sequence, not per step.
             let bias = match self.kind {
                 CellKind::Lstm => (&layer.b_ih + &layer.b_hh)?,
@@ -167,7 +214,7 @@ impl Rnn {
                             Some(g) => (g + hw)?.broadcast_add(&bias)?,
                             None => hw.broadcast_add(&bias)?,
                         };
-                        let (h2, c2) = self.lstm_gates(&a, c.as_ref().expect("LSTM state has c"))?;
+                        let (h2, c2) = self.lstm_gates(&a, c.as_ref().expect("LSTM has a cell state"))?;
                         c = Some(c2);
                         h2
                     }
@@ -182,17 +229,13 @@ impl Rnn {
                 };
                 out.push(h.clone());
             }
-            state.h[l] = h;
-            if let Some(c) = c {
-                state.c[l] = c;
-            }
             seq = if l + 1 < self.layers.len() {
-                out.iter().map(|h| dropout(l, h)).collect::<Result<_>>()?
+                out.iter().map(&mut dropout).collect::<Result<_>>()?
             } else {
                 out
             };
         }
-        Ok((seq, state))
+        Ok(Tensor::stack(&seq, 0)?)
     }
 
     fn lstm_gates(&self, a: &Tensor, c: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -214,14 +257,5 @@ impl Rnn {
         let n = (gx.narrow(D::Minus1, 2 * h, h)? + (r * gh.narrow(D::Minus1, 2 * h, h)?)?)?.tanh()?;
         // h' = n + z ⊙ (h - n), the same as (1 - z) ⊙ n + z ⊙ h with one fewer op.
         Ok((&n + (z * (hprev - &n)?)?)?)
-    }
-
-    /// A zero state for batch `b`.
-    pub fn zero_state(&self, b: usize, dev: &Device) -> Result<State> {
-        let z = Tensor::zeros((b, self.hidden), self.layers[0].w_hh.dtype(), dev)?;
-        Ok(State {
-            h: vec![z.clone(); self.depth()],
-            c: if self.kind == CellKind::Lstm { vec![z; self.depth()] } else { vec![] },
-        })
     }
 }

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::params::ParamStore;
-use super::rnn::{Rnn, State};
+use super::rnn::Rnn;
 use crate::error::Result;
 use crate::params::CellKind;
 
@@ -124,14 +124,14 @@ impl Vrae {
     /// Final top-layer hidden state of the encoder for `x` `[T, B, F]`; `rng` enables dropout.
     fn encode_hidden(&self, x: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         let (t, b, _) = x.dims3()?;
-        let inputs: Vec<Tensor> = (0..t).map(|i| x.get(i)).collect::<candle_core::Result<_>>()?;
-        let state = self.encoder.zero_state(b, x.device())?;
+        let h = self.cfg.hidden_size;
+        let h0 = vec![Tensor::zeros((b, h), x.dtype(), x.device())?; self.encoder.depth()];
         let p = self.cfg.dropout;
-        let (_, last) = match rng {
-            Some(rng) if p > 0.0 => self.encoder.forward(&inputs, t, state, |_, h| dropout(h, p, rng))?,
-            _ => self.encoder.forward(&inputs, t, state, |_, h| Ok(h.clone()))?,
+        let y = match rng {
+            Some(rng) if p > 0.0 => self.encoder.forward(Some(x), t, &h0, |h| dropout(h, p, rng))?,
+            _ => self.encoder.forward(Some(x), t, &h0, |h| Ok(h.clone()))?,
         };
-        Ok(last.h[self.encoder.depth() - 1].clone())
+        Ok(y.get(t - 1)?)
     }
 
     /// Latent means `[B, L]` for `x` `[T, B, F]` (inference: no dropout, no sampling).
@@ -142,13 +142,17 @@ impl Vrae {
     /// Decodes latents `z` `[B, L]` into `[T, B, F]` for `steps` time steps.
     pub fn decode(&self, z: &Tensor, steps: usize) -> Result<Tensor> {
         let b = z.dim(0)?;
-        let h0 = self.latent_to_hidden.forward(z)?;
-        let mut state: State = self.decoder.zero_state(b, z.device())?;
-        state.h = vec![h0; self.decoder.depth()];
-        let (outs, _) = self.decoder.forward(&[], steps, state, |_, h| Ok(h.clone()))?;
+        let h0 = vec![self.latent_to_hidden.forward(z)?; self.decoder.depth()];
+        let y = self.decoder.forward(None, steps, &h0, |h| Ok(h.clone()))?;
         // One matmul for all steps instead of one per step.
-        let hs = Tensor::cat(&outs, 0)?;
+        let hs = y.reshape((steps * b, self.cfg.hidden_size))?;
         Ok(self.to_output.forward(&hs)?.reshape((steps, b, self.cfg.n_features))?)
+    }
+
+    /// Runs the recurrent layers op by op instead of with the fused CPU kernels (for tests).
+    pub fn set_reference_kernels(&mut self, yes: bool) {
+        self.encoder.set_reference(yes);
+        self.decoder.set_reference(yes);
     }
 
     /// Training pass: dropout and the reparameterisation sample both come from `rng`.
