@@ -7,16 +7,20 @@
 
 #[inline(always)]
 fn exp_approx(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    // Round to nearest with the 1.5·2^23 trick (plain adds vectorise everywhere).
+    let x = x.max(-87.0).min(88.0);
+    // Round to nearest with the 1.5·2^23 trick: after adding `magic` the integer sits in the low
+    // mantissa bits, so both `n` and its integer value come out of plain adds and bit operations
+    // (a float-to-int `as` cast is saturating and would stop the loop from vectorising).
     let magic = 12_582_912.0f32;
-    let n = (x * std::f32::consts::LOG2_E + magic) - magic;
+    let shifted = x * std::f32::consts::LOG2_E + magic;
+    let n = shifted - magic;
+    let ni = shifted.to_bits().wrapping_sub(magic.to_bits()) as i32;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_452 + r * 0.001_388_949_4)))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
     p * scale
 }
 

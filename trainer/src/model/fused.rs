@@ -17,6 +17,7 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::activations::{sigmoid_inplace, tanh_inplace};
 
@@ -33,6 +34,23 @@ fn matmul(
     a_t: bool,
     b: &[f32],
     b_t: bool,
+) {
+    matmul_par(m, n, k, c, accumulate, a, a_t, b, b_t, gemm::Parallelism::None)
+}
+
+/// [`matmul`] with a choice of threading (for the large whole-sequence products).
+#[allow(clippy::too_many_arguments)]
+fn matmul_par(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_t: bool,
+    b: &[f32],
+    b_t: bool,
+    par: gemm::Parallelism,
 ) {
     // Row-major strides of A (m x k) and B (k x n), or of their transposes as stored.
     let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
@@ -59,8 +77,15 @@ fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         );
+    }
+}
+
+fn threads() -> gemm::Parallelism {
+    match rayon::current_num_threads() {
+        1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
     }
 }
 
@@ -143,10 +168,41 @@ impl Weights {
     }
 }
 
+/// What the backward pass needs: per batch slice its cache, plus all hidden states.
+struct OpCache {
+    /// `(first row, rows, cache)` per batch slice.
+    slices: Vec<(usize, usize, Cache)>,
+    /// Hidden outputs `[T, B, H]`.
+    y: Vec<f32>,
+}
+
 /// One recurrent layer over a whole sequence (see the module docs for the operands).
 struct SeqOp {
     kind: Kind,
-    cache: Mutex<Option<Cache>>,
+    cache: Mutex<Option<OpCache>>,
+}
+
+/// Batch rows never interact in a recurrence, so the batch is cut into one slice per thread and
+/// each slice runs the whole sequence on its own: no synchronisation per time step.
+fn batch_slices(b: usize) -> Vec<(usize, usize)> {
+    let n = rayon::current_num_threads().min(b / 8).max(1);
+    (0..n).map(|i| (i * b / n, (i + 1) * b / n - i * b / n)).collect()
+}
+
+/// Rows `b0..b0+bc` of every step of a `[T, B, width]` buffer, as `[T, bc, width]`.
+fn gather(src: &[f32], t: usize, b: usize, width: usize, b0: usize, bc: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(t * bc * width);
+    for s in 0..t {
+        out.extend_from_slice(&src[(s * b + b0) * width..(s * b + b0 + bc) * width]);
+    }
+    out
+}
+
+/// Inverse of [`gather`].
+fn scatter(dst: &mut [f32], src: &[f32], t: usize, b: usize, width: usize, b0: usize, bc: usize) {
+    for s in 0..t {
+        dst[(s * b + b0) * width..(s * b + b0 + bc) * width].copy_from_slice(&src[s * bc * width..(s + 1) * bc * width]);
+    }
 }
 
 impl SeqOp {
@@ -189,13 +245,27 @@ impl CustomOp3 for SeqOp {
         let (x, w, h0) = (slice(s1, l1, "x")?, slice(s2, l2, "w")?, slice(s3, l3, "h0")?);
         let w = Weights::unpack(w, d);
         let xw = project(x, &w, d, self.kind);
-        let cache = match self.kind {
-            Kind::Lstm => lstm_forward(xw, &w.w_hh, h0, d),
-            Kind::Gru => gru_forward(xw, &w.w_hh, &w.b_hh, h0, d),
-        };
-        let y = cache.y.clone();
-        *self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))? = Some(cache);
-        Ok((CpuStorage::F32(y), Shape::from((d.t, d.b, d.h))))
+        let (gh, h) = (d.gh(), d.h);
+        let slices: Vec<(usize, usize, Cache)> = batch_slices(d.b)
+            .into_par_iter()
+            .map(|(b0, bc)| {
+                let xs = gather(&xw, d.t, d.b, gh, b0, bc);
+                let h0s = &h0[b0 * h..(b0 + bc) * h];
+                let ds = Dims { b: bc, ..d };
+                let c = match self.kind {
+                    Kind::Lstm => lstm_forward(xs, &w.w_hh, h0s, ds),
+                    Kind::Gru => gru_forward(xs, &w.w_hh, &w.b_hh, h0s, ds),
+                };
+                (b0, bc, c)
+            })
+            .collect();
+        let mut y = vec![0f32; d.t * d.b * h];
+        for (b0, bc, c) in &slices {
+            scatter(&mut y, &c.y, d.t, d.b, h, *b0, *bc);
+        }
+        let out = y.clone();
+        *self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))? = Some(OpCache { slices, y });
+        Ok((CpuStorage::F32(out), Shape::from((d.t, d.b, d.h))))
     }
 
     fn bwd(
@@ -215,18 +285,36 @@ impl CustomOp3 for SeqOp {
         let xv = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let (gh, h, inp, tb) = (d.gh(), d.h, d.inp, d.t * d.b);
         // da: gradient of the gate pre-activations' input part (x W_ih^T + b_ih);
-        // dhh: of the recurrent part (h W_hh^T + b_hh).
-        let (da, dhh, dh0) = match self.kind {
-            Kind::Lstm => lstm_backward(cache, &dy, &wv.w_hh, d),
-            Kind::Gru => gru_backward(cache, &dy, &wv.w_hh, h0v.as_slice(), d),
-        };
-        let dhh = dhh.as_ref().unwrap_or(&da);
+        // dhh: of the recurrent part (h W_hh^T + b_hh); the same buffer for the LSTM.
+        let parts: Vec<_> = cache
+            .slices
+            .par_iter()
+            .map(|(b0, bc, c)| {
+                let dys = gather(&dy, d.t, d.b, h, *b0, *bc);
+                let ds = Dims { b: *bc, ..d };
+                match self.kind {
+                    Kind::Lstm => lstm_backward(c, &dys, &wv.w_hh, ds),
+                    Kind::Gru => gru_backward(c, &dys, &wv.w_hh, &h0v[b0 * h..(b0 + bc) * h], ds),
+                }
+            })
+            .collect();
+        let mut da = vec![0f32; tb * gh];
+        let mut dhh_full = if self.kind == Kind::Gru { vec![0f32; tb * gh] } else { Vec::new() };
+        let mut dh0 = vec![0f32; d.b * h];
+        for ((b0, bc, _), (a, hh, d0)) in cache.slices.iter().zip(&parts) {
+            scatter(&mut da, a, d.t, d.b, gh, *b0, *bc);
+            if let Some(hh) = hh {
+                scatter(&mut dhh_full, hh, d.t, d.b, gh, *b0, *bc);
+            }
+            dh0[b0 * h..(b0 + bc) * h].copy_from_slice(d0);
+        }
+        let dhh = if self.kind == Kind::Gru { &dhh_full } else { &da };
         let dw_hh = recurrent_weight_grad(dhh, &cache.y, &h0v, d);
         let mut dw_ih = vec![0f32; gh * inp];
         let mut dx = vec![0f32; tb * inp];
         if inp > 0 {
-            matmul(gh, inp, tb, &mut dw_ih, false, &da, true, &xv, false);
-            matmul(tb, inp, gh, &mut dx, false, &da, false, &wv.w_ih, false);
+            matmul_par(gh, inp, tb, &mut dw_ih, false, &da, true, &xv, false, threads());
+            matmul_par(tb, inp, gh, &mut dx, false, &da, false, &wv.w_ih, false, threads());
         }
         let mut db_ih = vec![0f32; gh];
         let mut db_hh = vec![0f32; gh];
@@ -263,7 +351,7 @@ fn project(x: &[f32], w: &Weights, d: Dims, kind: Kind) -> Vec<f32> {
         xw.extend_from_slice(&bias);
     }
     if d.inp > 0 {
-        matmul(tb, gh, d.inp, &mut xw, true, x, false, &w.w_ih, true);
+        matmul_par(tb, gh, d.inp, &mut xw, true, x, false, &w.w_ih, true, threads());
     }
     xw
 }
@@ -378,7 +466,7 @@ fn recurrent_weight_grad(da: &[f32], y: &[f32], h0: &[f32], d: Dims) -> Vec<f32>
     hprev.extend_from_slice(h0);
     hprev.extend_from_slice(&y[..(d.t - 1) * bh]);
     let mut dw = vec![0f32; d.gh() * d.h];
-    matmul(d.gh(), d.h, d.t * d.b, &mut dw, false, da, true, &hprev, false);
+    matmul_par(d.gh(), d.h, d.t * d.b, &mut dw, false, da, true, &hprev, false, threads());
     dw
 }
 
