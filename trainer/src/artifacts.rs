@@ -8,6 +8,7 @@
 //! | `metrics.json` | ARI/NMI/purity and the raw k-means baseline (labelled data only) |
 //! | `training_log.csv` | per-epoch losses and times |
 //! | `assignments.csv` | cluster of every training and held-out series |
+//! | `encoder.onnx` | encoder + latent-mean head, opset 17 (see [`crate::export::onnx`]) |
 //!
 //! Every file is written to a temporary file in the same directory, fsynced, then renamed, so a
 //! crash leaves either the old or the new file, never a torn one.
@@ -33,6 +34,8 @@ pub const CENTROIDS: &str = "centroids.json";
 pub const METRICS: &str = "metrics.json";
 /// Training log file name.
 pub const TRAINING_LOG: &str = "training_log.csv";
+/// Exported encoder file name.
+pub const ENCODER_ONNX: &str = "encoder.onnx";
 /// Per-series assignment file name.
 pub const ASSIGNMENTS: &str = "assignments.csv";
 

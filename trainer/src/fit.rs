@@ -1,5 +1,5 @@
 //! `trainer fit` end to end: prepare data -> split -> train -> save -> embed -> k-means ->
-//! scores against labels (with raw-series k-means as the baseline) -> save.
+//! scores against labels (with raw-series k-means as the baseline) -> save -> ONNX export.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,8 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, RunConfig, FORMAT_VERSION};
+use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, LoadedModel, RunConfig, FORMAT_VERSION};
+use crate::export::write_encoder_onnx;
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
 use crate::data::prep::{normalize, resample_all, split, Normalization};
@@ -161,16 +162,16 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     for &c in &km.labels {
         sizes[c] += 1;
     }
-    write_json(
-        &out.join(artifacts::CENTROIDS),
-        &Centroids {
-            k,
-            latent_length: l,
-            centroids: km.centroids.chunks(l).map(|c| c.to_vec()).collect(),
-            sizes: sizes.clone(),
-            inertia: km.inertia,
-        },
-    )?;
+    let centroids = Centroids {
+        k,
+        latent_length: l,
+        centroids: km.centroids.chunks(l).map(|c| c.to_vec()).collect(),
+        sizes: sizes.clone(),
+        inertia: km.inertia,
+    };
+    write_json(&out.join(artifacts::CENTROIDS), &centroids)?;
+    let loaded = LoadedModel { dir: out.to_path_buf(), config, vrae, weights, centroids: Some(centroids) };
+    write_encoder_onnx(&loaded, &out.join(artifacts::ENCODER_ONNX))?;
 
     let mut assignments = String::from("index,split,label,cluster,distance\n");
     let train_assign = km.predict(&z_train)?;

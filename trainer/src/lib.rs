@@ -2,13 +2,14 @@
 //!
 //! Data flows top to bottom through the modules: [`data`] (load, normalise, split) ->
 //! [`model`] (VRAE, loss) -> [`train`] -> [`embed`] -> [`cluster`] (k-means, scores) ->
-//! [`artifacts`] (the model directory); [`fit`] strings them together.
+//! [`artifacts`] (the model directory) -> [`export`] (ONNX); [`fit`] strings them together.
 
 pub mod artifacts;
 pub mod cluster;
 pub mod data;
 pub mod embed;
 pub mod error;
+pub mod export;
 pub mod fit;
 pub mod model;
 pub mod params;

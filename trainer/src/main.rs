@@ -10,6 +10,7 @@ use trainer::artifacts::{load_model, write_atomic};
 use trainer::cluster::ClusterScores;
 use trainer::data::prep::Normalization;
 use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
+use trainer::export::{write_encoder_onnx, ONNX_OPSET};
 use trainer::embed::{embed, latents_csv, prepare, write_latents};
 use trainer::fit::{fit, FitOptions};
 use trainer::params::{CellKind, LossScaling, OptimizerKind, Preset, ReconLoss, VraeParams};
@@ -29,6 +30,17 @@ enum Cmd {
     Embed(InferArgs),
     /// Assign every series in DATA to its nearest stored centroid (CSV).
     Cluster(InferArgs),
+    /// Export the encoder and latent-mean head to ONNX (opset 17).
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Model directory written by `trainer fit`.
+    model: PathBuf,
+    /// Output file [default: MODEL/encoder.onnx].
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Compute device.
@@ -268,12 +280,21 @@ fn run_infer(a: InferArgs, assign: bool) -> Result<()> {
     emit(a.out.as_deref(), &s)
 }
 
+fn run_export(a: ExportArgs) -> Result<()> {
+    let model = load_model(&a.model, &candle_core::Device::Cpu)?;
+    let out = a.out.unwrap_or_else(|| a.model.join(trainer::artifacts::ENCODER_ONNX));
+    let n = write_encoder_onnx(&model, &out)?;
+    println!("wrote {} ({n} bytes, opset {ONNX_OPSET})", out.display());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Fit(a) => run_fit(a),
         Cmd::Embed(a) => run_infer(a, false),
         Cmd::Cluster(a) => run_infer(a, true),
+        Cmd::Export(a) => run_export(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
