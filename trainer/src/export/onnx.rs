@@ -17,6 +17,10 @@
 //!
 //! ONNX `B` is `[Wb; Rb]` = `[b_ih permuted; b_hh permuted]`. The log-variance head and the
 //! decoder are not exported; centroids travel beside the file.
+//!
+//! A GRU over a single input feature gets a zero second feature (`Pad`) and a zero column in `W`:
+//! tract 0.23.9's fused GRU assumes the product `x Wᵀ` is row-major, which ndarray does not give
+//! for a one-column `x`, and the model would fail to run there. The result is unchanged.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -157,10 +161,22 @@ pub fn encoder_onnx_with_gate_blocks(m: &LoadedModel, blocks: &[usize]) -> Resul
         CellKind::Gru => ("GRU", vec![attr_int("linear_before_reset", 1)]),
     };
     let mut input = "x".to_string();
+    let pad_input = cfg.cell == CellKind::Gru && f == 1;
+    if pad_input {
+        init.push(int64_tensor("pad_feature", &[0, 0, 0, 0, 0, 1]));
+        nodes.push(node("Pad", "pad_feature", &["x", "pad_feature"], &["x_padded"], vec![]));
+        input = "x_padded".into();
+    }
     for layer in 0..depth {
         let inp = if layer == 0 { f } else { h };
         let p = |s: &str| format!("encoder.{s}_l{layer}");
-        let w = permute_blocks(&get(&p("weight_ih"))?, blocks, h, inp);
+        let mut w = permute_blocks(&get(&p("weight_ih"))?, blocks, h, inp);
+        let inp = if layer == 0 && pad_input {
+            w = w.iter().flat_map(|&v| [v, 0.0]).collect();
+            2
+        } else {
+            inp
+        };
         let r = permute_blocks(&get(&p("weight_hh"))?, blocks, h, h);
         let mut b = permute_blocks(&get(&p("bias_ih"))?, blocks, h, 1);
         b.extend(permute_blocks(&get(&p("bias_hh"))?, blocks, h, 1));

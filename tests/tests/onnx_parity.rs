@@ -1,0 +1,149 @@
+//! The exported encoder gives the trainer's own latents under onnxruntime and tract, for LSTM
+//! and GRU, one and two layers, one and three features, batches 1, 7 and 256 of real ECG5000
+//! beats; a wrong gate order is caught; the file passes the official ONNX checker.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use prost::Message;
+use tests::*;
+use trainer::export::encoder_onnx_with_gate_blocks;
+use trainer::params::CellKind;
+
+const TOL: f32 = 1e-4;
+
+#[test]
+fn candle_ort_and_tract_agree_on_every_configuration() {
+    let mut table = vec![format!("{:<5} {:>5} {:>3} {:>5} {:>11} {:>11} {:>11}", "cell", "depth", "F", "batch", "candle-ort", "candle-tract", "ort-tract")];
+    let mut worst = 0f32;
+    for (ci, cell) in [CellKind::Lstm, CellKind::Gru].into_iter().enumerate() {
+        for depth in [1, 2] {
+            for f in [1, 3] {
+                let dir = tempfile::tempdir().unwrap();
+                let m = fixture_model(dir.path(), cell, depth, f, 24, (ci * 10 + depth * 3 + f) as u64).unwrap();
+                let onnx = dir.path().join("encoder.onnx");
+                let series = ecg_series(256, f, 140).unwrap();
+                let mut ort = OrtEncoder::load(&onnx, 1).unwrap();
+                for b in [1, 7, 256] {
+                    let x = time_major(&series[..b], 140, f);
+                    let c = candle_embed(&m, &series[..b]).unwrap();
+                    let o = ort.run(&x, 140, b, f).unwrap();
+                    let t = TractEncoder::load(&onnx, 140, b, f).unwrap().run(&x, 140, b, f).unwrap_or_else(|e| panic!("tract, {cell:?} depth {depth} F {f} batch {b}: {e:#}"));
+                    let (co, ct, ot) = (max_abs_diff(&c, &o), max_abs_diff(&c, &t), max_abs_diff(&o, &t));
+                    table.push(format!("{cell:<5?} {depth:>5} {f:>3} {b:>5} {co:>11.2e} {ct:>11.2e} {ot:>11.2e}"));
+                    assert!(
+                        co <= TOL && ct <= TOL && ot <= TOL,
+                        "{cell:?} depth {depth} F {f} batch {b}: max abs diff candle-ort {co:e}, candle-tract {ct:e}, ort-tract {ot:e} (tolerance {TOL:e})"
+                    );
+                    worst = worst.max(co).max(ct).max(ot);
+                }
+            }
+        }
+    }
+    eprintln!("{}\nworst max abs diff {worst:e}", table.join("\n"));
+}
+
+/// Latents for a sequence length other than the model's (the ONNX time axis is symbolic).
+#[test]
+fn other_sequence_lengths_agree() {
+    for cell in [CellKind::Lstm, CellKind::Gru] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = fixture_model(dir.path(), cell, 2, 3, 16, 7).unwrap();
+        let onnx = dir.path().join("encoder.onnx");
+        let mut ort = OrtEncoder::load(&onnx, 1).unwrap();
+        for len in [60, 200] {
+            let series = ecg_series(5, 3, len).unwrap();
+            let x = time_major(&series, len, 3);
+            let xt = Tensor::from_vec(x.clone(), (len, 5, 3), &Device::Cpu).unwrap();
+            let c: Vec<f32> = m.vrae.encode_mean(&xt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let o = ort.run(&x, len, 5, 3).unwrap();
+            let t = TractEncoder::load(&onnx, len, 5, 3).unwrap().run(&x, len, 5, 3).unwrap();
+            let (co, ct) = (max_abs_diff(&c, &o), max_abs_diff(&c, &t));
+            assert!(co <= TOL && ct <= TOL, "{cell:?} length {len}: candle-ort {co:e}, candle-tract {ct:e}");
+        }
+    }
+}
+
+/// The parity check can fail: exporting with PyTorch's gate order left in place gives latents
+/// far from the trainer's.
+#[test]
+fn a_swapped_gate_order_is_caught() {
+    for (cell, wrong) in [(CellKind::Lstm, &[0usize, 1, 2, 3][..]), (CellKind::Gru, &[0, 1, 2][..])] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = fixture_model(dir.path(), cell, 1, 1, 16, 3).unwrap();
+        let bad = dir.path().join("bad.onnx");
+        std::fs::write(&bad, encoder_onnx_with_gate_blocks(&m, wrong).unwrap().encode_to_vec()).unwrap();
+        let series = ecg_series(7, 1, 140).unwrap();
+        let x = time_major(&series, 140, 1);
+        let c = candle_embed(&m, &series).unwrap();
+        let o = OrtEncoder::load(&bad, 1).unwrap().run(&x, 140, 7, 1).unwrap();
+        let d = max_abs_diff(&c, &o);
+        assert!(d > 1e-2, "{cell:?}: a wrong gate order went unnoticed (max abs diff {d:e})");
+    }
+}
+
+/// What a user sees in Netron: opset, symbolic dims, one RNN node per layer, metadata. Decoded
+/// with tract's own generated ONNX messages, which also proves our prost messages are compatible.
+#[test]
+fn graph_structure_and_metadata_read_back_with_tract_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixture_model(dir.path(), CellKind::Gru, 2, 3, 16, 1).unwrap();
+    let bytes = std::fs::read(dir.path().join("encoder.onnx")).unwrap();
+    let model = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
+    assert_eq!(model.ir_version, 8);
+    assert_eq!(model.opset_import[0].version, 17);
+    let g = model.graph.as_ref().unwrap();
+    let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+    assert_eq!(ops.iter().filter(|o| **o == "GRU").count(), 2, "{ops:?}");
+    assert!(ops.contains(&"Gemm") && ops.contains(&"ConstantOfShape"));
+    let gru = g.node.iter().find(|n| n.op_type == "GRU").unwrap();
+    let lbr = gru.attribute.iter().find(|a| a.name == "linear_before_reset").unwrap();
+    assert_eq!(lbr.i, 1);
+    let dims = |v: &tract_onnx::pb::ValueInfoProto| -> Vec<String> {
+        let t = v.r#type.as_ref().unwrap().value.as_ref().unwrap();
+        let tract_onnx::pb::type_proto::Value::TensorType(t) = t else { panic!("not a tensor type") };
+        t.shape.as_ref().unwrap().dim.iter().map(|d| format!("{:?}", d.value.as_ref().unwrap())).collect()
+    };
+    let input = dims(&g.input[0]);
+    assert!(input[0].contains("seq_len") && input[1].contains("batch") && input[2].contains('3'), "{input:?}");
+    let meta: std::collections::HashMap<_, _> = model.metadata_props.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+    assert_eq!(meta["cell"], "gru");
+    assert_eq!(meta["latent_length"], m.config.model.latent_length.to_string());
+    assert!(meta["hyper_parameters"].contains("\"hidden_layer_depth\":2"), "{}", meta["hyper_parameters"]);
+    // Weights: R of layer 0 is W_hh with blocks reordered r,z,n -> z,r,h.
+    let r0 = g.initializer.iter().find(|t| t.name == "R0").unwrap();
+    let onnx_r: Vec<f32> = r0.raw_data.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let torch: Vec<f32> = m.weights.tensors()["encoder.weight_hh_l0"].flatten_all().unwrap().to_vec1().unwrap();
+    let block = 16 * 16;
+    assert_eq!(&onnx_r[..block], &torch[block..2 * block], "ONNX z block must be PyTorch's second block");
+    assert_eq!(&onnx_r[block..2 * block], &torch[..block], "ONNX r block must be PyTorch's first block");
+}
+
+/// The official checker (`onnx.checker.check_model(full_check=True)`, Python package `onnx`,
+/// found through `ONNX_PYTHONPATH`).
+#[test]
+fn exported_files_pass_the_onnx_checker() {
+    let pythonpath = std::env::var("ONNX_PYTHONPATH").expect(
+        "ONNX_PYTHONPATH is not set: point it at a directory holding the PyPI `onnx` package (scripts/test.sh sets it)",
+    );
+    for (cell, depth, f) in [(CellKind::Lstm, 1, 1), (CellKind::Lstm, 2, 3), (CellKind::Gru, 1, 1), (CellKind::Gru, 2, 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        fixture_model(dir.path(), cell, depth, f, 8, 0).unwrap();
+        check_with_python(&dir.path().join("encoder.onnx"), &pythonpath);
+    }
+}
+
+fn check_with_python(path: &Path, pythonpath: &str) {
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", pythonpath)
+        .args(["-c", "import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True); print('ok')"])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "ONNX checker rejected {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
