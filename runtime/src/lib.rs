@@ -1,9 +1,23 @@
 //! Inference core that goes onto devices.
 //!
-//! `no_std` and allocation-free: everything here works on caller-provided slices. The `std`
-//! feature only adds conveniences for host tools (the trainer, fleet scoring).
+//! `no_std` and allocation-free: a [`bundle`] (weights + centroids, checksummed) is parsed in
+//! place, the [`encoder`] consumes one sample at a time into a fixed-size [`encoder::State`], and
+//! [`assign`] picks the nearest centroid. With `std`, [`batch`] runs many windows on all cores;
+//! with `tract`, [`tract_engine`] runs the exported ONNX file instead of the native kernels.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod assign;
+pub mod bundle;
+mod crc;
+pub mod encoder;
+pub mod math;
 
-pub use assign::{assign, Assignment, AssignError};
+#[cfg(feature = "std")]
+pub mod batch;
+#[cfg(feature = "tract")]
+pub mod tract_engine;
+
+pub use assign::{assign, AssignError, Assignment};
+pub use bundle::{Bundle, BundleError, Header};
+pub use crc::crc32;
+pub use encoder::{EncodeError, Encoder, State};

@@ -88,7 +88,19 @@ impl TractEncoder {
 
 /// Latent means from the trainer's own (candle) forward pass.
 pub fn candle_embed(m: &LoadedModel, series: &[trainer::data::Series]) -> Result<Vec<f32>> {
-    Ok(trainer::embed::embed(&m.vrae, series, &Device::Cpu)?)
+    let cfg = &m.config.model;
+    let mut out = Vec::new();
+    for chunk in series.chunks(512) {
+        let refs: Vec<&trainer::data::Series> = chunk.iter().collect();
+        let x = trainer::train::batch_tensor(&refs, chunk[0].len, cfg.n_features, &Device::Cpu)?;
+        out.extend(m.vrae.encode_mean(&x)?.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// Latent means from the runtime's native kernels (what devices run).
+pub fn native_embed(m: &LoadedModel, series: &[trainer::data::Series]) -> Result<Vec<f32>> {
+    Ok(m.native()?.embed(series)?)
 }
 
 /// Time-major `[t, b, f]` buffer of `series`.

@@ -8,6 +8,7 @@
 //! | `metrics.json` | ARI/NMI/purity and the raw k-means baseline (labelled data only) |
 //! | `training_log.csv` | per-epoch losses and times |
 //! | `assignments.csv` | cluster of every training and held-out series |
+//! | `model.bundle` | encoder weights + centroids for the runtime (see `runtime::bundle`) |
 //! | `encoder.onnx` | encoder + latent-mean head, opset 17 (see [`crate::export::onnx`]) |
 //!
 //! Every file is written to a temporary file in the same directory, fsynced, then renamed, so a
@@ -34,6 +35,8 @@ pub const CENTROIDS: &str = "centroids.json";
 pub const METRICS: &str = "metrics.json";
 /// Training log file name.
 pub const TRAINING_LOG: &str = "training_log.csv";
+/// Runtime bundle file name.
+pub const BUNDLE: &str = "model.bundle";
 /// Exported encoder file name.
 pub const ENCODER_ONNX: &str = "encoder.onnx";
 /// Per-series assignment file name.
@@ -149,6 +152,14 @@ pub struct LoadedModel {
     pub weights: ParamStore,
     /// Its centroids, when `centroids.json` exists.
     pub centroids: Option<Centroids>,
+}
+
+impl LoadedModel {
+    /// The encoder and centroids on the runtime's native kernels.
+    pub fn native(&self) -> Result<crate::embed::NativeEncoder> {
+        let c = self.centroids.as_ref().map(|c| c.flat());
+        crate::embed::NativeEncoder::new(&self.config.model, self.config.data.normalization, &self.weights, c.as_deref())
+    }
 }
 
 /// Saves weights and config into `dir`.

@@ -1,23 +1,64 @@
-//! Latent means for every series of a dataset, and writers for them (CSV, `.npy`).
+//! Latent means for every series of a dataset, computed by the runtime's native kernels (the
+//! code devices run, batched over all cores), and writers for them (CSV, `.npy`).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use candle_core::Device;
+use runtime::batch::{assign_all, embed_windows};
+use runtime::bundle::AlignedBytes;
+use runtime::{Assignment, Encoder};
 
 use crate::artifacts::{write_atomic, RunConfig};
-use crate::data::prep::{normalize, resample_all};
+use crate::data::prep::{resample_all, Normalization};
 use crate::data::{Dataset, Series};
 use crate::error::{Error, Result};
-use crate::model::Vrae;
-use crate::train::batch_tensor;
+use crate::export::bundle_bytes;
+use crate::model::{ModelConfig, ParamStore};
 
-/// Series per forward pass at inference.
-pub const INFER_BATCH: usize = 512;
+/// A trained encoder (and centroids) in the runtime's bundle format, ready to run natively.
+#[derive(Debug, Clone)]
+pub struct NativeEncoder {
+    bytes: AlignedBytes,
+}
 
-/// Prepares new data the way the model's training data was prepared: checks the feature count,
-/// applies the stored normalisation and resamples to the model's length. Returns how many series
-/// were resampled.
+impl NativeEncoder {
+    /// Bundles `weights`; `centroids` may be `None` before k-means ran (then only `embed` works
+    /// meaningfully).
+    pub fn new(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, centroids: Option<&[f32]>) -> Result<Self> {
+        let zero = vec![0f32; cfg.latent_length];
+        let bytes = bundle_bytes(cfg, norm, weights, centroids.unwrap_or(&zero))?;
+        Ok(NativeEncoder { bytes: AlignedBytes::new(&bytes) })
+    }
+
+    fn encoder(&self) -> Result<Encoder<'_>> {
+        Encoder::from_bytes(self.bytes.as_bytes()).map_err(|e| Error::Mismatch(format!("bundle: {e}")))
+    }
+
+    /// Latent means, row-major `n x latent`, of series all of the model's length.
+    pub fn embed(&self, series: &[Series]) -> Result<Vec<f32>> {
+        let Some(first) = series.first() else { return Ok(Vec::new()) };
+        let width = first.values.len();
+        if let Some(i) = series.iter().position(|s| s.values.len() != width) {
+            return Err(Error::Mismatch(format!("series {i} has {} values, series 0 has {width}", series[i].values.len())));
+        }
+        let flat: Vec<f32> = series.iter().flat_map(|s| s.values.iter().copied()).collect();
+        embed_windows(&self.encoder()?, &flat, width).map_err(|e| Error::Mismatch(e.to_string()))
+    }
+
+    /// Nearest centroid of every latent row.
+    pub fn assign(&self, latents: &[f32]) -> Result<Vec<Assignment>> {
+        assign_all(&self.encoder()?, latents).map_err(|e| Error::Mismatch(e.to_string()))
+    }
+
+    /// The bundle bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes.as_bytes()
+    }
+}
+
+/// Prepares new data for a model: checks the feature count and resamples to the model's length
+/// (normalisation happens inside the encoder, as on devices). Returns how many series were
+/// resampled.
 pub fn prepare(ds: &mut Dataset, cfg: &RunConfig) -> Result<usize> {
     let want = cfg.model.n_features;
     if ds.n_features != want {
@@ -27,25 +68,10 @@ pub fn prepare(ds: &mut Dataset, cfg: &RunConfig) -> Result<usize> {
             ds.n_features
         )));
     }
-    normalize(ds, cfg.data.normalization);
     let t = cfg.model.seq_len;
     let n = ds.series.iter().filter(|s| s.len != t).count();
     resample_all(ds, t);
     Ok(n)
-}
-
-/// Latent means, row-major `n x latent_length`, for series all of the model's length. Every
-/// series is embedded (the last batch may be smaller), in batches of [`INFER_BATCH`].
-pub fn embed(model: &Vrae, series: &[Series], dev: &Device) -> Result<Vec<f32>> {
-    let cfg = model.config();
-    let mut out = Vec::with_capacity(series.len() * cfg.latent_length);
-    for chunk in series.chunks(INFER_BATCH) {
-        let refs: Vec<&Series> = chunk.iter().collect();
-        let x = batch_tensor(&refs, cfg.seq_len, cfg.n_features, dev)?;
-        let z = model.encode_mean(&x)?;
-        out.extend(z.flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok(out)
 }
 
 /// Writes a float matrix as NumPy `.npy` (version 1.0, little-endian f32, C order).
@@ -65,8 +91,7 @@ pub fn npy_bytes(data: &[f32], rows: usize, cols: usize) -> Vec<u8> {
     out
 }
 
-/// Writes latents to `path`: `.npy` gives the bare matrix; anything else gives CSV with columns
-/// `index,label,z0..` (label empty when the data has none).
+/// Writes latents to `path`: `.npy` gives the bare matrix; anything else gives CSV.
 pub fn write_latents(path: &Path, latents: &[f32], dim: usize, labels: Option<&[String]>) -> Result<()> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         return write_atomic(path, &npy_bytes(latents, latents.len() / dim.max(1), dim));

@@ -1,5 +1,5 @@
 //! `trainer fit` end to end: prepare data -> split -> train -> save -> embed -> k-means ->
-//! scores against labels (with raw-series k-means as the baseline) -> save -> ONNX export.
+//! scores against labels (with raw-series k-means as the baseline) -> save -> bundle + ONNX export.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,12 +9,12 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, LoadedModel, RunConfig, FORMAT_VERSION};
-use crate::export::write_encoder_onnx;
+use crate::export::{write_bundle, write_encoder_onnx};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
 use crate::data::prep::{normalize, resample_all, split, Normalization};
 use crate::data::{Dataset, Series};
-use crate::embed::embed;
+use crate::embed::NativeEncoder;
 use crate::error::{Error, Result};
 use crate::model::{ModelConfig, Vrae};
 use crate::params::VraeValidParams;
@@ -152,8 +152,10 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     write_training_log(&out.join(artifacts::TRAINING_LOG), &log)?;
 
     let vrae = Vrae::bind(&model_cfg, &weights, &out.join(artifacts::WEIGHTS))?;
-    let z_train = embed(&vrae, &train_series, dev)?;
-    let z_hold = embed(&vrae, &hold_series, dev)?;
+    // Latents come from the runtime's native kernels, the code devices run.
+    let native = NativeEncoder::new(&model_cfg, opts.normalization, &weights, None)?;
+    let z_train = native.embed(&train_series)?;
+    let z_hold = native.embed(&hold_series)?;
     let l = p.latent_length;
     let km_params = KMeansParams { n_init: opts.n_init, ..KMeansParams::new(k, p.seed) };
     let km = KMeans::fit(&z_train, l, &km_params)?;
@@ -170,6 +172,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         inertia: km.inertia,
     };
     write_json(&out.join(artifacts::CENTROIDS), &centroids)?;
+    write_bundle(&model_cfg, opts.normalization, &weights, &km.centroids, &out.join(artifacts::BUNDLE))?;
     let loaded = LoadedModel { dir: out.to_path_buf(), config, vrae, weights, centroids: Some(centroids) };
     write_encoder_onnx(&loaded, &out.join(artifacts::ENCODER_ONNX))?;
 

@@ -10,8 +10,8 @@ use trainer::artifacts::{load_model, write_atomic};
 use trainer::cluster::ClusterScores;
 use trainer::data::prep::Normalization;
 use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
-use trainer::export::{write_encoder_onnx, ONNX_OPSET};
-use trainer::embed::{embed, latents_csv, prepare, write_latents};
+use trainer::export::{write_bundle, write_encoder_onnx, ONNX_OPSET};
+use trainer::embed::{latents_csv, prepare, write_latents};
 use trainer::fit::{fit, FitOptions};
 use trainer::params::{CellKind, LossScaling, OptimizerKind, Preset, ReconLoss, VraeParams};
 
@@ -38,9 +38,12 @@ enum Cmd {
 struct ExportArgs {
     /// Model directory written by `trainer fit`.
     model: PathBuf,
-    /// Output file [default: MODEL/encoder.onnx].
+    /// ONNX output file [default: MODEL/encoder.onnx].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write the runtime bundle (encoder + centroids) [default path: MODEL/model.bundle].
+    #[arg(long, num_args = 0..=1)]
+    bundle: Option<Option<PathBuf>>,
 }
 
 /// Compute device.
@@ -253,7 +256,8 @@ fn run_infer(a: InferArgs, assign: bool) -> Result<()> {
         eprintln!("note: {resampled} series resampled to the model's length {}", model.config.model.seq_len);
     }
     let l = model.config.model.latent_length;
-    let z = embed(&model.vrae, &ds.series, &dev)?;
+    let native = model.native()?;
+    let z = native.embed(&ds.series)?;
     let labels = ds.labels.as_deref();
     if !assign {
         return match &a.out {
@@ -261,13 +265,11 @@ fn run_infer(a: InferArgs, assign: bool) -> Result<()> {
             None => emit(None, &latents_csv(&z, l, labels)),
         };
     }
-    let Some(c) = &model.centroids else {
+    if model.centroids.is_none() {
         bail!("{}: no centroids.json; re-run `trainer fit` to produce one", model.dir.display());
-    };
-    let table = c.flat();
+    }
     let mut s = String::from("index,label,cluster,distance,second_distance\n");
-    for (i, row) in z.chunks(l).enumerate() {
-        let a = runtime::assign(row, &table, l).with_context(|| format!("series {i}"))?;
+    for (i, a) in native.assign(&z)?.iter().enumerate() {
         let _ = writeln!(
             s,
             "{i},{},{},{},{}",
@@ -285,6 +287,14 @@ fn run_export(a: ExportArgs) -> Result<()> {
     let out = a.out.unwrap_or_else(|| a.model.join(trainer::artifacts::ENCODER_ONNX));
     let n = write_encoder_onnx(&model, &out)?;
     println!("wrote {} ({n} bytes, opset {ONNX_OPSET})", out.display());
+    if let Some(path) = a.bundle {
+        let path = path.unwrap_or_else(|| a.model.join(trainer::artifacts::BUNDLE));
+        let Some(c) = &model.centroids else {
+            bail!("{}: no centroids.json; a bundle carries the centroids", model.dir.display());
+        };
+        let n = write_bundle(&model.config.model, model.config.data.normalization, &model.weights, &c.flat(), &path)?;
+        println!("wrote {} ({n} bytes)", path.display());
+    }
     Ok(())
 }
 

@@ -9,11 +9,11 @@ use rand_chacha::ChaCha8Rng;
 use trainer::artifacts::{load_model, save_model, DataInfo, RunConfig, FORMAT_VERSION};
 use trainer::data::prep::Normalization;
 use trainer::data::{Dataset, Series};
-use trainer::embed::embed;
+use trainer::embed::NativeEncoder;
 use trainer::fit::{fit, FitOptions};
 use trainer::model::{ModelConfig, ParamStore, Vrae};
 use trainer::params::{CellKind, LossScaling, VraeParams};
-use trainer::train::train;
+use trainer::train::{batch_tensor, train};
 
 /// Two classes of noisy waves: a sine and a sawtooth-like ramp, `n` of each, `t` steps, `nf`
 /// features (feature f is the wave shifted by f).
@@ -139,16 +139,20 @@ fn save_load_gives_identical_latents_and_every_row_is_embedded() {
     let dir = tempfile::tempdir().unwrap();
     save_model(dir.path(), &config_for(&c, &p), &store).unwrap();
     let loaded = load_model(dir.path(), &Device::Cpu).unwrap();
-    let fresh = Vrae::bind(&c, &store, Path::new("mem")).unwrap();
-    let a = embed(&fresh, &ds.series, &Device::Cpu).unwrap();
-    let b = embed(&loaded.vrae, &ds.series, &Device::Cpu).unwrap();
+    let a = NativeEncoder::new(&c, Normalization::None, &store, None).unwrap().embed(&ds.series).unwrap();
+    let b = loaded.native().unwrap().embed(&ds.series).unwrap();
     assert_eq!(a.len(), 600 * 3);
     assert_eq!(a, b, "latents differ after save -> load");
-    // One series alone embeds like it does inside a batch.
-    let one = embed(&loaded.vrae, &ds.series[599..], &Device::Cpu).unwrap();
-    for (x, y) in one.iter().zip(&a[599 * 3..]) {
-        assert!((x - y).abs() < 1e-5, "{one:?} vs {:?}", &a[599 * 3..]);
-    }
+    // One series alone embeds exactly as inside a batch.
+    let one = loaded.native().unwrap().embed(&ds.series[599..]).unwrap();
+    assert_eq!(one, a[599 * 3..]);
+    // The runtime's native kernels agree with the candle model's own forward pass.
+    let fresh = Vrae::bind(&c, &store, Path::new("mem")).unwrap();
+    let refs: Vec<&Series> = ds.series.iter().collect();
+    let x = batch_tensor(&refs, 12, 2, &Device::Cpu).unwrap();
+    let candle: Vec<f32> = fresh.encode_mean(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let worst = a.iter().zip(&candle).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-5, "native vs candle max abs diff {worst}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! Exporting the trained encoder for inference engines.
+//! Exporting the trained encoder: the runtime's bundle and standard ONNX.
 
+pub mod bundle;
 pub mod onnx;
 pub mod onnx_pb;
 
 pub use onnx::{encoder_onnx, encoder_onnx_with_gate_blocks, write_encoder_onnx, ONNX_OPSET};
+pub use bundle::{bundle_bytes, write_bundle};

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::activations::{sigmoid_inplace, tanh_inplace};
+use runtime::math::{sigmoid_inplace, tanh_inplace};
 
 /// `C (m x n) (+)= A (m x k) · B (k x n)`, all row-major with the given row strides and unit
 /// column strides, except where `*_t` marks the operand as stored transposed.

@@ -10,5 +10,5 @@ pub use vrae::{ModelConfig, Vrae};
 
 #[cfg(test)]
 mod gradcheck;
-mod activations;
+
 mod fused;

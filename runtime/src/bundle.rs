@@ -1,0 +1,310 @@
+//! The model bundle: everything a device needs in one checksummed byte string.
+//!
+//! ```text
+//! offset  size  content
+//! 0       8     magic "VRAEBNDL"
+//! 8       4     format version (u32 LE) = FORMAT_VERSION
+//! 12      4     header length n (u32 LE)
+//! 16      n     header, postcard-encoded `Header`
+//! ...           zero padding to a multiple of 4
+//! ...     4*W   weights, f32 LE, W = header.weights_len (layout below)
+//! ...     4*C   centroids, f32 LE, row-major k x latent
+//! end-4   4     CRC-32 of every byte before it (u32 LE)
+//! ```
+//!
+//! Weights, per encoder layer `l` (input width `In` = features for layer 0, else hidden; `G` = 4
+//! for LSTM, 3 for GRU; gate blocks in PyTorch order `i,f,g,o` / `r,z,n`):
+//! `W_ih [G*H, In]`, `W_hh [G*H, H]`, `b_ih [G*H]`, `b_hh [G*H]`; then the latent-mean head
+//! `W_mean [L, H]`, `b_mean [L]`. Row-major rows keep each gate row contiguous for the step
+//! kernel's dot products.
+//!
+//! Parsing never panics and never allocates: a short, corrupted or foreign buffer is an `Err`
+//! naming the problem. The weights are read in place (zero-copy) from a 4-byte-aligned buffer,
+//! e.g. flash.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crc::crc32;
+
+/// First bytes of every bundle.
+pub const MAGIC: [u8; 8] = *b"VRAEBNDL";
+/// Bundle format version this crate reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Largest header accepted (a real one is ~30 bytes).
+const MAX_HEADER: usize = 256;
+
+/// Recurrent cell of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cell {
+    /// LSTM, gates `i, f, g, o`.
+    Lstm,
+    /// GRU, gates `r, z, n`, reset after the hidden matmul.
+    Gru,
+}
+
+impl Cell {
+    /// Gate blocks per layer.
+    pub const fn gates(self) -> usize {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+}
+
+/// Input normalisation the model expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Normalization {
+    /// Values as they come.
+    None,
+    /// Per window and feature `(x - mean) / std` (needs the whole window).
+    Zscore,
+}
+
+/// Shape and settings of a bundled model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Encoder cell.
+    pub cell: Cell,
+    /// Values per time step.
+    pub n_features: u16,
+    /// Hidden units per layer.
+    pub hidden: u16,
+    /// Encoder layers.
+    pub layers: u8,
+    /// Latent dimension.
+    pub latent: u16,
+    /// Number of centroids.
+    pub k: u16,
+    /// Window length the model was trained on.
+    pub seq_len: u32,
+    /// Expected input normalisation.
+    pub normalization: Normalization,
+    /// Number of f32 weights.
+    pub weights_len: u32,
+}
+
+impl Header {
+    /// f32 weights that the dimensions imply.
+    pub fn expected_weights(&self) -> usize {
+        let (g, h, f) = (self.cell.gates(), self.hidden as usize, self.n_features as usize);
+        let mut n = 0;
+        for l in 0..self.layers as usize {
+            let inp = if l == 0 { f } else { h };
+            n += g * h * (inp + h + 2);
+        }
+        n + self.latent as usize * (h + 1)
+    }
+}
+
+/// Why a bundle was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    /// Fewer bytes than the fixed prefix and checksum.
+    #[error("bundle is {0} bytes, too short to hold a header")]
+    TooShort(usize),
+    /// The magic bytes are wrong (not a bundle).
+    #[error("not a model bundle (bad magic bytes)")]
+    BadMagic,
+    /// A format version this build cannot read.
+    #[error("bundle format version {found} is not supported (this runtime reads version {FORMAT_VERSION})")]
+    UnsupportedVersion {
+        /// Version in the file.
+        found: u32,
+    },
+    /// The checksum does not match: the bytes were damaged.
+    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x} (bundle damaged)")]
+    BadChecksum {
+        /// CRC stored in the bundle.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// The header does not decode.
+    #[error("header is corrupt")]
+    BadHeader,
+    /// The dimensions are impossible (zero, or inconsistent with the weight count).
+    #[error("inconsistent dimensions: {0}")]
+    BadDims(&'static str),
+    /// The byte length does not match what the header describes.
+    #[error("bundle is {got} bytes but its header describes {expected}")]
+    Length {
+        /// Bytes the header implies.
+        expected: usize,
+        /// Bytes present.
+        got: usize,
+    },
+    /// The weights section is not 4-byte aligned in memory (place the bundle in an aligned buffer).
+    #[error("weights are not 4-byte aligned in memory; store the bundle in an aligned buffer")]
+    Misaligned,
+    /// A weight or centroid is NaN or infinite.
+    #[error("weights or centroids contain a non-finite value")]
+    NonFinite,
+    /// The model exceeds a compile-time capacity of this build.
+    #[error("model needs {what} = {need} but this build's capacity is {have}")]
+    Capacity {
+        /// Which dimension.
+        what: &'static str,
+        /// Model's value.
+        need: usize,
+        /// Compiled capacity.
+        have: usize,
+    },
+}
+
+/// A parsed bundle borrowing its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Bundle<'a> {
+    /// Dimensions and settings.
+    pub header: Header,
+    /// All weights (layout in the module docs).
+    pub weights: &'a [f32],
+    /// Centroids, row-major `k x latent`.
+    pub centroids: &'a [f32],
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn padded(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// Reinterprets little-endian f32 bytes in place. Requires 4-byte alignment.
+fn f32s(bytes: &[u8]) -> Result<&[f32], BundleError> {
+    if !cfg!(target_endian = "little") {
+        // Big-endian targets would need a byte swap (a copy); none is supported yet.
+        return Err(BundleError::Misaligned);
+    }
+    if bytes.as_ptr().align_offset(core::mem::align_of::<f32>()) != 0 || bytes.len() % 4 != 0 {
+        return Err(BundleError::Misaligned);
+    }
+    // SAFETY: alignment and length are checked above, every bit pattern is a valid f32, and the
+    // target is little-endian, so the bytes are the f32 values in place for the borrow's life.
+    Ok(unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4) })
+}
+
+impl<'a> Bundle<'a> {
+    /// Validates and parses `bytes` (prefix, version, checksum, header, sizes, values).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, BundleError> {
+        if bytes.len() < 20 {
+            return Err(BundleError::TooShort(bytes.len()));
+        }
+        if bytes[..8] != MAGIC {
+            return Err(BundleError::BadMagic);
+        }
+        let version = u32_at(bytes, 8);
+        if version != FORMAT_VERSION {
+            return Err(BundleError::UnsupportedVersion { found: version });
+        }
+        let body = bytes.len() - 4;
+        let stored = u32_at(bytes, body);
+        let computed = crc32(&bytes[..body]);
+        if stored != computed {
+            return Err(BundleError::BadChecksum { stored, computed });
+        }
+        let hlen = u32_at(bytes, 12) as usize;
+        if hlen == 0 || hlen > MAX_HEADER || 16 + hlen > body {
+            return Err(BundleError::BadHeader);
+        }
+        let (header, rest) = postcard::take_from_bytes::<Header>(&bytes[16..16 + hlen]).map_err(|_| BundleError::BadHeader)?;
+        if !rest.is_empty() {
+            return Err(BundleError::BadHeader);
+        }
+        let h = header;
+        if h.n_features == 0 || h.hidden == 0 || h.layers == 0 || h.latent == 0 || h.k == 0 || h.seq_len == 0 {
+            return Err(BundleError::BadDims("every dimension must be at least 1"));
+        }
+        if h.weights_len as usize != h.expected_weights() {
+            return Err(BundleError::BadDims("weight count does not match the dimensions"));
+        }
+        let w_start = padded(16 + hlen);
+        let n_c = h.k as usize * h.latent as usize;
+        let expected = w_start + 4 * (h.weights_len as usize + n_c) + 4;
+        if expected != bytes.len() {
+            return Err(BundleError::Length { expected, got: bytes.len() });
+        }
+        let all = f32s(&bytes[w_start..body])?;
+        let (weights, centroids) = all.split_at(h.weights_len as usize);
+        if all.iter().any(|v| !v.is_finite()) {
+            return Err(BundleError::NonFinite);
+        }
+        Ok(Bundle { header, weights, centroids })
+    }
+
+    /// Weights of encoder layer `l`: `(W_ih, W_hh, b_ih, b_hh)`.
+    pub fn layer(&self, l: usize) -> (&'a [f32], &'a [f32], &'a [f32], &'a [f32]) {
+        let h = &self.header;
+        let (g, hid, f) = (h.cell.gates(), h.hidden as usize, h.n_features as usize);
+        let gh = g * hid;
+        let mut off = 0;
+        for i in 0..l {
+            let inp = if i == 0 { f } else { hid };
+            off += gh * (inp + hid + 2);
+        }
+        let inp = if l == 0 { f } else { hid };
+        let w = self.weights;
+        let (w_ih, rest) = w[off..].split_at(gh * inp);
+        let (w_hh, rest) = rest.split_at(gh * hid);
+        let (b_ih, rest) = rest.split_at(gh);
+        (w_ih, w_hh, b_ih, &rest[..gh])
+    }
+
+    /// Latent-mean head `(W_mean [L, H], b_mean [L])`.
+    pub fn head(&self) -> (&'a [f32], &'a [f32]) {
+        let (l, h) = (self.header.latent as usize, self.header.hidden as usize);
+        let n = self.weights.len();
+        let (w, b) = self.weights[n - l * (h + 1)..].split_at(l * h);
+        (w, b)
+    }
+}
+
+/// Serialises a bundle (host side; the trainer writes one next to the ONNX file).
+#[cfg(feature = "std")]
+pub fn encode(header: &Header, weights: &[f32], centroids: &[f32]) -> Result<Vec<u8>, BundleError> {
+    if weights.len() != header.weights_len as usize || weights.len() != header.expected_weights() {
+        return Err(BundleError::BadDims("weight count does not match the dimensions"));
+    }
+    if centroids.len() != header.k as usize * header.latent as usize {
+        return Err(BundleError::BadDims("centroid table is not k x latent"));
+    }
+    let head = postcard::to_allocvec(header).map_err(|_| BundleError::BadHeader)?;
+    let mut out = Vec::with_capacity(padded(16 + head.len()) + 4 * (weights.len() + centroids.len()) + 4);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.resize(padded(out.len()), 0);
+    for v in weights.iter().chain(centroids) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// A 4-byte-aligned copy of bundle bytes (for bundles read from files or `include_bytes!`).
+#[cfg(feature = "std")]
+#[derive(Debug, Clone)]
+pub struct AlignedBytes(Vec<u32>, usize);
+
+#[cfg(feature = "std")]
+impl AlignedBytes {
+    /// Copies `bytes` into an aligned buffer.
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut words = vec![0u32; bytes.len().div_ceil(4)];
+        for (w, c) in words.iter_mut().zip(bytes.chunks(4)) {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            *w = u32::from_ne_bytes(b);
+        }
+        AlignedBytes(words, bytes.len())
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: the Vec<u32> owns at least `self.1` initialised bytes; u8 has no alignment needs.
+        unsafe { core::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.1) }
+    }
+}

@@ -1,0 +1,283 @@
+//! The streaming encoder: one sample in, state updated in place, no buffer of past samples and
+//! no allocation. Same math as the trainer (see `trainer::model::rnn` for the equations),
+//! computed one hidden unit at a time so the only scratch is the next hidden vector.
+
+use crate::assign::{assign, AssignError, Assignment};
+use crate::bundle::{Bundle, BundleError, Cell, Normalization};
+use crate::math::{dot, sigmoid, tanh};
+
+/// Largest feature count a z-normalised window may have (stack scratch of `encode_window`).
+pub const MAX_ZSCORE_FEATURES: usize = 64;
+
+/// Recurrent state of one device: `h` and `c` for up to `L` layers of up to `H` units.
+/// `size_of::<State<H, L>>()` is what a device stores per stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State<const H: usize, const L: usize> {
+    h: [[f32; H]; L],
+    c: [[f32; H]; L],
+    steps: u32,
+}
+
+impl<const H: usize, const L: usize> Default for State<H, L> {
+    fn default() -> Self {
+        State { h: [[0.0; H]; L], c: [[0.0; H]; L], steps: 0 }
+    }
+}
+
+impl<const H: usize, const L: usize> State<H, L> {
+    /// Back to the start of a window (all zeros).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Samples pushed since the last reset.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+}
+
+/// Why a sample or window could not be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The model does not fit the compile-time capacity.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The sample has the wrong number of features.
+    #[error("sample has {got} values, the model expects {expected} features")]
+    FeatureCount {
+        /// Values given.
+        got: usize,
+        /// Model features.
+        expected: usize,
+    },
+    /// A NaN or infinite input value.
+    #[error("input value {index} is not finite")]
+    NonFinite {
+        /// Position in the sample or window.
+        index: usize,
+    },
+    /// The model z-normalises whole windows, so samples cannot be streamed one by one.
+    #[error("this model z-normalises each window: use encode_window, not push")]
+    NeedsWindow,
+    /// A window that is empty or not a whole number of samples.
+    #[error("window of {len} values is not a non-empty whole number of {features}-feature samples")]
+    WindowShape {
+        /// Values given.
+        len: usize,
+        /// Model features.
+        features: usize,
+    },
+    /// `finish` before any sample.
+    #[error("no samples pushed since the last reset")]
+    Empty,
+    /// Assignment failed.
+    #[error(transparent)]
+    Assign(#[from] AssignError),
+}
+
+/// The encoder of a bundle, ready to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoder<'a> {
+    bundle: Bundle<'a>,
+}
+
+impl<'a> Encoder<'a> {
+    /// Wraps a parsed bundle.
+    pub fn new(bundle: Bundle<'a>) -> Self {
+        Encoder { bundle }
+    }
+
+    /// Parses `bytes` and wraps the bundle.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, BundleError> {
+        Ok(Encoder { bundle: Bundle::parse(bytes)? })
+    }
+
+    /// The bundle.
+    pub fn bundle(&self) -> &Bundle<'a> {
+        &self.bundle
+    }
+
+    /// Checks that the model fits `State<H, L>` and `LAT` latent values.
+    pub fn check_capacity<const H: usize, const L: usize, const LAT: usize>(&self) -> Result<(), BundleError> {
+        let h = &self.bundle.header;
+        for (what, need, have) in [
+            ("hidden units", h.hidden as usize, H),
+            ("layers", h.layers as usize, L),
+            ("latent length", h.latent as usize, LAT),
+        ] {
+            if need > have {
+                return Err(BundleError::Capacity { what, need, have });
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds one sample (`n_features` values) through every layer. O(weights), no allocation.
+    pub fn push<const H: usize, const L: usize>(&self, s: &mut State<H, L>, sample: &[f32]) -> Result<(), EncodeError> {
+        if self.bundle.header.normalization != Normalization::None {
+            return Err(EncodeError::NeedsWindow);
+        }
+        self.push_raw(s, sample)
+    }
+
+    fn push_raw<const H: usize, const L: usize>(&self, s: &mut State<H, L>, sample: &[f32]) -> Result<(), EncodeError> {
+        let hd = &self.bundle.header;
+        if hd.hidden as usize > H || hd.layers as usize > L {
+            self.check_capacity::<H, L, { usize::MAX }>()?;
+        }
+        let f = hd.n_features as usize;
+        if sample.len() != f {
+            return Err(EncodeError::FeatureCount { got: sample.len(), expected: f });
+        }
+        if let Some(index) = sample.iter().position(|v| !v.is_finite()) {
+            return Err(EncodeError::NonFinite { index });
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if crate::math::has_avx2() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+            unsafe { step_avx2(&self.bundle, s, sample) };
+            return Ok(());
+        }
+        step(&self.bundle, s, sample);
+        Ok(())
+    }
+
+    /// Latent mean of the window pushed so far: `W_mean h_top + b_mean`.
+    pub fn finish<const H: usize, const L: usize, const LAT: usize>(
+        &self,
+        s: &State<H, L>,
+    ) -> Result<heapless::Vec<f32, LAT>, EncodeError> {
+        self.check_capacity::<H, L, LAT>()?;
+        if s.steps == 0 {
+            return Err(EncodeError::Empty);
+        }
+        let hd = &self.bundle.header;
+        let (hid, top) = (hd.hidden as usize, hd.layers as usize - 1);
+        let (w, b) = self.bundle.head();
+        let mut out = heapless::Vec::new();
+        for (j, bj) in b.iter().enumerate() {
+            // Capacity was checked above, so the push cannot fail.
+            let _ = out.push(bj + dot(&w[j * hid..(j + 1) * hid], &s.h[top][..hid]));
+        }
+        Ok(out)
+    }
+
+    /// Nearest stored centroid of `latent`.
+    pub fn assign(&self, latent: &[f32]) -> Result<Assignment, AssignError> {
+        assign(latent, self.bundle.centroids, self.bundle.header.latent as usize)
+    }
+
+    /// Resets `s`, encodes a whole time-major window (`len * n_features` values, z-normalised
+    /// first when the model expects it) and returns its latent mean.
+    pub fn encode_window<const H: usize, const L: usize, const LAT: usize>(
+        &self,
+        s: &mut State<H, L>,
+        window: &[f32],
+    ) -> Result<heapless::Vec<f32, LAT>, EncodeError> {
+        self.check_capacity::<H, L, LAT>()?;
+        let f = self.bundle.header.n_features as usize;
+        if window.is_empty() || window.len() % f != 0 {
+            return Err(EncodeError::WindowShape { len: window.len(), features: f });
+        }
+        if let Some(index) = window.iter().position(|v| !v.is_finite()) {
+            return Err(EncodeError::NonFinite { index });
+        }
+        s.reset();
+        match self.bundle.header.normalization {
+            Normalization::None => {
+                for sample in window.chunks_exact(f) {
+                    self.push_raw(s, sample)?;
+                }
+            }
+            Normalization::Zscore => {
+                if f > MAX_ZSCORE_FEATURES {
+                    return Err(BundleError::Capacity { what: "z-normalised features", need: f, have: MAX_ZSCORE_FEATURES }.into());
+                }
+                let (mut mean, mut scale) = ([0f32; MAX_ZSCORE_FEATURES], [1f32; MAX_ZSCORE_FEATURES]);
+                let n = (window.len() / f) as f32;
+                for k in 0..f {
+                    let m = window.iter().skip(k).step_by(f).sum::<f32>() / n;
+                    let var = window.iter().skip(k).step_by(f).map(|v| (v - m) * (v - m)).sum::<f32>() / n;
+                    mean[k] = m;
+                    // Same rule as the trainer: a constant feature only loses its mean.
+                    scale[k] = if var > 1e-24 { 1.0 / sqrt(var) } else { 1.0 };
+                }
+                let mut buf = [0f32; MAX_ZSCORE_FEATURES];
+                for sample in window.chunks_exact(f) {
+                    for k in 0..f {
+                        buf[k] = (sample[k] - mean[k]) * scale[k];
+                    }
+                    self.push_raw(s, &buf[..f])?;
+                }
+            }
+        }
+        self.finish(s)
+    }
+
+    /// Encodes a window and assigns it: `(latent, assignment)`.
+    pub fn classify_window<const H: usize, const L: usize, const LAT: usize>(
+        &self,
+        s: &mut State<H, L>,
+        window: &[f32],
+    ) -> Result<(heapless::Vec<f32, LAT>, Assignment), EncodeError> {
+        let z = self.encode_window::<H, L, LAT>(s, window)?;
+        let a = self.assign(&z)?;
+        Ok((z, a))
+    }
+}
+
+fn sqrt(x: f32) -> f32 {
+    // Newton on the bit-halved exponent guess: no libm on devices.
+    let mut y = f32::from_bits((x.to_bits() >> 1) + (127 << 22));
+    for _ in 0..5 {
+        y = 0.5 * (y + x / y);
+    }
+    y
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn step_avx2<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
+    step(b, s, x)
+}
+
+/// One time step through every layer; layer `l > 0` reads layer `l - 1`'s new `h`.
+#[inline(always)]
+fn step<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
+    let hd = &b.header;
+    let hid = hd.hidden as usize;
+    let mut hnew = [0f32; H];
+    for l in 0..hd.layers as usize {
+        let (w_ih, w_hh, b_ih, b_hh) = b.layer(l);
+        let (below, here) = s.h.split_at_mut(l);
+        let input: &[f32] = if l == 0 { x } else { &below[l - 1][..hid] };
+        let inp = input.len();
+        let h = &mut here[0][..hid];
+        let row_x = |r: usize| dot(&w_ih[r * inp..(r + 1) * inp], input) + b_ih[r];
+        match hd.cell {
+            Cell::Lstm => {
+                let c = &mut s.c[l][..hid];
+                for j in 0..hid {
+                    let row_h = |r: usize| dot(&w_hh[r * hid..(r + 1) * hid], h) + b_hh[r];
+                    let i = sigmoid(row_x(j) + row_h(j));
+                    let f = sigmoid(row_x(hid + j) + row_h(hid + j));
+                    let g = tanh(row_x(2 * hid + j) + row_h(2 * hid + j));
+                    let o = sigmoid(row_x(3 * hid + j) + row_h(3 * hid + j));
+                    c[j] = f * c[j] + i * g;
+                    hnew[j] = o * tanh(c[j]);
+                }
+            }
+            Cell::Gru => {
+                for j in 0..hid {
+                    let row_h = |r: usize| dot(&w_hh[r * hid..(r + 1) * hid], h) + b_hh[r];
+                    let r = sigmoid(row_x(j) + row_h(j));
+                    let z = sigmoid(row_x(hid + j) + row_h(hid + j));
+                    let n = tanh(row_x(2 * hid + j) + r * row_h(2 * hid + j));
+                    hnew[j] = n + z * (h[j] - n);
+                }
+            }
+        }
+        h.copy_from_slice(&hnew[..hid]);
+    }
+    s.steps += 1;
+}

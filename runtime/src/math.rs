@@ -1,0 +1,148 @@
+//! Vectorisable kernels shared by the device encoder and the trainer's fused training kernels:
+//! `exp`, `sigmoid`, `tanh` and the dot product, in f32, without `libm`.
+//!
+//! `exp` uses the Cephes range reduction `e^x = 2^n · e^r`, `n = round(x / ln 2)`,
+//! `|r| <= ln2 / 2`, with a degree-6 polynomial for `e^r` (relative error ~2e-7), written
+//! branch-free so the compiler emits SIMD.
+
+/// `e^x` for f32 (inputs clamped to [-87, 88], so the result is always finite and normal).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.max(-87.0).min(88.0);
+    // Round to nearest with the 1.5·2^23 trick: after adding `magic` the integer sits in the low
+    // mantissa bits, so both `n` and its integer value come out of plain adds and bit operations
+    // (a float-to-int `as` cast is saturating and would stop loops from vectorising).
+    let magic = 12_582_912.0f32;
+    let shifted = x * core::f32::consts::LOG2_E + magic;
+    let n = shifted - magic;
+    let ni = shifted.to_bits().wrapping_sub(magic.to_bits()) as i32;
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_452 + r * 0.001_388_949_4)))));
+    p * f32::from_bits(((ni + 127) as u32) << 23)
+}
+
+/// Logistic sigmoid `1 / (1 + e^-x)`.
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// `tanh(x) = 2σ(2x) - 1`; absolute error ~1e-7, which is what gate activations need.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    2.0 / (1.0 + exp(-2.0 * x)) - 1.0
+}
+
+/// Dot product over the common length, with 8 independent accumulators so the loop vectorises
+/// (a single running sum is a dependency chain the compiler may not reorder).
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+#[inline(always)]
+fn sigmoid_loop(x: &mut [f32]) {
+    for v in x {
+        *v = sigmoid(*v);
+    }
+}
+
+#[inline(always)]
+fn tanh_loop(x: &mut [f32]) {
+    for v in x {
+        *v = tanh(*v);
+    }
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86 {
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn sigmoid(x: &mut [f32]) {
+        super::sigmoid_loop(x)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tanh(x: &mut [f32]) {
+        super::tanh_loop(x)
+    }
+
+    /// AVX2 and FMA are available (checked once).
+    pub fn has_avx2() -> bool {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub(crate) use x86::has_avx2;
+
+/// `x ← σ(x)` element-wise (AVX2 on x86-64 hosts that have it).
+pub fn sigmoid_inplace(x: &mut [f32]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if x86::has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { x86::sigmoid(x) };
+    }
+    sigmoid_loop(x)
+}
+
+/// `x ← tanh(x)` element-wise (AVX2 on x86-64 hosts that have it).
+pub fn tanh_inplace(x: &mut [f32]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if x86::has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { x86::tanh(x) };
+    }
+    tanh_loop(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activations_match_f64_reference() {
+        let mut xs = [0f32; 8005];
+        for (i, x) in xs.iter_mut().enumerate().take(8001) {
+            *x = (i as f32 - 4000.0) * 0.005;
+        }
+        xs[8001..].copy_from_slice(&[-100.0, 100.0, -1e30, 1e30]);
+        let (mut s, mut t) = (xs, xs);
+        sigmoid_inplace(&mut s);
+        tanh_inplace(&mut t);
+        for i in 0..xs.len() {
+            let x = xs[i] as f64;
+            let rs = 1.0 / (1.0 + (-x).exp());
+            assert!((s[i] as f64 - rs).abs() < 3e-7, "sigmoid({x}) = {}, want {rs}", s[i]);
+            assert!((t[i] as f64 - x.tanh()).abs() < 3e-7, "tanh({x}) = {}", t[i]);
+            assert_eq!(sigmoid(xs[i]), s[i]);
+        }
+    }
+
+    #[test]
+    fn dot_handles_remainders() {
+        let a: [f32; 19] = core::array::from_fn(|i| i as f32);
+        let b: [f32; 19] = core::array::from_fn(|i| 1.0 - 0.5 * i as f32);
+        let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - want).abs() < 1e-3);
+        assert_eq!(dot(&a[..3], &b), 0.0 * 1.0 + 1.0 * 0.5 + 2.0 * 0.0);
+    }
+}

@@ -1,0 +1,63 @@
+//! The runtime's model bundle (see `runtime::bundle` for the byte layout), built from trained
+//! weights: what devices flash and what the trainer's own inference runs.
+
+use std::path::Path;
+
+use runtime::bundle::{encode, Cell, Header, Normalization as BundleNorm};
+
+use crate::artifacts::write_atomic;
+use crate::data::prep::Normalization;
+use crate::error::{Error, Result};
+use crate::model::{ModelConfig, ParamStore};
+use crate::params::CellKind;
+
+fn dim<T: TryFrom<usize>>(v: usize, what: &str) -> Result<T> {
+    T::try_from(v).map_err(|_| Error::Param(format!("{what} = {v} does not fit the bundle format")))
+}
+
+/// Encodes the encoder weights of `weights`, and `centroids` (`k x latent`), as a bundle.
+pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, centroids: &[f32]) -> Result<Vec<u8>> {
+    let l = cfg.latent_length;
+    if centroids.is_empty() || centroids.len() % l != 0 {
+        return Err(Error::Param(format!("centroid table of {} values is not k x {l}", centroids.len())));
+    }
+    let tensors = weights.tensors();
+    let mut flat = Vec::new();
+    let mut take = |name: String| -> Result<()> {
+        let t = tensors.get(&name).ok_or_else(|| Error::Param(format!("weights lack '{name}'")))?;
+        flat.extend(t.flatten_all()?.to_vec1::<f32>()?);
+        Ok(())
+    };
+    for layer in 0..cfg.hidden_layer_depth {
+        for part in ["weight_ih", "weight_hh", "bias_ih", "bias_hh"] {
+            take(format!("encoder.{part}_l{layer}"))?;
+        }
+    }
+    take("hidden_to_mean.weight".into())?;
+    take("hidden_to_mean.bias".into())?;
+    let header = Header {
+        cell: match cfg.cell {
+            CellKind::Lstm => Cell::Lstm,
+            CellKind::Gru => Cell::Gru,
+        },
+        n_features: dim(cfg.n_features, "n_features")?,
+        hidden: dim(cfg.hidden_size, "hidden_size")?,
+        layers: dim(cfg.hidden_layer_depth, "hidden_layer_depth")?,
+        latent: dim(l, "latent_length")?,
+        k: dim(centroids.len() / l, "k")?,
+        seq_len: dim(cfg.seq_len, "seq_len")?,
+        normalization: match norm {
+            Normalization::None => BundleNorm::None,
+            Normalization::Zscore => BundleNorm::Zscore,
+        },
+        weights_len: dim(flat.len(), "weight count")?,
+    };
+    encode(&header, &flat, centroids).map_err(|e| Error::Param(format!("bundle: {e}")))
+}
+
+/// Writes the bundle to `path` atomically; returns its size in bytes.
+pub fn write_bundle(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, centroids: &[f32], path: &Path) -> Result<usize> {
+    let b = bundle_bytes(cfg, norm, weights, centroids)?;
+    write_atomic(path, &b)?;
+    Ok(b.len())
+}
