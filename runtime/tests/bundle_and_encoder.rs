@@ -1,0 +1,217 @@
+//! Bundle parsing rejects every damaged input without panicking; the streaming encoder matches an
+//! independent f64 implementation of the equations and its own whole-window call.
+
+use runtime::bundle::{encode, AlignedBytes, Bundle, BundleError, Cell, Header, Normalization, FORMAT_VERSION};
+use runtime::encoder::{EncodeError, Encoder, State};
+
+/// Deterministic pseudo-random values in [-a, a].
+fn values(n: usize, seed: u32, a: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32 * 2.0 - 1.0) * a
+        })
+        .collect()
+}
+
+fn header(cell: Cell, f: u16, h: u16, layers: u8, latent: u16, k: u16, norm: Normalization) -> Header {
+    let mut hd = Header { cell, n_features: f, hidden: h, layers, latent, k, seq_len: 20, normalization: norm, weights_len: 0 };
+    hd.weights_len = hd.expected_weights() as u32;
+    hd
+}
+
+fn bundle(hd: &Header, seed: u32) -> Vec<u8> {
+    let w = values(hd.weights_len as usize, seed, 0.4);
+    let c = values(hd.k as usize * hd.latent as usize, seed + 1, 1.0);
+    encode(hd, &w, &c).unwrap()
+}
+
+#[test]
+fn round_trip() {
+    let hd = header(Cell::Gru, 2, 5, 2, 3, 4, Normalization::None);
+    let bytes = AlignedBytes::new(&bundle(&hd, 1));
+    let b = Bundle::parse(bytes.as_bytes()).unwrap();
+    assert_eq!(b.header, hd);
+    assert_eq!(b.weights, &values(hd.weights_len as usize, 1, 0.4)[..]);
+    assert_eq!(b.centroids.len(), 12);
+}
+
+#[test]
+fn every_bit_flip_and_truncation_is_rejected() {
+    let hd = header(Cell::Lstm, 1, 3, 1, 2, 2, Normalization::None);
+    let good = bundle(&hd, 2);
+    for i in 0..good.len() {
+        for bit in 0..8 {
+            let mut bad = good.clone();
+            bad[i] ^= 1 << bit;
+            let a = AlignedBytes::new(&bad);
+            let e = Bundle::parse(a.as_bytes()).expect_err("a flipped bit must be detected");
+            match i {
+                0..=7 => assert_eq!(e, BundleError::BadMagic, "byte {i}"),
+                8..=11 => assert!(matches!(e, BundleError::UnsupportedVersion { .. }), "byte {i}: {e:?}"),
+                _ => assert!(matches!(e, BundleError::BadChecksum { .. }), "byte {i}: {e:?}"),
+            }
+        }
+    }
+    for n in 0..good.len() {
+        let a = AlignedBytes::new(&good[..n]);
+        assert!(Bundle::parse(a.as_bytes()).is_err(), "truncated to {n} bytes");
+    }
+    let mut long = good.clone();
+    long.extend_from_slice(&[0; 4]);
+    assert!(Bundle::parse(AlignedBytes::new(&long).as_bytes()).is_err());
+}
+
+/// Re-seals `bytes` with a fresh checksum, so only the semantic check can object.
+fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+    let n = bytes.len() - 4;
+    let crc = runtime::crc32(&bytes[..n]);
+    bytes[n..].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn semantic_errors_are_distinct() {
+    let hd = header(Cell::Gru, 1, 4, 1, 2, 2, Normalization::None);
+    let good = bundle(&hd, 3);
+    let mut v = good.clone();
+    v[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    assert_eq!(
+        Bundle::parse(AlignedBytes::new(&v).as_bytes()).unwrap_err(),
+        BundleError::UnsupportedVersion { found: FORMAT_VERSION + 1 }
+    );
+    // A header claiming more hidden units than the weights hold.
+    let mut wrong = hd;
+    wrong.hidden = 5;
+    let head = postcard::to_allocvec(&wrong).unwrap();
+    let mut v = good.clone();
+    v[16..16 + head.len()].copy_from_slice(&head);
+    let e = Bundle::parse(AlignedBytes::new(&reseal(v)).as_bytes()).unwrap_err();
+    assert_eq!(e, BundleError::BadDims("weight count does not match the dimensions"));
+    // A NaN weight.
+    let mut v = good.clone();
+    let at = good.len() - 12;
+    v[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert_eq!(Bundle::parse(AlignedBytes::new(&reseal(v)).as_bytes()).unwrap_err(), BundleError::NonFinite);
+    // Not aligned in memory.
+    let mut shifted = vec![0u8];
+    shifted.extend_from_slice(&good);
+    let a = AlignedBytes::new(&shifted);
+    assert_eq!(Bundle::parse(&a.as_bytes()[1..]).unwrap_err(), BundleError::Misaligned);
+    // Too large for the compiled capacity.
+    let big = AlignedBytes::new(&bundle(&header(Cell::Lstm, 1, 16, 1, 2, 2, Normalization::None), 4));
+    let enc = Encoder::from_bytes(big.as_bytes()).unwrap();
+    let mut s = State::<8, 1>::default();
+    assert_eq!(
+        enc.push(&mut s, &[0.5]).unwrap_err(),
+        EncodeError::Bundle(BundleError::Capacity { what: "hidden units", need: 16, have: 8 })
+    );
+}
+
+fn sig(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Independent f64 implementation of the encoder equations (PyTorch gate order).
+fn reference(b: &Bundle<'_>, window: &[f32]) -> Vec<f64> {
+    let hd = b.header;
+    let (hid, f) = (hd.hidden as usize, hd.n_features as usize);
+    let mut h = vec![vec![0f64; hid]; hd.layers as usize];
+    let mut c = h.clone();
+    let row = |w: &[f32], r: usize, v: &[f64]| -> f64 { v.iter().enumerate().map(|(i, x)| w[r * v.len() + i] as f64 * x).sum() };
+    for x in window.chunks(f) {
+        let mut input: Vec<f64> = x.iter().map(|v| *v as f64).collect();
+        for l in 0..hd.layers as usize {
+            let (w_ih, w_hh, b_ih, b_hh) = b.layer(l);
+            let hp = h[l].clone();
+            let pre = |r: usize| row(w_ih, r, &input) + b_ih[r] as f64;
+            let rec = |r: usize| row(w_hh, r, &hp) + b_hh[r] as f64;
+            for j in 0..hid {
+                match hd.cell {
+                    Cell::Lstm => {
+                        let i = sig(pre(j) + rec(j));
+                        let fg = sig(pre(hid + j) + rec(hid + j));
+                        let g = (pre(2 * hid + j) + rec(2 * hid + j)).tanh();
+                        let o = sig(pre(3 * hid + j) + rec(3 * hid + j));
+                        c[l][j] = fg * c[l][j] + i * g;
+                        h[l][j] = o * c[l][j].tanh();
+                    }
+                    Cell::Gru => {
+                        let r = sig(pre(j) + rec(j));
+                        let z = sig(pre(hid + j) + rec(hid + j));
+                        let n = (pre(2 * hid + j) + r * rec(2 * hid + j)).tanh();
+                        h[l][j] = (1.0 - z) * n + z * hp[j];
+                    }
+                }
+            }
+            input = h[l].clone();
+        }
+    }
+    let (w, bm) = b.head();
+    let top = &h[hd.layers as usize - 1];
+    (0..hd.latent as usize).map(|j| row(w, j, top) + bm[j] as f64).collect()
+}
+
+#[test]
+fn streaming_matches_reference_and_whole_window() {
+    for cell in [Cell::Lstm, Cell::Gru] {
+        for (f, layers) in [(1u16, 1u8), (3, 2)] {
+            let hd = header(cell, f, 11, layers, 4, 3, Normalization::None);
+            let bytes = AlignedBytes::new(&bundle(&hd, 7));
+            let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+            let window = values(20 * f as usize, 9, 2.0);
+            let mut s = State::<16, 2>::default();
+            for x in window.chunks(f as usize) {
+                enc.push(&mut s, x).unwrap();
+            }
+            assert_eq!(s.steps(), 20);
+            let streamed: heapless::Vec<f32, 8> = enc.finish(&s).unwrap();
+            let whole: heapless::Vec<f32, 8> = enc.encode_window(&mut State::<16, 2>::default(), &window).unwrap();
+            assert_eq!(streamed, whole, "{cell:?}: push-by-push differs from the whole window");
+            let want = reference(enc.bundle(), &window);
+            for (a, b) in streamed.iter().zip(&want) {
+                assert!((*a as f64 - b).abs() < 1e-5, "{cell:?} F{f} L{layers}: {a} vs reference {b}");
+            }
+            let a = enc.assign(&streamed).unwrap();
+            assert!(a.cluster < 3 && a.distance <= a.second_distance);
+        }
+    }
+}
+
+#[test]
+fn bad_samples_are_errors_and_zscore_needs_windows() {
+    let hd = header(Cell::Lstm, 2, 4, 1, 2, 2, Normalization::None);
+    let bytes = AlignedBytes::new(&bundle(&hd, 5));
+    let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+    let mut s = State::<8, 1>::default();
+    assert_eq!(enc.push(&mut s, &[1.0]).unwrap_err(), EncodeError::FeatureCount { got: 1, expected: 2 });
+    assert_eq!(enc.push(&mut s, &[1.0, f32::NAN]).unwrap_err(), EncodeError::NonFinite { index: 1 });
+    assert_eq!(enc.finish::<8, 1, 4>(&s).unwrap_err(), EncodeError::Empty);
+    assert!(matches!(enc.encode_window::<8, 1, 4>(&mut s, &[1.0, 2.0, 3.0]), Err(EncodeError::WindowShape { .. })));
+    assert!(matches!(enc.encode_window::<8, 1, 1>(&mut s, &[1.0, 2.0]), Err(EncodeError::Bundle(BundleError::Capacity { .. }))));
+
+    // z-normalising model: streaming is refused; a window equals the same window z-normalised by
+    // hand through the plain model.
+    let hz = header(Cell::Lstm, 2, 4, 1, 2, 2, Normalization::Zscore);
+    let bz = AlignedBytes::new(&bundle(&hz, 5));
+    let zenc = Encoder::from_bytes(bz.as_bytes()).unwrap();
+    assert_eq!(zenc.push(&mut s, &[1.0, 2.0]).unwrap_err(), EncodeError::NeedsWindow);
+    let window = values(30, 3, 5.0);
+    let got: heapless::Vec<f32, 4> = zenc.encode_window(&mut s, &window).unwrap();
+    let mut norm = window.clone();
+    for k in 0..2 {
+        let col: Vec<f64> = window.iter().skip(k).step_by(2).map(|v| *v as f64).collect();
+        let m = col.iter().sum::<f64>() / 15.0;
+        let sd = (col.iter().map(|v| (v - m).powi(2)).sum::<f64>() / 15.0).sqrt();
+        for (i, v) in norm.iter_mut().skip(k).step_by(2).enumerate() {
+            *v = ((col[i] - m) / sd) as f32;
+        }
+    }
+    let want: heapless::Vec<f32, 4> = enc.encode_window(&mut s, &norm).unwrap();
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
