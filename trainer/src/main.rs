@@ -99,7 +99,7 @@ struct FitArgs {
 /// One flag per field of `VraeParams`; unset flags keep the preset's value.
 #[derive(Args)]
 struct HyperArgs {
-    /// Recurrent cell [preset default: lstm].
+    /// Recurrent cell [default gru, seed lstm].
     #[arg(long, value_enum)]
     cell: Option<CellKind>,
     /// Hidden units per layer [90].

@@ -1,0 +1,72 @@
+//! The shipped ECG5000 model on all 5000 series: the runtime's native kernels, onnxruntime and
+//! tract give the same latents (within 1e-4) and the same cluster IDs; the candle model agrees
+//! too; streaming sample by sample equals the whole-window call on the real bundle.
+
+use runtime::bundle::AlignedBytes;
+use runtime::encoder::State;
+use runtime::Encoder;
+use tests::*;
+
+const TOL: f32 = 1e-4;
+
+#[test]
+fn native_ort_tract_and_candle_agree_on_all_ecg5000_series() {
+    let dir = shipped_model_dir();
+    let m = trainer::artifacts::load_model(&dir, &candle_core::Device::Cpu).unwrap();
+    let ds = trainer::data::bundled::ecg5000().unwrap();
+    let (t, f, l) = (140, 1, m.config.model.latent_length);
+    let native = m.native().unwrap();
+    let z_native = native.embed(&ds.series).unwrap();
+    let z_candle = candle_embed(&m, &ds.series).unwrap();
+
+    let onnx = dir.join("encoder.onnx");
+    let mut ort = OrtEncoder::load(&onnx, 2).unwrap();
+    let mut z_ort = Vec::new();
+    for chunk in ds.series.chunks(500) {
+        z_ort.extend(ort.run(&time_major(chunk, t, f), t, chunk.len(), f).unwrap());
+    }
+    let tract = runtime::tract_engine::TractEncoder::load(&onnx, t, f).unwrap();
+    let windows: Vec<f32> = ds.series.iter().flat_map(|s| s.values.iter().copied()).collect();
+    let z_tract = tract.embed(&windows).unwrap();
+
+    let pairs = [("native-ort", &z_native, &z_ort), ("native-tract", &z_native, &z_tract), ("native-candle", &z_native, &z_candle), ("ort-tract", &z_ort, &z_tract)];
+    for (name, a, b) in pairs {
+        let d = max_abs_diff(a, b);
+        eprintln!("{name}: max abs diff {d:e} over {} latents", a.len());
+        assert!(d <= TOL, "{name}: max abs diff {d:e} > {TOL:e}");
+    }
+    // Cluster IDs: the same centroid table through the shared assignment code.
+    let ids = |z: &[f32]| -> Vec<usize> { native.assign(z).unwrap().iter().map(|a| a.cluster).collect() };
+    let (a, b, c) = (ids(&z_native), ids(&z_ort), ids(&z_tract));
+    let diff_ort = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    let diff_tract = a.iter().zip(&c).filter(|(x, y)| x != y).count();
+    assert_eq!((diff_ort, diff_tract), (0, 0), "cluster IDs differ for {diff_ort} (ort) / {diff_tract} (tract) of 5000 series");
+    assert_eq!(z_native.len(), 5000 * l);
+}
+
+#[test]
+fn streaming_equals_whole_window_on_the_shipped_bundle() {
+    let bytes = std::fs::read(shipped_model_dir().join("model.bundle")).unwrap();
+    let aligned = AlignedBytes::new(&bytes);
+    let enc = Encoder::from_bytes(aligned.as_bytes()).unwrap();
+    let ds = trainer::data::bundled::ecg5000().unwrap();
+    for s in ds.series.iter().step_by(97) {
+        let mut st = State::<128, 2>::default();
+        for x in &s.values {
+            enc.push(&mut st, std::slice::from_ref(x)).unwrap();
+        }
+        let streamed: heapless::Vec<f32, 64> = enc.finish(&st).unwrap();
+        let whole: heapless::Vec<f32, 64> = enc.encode_window(&mut State::<128, 2>::default(), &s.values).unwrap();
+        assert_eq!(streamed, whole);
+        assert_eq!(enc.assign(&streamed).unwrap(), enc.assign(&whole).unwrap());
+    }
+}
+
+#[test]
+fn shipped_bundle_matches_shipped_weights_and_centroids() {
+    let dir = shipped_model_dir();
+    let m = trainer::artifacts::load_model(&dir, &candle_core::Device::Cpu).unwrap();
+    let rebuilt = m.native().unwrap();
+    let shipped = std::fs::read(dir.join("model.bundle")).unwrap();
+    assert_eq!(rebuilt.bytes(), &shipped[..], "models/ecg5000/model.bundle is stale: re-run `trainer export models/ecg5000 --bundle`");
+}
