@@ -14,9 +14,10 @@
 //!
 //! Weights, per encoder layer `l` (input width `In` = features for layer 0, else hidden; `G` = 4
 //! for LSTM, 3 for GRU; gate blocks in PyTorch order `i,f,g,o` / `r,z,n`):
-//! `W_ih [G*H, In]`, `W_hh [G*H, H]`, `b_ih [G*H]`, `b_hh [G*H]`; then the latent-mean head
-//! `W_mean [L, H]`, `b_mean [L]`. Row-major rows keep each gate row contiguous for the step
-//! kernel's dot products.
+//! `W_ihᵀ [In, G*H]`, `W_hhᵀ [H, G*H]`, `b_ih [G*H]`, `b_hh [G*H]`; then the latent-mean head
+//! `W_mean [L, H]`, `b_mean [L]`. The recurrent weights are stored transposed so the step kernel
+//! accumulates `gates += W_hhᵀ[k] · h_k` over contiguous rows of `G*H` outputs: a loop without
+//! horizontal sums, which vectorises on hosts and streams flash linearly on microcontrollers.
 //!
 //! Parsing never panics and never allocates: a short, corrupted or foreign buffer is an `Err`
 //! naming the problem. The weights are read in place (zero-copy) from a 4-byte-aligned buffer,
@@ -233,7 +234,7 @@ impl<'a> Bundle<'a> {
         Ok(Bundle { header, weights, centroids })
     }
 
-    /// Weights of encoder layer `l`: `(W_ih, W_hh, b_ih, b_hh)`.
+    /// Weights of encoder layer `l`: `(W_ihᵀ [In, G*H], W_hhᵀ [H, G*H], b_ih, b_hh)`.
     pub fn layer(&self, l: usize) -> (&'a [f32], &'a [f32], &'a [f32], &'a [f32]) {
         let h = &self.header;
         let (g, hid, f) = (h.cell.gates(), h.hidden as usize, h.n_features as usize);

@@ -6,6 +6,7 @@ use crate::assign::{assign, AssignError, Assignment};
 use crate::bundle::{Bundle, BundleError, Cell, Normalization};
 use crate::math::{dot, sigmoid, tanh};
 
+
 /// Largest feature count a z-normalised window may have (stack scratch of `encode_window`).
 pub const MAX_ZSCORE_FEATURES: usize = 64;
 
@@ -138,7 +139,7 @@ impl<'a> Encoder<'a> {
             unsafe { step_avx2(&self.bundle, s, sample) };
             return Ok(());
         }
-        step(&self.bundle, s, sample);
+        step::<H, L, Plain>(&self.bundle, s, sample);
         Ok(())
     }
 
@@ -238,46 +239,132 @@ fn sqrt(x: f32) -> f32 {
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn step_avx2<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
-    step(b, s, x)
+    step::<H, L, Fused>(b, s, x)
+}
+
+/// Outputs kept in registers per pass of [`matvec_t`]: 8 AVX registers on 64-bit hosts (8
+/// independent add chains hide the add latency), 8 scalars on microcontrollers (their FPU has
+/// 32 single-precision registers and no SIMD).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const BLOCK: usize = 64;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const BLOCK: usize = 8;
+
+/// How the kernels multiply-accumulate: `a * b + c` in two roundings everywhere, or one fused
+/// instruction where the CPU has FMA (x86-64 hosts with AVX2+FMA, selected at run time).
+trait MulAdd {
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// Separate multiply and add (every target).
+struct Plain;
+
+impl MulAdd for Plain {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+/// Fused multiply-add; only instantiated inside `#[target_feature(enable = "fma")]` code.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+struct Fused;
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+/// `out[s..s+B] = init[s..s+B] + Σ_k v[k] · w[k*n + s ..][..B]`, accumulators in registers.
+#[inline(always)]
+fn block<const B: usize, M: MulAdd>(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32], s: usize) {
+    let n = out.len();
+    let mut acc = [0f32; B];
+    acc.copy_from_slice(&init[s..s + B]);
+    for (k, &x) in v.iter().enumerate() {
+        let row: &[f32; B] = w[k * n + s..k * n + s + B].try_into().expect("block in bounds");
+        for i in 0..B {
+            acc[i] = M::mul_add(row[i], x, acc[i]);
+        }
+    }
+    out[s..s + B].copy_from_slice(&acc);
+}
+
+/// `out = init + Σ_k v[k] · w[k*n .. k*n + n]` with `w` row-major `[v.len(), n]` (a transposed
+/// weight matrix). Outputs go in register blocks while `k` runs, so each weight is loaded once
+/// and no accumulator round-trips through memory; a ragged end is covered by one 8-wide block
+/// that overlaps the previous one (each output's sum runs in the same order either way, so the
+/// overlap rewrites identical values).
+#[inline(always)]
+fn matvec_t<M: MulAdd>(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32]) {
+    let n = out.len();
+    let mut s = 0;
+    while s + BLOCK <= n {
+        block::<BLOCK, M>(out, init, w, v, s);
+        s += BLOCK;
+    }
+    while s + 8 <= n {
+        block::<8, M>(out, init, w, v, s);
+        s += 8;
+    }
+    if s < n {
+        if n >= 8 {
+            block::<8, M>(out, init, w, v, n - 8);
+        } else {
+            for j in s..n {
+                out[j] = init[j] + v.iter().enumerate().map(|(k, x)| w[k * n + j] * x).sum::<f32>();
+            }
+        }
+    }
 }
 
 /// One time step through every layer; layer `l > 0` reads layer `l - 1`'s new `h`.
 #[inline(always)]
-fn step<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
+fn step<const H: usize, const L: usize, M: MulAdd>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
     let hd = &b.header;
     let hid = hd.hidden as usize;
-    let mut hnew = [0f32; H];
+    let gh = hd.cell.gates() * hid;
+    // Gate pre-activations: input part (plus the recurrent part for the LSTM), and the GRU's
+    // separate recurrent part (its reset gate multiplies `h W_hnᵀ + b_hn` alone).
+    let mut gates_buf = [[0f32; H]; 4];
+    let mut rec_buf = [[0f32; H]; 4];
+    let gates = &mut gates_buf.as_flattened_mut()[..gh];
     for l in 0..hd.layers as usize {
         let (w_ih, w_hh, b_ih, b_hh) = b.layer(l);
         let (below, here) = s.h.split_at_mut(l);
         let input: &[f32] = if l == 0 { x } else { &below[l - 1][..hid] };
-        let inp = input.len();
         let h = &mut here[0][..hid];
-        let row_x = |r: usize| dot(&w_ih[r * inp..(r + 1) * inp], input) + b_ih[r];
+        let rec = &mut rec_buf.as_flattened_mut()[..gh];
+        matvec_t::<M>(gates, b_ih, w_ih, input);
         match hd.cell {
             Cell::Lstm => {
+                rec.copy_from_slice(gates);
+                matvec_t::<M>(gates, rec, w_hh, h);
+                for (g, bh) in gates.iter_mut().zip(b_hh) {
+                    *g += bh;
+                }
                 let c = &mut s.c[l][..hid];
+                let (i, rest) = gates.split_at(hid);
+                let (f, rest) = rest.split_at(hid);
+                let (g, o) = rest.split_at(hid);
                 for j in 0..hid {
-                    let row_h = |r: usize| dot(&w_hh[r * hid..(r + 1) * hid], h) + b_hh[r];
-                    let i = sigmoid(row_x(j) + row_h(j));
-                    let f = sigmoid(row_x(hid + j) + row_h(hid + j));
-                    let g = tanh(row_x(2 * hid + j) + row_h(2 * hid + j));
-                    let o = sigmoid(row_x(3 * hid + j) + row_h(3 * hid + j));
-                    c[j] = f * c[j] + i * g;
-                    hnew[j] = o * tanh(c[j]);
+                    c[j] = sigmoid(f[j]) * c[j] + sigmoid(i[j]) * tanh(g[j]);
+                    h[j] = sigmoid(o[j]) * tanh(c[j]);
                 }
             }
             Cell::Gru => {
+                matvec_t::<M>(rec, b_hh, w_hh, h);
                 for j in 0..hid {
-                    let row_h = |r: usize| dot(&w_hh[r * hid..(r + 1) * hid], h) + b_hh[r];
-                    let r = sigmoid(row_x(j) + row_h(j));
-                    let z = sigmoid(row_x(hid + j) + row_h(hid + j));
-                    let n = tanh(row_x(2 * hid + j) + r * row_h(2 * hid + j));
-                    hnew[j] = n + z * (h[j] - n);
+                    let r = sigmoid(gates[j] + rec[j]);
+                    let z = sigmoid(gates[hid + j] + rec[hid + j]);
+                    let n = tanh(gates[2 * hid + j] + r * rec[2 * hid + j]);
+                    h[j] = n + z * (h[j] - n);
                 }
             }
         }
-        h.copy_from_slice(&hnew[..hid]);
     }
     s.steps += 1;
 }

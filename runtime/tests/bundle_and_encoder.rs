@@ -121,7 +121,10 @@ fn reference(b: &Bundle<'_>, window: &[f32]) -> Vec<f64> {
     let (hid, f) = (hd.hidden as usize, hd.n_features as usize);
     let mut h = vec![vec![0f64; hid]; hd.layers as usize];
     let mut c = h.clone();
-    let row = |w: &[f32], r: usize, v: &[f64]| -> f64 { v.iter().enumerate().map(|(i, x)| w[r * v.len() + i] as f64 * x).sum() };
+    let gh = hd.cell.gates() * hid;
+    // Bundle weights are transposed: element (row r, column i) of W sits at i * G*H + r.
+    let row = |w: &[f32], r: usize, v: &[f64]| -> f64 { v.iter().enumerate().map(|(i, x)| w[i * gh + r] as f64 * x).sum() };
+    let head_row = |w: &[f32], r: usize, v: &[f64]| -> f64 { v.iter().enumerate().map(|(i, x)| w[r * v.len() + i] as f64 * x).sum() };
     for x in window.chunks(f) {
         let mut input: Vec<f64> = x.iter().map(|v| *v as f64).collect();
         for l in 0..hd.layers as usize {
@@ -152,7 +155,7 @@ fn reference(b: &Bundle<'_>, window: &[f32]) -> Vec<f64> {
     }
     let (w, bm) = b.head();
     let top = &h[hd.layers as usize - 1];
-    (0..hd.latent as usize).map(|j| row(w, j, top) + bm[j] as f64).collect()
+    (0..hd.latent as usize).map(|j| head_row(w, j, top) + bm[j] as f64).collect()
 }
 
 #[test]

@@ -23,18 +23,20 @@ pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore
     }
     let tensors = weights.tensors();
     let mut flat = Vec::new();
-    let mut take = |name: String| -> Result<()> {
+    // Recurrent weights go in transposed (`[In, G*H]`), the layout the step kernel streams.
+    let mut take = |name: String, transpose: bool| -> Result<()> {
         let t = tensors.get(&name).ok_or_else(|| Error::Param(format!("weights lack '{name}'")))?;
+        let t = if transpose { t.t()?.contiguous()? } else { t.clone() };
         flat.extend(t.flatten_all()?.to_vec1::<f32>()?);
         Ok(())
     };
     for layer in 0..cfg.hidden_layer_depth {
-        for part in ["weight_ih", "weight_hh", "bias_ih", "bias_hh"] {
-            take(format!("encoder.{part}_l{layer}"))?;
+        for (part, transpose) in [("weight_ih", true), ("weight_hh", true), ("bias_ih", false), ("bias_hh", false)] {
+            take(format!("encoder.{part}_l{layer}"), transpose)?;
         }
     }
-    take("hidden_to_mean.weight".into())?;
-    take("hidden_to_mean.bias".into())?;
+    take("hidden_to_mean.weight".into(), false)?;
+    take("hidden_to_mean.bias".into(), false)?;
     let header = Header {
         cell: match cfg.cell {
             CellKind::Lstm => Cell::Lstm,
