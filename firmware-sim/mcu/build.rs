@@ -1,0 +1,50 @@
+//! Generates the firmware's test data on the host: the first ECG5000 TEST beats as f32 windows,
+//! and their expected cluster IDs computed by the runtime's native path (the same crate, built
+//! for the host). `FIRMWARE_CORRUPT_EXPECTED=1` deliberately corrupts the first expectation, to
+//! prove the firmware's check can fail.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use runtime::batch::HostState;
+use runtime::bundle::AlignedBytes;
+use runtime::Encoder;
+
+const WINDOWS: usize = 16;
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../..");
+    let bundle_path = root.join("models/ecg5000/model.bundle");
+    let data_path = root.join("data/ecg5000/ECG5000_TEST.tsv.gz");
+    println!("cargo:rerun-if-changed={}", bundle_path.display());
+    println!("cargo:rerun-if-changed={}", data_path.display());
+    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-env-changed=FIRMWARE_CORRUPT_EXPECTED");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    std::fs::copy(root.join("firmware-sim/mcu/memory.x"), out.join("memory.x")).unwrap();
+    println!("cargo:rustc-link-search={}", out.display());
+
+    let bytes = std::fs::read(&bundle_path).expect("models/ecg5000/model.bundle");
+    let aligned = AlignedBytes::new(&bytes);
+    let enc = Encoder::from_bytes(aligned.as_bytes()).expect("valid bundle");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&data_path).unwrap()).read_to_string(&mut text).unwrap();
+    let mut windows = Vec::new();
+    let mut expected = Vec::new();
+    let mut state = Box::new(HostState::default());
+    for line in text.lines().take(WINDOWS) {
+        let w: Vec<f32> = line.split('\t').skip(1).map(|v| v.trim().parse().unwrap()).collect();
+        let (_, a) = enc.classify_window::<512, 4, 256>(&mut state, &w).unwrap();
+        windows.extend(w.iter().flat_map(|v| v.to_le_bytes()));
+        expected.extend((a.cluster as u32).to_le_bytes());
+        expected.extend(a.distance.to_le_bytes());
+    }
+    if std::env::var("FIRMWARE_CORRUPT_EXPECTED").is_ok_and(|v| v == "1") {
+        let k = enc.bundle().header.k as u32;
+        let id = u32::from_le_bytes(expected[0..4].try_into().unwrap());
+        expected[0..4].copy_from_slice(&((id + 1) % k).to_le_bytes());
+    }
+    std::fs::write(out.join("windows.bin"), windows).unwrap();
+    std::fs::write(out.join("expected.bin"), expected).unwrap();
+    std::fs::copy(&bundle_path, out.join("model.bundle")).unwrap();
+}

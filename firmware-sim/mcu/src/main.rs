@@ -1,0 +1,112 @@
+//! Cortex-M4F firmware: streams embedded ECG5000 windows sample by sample through the runtime's
+//! encoder (bundle in flash, state on the stack, no heap), assigns clusters, prints one line per
+//! window, and exits 0 only if every cluster ID equals the host's.
+#![no_std]
+#![no_main]
+
+use core::mem::size_of;
+
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use runtime::{Encoder, State};
+use semihosting::{println, process};
+
+/// Keeps `include_bytes!` data 4-byte aligned, so the bundle's weights are read in place.
+#[repr(C, align(4))]
+struct Aligned<T: ?Sized>(T);
+
+static BUNDLE: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.bundle")));
+static WINDOWS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/windows.bin"));
+static EXPECTED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/expected.bin"));
+
+/// Capacity compiled into this image: up to 96 hidden units, 1 layer, 32 latent values.
+type DeviceState = State<96, 1>;
+const LATENT: usize = 32;
+const STACK_PAINT: u32 = 0xACAC_ACAC;
+
+extern "C" {
+    static mut __sheap: u32;
+    static _stack_start: u32;
+}
+
+fn f32_at(b: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+}
+
+/// Fills the unused stack (from the end of .bss up to just below the current stack pointer)
+/// with a pattern; `stack_high_water` later finds how far the stack reached.
+fn paint_stack() {
+    let sp = cortex_m::register::msp::read() as usize;
+    let mut p = core::ptr::addr_of_mut!(__sheap) as usize;
+    while p + 64 < sp {
+        // SAFETY: the region between the heap start and the live stack is unused RAM.
+        unsafe { core::ptr::write_volatile(p as *mut u32, STACK_PAINT) };
+        p += 4;
+    }
+}
+
+fn stack_high_water() -> usize {
+    let top = core::ptr::addr_of!(_stack_start) as usize;
+    let mut p = core::ptr::addr_of_mut!(__sheap) as usize;
+    // SAFETY: reads RAM painted by `paint_stack`.
+    while p < top && unsafe { core::ptr::read_volatile(p as *const u32) } == STACK_PAINT {
+        p += 4;
+    }
+    top - p
+}
+
+#[entry]
+fn main() -> ! {
+    paint_stack();
+    let enc = match Encoder::from_bytes(&BUNDLE.0) {
+        Ok(e) => e,
+        Err(e) => {
+            println!("bundle rejected: {}", e);
+            process::exit(2)
+        }
+    };
+    let hd = enc.bundle().header;
+    let t = hd.seq_len as usize;
+    let n = WINDOWS.len() / 4 / t;
+    let mut failures = 0;
+    for w in 0..n {
+        let mut state = DeviceState::default();
+        for i in 0..t {
+            if let Err(e) = enc.push(&mut state, &[f32_at(WINDOWS, w * t + i)]) {
+                println!("window={} error: {}", w, e);
+                process::exit(3);
+            }
+        }
+        let (cluster, dist) = match enc.finish::<96, 1, LATENT>(&state).map(|z| enc.assign(&z)) {
+            Ok(Ok(a)) => (a.cluster, a.distance),
+            _ => {
+                println!("window={} could not be encoded", w);
+                process::exit(3)
+            }
+        };
+        let want = u32::from_le_bytes([EXPECTED[8 * w], EXPECTED[8 * w + 1], EXPECTED[8 * w + 2], EXPECTED[8 * w + 3]]) as usize;
+        let want_dist = f32_at(EXPECTED, 2 * w + 1);
+        let ok = cluster == want;
+        if !ok {
+            failures += 1;
+        }
+        println!(
+            "window={} cluster={} dist={} expected={} host_dist={} {}",
+            w,
+            cluster,
+            dist,
+            want,
+            want_dist,
+            if ok { "ok" } else { "MISMATCH" }
+        );
+    }
+    println!("state_bytes_per_device={}", size_of::<DeviceState>());
+    println!("stack_high_water_bytes={}", stack_high_water());
+    println!("windows={} mismatches={}", n, failures);
+    process::exit(if failures == 0 { 0 } else { 1 })
+}
+
+#[exception]
+unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
+    println!("hard fault at pc={:#x}", ef.pc());
+    process::exit(4)
+}

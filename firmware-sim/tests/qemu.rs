@@ -1,0 +1,53 @@
+//! The firmware in QEMU: every cluster ID equals the host runtime's, and a corrupted embedded
+//! expectation makes it exit non-zero.
+
+use std::io::Read;
+
+use firmware_sim::{build, mcu_dir, run_qemu};
+use runtime::batch::HostState;
+use runtime::bundle::AlignedBytes;
+use runtime::Encoder;
+
+/// Cluster IDs of the first `n` ECG5000 TEST beats, computed here on the host.
+fn host_ids(n: usize) -> Vec<usize> {
+    let root = mcu_dir().join("../..");
+    let bytes = std::fs::read(root.join("models/ecg5000/model.bundle")).unwrap();
+    let aligned = AlignedBytes::new(&bytes);
+    let enc = Encoder::from_bytes(aligned.as_bytes()).unwrap();
+    let mut text = String::new();
+    let f = std::fs::File::open(root.join("data/ecg5000/ECG5000_TEST.tsv.gz")).unwrap();
+    flate2::read::GzDecoder::new(f).read_to_string(&mut text).unwrap();
+    let mut s = Box::new(HostState::default());
+    text.lines()
+        .take(n)
+        .map(|l| {
+            let w: Vec<f32> = l.split('\t').skip(1).map(|v| v.trim().parse().unwrap()).collect();
+            enc.classify_window::<512, 4, 256>(&mut s, &w).unwrap().1.cluster
+        })
+        .collect()
+}
+
+#[test]
+fn firmware_matches_the_host_and_catches_a_corrupted_expectation() {
+    let target = mcu_dir().join("target");
+    let elf = build(&target, &[]).unwrap_or_else(|e| panic!("firmware build failed:\n{e}"));
+    let out = run_qemu(&elf).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let ids: Vec<usize> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("window="))
+        .map(|l| l.split(' ').find_map(|f| f.strip_prefix("cluster=")).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 16, "{stdout}");
+    assert_eq!(ids, host_ids(16), "Cortex-M IDs differ from the host's:\n{stdout}");
+    let stack: usize = stdout.lines().find_map(|l| l.strip_prefix("stack_high_water_bytes=")).unwrap().parse().unwrap();
+    let state: usize = stdout.lines().find_map(|l| l.strip_prefix("state_bytes_per_device=")).unwrap().parse().unwrap();
+    assert!(stack > 0 && stack + state <= 16 * 1024, "RAM budget: stack {stack} + state {state} bytes");
+
+    let corrupt = build(&mcu_dir().join("target/corrupt"), &[("FIRMWARE_CORRUPT_EXPECTED", "1")]).unwrap();
+    let out = run_qemu(&corrupt).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a wrong expectation must fail the run:\n{stdout}");
+    assert!(stdout.contains("window=0") && stdout.contains("MISMATCH"), "{stdout}");
+}
