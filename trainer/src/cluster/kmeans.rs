@@ -125,19 +125,21 @@ fn plus_plus(rows: &[&[f32]], dim: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec
     c
 }
 
+/// Index of the centroid in `c` (row-major, `dim` wide) nearest to `r`, and its squared distance.
+fn nearest(r: &[f32], c: &[f32], dim: usize) -> (usize, f64) {
+    c.chunks_exact(dim)
+        .map(|cc| d2(r, cc))
+        .enumerate()
+        .fold((0, f64::INFINITY), |acc, (j, d)| if d < acc.1 { (j, d) } else { acc })
+}
+
 fn lloyd(rows: &[&[f32]], dim: usize, p: &KMeansParams, mut c: Vec<f32>, tol: f64) -> KMeans {
     let k = p.k;
     let mut labels = vec![0usize; rows.len()];
     let mut dists = vec![0f64; rows.len()];
     for _ in 0..p.max_iter.max(1) {
         for (i, r) in rows.iter().enumerate() {
-            let (best, bd) = c
-                .chunks_exact(dim)
-                .map(|cc| d2(r, cc))
-                .enumerate()
-                .fold((0, f64::INFINITY), |acc, (j, d)| if d < acc.1 { (j, d) } else { acc });
-            labels[i] = best;
-            dists[i] = bd;
+            (labels[i], dists[i]) = nearest(r, &c, dim);
         }
         let mut sums = vec![0f64; k * dim];
         let mut counts = vec![0usize; k];
@@ -169,11 +171,7 @@ fn lloyd(rows: &[&[f32]], dim: usize, p: &KMeansParams, mut c: Vec<f32>, tol: f6
     // Final assignment against the final centroids so labels and inertia agree with them.
     let mut inertia = 0f64;
     for (i, r) in rows.iter().enumerate() {
-        let (best, bd) = c
-            .chunks_exact(dim)
-            .map(|cc| d2(r, cc))
-            .enumerate()
-            .fold((0, f64::INFINITY), |acc, (j, d)| if d < acc.1 { (j, d) } else { acc });
+        let (best, bd) = nearest(r, &c, dim);
         labels[i] = best;
         inertia += bd;
     }
