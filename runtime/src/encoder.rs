@@ -135,11 +135,11 @@ impl<'a> Encoder<'a> {
         }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if crate::math::has_avx2() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+            // SAFETY: the CPU supports AVX2 (checked at run time).
             unsafe { step_avx2(&self.bundle, s, sample) };
             return Ok(());
         }
-        step::<H, L, Plain>(&self.bundle, s, sample);
+        step(&self.bundle, s, sample);
         Ok(())
     }
 
@@ -236,10 +236,13 @@ fn sqrt(x: f32) -> f32 {
     y
 }
 
+/// The same step compiled for AVX2 (8-wide). Deliberately without FMA: a fused multiply-add
+/// rounds once where every other target rounds twice, and latents must be bit-identical on
+/// hosts, gateways and microcontrollers.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 unsafe fn step_avx2<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
-    step::<H, L, Fused>(b, s, x)
+    step(b, s, x)
 }
 
 /// Outputs kept in registers per pass of [`matvec_t`]: 8 AVX registers on 64-bit hosts (8
@@ -250,44 +253,16 @@ const BLOCK: usize = 64;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const BLOCK: usize = 8;
 
-/// How the kernels multiply-accumulate: `a * b + c` in two roundings everywhere, or one fused
-/// instruction where the CPU has FMA (x86-64 hosts with AVX2+FMA, selected at run time).
-trait MulAdd {
-    fn mul_add(a: f32, b: f32, c: f32) -> f32;
-}
-
-/// Separate multiply and add (every target).
-struct Plain;
-
-impl MulAdd for Plain {
-    #[inline(always)]
-    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
-    }
-}
-
-/// Fused multiply-add; only instantiated inside `#[target_feature(enable = "fma")]` code.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-struct Fused;
-
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-impl MulAdd for Fused {
-    #[inline(always)]
-    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-        a.mul_add(b, c)
-    }
-}
-
 /// `out[s..s+B] = init[s..s+B] + Σ_k v[k] · w[k*n + s ..][..B]`, accumulators in registers.
 #[inline(always)]
-fn block<const B: usize, M: MulAdd>(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32], s: usize) {
+fn block<const B: usize>(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32], s: usize) {
     let n = out.len();
     let mut acc = [0f32; B];
     acc.copy_from_slice(&init[s..s + B]);
     for (k, &x) in v.iter().enumerate() {
         let row: &[f32; B] = w[k * n + s..k * n + s + B].try_into().expect("block in bounds");
         for i in 0..B {
-            acc[i] = M::mul_add(row[i], x, acc[i]);
+            acc[i] += row[i] * x;
         }
     }
     out[s..s + B].copy_from_slice(&acc);
@@ -299,20 +274,20 @@ fn block<const B: usize, M: MulAdd>(out: &mut [f32], init: &[f32], w: &[f32], v:
 /// that overlaps the previous one (each output's sum runs in the same order either way, so the
 /// overlap rewrites identical values).
 #[inline(always)]
-fn matvec_t<M: MulAdd>(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32]) {
+fn matvec_t(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32]) {
     let n = out.len();
     let mut s = 0;
     while s + BLOCK <= n {
-        block::<BLOCK, M>(out, init, w, v, s);
+        block::<BLOCK>(out, init, w, v, s);
         s += BLOCK;
     }
     while s + 8 <= n {
-        block::<8, M>(out, init, w, v, s);
+        block::<8>(out, init, w, v, s);
         s += 8;
     }
     if s < n {
         if n >= 8 {
-            block::<8, M>(out, init, w, v, n - 8);
+            block::<8>(out, init, w, v, n - 8);
         } else {
             for j in s..n {
                 out[j] = init[j] + v.iter().enumerate().map(|(k, x)| w[k * n + j] * x).sum::<f32>();
@@ -323,7 +298,7 @@ fn matvec_t<M: MulAdd>(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32]) {
 
 /// One time step through every layer; layer `l > 0` reads layer `l - 1`'s new `h`.
 #[inline(always)]
-fn step<const H: usize, const L: usize, M: MulAdd>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
+fn step<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
     let hd = &b.header;
     let hid = hd.hidden as usize;
     let gh = hd.cell.gates() * hid;
@@ -338,11 +313,11 @@ fn step<const H: usize, const L: usize, M: MulAdd>(b: &Bundle<'_>, s: &mut State
         let input: &[f32] = if l == 0 { x } else { &below[l - 1][..hid] };
         let h = &mut here[0][..hid];
         let rec = &mut rec_buf.as_flattened_mut()[..gh];
-        matvec_t::<M>(gates, b_ih, w_ih, input);
+        matvec_t(gates, b_ih, w_ih, input);
         match hd.cell {
             Cell::Lstm => {
                 rec.copy_from_slice(gates);
-                matvec_t::<M>(gates, rec, w_hh, h);
+                matvec_t(gates, rec, w_hh, h);
                 for (g, bh) in gates.iter_mut().zip(b_hh) {
                     *g += bh;
                 }
@@ -356,7 +331,7 @@ fn step<const H: usize, const L: usize, M: MulAdd>(b: &Bundle<'_>, s: &mut State
                 }
             }
             Cell::Gru => {
-                matvec_t::<M>(rec, b_hh, w_hh, h);
+                matvec_t(rec, b_hh, w_hh, h);
                 for j in 0..hid {
                     let r = sigmoid(gates[j] + rec[j]);
                     let z = sigmoid(gates[hid + j] + rec[hid + j]);

@@ -73,32 +73,32 @@ fn tanh_loop(x: &mut [f32]) {
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86 {
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2")]
     pub unsafe fn sigmoid(x: &mut [f32]) {
         super::sigmoid_loop(x)
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2")]
     pub unsafe fn tanh(x: &mut [f32]) {
         super::tanh_loop(x)
     }
 
-    /// AVX2 and FMA are available (checked once).
+    /// AVX2 is available (checked once).
     pub fn has_avx2() -> bool {
         use std::sync::OnceLock;
         static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
     }
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub(crate) use x86::has_avx2;
 
-/// `x ← σ(x)` element-wise (AVX2 on x86-64 hosts that have it).
+/// `x ← σ(x)` element-wise (AVX2 on x86-64 hosts that have it; same results either way).
 pub fn sigmoid_inplace(x: &mut [f32]) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if x86::has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        // SAFETY: the CPU supports AVX2 (checked at run time).
         return unsafe { x86::sigmoid(x) };
     }
     sigmoid_loop(x)
@@ -108,7 +108,7 @@ pub fn sigmoid_inplace(x: &mut [f32]) {
 pub fn tanh_inplace(x: &mut [f32]) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if x86::has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        // SAFETY: the CPU supports AVX2 (checked at run time).
         return unsafe { x86::tanh(x) };
     }
     tanh_loop(x)
