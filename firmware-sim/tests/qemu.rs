@@ -40,6 +40,11 @@ fn firmware_matches_the_host_and_catches_a_corrupted_expectation() {
         .map(|l| l.split(' ').find_map(|f| f.strip_prefix("cluster=")).unwrap().parse().unwrap())
         .collect();
     assert_eq!(ids.len(), 16, "{stdout}");
+    // Bit-identical arithmetic: the distances printed by the device equal the host's exactly.
+    for line in stdout.lines().filter(|l| l.starts_with("window=")) {
+        let field = |k: &str| line.split(' ').find_map(|f| f.strip_prefix(k)).unwrap().to_string();
+        assert_eq!(field("dist="), field("host_dist="), "{line}");
+    }
     assert_eq!(ids, host_ids(16), "Cortex-M IDs differ from the host's:\n{stdout}");
     let stack: usize = stdout.lines().find_map(|l| l.strip_prefix("stack_high_water_bytes=")).unwrap().parse().unwrap();
     let state: usize = stdout.lines().find_map(|l| l.strip_prefix("state_bytes_per_device=")).unwrap().parse().unwrap();

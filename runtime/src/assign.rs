@@ -67,25 +67,11 @@ pub fn assign(latent: &[f32], centroids: &[f32], dim: usize) -> Result<Assignmen
     Ok(Assignment { cluster: best.0, distance: sqrt(best.1), second_distance: sqrt(second) })
 }
 
-/// `f32::sqrt` lives in std; on `no_std` use the libm-free Newton iteration below, which is exact
-/// to the last bit or two for the distances we report (they are diagnostics, not compared bitwise
-/// across targets).
-#[cfg(feature = "std")]
+/// Correctly rounded square root from `libm` (pure Rust): `f32::sqrt` needs std, and a
+/// hand-rolled iteration would differ from it in the last bit, so distances would differ between
+/// hosts and microcontrollers.
 fn sqrt(x: f32) -> f32 {
-    x.sqrt()
-}
-
-#[cfg(not(feature = "std"))]
-fn sqrt(x: f32) -> f32 {
-    if !(x > 0.0) || x == f32::INFINITY {
-        return if x == f32::INFINITY { x } else { 0.0 };
-    }
-    // Initial guess from halving the exponent, then Newton steps converge quadratically.
-    let mut y = f32::from_bits((x.to_bits() >> 1) + (127 << 22));
-    for _ in 0..4 {
-        y = 0.5 * (y + x / y);
-    }
-    y
+    libm::sqrtf(x)
 }
 
 #[cfg(test)]

@@ -228,12 +228,7 @@ impl<'a> Encoder<'a> {
 }
 
 fn sqrt(x: f32) -> f32 {
-    // Newton on the bit-halved exponent guess: no libm on devices.
-    let mut y = f32::from_bits((x.to_bits() >> 1) + (127 << 22));
-    for _ in 0..5 {
-        y = 0.5 * (y + x / y);
-    }
-    y
+    libm::sqrtf(x)
 }
 
 /// The same step compiled for AVX2 (8-wide). Deliberately without FMA: a fused multiply-add
