@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the tests need but Rust itself, once: the Cortex-M target and
-# QEMU (for the firmware test), onnxruntime's shared library and the `onnx` checker from PyPI
+# Runs every test. Installs what the tests need but Rust itself, once: the Cortex-M and aarch64
+# targets, QEMU and the aarch64 cross linker (firmware and gateway tests), onnxruntime's shared library and the `onnx` checker from PyPI
 # (into target/pydeps); then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rustup target list --installed | grep -q '^thumbv7em-none-eabihf$' || rustup target add thumbv7em-none-eabihf
-if ! command -v qemu-system-arm >/dev/null; then
-    echo "installing qemu-system-arm (Debian)"
+for t in thumbv7em-none-eabihf aarch64-unknown-linux-gnu; do
+    rustup target list --installed | grep -q "^$t\$" || rustup target add "$t"
+done
+if ! command -v qemu-system-arm >/dev/null || ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+    echo "installing QEMU and the aarch64 cross toolchain (Debian)"
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq qemu-system-arm binutils-arm-none-eabi
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq qemu-system-arm qemu-user binutils-arm-none-eabi gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 fi
 
 pydeps="${PYDEPS_DIR:-$PWD/target/pydeps}"
