@@ -26,10 +26,11 @@ pub fn build(target_dir: &Path, env: &[(&str, &str)]) -> Result<PathBuf, String>
     Ok(target_dir.join("thumbv7em-none-eabihf/release/firmware-mcu"))
 }
 
-/// Runs `elf` under QEMU (mps2-an386, Cortex-M4, semihosting) with a time limit.
+/// Runs `elf` under QEMU (mps2-an386, Cortex-M4, semihosting, `-icount shift=0` so the
+/// firmware's instruction count is deterministic) with a time limit.
 pub fn run_qemu(elf: &Path) -> Result<Output, String> {
     Command::new("timeout")
-        .args(["120", "qemu-system-arm", "-M", "mps2-an386", "-cpu", "cortex-m4", "-nographic"])
+        .args(["120", "qemu-system-arm", "-M", "mps2-an386", "-cpu", "cortex-m4", "-icount", "shift=0", "-nographic"])
         .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
         .arg(elf)
         .output()

@@ -54,9 +54,39 @@ fn stack_high_water() -> usize {
     top - p
 }
 
+/// SysTick as a counter of the processor clock. Under `qemu -icount shift=0` every instruction
+/// takes 1 ns of virtual time, so clock ticks convert to instructions by a factor that
+/// `calibrate` measures with a loop of known length.
+fn start_systick(syst: &mut cortex_m::peripheral::SYST) {
+    syst.set_clock_source(cortex_m::peripheral::syst::SystClkSource::Core);
+    syst.set_reload(0x00FF_FFFF);
+    syst.clear_current();
+    syst.enable_counter();
+}
+
+/// Ticks elapsed since `start` on the 24-bit down-counter (one wrap at most).
+fn ticks_since(start: u32) -> u32 {
+    let now = cortex_m::peripheral::SYST::get_current();
+    start.wrapping_sub(now) & 0x00FF_FFFF
+}
+
+/// Instructions per 1000 SysTick ticks: `cortex_m::asm::delay(n)` runs a 2-instruction loop n/2
+/// times, i.e. n instructions.
+fn calibrate() -> u32 {
+    const N: u32 = 2_000_000;
+    let t0 = cortex_m::peripheral::SYST::get_current();
+    cortex_m::asm::delay(N);
+    let dt = ticks_since(t0).max(1);
+    (N as u64 * 1000 / dt as u64) as u32
+}
+
 #[entry]
 fn main() -> ! {
     paint_stack();
+    let mut cp = cortex_m::Peripherals::take().expect("peripherals taken once");
+    start_systick(&mut cp.SYST);
+    let per_kilotick = calibrate();
+    let mut total_ticks: u64 = 0;
     let enc = match Encoder::from_bytes(&BUNDLE.0) {
         Ok(e) => e,
         Err(e) => {
@@ -70,6 +100,7 @@ fn main() -> ! {
     let mut failures = 0;
     for w in 0..n {
         let mut state = DeviceState::default();
+        let t0 = cortex_m::peripheral::SYST::get_current();
         for i in 0..t {
             if let Err(e) = enc.push(&mut state, &[f32_at(WINDOWS, w * t + i)]) {
                 println!("window={} error: {}", w, e);
@@ -83,6 +114,7 @@ fn main() -> ! {
                 process::exit(3)
             }
         };
+        total_ticks += ticks_since(t0) as u64;
         let want = u32::from_le_bytes([EXPECTED[8 * w], EXPECTED[8 * w + 1], EXPECTED[8 * w + 2], EXPECTED[8 * w + 3]]) as usize;
         let want_dist = f32_at(EXPECTED, 2 * w + 1);
         let ok = cluster == want;
@@ -100,6 +132,10 @@ fn main() -> ! {
         );
     }
     println!("state_bytes_per_device={}", size_of::<DeviceState>());
+    if n > 0 {
+        // Meaningful when QEMU runs with -icount shift=0 (the runner and the tests do).
+        println!("instructions_per_window={} (calibrated: {} instructions per 1000 SysTick ticks)", total_ticks * per_kilotick as u64 / 1000 / n as u64, per_kilotick);
+    }
     println!("stack_high_water_bytes={}", stack_high_water());
     println!("windows={} mismatches={}", n, failures);
     process::exit(if failures == 0 { 0 } else { 1 })
