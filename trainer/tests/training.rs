@@ -184,3 +184,29 @@ fn fit_separates_two_clear_classes_and_writes_all_artifacts() {
     let loaded = load_model(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(loaded.centroids.unwrap().k, 2);
 }
+
+#[test]
+fn unequal_lengths_are_resampled_to_the_longest_and_recorded() {
+    let mut ds = waves(6, 16, 2, 6);
+    for (i, s) in ds.series.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            *s = trainer::data::prep::resample(s, 2, 11);
+        }
+    }
+    let opts = FitOptions {
+        params: small(CellKind::Lstm, 1).check().unwrap(),
+        holdout: 0.0,
+        normalization: Normalization::None,
+        clusters: None,
+        n_init: 2,
+        show_progress: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = fit(ds, &opts, dir.path(), &Device::Cpu).unwrap();
+    assert_eq!((s.n_train, s.n_holdout), (12, 0));
+    assert!(s.metrics.vrae_holdout.is_none());
+    let loaded = load_model(dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(loaded.config.model.seq_len, 16);
+    assert!(loaded.config.data.resampled);
+    assert_eq!(loaded.config.data.length_range, (11, 16));
+}
