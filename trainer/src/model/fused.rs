@@ -405,19 +405,23 @@ fn lstm_forward(xw: Vec<f32>, w: &[f32], h0: &[f32], d: Dims) -> Cache {
         let c = &mut crest[..bh];
         let ys = &mut rest[..bh];
         let tc = &mut tcs[s * bh..(s + 1) * bh];
+        let zeros = vec![0f32; bh];
+        let cprev = if s == 0 { &zeros[..] } else { &cdone[(s - 1) * bh..] };
         for r in 0..b {
             let row = &a[r * g4..(r + 1) * g4];
+            let (i, f, g) = (&row[..h], &row[h..2 * h], &row[2 * h..3 * h]);
+            let (cr, cp) = (&mut c[r * h..(r + 1) * h], &cprev[r * h..(r + 1) * h]);
             for j in 0..h {
-                let cp = if s == 0 { 0.0 } else { cdone[(s - 1) * bh + r * h + j] };
-                c[r * h + j] = row[h + j] * cp + row[j] * row[2 * h + j];
+                cr[j] = f[j] * cp[j] + i[j] * g[j];
             }
         }
         tc.copy_from_slice(c);
         tanh_inplace(tc);
         for r in 0..b {
-            let row = &a[r * g4..(r + 1) * g4];
+            let o = &a[r * g4 + 3 * h..(r + 1) * g4];
+            let (yr, tr) = (&mut ys[r * h..(r + 1) * h], &tc[r * h..(r + 1) * h]);
             for j in 0..h {
-                ys[r * h + j] = row[3 * h + j] * tc[r * h + j];
+                yr[j] = o[j] * tr[j];
             }
         }
     }
@@ -436,21 +440,33 @@ fn lstm_backward(c: &Cache, dy: &[f32], w: &[f32], d: Dims) -> (Vec<f32>, Option
         let gates = &c.gates[s * b * g4..(s + 1) * b * g4];
         let tc = &c.aux2[s * bh..(s + 1) * bh];
         let das = &mut da[s * b * g4..(s + 1) * b * g4];
+        let zeros = vec![0f32; h];
         for r in 0..b {
+            // Equal-length row slices let the compiler drop bounds checks and vectorise.
             let gr = &gates[r * g4..(r + 1) * g4];
+            let (gi, rest) = gr.split_at(h);
+            let (gf, rest) = rest.split_at(h);
+            let (gg, go) = rest.split_at(h);
             let dr = &mut das[r * g4..(r + 1) * g4];
+            let (di, rest) = dr.split_at_mut(h);
+            let (df, rest) = rest.split_at_mut(h);
+            let (dg, dout) = rest.split_at_mut(h);
+            let row = r * h..(r + 1) * h;
+            let dyr = &dy[s * bh..(s + 1) * bh][row.clone()];
+            let dhn = &dh_next[row.clone()];
+            let tcr = &tc[row.clone()];
+            let cp = if s == 0 { &zeros[..] } else { &c.aux[(s - 1) * bh..s * bh][row.clone()] };
+            let dcn = &mut dc_next[row];
             for j in 0..h {
-                let k = r * h + j;
-                let (i, f, g, o) = (gr[j], gr[h + j], gr[2 * h + j], gr[3 * h + j]);
-                let dh = dy[s * bh + k] + dh_next[k];
-                let tck = tc[k];
-                let dc = dc_next[k] + dh * o * (1.0 - tck * tck);
-                let cp = if s == 0 { 0.0 } else { c.aux[(s - 1) * bh + k] };
-                dr[j] = dc * g * i * (1.0 - i);
-                dr[h + j] = dc * cp * f * (1.0 - f);
-                dr[2 * h + j] = dc * i * (1.0 - g * g);
-                dr[3 * h + j] = dh * tck * o * (1.0 - o);
-                dc_next[k] = dc * f;
+                let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
+                let dh = dyr[j] + dhn[j];
+                let tck = tcr[j];
+                let dc = dcn[j] + dh * o * (1.0 - tck * tck);
+                di[j] = dc * g * i * (1.0 - i);
+                df[j] = dc * cp[j] * f * (1.0 - f);
+                dg[j] = dc * i * (1.0 - g * g);
+                dout[j] = dh * tck * o * (1.0 - o);
+                dcn[j] = dc * f;
             }
         }
         // dh_{t-1} = dA_t W_hh
