@@ -5,14 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for t in thumbv7em-none-eabihf aarch64-unknown-linux-gnu; do
+for t in thumbv7em-none-eabihf aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
     rustup target list --installed | grep -q "^$t\$" || rustup target add "$t"
 done
-if ! command -v qemu-system-arm >/dev/null || ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
-    echo "installing QEMU and the aarch64 cross toolchain (Debian)"
+if ! command -v qemu-system-arm >/dev/null || ! command -v qemu-aarch64 >/dev/null \
+    || ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v arm-linux-gnueabihf-gcc >/dev/null; then
+    echo "installing QEMU and the ARM Linux cross toolchains (Debian)"
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq qemu-system-arm qemu-user binutils-arm-none-eabi gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+    $sudo apt-get install -y -qq qemu-system-arm qemu-user binutils-arm-none-eabi \
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
 fi
 
 pydeps="${PYDEPS_DIR:-$PWD/target/pydeps}"

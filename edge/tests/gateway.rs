@@ -1,4 +1,5 @@
-//! The `edge` gateway binary cross-built for aarch64 Linux (native and tract engines) and run
+//! The `edge` gateway binary cross-built for aarch64 Linux (native and tract engines) and armv7
+//! (native), run
 //! under qemu-user gives the host build's output on the shipped sample fleet: byte-identical for
 //! the native engine, identical cluster IDs for tract.
 
@@ -53,4 +54,22 @@ fn aarch64_edge_matches_the_host() {
         let (dx, dy): (f32, f32) = (x[4].parse().unwrap(), y[4].parse().unwrap());
         assert!((dx - dy).abs() < 1e-5, "tract distances {dx} vs {dy}");
     }
+}
+
+/// armv7 (32-bit ARM gateways), native engine: byte-identical to the host.
+#[test]
+fn armv7_native_edge_is_identical_to_the_host() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target_dir = root().join("target/gateway");
+    let o = Command::new(&cargo)
+        .current_dir(root())
+        .args(["build", "--release", "-p", "edge", "--no-default-features", "--target", "armv7-unknown-linux-gnueabihf", "--target-dir"])
+        .arg(&target_dir)
+        .output()
+        .expect("cargo runs");
+    assert!(o.status.success(), "armv7 build failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    let arm = target_dir.join("armv7-unknown-linux-gnueabihf/release/edge");
+    let qemu = ["qemu-arm", "-L", "/usr/arm-linux-gnueabihf", arm.to_str().unwrap()];
+    let host = [env!("CARGO_BIN_EXE_edge")];
+    assert_eq!(assign(&host, "native"), assign(&qemu, "native"), "armv7 output differs from the host's");
 }
