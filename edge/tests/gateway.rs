@@ -26,21 +26,25 @@ fn assign(exe: &[&str], engine: &str) -> Vec<Vec<String>> {
     std::fs::read_to_string(out.path()).unwrap().lines().map(|l| l.split(',').map(String::from).collect()).collect()
 }
 
+/// Cross-builds `edge` for `target` (with the tract engine unless `native_only`) and returns the
+/// binary. A target dir of its own: the outer `cargo test` holds the workspace one.
+fn cross_build(target: &str, native_only: bool) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target_dir = root().join("target/gateway");
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(root()).args(["build", "--release", "-p", "edge", "--target", target, "--target-dir"]).arg(&target_dir);
+    if native_only {
+        cmd.arg("--no-default-features");
+    }
+    let o = cmd.output().expect("cargo runs");
+    assert!(o.status.success(), "{target} build failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    target_dir.join(target).join("release/edge")
+}
+
 #[test]
 fn aarch64_edge_matches_the_host() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // A target dir of its own: the outer `cargo test` holds the workspace one.
-    let target_dir = root().join("target/gateway");
-    let o = Command::new(&cargo)
-        .current_dir(root())
-        .args(["build", "--release", "-p", "edge", "--target", "aarch64-unknown-linux-gnu", "--target-dir"])
-        .arg(&target_dir)
-        .output()
-        .expect("cargo runs");
-    assert!(o.status.success(), "aarch64 build failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    let arm = target_dir.join("aarch64-unknown-linux-gnu/release/edge");
-    let arm = arm.to_str().unwrap();
-    let qemu = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", arm];
+    let arm = cross_build("aarch64-unknown-linux-gnu", false);
+    let qemu = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", arm.to_str().unwrap()];
     let host = [env!("CARGO_BIN_EXE_edge")];
 
     let (h, a) = (assign(&host, "native"), assign(&qemu, "native"));
@@ -59,16 +63,7 @@ fn aarch64_edge_matches_the_host() {
 /// armv7 (32-bit ARM gateways), native engine: byte-identical to the host.
 #[test]
 fn armv7_native_edge_is_identical_to_the_host() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target_dir = root().join("target/gateway");
-    let o = Command::new(&cargo)
-        .current_dir(root())
-        .args(["build", "--release", "-p", "edge", "--no-default-features", "--target", "armv7-unknown-linux-gnueabihf", "--target-dir"])
-        .arg(&target_dir)
-        .output()
-        .expect("cargo runs");
-    assert!(o.status.success(), "armv7 build failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    let arm = target_dir.join("armv7-unknown-linux-gnueabihf/release/edge");
+    let arm = cross_build("armv7-unknown-linux-gnueabihf", true);
     let qemu = ["qemu-arm", "-L", "/usr/arm-linux-gnueabihf", arm.to_str().unwrap()];
     let host = [env!("CARGO_BIN_EXE_edge")];
     assert_eq!(assign(&host, "native"), assign(&qemu, "native"), "armv7 output differs from the host's");
