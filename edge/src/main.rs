@@ -10,7 +10,6 @@
 //! samples of a device restarts that device's window. Devices with fewer samples than a window
 //! produce no output row and are counted. A summary goes to stderr at the end.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +21,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use runtime::batch::{assign_all, embed_windows};
 use runtime::bundle::AlignedBytes;
 use runtime::Encoder;
+
+use edge::fleet::{Window, Windower, WindowerParams};
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "Score a fleet's recorded readings with a trained model")]
@@ -78,33 +79,8 @@ struct AssignArgs {
     quiet: bool,
 }
 
-/// Per-device ring buffer of the last `window` samples.
-struct Device {
-    buf: Vec<f32>,
-    /// Timestamps (as written) of the buffered samples, for the output's window start/end.
-    times: Vec<String>,
-    filled: usize,
-    since_emit: usize,
-    last_t: f64,
-    windows: usize,
-    samples: usize,
-}
-
-#[derive(Default)]
-struct Summary {
-    rows: usize,
-    malformed: usize,
-    out_of_order: usize,
-    gaps: usize,
-    windows: usize,
-}
-
 /// A complete window waiting for inference.
-struct Job {
-    device: String,
-    start: String,
-    end: String,
-}
+type Job = Window;
 
 fn main() {
     let cli = Cli::parse();
@@ -158,8 +134,7 @@ fn assign(a: AssignArgs) -> Result<()> {
     writeln!(out, "device,window_start,window_end,cluster,distance,second_distance")?;
 
     let started = Instant::now();
-    let mut devices: HashMap<String, Device> = HashMap::new();
-    let mut s = Summary::default();
+    let mut windower = Windower::new(WindowerParams { features: f, window, stride, max_gap: a.max_gap, strict: a.strict })?;
     let mut jobs: Vec<Job> = Vec::new();
     let mut pending: Vec<f32> = Vec::new();
     let flush = |jobs: &mut Vec<Job>, pending: &mut Vec<f32>, out: &mut BufWriter<File>| -> Result<()> {
@@ -181,83 +156,27 @@ fn assign(a: AssignArgs) -> Result<()> {
         Ok(())
     };
 
-    let mut line = String::new();
-    let mut line_no = 0usize;
+    // Bytes, not `read_line`: one undecodable row must be skipped, not end the run.
+    let mut line = Vec::new();
     let mut read = 0u64;
-    let mut vals = vec![0f32; f];
+    let mut lines = 0usize;
     loop {
         line.clear();
-        let n = reader.read_line(&mut line).with_context(|| format!("{}: read error", a.input.display()))?;
+        let n = reader.read_until(b'\n', &mut line).with_context(|| format!("{}: read error", a.input.display()))?;
         if n == 0 {
             break;
         }
-        line_no += 1;
         read += n as u64;
-        if line_no % 65536 == 0 {
+        lines += 1;
+        if lines % 65536 == 0 {
             pb.set_position(read);
         }
-        let row = line.trim_end();
-        if row.is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = row.split(',').map(str::trim).collect();
-        if line_no == 1 && fields.len() >= 2 && fields[1].parse::<f64>().is_err() {
-            continue; // header
-        }
-        s.rows += 1;
-        let parsed = parse_row(&fields, f, &mut vals);
-        let t = match parsed {
-            Ok(t) => t,
-            Err(why) => {
-                if a.strict {
-                    bail!("{}:{line_no}: {why}", a.input.display());
-                }
-                s.malformed += 1;
-                continue;
-            }
-        };
-        let dev = devices.entry(fields[0].to_string()).or_insert_with(|| Device {
-            buf: vec![0.0; window * f],
-            times: vec![String::new(); window],
-            filled: 0,
-            since_emit: 0,
-            last_t: f64::NEG_INFINITY,
-            windows: 0,
-            samples: 0,
-        });
-        if t <= dev.last_t {
-            if a.strict {
-                bail!("{}:{line_no}: device '{}' time {t} is not after {}", a.input.display(), fields[0], dev.last_t);
-            }
-            s.out_of_order += 1;
-            continue;
-        }
-        if a.max_gap.is_some_and(|g| dev.filled > 0 && t - dev.last_t > g) {
-            s.gaps += 1;
-            dev.filled = 0;
-            dev.since_emit = 0;
-        }
-        dev.last_t = t;
-        dev.samples += 1;
-        let slot = dev.filled % window;
-        dev.buf[slot * f..(slot + 1) * f].copy_from_slice(&vals);
-        dev.times[slot] = fields[1].to_string();
-        dev.filled += 1;
-        dev.since_emit += 1;
-        if dev.filled >= window && (dev.filled == window || dev.since_emit >= stride) {
-            dev.since_emit = 0;
-            dev.windows += 1;
-            // Oldest sample first.
-            let first = dev.filled % window;
-            for k in 0..window {
-                let i = (first + k) % window;
-                pending.extend_from_slice(&dev.buf[i * f..(i + 1) * f]);
-            }
-            jobs.push(Job { device: fields[0].to_string(), start: dev.times[first].clone(), end: fields[1].to_string() });
-            s.windows += 1;
+        let job = windower.feed(&line, &mut pending).with_context(|| format!("{}", a.input.display()))?;
+        if let Some(job) = job {
+            jobs.push(job);
             if jobs.len() >= a.batch {
                 flush(&mut jobs, &mut pending, &mut out)?;
-                pb.set_message(format!("{} windows", s.windows));
+                pb.set_message(format!("{} windows", windower.summary().windows));
             }
         }
     }
@@ -269,34 +188,12 @@ fn assign(a: AssignArgs) -> Result<()> {
     pb.finish_and_clear();
 
     let secs = started.elapsed().as_secs_f64();
-    let short = devices.values().filter(|d| d.windows == 0).count();
-    let samples: usize = devices.values().map(|d| d.samples).sum();
+    let s = windower.summary();
     eprintln!("rows read             {}", s.rows);
     eprintln!("rows skipped          {} malformed, {} out of time order", s.malformed, s.out_of_order);
-    eprintln!("devices               {} ({} with fewer samples than a window of {window})", devices.len(), short);
+    eprintln!("devices               {} ({} with fewer samples than a window of {window})", windower.devices(), windower.short_devices());
     eprintln!("windows restarted     {} (gap > --max-gap)", s.gaps);
     eprintln!("windows scored        {} -> {}", s.windows, a.out.display());
-    eprintln!("time                  {secs:.2} s, {:.0} samples/s", samples as f64 / secs.max(1e-9));
+    eprintln!("time                  {secs:.2} s, {:.0} samples/s", windower.samples() as f64 / secs.max(1e-9));
     Ok(())
-}
-
-/// Parses timestamp and values of a row into `vals`; returns the timestamp.
-fn parse_row(fields: &[&str], f: usize, vals: &mut [f32]) -> std::result::Result<f64, String> {
-    if fields.len() != 2 + f {
-        return Err(format!("expected {} fields (device, timestamp, {f} value(s)), found {}", 2 + f, fields.len()));
-    }
-    if fields[0].is_empty() {
-        return Err("empty device id".into());
-    }
-    let t: f64 = fields[1].parse().map_err(|_| format!("timestamp '{}' is not a number", fields[1]))?;
-    if !t.is_finite() {
-        return Err(format!("timestamp '{}' is not finite", fields[1]));
-    }
-    for (v, cell) in vals.iter_mut().zip(&fields[2..]) {
-        *v = cell.parse().map_err(|_| format!("value '{cell}' is not a number"))?;
-        if !v.is_finite() {
-            return Err(format!("value '{cell}' is not finite"));
-        }
-    }
-    Ok(t)
 }

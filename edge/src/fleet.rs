@@ -1,0 +1,292 @@
+//! Turning a long-format fleet file into per-device windows.
+//!
+//! Input rows are `device_id,timestamp,value[,value...]` (an optional header line whose second
+//! field is not a number), devices interleaved in any order; each device's rows must come in
+//! increasing timestamp order. Memory is bounded by devices x window (one ring buffer per device),
+//! not by file size.
+//!
+//! A row that is not UTF-8, has the wrong field count, a non-numeric or non-finite cell, or is out
+//! of time order for its device is skipped and counted ([`WindowerParams::strict`] makes it an
+//! error instead). A gap larger than `max_gap` between two samples of a device restarts that
+//! device's window.
+
+use std::collections::HashMap;
+
+/// How rows become windows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowerParams {
+    /// Values per sample (the model's feature count).
+    pub features: usize,
+    /// Samples per window.
+    pub window: usize,
+    /// Samples between window starts (`window` = no overlap).
+    pub stride: usize,
+    /// Largest timestamp step inside a window; a larger gap restarts the device's window.
+    pub max_gap: Option<f64>,
+    /// Fail on the first bad row instead of skipping it.
+    pub strict: bool,
+}
+
+/// A row that was rejected: its 1-based line number and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {why}")]
+pub struct RowError {
+    /// 1-based line number in the input.
+    pub line: usize,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// Invalid windowing parameters.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("window, stride and features must all be at least 1 (got window {window}, stride {stride}, features {features})")]
+pub struct ParamsError {
+    /// Requested window.
+    pub window: usize,
+    /// Requested stride.
+    pub stride: usize,
+    /// Requested features.
+    pub features: usize,
+}
+
+/// Counts over everything fed so far.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Data rows seen (header and blank lines excluded).
+    pub rows: usize,
+    /// Rows skipped as malformed.
+    pub malformed: usize,
+    /// Rows skipped for going back in time.
+    pub out_of_order: usize,
+    /// Windows restarted because of a gap.
+    pub gaps: usize,
+    /// Windows emitted.
+    pub windows: usize,
+}
+
+/// A complete window: which device, and the timestamps (as written) of its first and last sample.
+/// Its values were appended to the caller's buffer, oldest sample first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Device id.
+    pub device: String,
+    /// Timestamp of the first sample.
+    pub start: String,
+    /// Timestamp of the last sample.
+    pub end: String,
+}
+
+/// Per-device ring buffer of the last `window` samples.
+#[derive(Debug)]
+struct Device {
+    buf: Vec<f32>,
+    times: Vec<String>,
+    filled: usize,
+    since_emit: usize,
+    last_t: f64,
+    windows: usize,
+    samples: usize,
+}
+
+/// Streams rows in, windows out.
+#[derive(Debug)]
+pub struct Windower {
+    p: WindowerParams,
+    devices: HashMap<String, Device>,
+    summary: Summary,
+    lines: usize,
+    vals: Vec<f32>,
+}
+
+impl Windower {
+    /// A windower with no devices yet.
+    pub fn new(p: WindowerParams) -> Result<Self, ParamsError> {
+        if p.window == 0 || p.stride == 0 || p.features == 0 {
+            return Err(ParamsError { window: p.window, stride: p.stride, features: p.features });
+        }
+        let vals = vec![0.0; p.features];
+        Ok(Windower { p, devices: HashMap::new(), summary: Summary::default(), lines: 0, vals })
+    }
+
+    /// Counts so far.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// Devices seen so far.
+    pub fn devices(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Devices that have not yet filled one window.
+    pub fn short_devices(&self) -> usize {
+        self.devices.values().filter(|d| d.windows == 0).count()
+    }
+
+    /// Samples accepted so far.
+    pub fn samples(&self) -> usize {
+        self.devices.values().map(|d| d.samples).sum()
+    }
+
+    /// Feeds the next line (with or without its line ending). When it completes a window, the
+    /// window's values are appended to `values` and its description returned. Bad rows are
+    /// counted and skipped, or returned as errors in strict mode.
+    pub fn feed(&mut self, raw: &[u8], values: &mut Vec<f32>) -> Result<Option<Window>, RowError> {
+        self.lines += 1;
+        let line = self.lines;
+        let text = match std::str::from_utf8(raw) {
+            Ok(t) => t.trim_end_matches(['\n', '\r']),
+            Err(_) => {
+                self.summary.rows += 1;
+                return self.reject(line, "not valid UTF-8".into(), false);
+            }
+        };
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+        if line == 1 && fields.len() >= 2 && fields[1].parse::<f64>().is_err() {
+            return Ok(None); // header
+        }
+        self.summary.rows += 1;
+        let t = match parse_row(&fields, &mut self.vals) {
+            Ok(t) => t,
+            Err(why) => return self.reject(line, why, false),
+        };
+        let p = &self.p;
+        let f = p.features;
+        let dev = self.devices.entry(fields[0].to_string()).or_insert_with(|| Device {
+            buf: vec![0.0; p.window * f],
+            times: vec![String::new(); p.window],
+            filled: 0,
+            since_emit: 0,
+            last_t: f64::NEG_INFINITY,
+            windows: 0,
+            samples: 0,
+        });
+        if t <= dev.last_t {
+            let why = format!("device '{}' time {t} is not after {}", fields[0], dev.last_t);
+            return self.reject(line, why, true);
+        }
+        if p.max_gap.is_some_and(|g| dev.filled > 0 && t - dev.last_t > g) {
+            self.summary.gaps += 1;
+            dev.filled = 0;
+            dev.since_emit = 0;
+        }
+        dev.last_t = t;
+        dev.samples += 1;
+        let w = p.window;
+        let slot = dev.filled % w;
+        dev.buf[slot * f..(slot + 1) * f].copy_from_slice(&self.vals);
+        dev.times[slot] = fields[1].to_string();
+        dev.filled += 1;
+        dev.since_emit += 1;
+        if dev.filled < w || (dev.filled != w && dev.since_emit < p.stride) {
+            return Ok(None);
+        }
+        dev.since_emit = 0;
+        dev.windows += 1;
+        self.summary.windows += 1;
+        // The ring's oldest sample sits right after the newest one.
+        let first = dev.filled % w;
+        for k in 0..w {
+            let i = (first + k) % w;
+            values.extend_from_slice(&dev.buf[i * f..(i + 1) * f]);
+        }
+        Ok(Some(Window { device: fields[0].to_string(), start: dev.times[first].clone(), end: fields[1].to_string() }))
+    }
+
+    fn reject(&mut self, line: usize, why: String, out_of_order: bool) -> Result<Option<Window>, RowError> {
+        if self.p.strict {
+            return Err(RowError { line, why });
+        }
+        if out_of_order {
+            self.summary.out_of_order += 1;
+        } else {
+            self.summary.malformed += 1;
+        }
+        Ok(None)
+    }
+}
+
+/// Parses timestamp and values of a row into `vals`; returns the timestamp.
+fn parse_row(fields: &[&str], vals: &mut [f32]) -> Result<f64, String> {
+    let f = vals.len();
+    if fields.len() != 2 + f {
+        return Err(format!("expected {} fields (device, timestamp, {f} value(s)), found {}", 2 + f, fields.len()));
+    }
+    if fields[0].is_empty() {
+        return Err("empty device id".into());
+    }
+    let t: f64 = fields[1].parse().map_err(|_| format!("timestamp '{}' is not a number", fields[1]))?;
+    if !t.is_finite() {
+        return Err(format!("timestamp '{}' is not finite", fields[1]));
+    }
+    for (v, cell) in vals.iter_mut().zip(&fields[2..]) {
+        *v = cell.parse().map_err(|_| format!("value '{cell}' is not a number"))?;
+        if !v.is_finite() {
+            return Err(format!("value '{cell}' is not finite"));
+        }
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(window: usize, stride: usize) -> WindowerParams {
+        WindowerParams { features: 1, window, stride, max_gap: None, strict: false }
+    }
+
+    fn feed_all(w: &mut Windower, text: &[u8]) -> (Vec<Window>, Vec<f32>) {
+        let mut vals = Vec::new();
+        let mut out = Vec::new();
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            if let Some(win) = w.feed(line, &mut vals).expect("lenient mode never fails") {
+                out.push(win);
+            }
+        }
+        (out, vals)
+    }
+
+    #[test]
+    fn bad_rows_are_counted_and_never_take_a_good_row_with_them() {
+        let mut w = Windower::new(params(3, 3)).unwrap();
+        let text = b"device,t,v\na,1,10\na,2,x\nb,1,5\n\xff\xfe,3,1\na,2,11\na,2,99\na,3,12\nb,2,nan\n";
+        let (wins, vals) = feed_all(&mut w, text);
+        assert_eq!(wins, vec![Window { device: "a".into(), start: "1".into(), end: "3".into() }]);
+        assert_eq!(vals, vec![10.0, 11.0, 12.0]);
+        let s = w.summary();
+        assert_eq!((s.rows, s.malformed, s.out_of_order, s.windows), (8, 3, 1, 1));
+        assert_eq!((w.devices(), w.short_devices(), w.samples()), (2, 1, 4));
+    }
+
+    #[test]
+    fn strict_mode_names_the_line() {
+        let mut w = Windower::new(WindowerParams { strict: true, ..params(2, 2) }).unwrap();
+        let mut v = Vec::new();
+        assert!(w.feed(b"a,1,1\n", &mut v).unwrap().is_none());
+        let e = w.feed(b"a,1,2\n", &mut v).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.why.contains("not after"), "{e}");
+        let e = w.feed(b"a,3\n", &mut v).unwrap_err();
+        assert!(e.to_string().starts_with("line 3: expected 3 fields"), "{e}");
+    }
+
+    #[test]
+    fn overlapping_windows_and_gaps() {
+        let mut w = Windower::new(WindowerParams { max_gap: Some(1.5), ..params(3, 1) }).unwrap();
+        let (wins, vals) = feed_all(&mut w, b"d,1,1\nd,2,2\nd,3,3\nd,4,4\nd,10,5\nd,11,6\nd,12,7\n");
+        let ends: Vec<&str> = wins.iter().map(|w| w.end.as_str()).collect();
+        assert_eq!(ends, ["3", "4", "12"]);
+        assert_eq!(vals, vec![1.0, 2.0, 3.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(w.summary().gaps, 1);
+    }
+
+    #[test]
+    fn zero_sizes_are_rejected() {
+        assert!(Windower::new(params(0, 1)).is_err());
+        assert!(Windower::new(params(1, 0)).is_err());
+    }
+}
