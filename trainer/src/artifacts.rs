@@ -11,8 +11,12 @@
 //! | `model.bundle` | encoder weights + centroids for the runtime (see `runtime::bundle`) |
 //! | `encoder.onnx` | encoder + latent-mean head, opset 17 (see [`crate::export::onnx`]) |
 //!
+//! | `checkpoint.safetensors` | training state for `fit --resume` (see [`crate::checkpoint`]) |
+//!
 //! Every file is written to a temporary file in the same directory, fsynced, then renamed, so a
-//! crash leaves either the old or the new file, never a torn one.
+//! crash leaves either the old or the new file, never a torn one. `trainer fit` goes further and
+//! builds the whole directory under a staging name next to it, then swaps it in with one rename
+//! ([`Staging`]), so a crash never leaves new weights beside old centroids.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +45,31 @@ pub const BUNDLE: &str = "model.bundle";
 pub const ENCODER_ONNX: &str = "encoder.onnx";
 /// Per-series assignment file name.
 pub const ASSIGNMENTS: &str = "assignments.csv";
+
+/// Run report (JSON) file name.
+pub const REPORT_JSON: &str = "report.json";
+/// Run report (HTML) file name.
+pub const REPORT_HTML: &str = "report.html";
+/// Folder of plots.
+pub const PLOTS: &str = "plots";
+
+/// Everything `trainer fit` may write into a model directory: a directory holding only these (and
+/// leftover temp files) may be replaced by a new run; anything else is the user's and stops `fit`.
+pub const KNOWN_ENTRIES: [&str; 13] = [
+    WEIGHTS,
+    CONFIG,
+    CENTROIDS,
+    METRICS,
+    TRAINING_LOG,
+    BUNDLE,
+    ENCODER_ONNX,
+    ASSIGNMENTS,
+    crate::checkpoint::CHECKPOINT,
+    REPORT_JSON,
+    REPORT_HTML,
+    PLOTS,
+    "latents.csv",
+];
 
 /// Version of the model-directory layout; bumped on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -113,6 +142,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
+        if crate::fault::abort_writing(&name) {
+            f.write_all(&bytes[..bytes.len() / 2])?;
+            f.sync_all()?;
+            std::process::abort();
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -128,15 +162,140 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// A model directory being built under a hidden name next to its final place, then swapped in
+/// whole by [`Staging::commit`]. Dropped without a commit, it removes itself.
+#[derive(Debug)]
+pub struct Staging {
+    target: PathBuf,
+    dir: PathBuf,
+    done: bool,
+}
+
+impl Staging {
+    /// Checks that `target` is absent, empty or a model directory (never someone's other files)
+    /// and creates a fresh staging directory beside it, removing stale ones of dead processes.
+    pub fn begin(target: &Path) -> Result<Staging> {
+        check_replaceable(target)?;
+        let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let name = target
+            .file_name()
+            .ok_or_else(|| Error::model(target, "output directory needs a name (not `..` or `/`)"))?
+            .to_string_lossy()
+            .into_owned();
+        remove_stale_staging(parent, &name);
+        let dir = parent.join(format!(".{name}.staging-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Staging { target: target.to_path_buf(), dir, done: false })
+    }
+
+    /// Where to write the new directory's files.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Replaces the target with the staged directory in one step (Linux: `renameat2` with
+    /// `RENAME_EXCHANGE`; elsewhere two renames with a brief window where only the old copy, under
+    /// a hidden name, exists), then deletes the old content.
+    pub fn commit(mut self) -> Result<()> {
+        sync_dir(&self.dir);
+        let parent = self.dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        if self.target.exists() {
+            if !exchange(&self.dir, &self.target) {
+                let old = PathBuf::from(format!("{}.old", self.dir.display()));
+                std::fs::rename(&self.target, &old).map_err(|e| Error::io(&self.target, e))?;
+                std::fs::rename(&self.dir, &self.target).map_err(|e| Error::io(&self.target, e))?;
+                let _ = std::fs::remove_dir_all(&old);
+            }
+            // After the exchange the staging name holds the previous content.
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            std::fs::rename(&self.dir, &self.target).map_err(|e| Error::io(&self.target, e))?;
+        }
+        sync_dir(&parent);
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    // Not all platforms can open a directory for fsync, so best effort.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn exchange(a: &Path, b: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(ca), Ok(cb)) = (std::ffi::CString::new(a.as_os_str().as_bytes()), std::ffi::CString::new(b.as_os_str().as_bytes()))
+    else {
+        return false;
+    };
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) == 0 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn exchange(_: &Path, _: &Path) -> bool {
+    false
+}
+
+fn check_replaceable(target: &Path) -> Result<()> {
+    if !target.exists() {
+        return Ok(());
+    }
+    if !target.is_dir() {
+        return Err(Error::model(target, "exists and is not a directory"));
+    }
+    let entries = std::fs::read_dir(target).map_err(|e| Error::io(target, e))?;
+    for e in entries {
+        let e = e.map_err(|e| Error::io(target, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let temp = name.starts_with('.') && name.ends_with(".tmp");
+        if !temp && !KNOWN_ENTRIES.contains(&name.as_str()) {
+            return Err(Error::model(
+                target,
+                format!("holds '{name}', which `trainer fit` did not write; choose a new or empty --out directory (fit replaces the whole directory)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Removes `.{name}.staging-PID` folders left by crashed runs (Linux: PID no longer alive).
+fn remove_stale_staging(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.staging-");
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.trim_end_matches(".old").parse::<u32>().ok()) else { continue };
+        let alive = cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists();
+        if cfg!(target_os = "linux") && !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Serialises `value` as pretty JSON into `path` atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::model(path, format!("cannot serialise: {e}")))?;
     write_atomic(path, format!("{text}\n").as_bytes())
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::model(path, format!("malformed JSON: {e}")))
+fn parse_json<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::model(path, format!("malformed JSON: {e}")))
 }
 
 /// A model directory loaded for inference.
@@ -173,8 +332,21 @@ pub fn load_model(dir: &Path, dev: &Device) -> Result<LoadedModel> {
     if !dir.is_dir() {
         return Err(Error::model(dir, "is not a directory (expected a model directory written by `trainer fit`)"));
     }
+    let read = |name: &str| {
+        let p = dir.join(name);
+        std::fs::read(&p).map_err(|e| Error::io(&p, e))
+    };
+    let config = read(CONFIG)?;
+    let weights = read(WEIGHTS)?;
+    let centroids = if dir.join(CENTROIDS).exists() { Some(read(CENTROIDS)?) } else { None };
+    parse_model(dir, &config, &weights, centroids.as_deref(), dev)
+}
+
+/// Checks and binds the contents of a model directory's `config.json`, `model.safetensors` and
+/// (optional) `centroids.json`; `dir` only names the files in errors.
+pub fn parse_model(dir: &Path, config: &[u8], weights: &[u8], centroids: Option<&[u8]>, dev: &Device) -> Result<LoadedModel> {
     let cfg_path = dir.join(CONFIG);
-    let config: RunConfig = read_json(&cfg_path)?;
+    let config: RunConfig = parse_json(&cfg_path, config)?;
     if config.format_version != FORMAT_VERSION {
         return Err(Error::model(
             &cfg_path,
@@ -186,24 +358,24 @@ pub fn load_model(dir: &Path, dev: &Device) -> Result<LoadedModel> {
         return Err(Error::model(&cfg_path, "model dimensions must all be >= 1"));
     }
     let w_path = dir.join(WEIGHTS);
-    let bytes = std::fs::read(&w_path).map_err(|e| Error::io(&w_path, e))?;
-    let weights = ParamStore::from_safetensors(&bytes, &w_path, dev)?;
+    let weights = ParamStore::from_safetensors(weights, &w_path, dev)?;
     let vrae = Vrae::bind(&config.model, &weights, &w_path)?;
     let c_path = dir.join(CENTROIDS);
-    let centroids = if c_path.exists() {
-        let c: Centroids = read_json(&c_path)?;
-        if c.k == 0 || c.centroids.len() != c.k || c.latent_length != m.latent_length {
-            return Err(Error::model(
-                &c_path,
-                format!("expected k rows of {} values, found k={} with {} rows", m.latent_length, c.k, c.centroids.len()),
-            ));
+    let centroids = match centroids {
+        Some(bytes) => {
+            let c: Centroids = parse_json(&c_path, bytes)?;
+            if c.k == 0 || c.centroids.len() != c.k || c.latent_length != m.latent_length {
+                return Err(Error::model(
+                    &c_path,
+                    format!("expected k rows of {} values, found k={} with {} rows", m.latent_length, c.k, c.centroids.len()),
+                ));
+            }
+            if let Some(i) = c.centroids.iter().position(|r| r.len() != m.latent_length || r.iter().any(|v| !v.is_finite())) {
+                return Err(Error::model(&c_path, format!("centroid {i} has the wrong length or a non-finite value")));
+            }
+            Some(c)
         }
-        if let Some(i) = c.centroids.iter().position(|r| r.len() != m.latent_length || r.iter().any(|v| !v.is_finite())) {
-            return Err(Error::model(&c_path, format!("centroid {i} has the wrong length or a non-finite value")));
-        }
-        Some(c)
-    } else {
-        None
+        None => None,
     };
     Ok(LoadedModel { dir: dir.to_path_buf(), config, vrae, weights, centroids })
 }

@@ -23,6 +23,9 @@ pub enum Error {
     /// Training diverged or could not proceed.
     #[error("training: {0}")]
     Training(String),
+    /// The loss or the gradient norm became NaN or infinite (1-based epoch and batch).
+    #[error("training diverged: the {what} became {value} at epoch {epoch}, batch {batch}; lower --learning-rate or set --clip-norm")]
+    Diverged { epoch: usize, batch: usize, what: &'static str, value: f64 },
     /// An error from candle (tensor shapes, devices).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

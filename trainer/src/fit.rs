@@ -8,7 +8,8 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, LoadedModel, RunConfig, FORMAT_VERSION};
+use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, LoadedModel, RunConfig, Staging, FORMAT_VERSION};
+use crate::checkpoint::{self, fingerprint, Checkpoint, CheckpointMeta, RunSettings, CHECKPOINT, CHECKPOINT_VERSION};
 use crate::export::{write_bundle, write_encoder_onnx};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
@@ -18,7 +19,7 @@ use crate::embed::NativeEncoder;
 use crate::error::{Error, Result};
 use crate::model::{ModelConfig, Vrae};
 use crate::params::VraeValidParams;
-use crate::train::{train, EpochLog};
+use crate::train::{train_resumable, EpochEnd, EpochLog};
 
 /// Everything `fit` needs besides the data.
 #[derive(Debug, Clone)]
@@ -35,6 +36,27 @@ pub struct FitOptions {
     pub n_init: usize,
     /// Draw a progress bar and per-epoch lines on stderr.
     pub show_progress: bool,
+    /// Write `checkpoint.safetensors` every this many epochs (and after the last); 0 = never.
+    pub checkpoint_every: usize,
+    /// Continue from this checkpoint (taken by a run with the same settings and data).
+    pub resume: Option<Box<Checkpoint>>,
+}
+
+impl FitOptions {
+    /// `params` with the CLI's defaults: 10% held out, no extra normalisation, k = number of
+    /// labels, 10 k-means restarts, no progress output, a checkpoint every epoch, a fresh start.
+    pub fn new(params: VraeValidParams) -> Self {
+        FitOptions {
+            params,
+            holdout: 0.1,
+            normalization: Normalization::None,
+            clusters: None,
+            n_init: 10,
+            show_progress: false,
+            checkpoint_every: 1,
+            resume: None,
+        }
+    }
 }
 
 /// `metrics.json`: cluster quality of the VRAE latents and of k-means on the raw series.
@@ -85,7 +107,8 @@ fn scores(truth: &[usize], idx: &[usize], pred: &[usize]) -> Option<ClusterScore
     Some(Contingency::new(&t, pred).scores())
 }
 
-/// Trains, clusters and writes every artifact into `out`.
+/// Trains, clusters and writes every artifact into `out`, replacing its previous content in one
+/// step at the end; checkpoints go to `out` during training.
 pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Result<FitSummary> {
     let p = &opts.params;
     if !(0.0..1.0).contains(&opts.holdout) {
@@ -115,6 +138,9 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     if k == 0 || k > train_idx.len() {
         return Err(Error::Param(format!("cannot make {k} clusters from {} training series", train_idx.len())));
     }
+    // Checked before training, so hours are not spent on a run that could not be saved.
+    let staging = Staging::begin(out)?;
+    let stage = staging.path().to_path_buf();
 
     let model_cfg = ModelConfig {
         cell: p.cell,
@@ -145,11 +171,71 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     let train_series: Vec<Series> = train_idx.iter().map(|&i| ds.series[i].clone()).collect();
     let hold_series: Vec<Series> = hold_idx.iter().map(|&i| ds.series[i].clone()).collect();
 
+    let settings = RunSettings {
+        params: (**p).clone(),
+        model: model_cfg,
+        holdout: opts.holdout,
+        normalization: opts.normalization,
+        clusters: opts.clusters,
+        n_init: opts.n_init,
+        n_train: train_series.len(),
+        data_fingerprint: fingerprint(&train_series, ds.n_features),
+    };
+    if let Some(ck) = &opts.resume {
+        let diff = settings.mismatches(&ck.meta.settings);
+        if !diff.is_empty() {
+            return Err(Error::Training(format!("cannot resume from {}: {}", out.join(CHECKPOINT).display(), diff.join("; "))));
+        }
+        if ck.meta.state.epochs_done > p.epochs {
+            return Err(Error::Param(format!(
+                "the checkpoint has {} epochs done, more than --epochs {}",
+                ck.meta.state.epochs_done, p.epochs
+            )));
+        }
+    }
+
     let t0 = Instant::now();
-    let (weights, log) = train(p, &model_cfg, &train_series, dev, opts.show_progress)?;
+    let mut last_checkpoint: Option<(usize, Vec<u8>)> = None;
+    let mut on_epoch = |end: EpochEnd<'_>| -> Result<()> {
+        let done = end.state.epochs_done;
+        if opts.checkpoint_every == 0 || (done % opts.checkpoint_every != 0 && done != p.epochs) {
+            return Ok(());
+        }
+        // A step can turn weights non-finite without the loss showing it yet; never save those.
+        for (_, v) in end.weights.iter() {
+            if v.flatten_all()?.to_vec1::<f32>()?.iter().any(|x| !x.is_finite()) {
+                return Err(Error::Diverged { epoch: done, batch: 0, what: "weights", value: f64::NAN });
+            }
+        }
+        let (_, opt_tensors) = end.optimizer.state();
+        let meta = CheckpointMeta { version: CHECKPOINT_VERSION, settings: settings.clone(), state: end.state };
+        let bytes = checkpoint::encode(&meta, end.weights, &opt_tensors)?;
+        write_atomic(&out.join(CHECKPOINT), &bytes)?;
+        last_checkpoint = Some((done, bytes));
+        Ok(())
+    };
+    let resume = opts.resume.as_deref().cloned();
+    let resumed_from = resume.as_ref().map(|c| c.meta.state.epochs_done);
+    let trained = train_resumable(p, &model_cfg, &train_series, dev, opts.show_progress, resume, &mut on_epoch);
+    let (weights, log) = match trained {
+        Ok(t) => t,
+        Err(e @ Error::Diverged { .. }) => {
+            let kept = match last_checkpoint.as_ref().map(|c| c.0).or(resumed_from) {
+                Some(k) => {
+                    format!("the last good checkpoint (epoch {k}) is kept in {}", out.join(CHECKPOINT).display())
+                }
+                _ => "no checkpoint had been written yet".to_string(),
+            };
+            return Err(Error::Training(format!("{e}. Stopped; {kept}; the previous model files in {} are untouched", out.display())));
+        }
+        Err(e) => return Err(e),
+    };
     let train_seconds = t0.elapsed().as_secs_f64();
-    artifacts::save_model(out, &config, &weights)?;
-    write_training_log(&out.join(artifacts::TRAINING_LOG), &log)?;
+    artifacts::save_model(&stage, &config, &weights)?;
+    write_training_log(&stage.join(artifacts::TRAINING_LOG), &log)?;
+    if let Some((_, bytes)) = &last_checkpoint {
+        write_atomic(&stage.join(CHECKPOINT), bytes)?;
+    }
 
     let vrae = Vrae::bind(&model_cfg, &weights, &out.join(artifacts::WEIGHTS))?;
     // Latents come from the runtime's native kernels, the code devices run.
@@ -171,10 +257,10 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         sizes: sizes.clone(),
         inertia: km.inertia,
     };
-    write_json(&out.join(artifacts::CENTROIDS), &centroids)?;
-    write_bundle(&model_cfg, opts.normalization, &weights, &km.centroids, &out.join(artifacts::BUNDLE))?;
-    let loaded = LoadedModel { dir: out.to_path_buf(), config, vrae, weights, centroids: Some(centroids) };
-    write_encoder_onnx(&loaded, &out.join(artifacts::ENCODER_ONNX))?;
+    write_json(&stage.join(artifacts::CENTROIDS), &centroids)?;
+    write_bundle(&model_cfg, opts.normalization, &weights, &km.centroids, &stage.join(artifacts::BUNDLE))?;
+    let loaded = LoadedModel { dir: stage.clone(), config, vrae, weights, centroids: Some(centroids) };
+    write_encoder_onnx(&loaded, &stage.join(artifacts::ENCODER_ONNX))?;
 
     let mut assignments = String::from("index,split,label,cluster,distance\n");
     let train_assign = km.predict(&z_train)?;
@@ -184,7 +270,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
             let _ = writeln!(assignments, "{i},{part},{label},{},{}", a.cluster, a.distance);
         }
     }
-    write_atomic(&out.join(artifacts::ASSIGNMENTS), assignments.as_bytes())?;
+    write_atomic(&stage.join(artifacts::ASSIGNMENTS), assignments.as_bytes())?;
 
     let mut epoch_secs: Vec<f64> = log.iter().map(|e| e.seconds).collect();
     epoch_secs.sort_by(f64::total_cmp);
@@ -207,8 +293,9 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         let raw_hold: Vec<usize> = raw.predict(&rows(&hold_series))?.iter().map(|a| a.cluster).collect();
         metrics.raw_train = scores(truth, &train_idx, &raw.labels);
         metrics.raw_holdout = scores(truth, &hold_idx, &raw_hold);
-        write_json(&out.join(artifacts::METRICS), &metrics)?;
+        write_json(&stage.join(artifacts::METRICS), &metrics)?;
     }
+    staging.commit()?;
     Ok(FitSummary { dir: out.to_path_buf(), metrics, log, n_train: train_idx.len(), n_holdout: hold_idx.len() })
 }
 

@@ -1,17 +1,21 @@
 //! Host-side trainer of the VRAE time-series clustering pipeline.
 //!
 //! Data flows top to bottom through the modules: [`data`] (load, normalise, split) ->
-//! [`model`] (VRAE, loss) -> [`train`] -> [`embed`] -> [`cluster`] (k-means, scores) ->
-//! [`artifacts`] (the model directory) -> [`export`] (ONNX); [`fit`] strings them together.
+//! [`model`] (VRAE, loss) -> [`train`] (with [`optim`], [`checkpoint`]) -> [`embed`] ->
+//! [`cluster`] (k-means, scores) -> [`artifacts`] (the model directory) -> [`export`] (ONNX);
+//! [`fit`] strings them together.
 
 pub mod artifacts;
+pub mod checkpoint;
 pub mod cluster;
 pub mod data;
 pub mod embed;
 pub mod error;
 pub mod export;
+mod fault;
 pub mod fit;
 pub mod model;
+pub mod optim;
 pub mod params;
 pub mod train;
 

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use trainer::artifacts::{load_model, write_atomic};
+use trainer::checkpoint::Checkpoint;
 use trainer::cluster::ClusterScores;
 use trainer::data::prep::Normalization;
 use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
@@ -68,24 +69,32 @@ struct FitArgs {
     /// Data files: UCR .tsv/.txt, aeon .ts, .csv (wide or long `series_id,t,value...`), optionally
     /// .gz; several files are concatenated. Default: the bundled ECG5000 TRAIN+TEST.
     data: Vec<PathBuf>,
-    /// Output model directory.
-    #[arg(long, default_value = "models/ecg5000")]
+    /// Output model directory (new, empty, or an earlier model directory, which is replaced as a
+    /// whole when the run completes).
+    #[arg(long, default_value = "models/ecg5000", conflicts_with = "resume")]
     out: PathBuf,
+    /// Continue the interrupted run whose checkpoint is in DIR (same DATA; settings come from the
+    /// checkpoint; only --epochs, --learning-rate and --clip-norm may change).
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Save a training checkpoint every N epochs and after the last; 0 = never.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    checkpoint_every: usize,
     /// Starting point for the hyper-parameters; the flags below override single values.
-    #[arg(long, value_enum, default_value_t = Preset::Default)]
+    #[arg(long, value_enum, default_value_t = Preset::Default, conflicts_with = "resume")]
     preset: Preset,
     /// Per-series normalisation. UCR sets (ECG5000 included) are already z-normalised per series,
     /// so the default leaves values unchanged.
-    #[arg(long, value_enum, default_value_t = Normalization::None)]
+    #[arg(long, value_enum, default_value_t = Normalization::None, conflicts_with = "resume")]
     normalize: Normalization,
     /// Fraction of all series held out from training (shuffled with --seed).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, conflicts_with = "resume")]
     holdout: f64,
     /// Number of clusters (default: number of distinct labels).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     clusters: Option<usize>,
     /// k-means restarts (k-means++ seeding each).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, conflicts_with = "resume")]
     n_init: usize,
     /// No progress bar or per-epoch lines.
     #[arg(long)]
@@ -155,6 +164,17 @@ impl HyperArgs {
              optimizer, clip_norm, loss, loss_scaling, kl_weight, kl_anneal_epochs, seed);
         p
     }
+
+    /// Flags that a resumed run may not change (they would make it a different run).
+    fn fixed_on_resume(&self) -> Vec<String> {
+        let mut set = Vec::new();
+        macro_rules! check {
+            ($($f:ident),*) => { $( if self.$f.is_some() { set.push(format!("--{}", stringify!($f).replace('_', "-"))); } )* };
+        }
+        check!(cell, hidden_size, hidden_layer_depth, latent_length, batch_size, dropout, optimizer, loss,
+               loss_scaling, kl_weight, kl_anneal_epochs, seed);
+        set
+    }
 }
 
 #[derive(Args)]
@@ -197,7 +217,31 @@ fn fmt_scores(s: Option<ClusterScores>) -> String {
 
 fn run_fit(a: FitArgs) -> Result<()> {
     let dev = device(a.data_args.device)?;
-    let params = a.hp.apply(VraeParams::preset(a.preset)).check()?;
+    let resume = match &a.resume {
+        Some(dir) => {
+            let fixed = a.hp.fixed_on_resume();
+            if !fixed.is_empty() {
+                bail!("--resume continues a run with its own settings; {} cannot change", fixed.join(", "));
+            }
+            let ck = Checkpoint::load(dir, &dev)?;
+            eprintln!(
+                "resuming {} after epoch {} of {}",
+                dir.display(),
+                ck.meta.state.epochs_done,
+                a.hp.epochs.unwrap_or(ck.meta.settings.params.epochs)
+            );
+            Some(Box::new(ck))
+        }
+        None => None,
+    };
+    let (params, out, holdout, normalization, clusters, n_init) = match &resume {
+        Some(ck) => {
+            let s = &ck.meta.settings;
+            let dir = a.resume.clone().unwrap_or_default();
+            (a.hp.apply(s.params.clone()).check()?, dir, s.holdout, s.normalization, s.clusters, s.n_init)
+        }
+        None => (a.hp.apply(VraeParams::preset(a.preset)).check()?, a.out.clone(), a.holdout, a.normalize, a.clusters, a.n_init),
+    };
     let ds = load(&a.data, &a.data_args)?;
     eprintln!(
         "data: {} series, {} feature(s), length {}..{}, labels: {}",
@@ -209,13 +253,15 @@ fn run_fit(a: FitArgs) -> Result<()> {
     );
     let opts = FitOptions {
         params,
-        holdout: a.holdout,
-        normalization: a.normalize,
-        clusters: a.clusters,
-        n_init: a.n_init,
+        holdout,
+        normalization,
+        clusters,
+        n_init,
         show_progress: !a.quiet,
+        checkpoint_every: a.checkpoint_every,
+        resume,
     };
-    let s = fit(ds, &opts, &a.out, &dev)?;
+    let s = fit(ds, &opts, &out, &dev)?;
     let m = &s.metrics;
     println!("model written to {}", s.dir.display());
     println!(

@@ -5,18 +5,20 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, SGD};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{Checkpoint, RngState, TrainState};
 use crate::data::Series;
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::model::loss::vrae_loss;
 use crate::model::{ModelConfig, ParamStore, Vrae};
-use crate::params::{OptimizerKind, VraeValidParams};
+use crate::optim::Optimizer;
+use crate::params::VraeValidParams;
 
 /// Mean losses of one epoch (averaged over its batches) and its wall time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,31 +48,6 @@ pub fn batch_tensor(series: &[&Series], t: usize, nf: usize, dev: &Device) -> Re
         }
     }
     Ok(Tensor::from_vec(data, (t, b, nf), dev)?)
-}
-
-enum Opt {
-    Adam(AdamW),
-    Sgd(SGD),
-}
-
-impl Opt {
-    fn new(kind: OptimizerKind, vars: Vec<Var>, lr: f64) -> Result<Self> {
-        Ok(match kind {
-            OptimizerKind::Adam => {
-                let p = ParamsAdamW { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
-                Opt::Adam(AdamW::new(vars, p)?)
-            }
-            OptimizerKind::Sgd => Opt::Sgd(SGD::new(vars, lr)?),
-        })
-    }
-
-    fn step(&mut self, grads: &GradStore) -> Result<()> {
-        match self {
-            Opt::Adam(o) => o.step(grads)?,
-            Opt::Sgd(o) => o.step(grads)?,
-        }
-        Ok(())
-    }
 }
 
 /// Scales all gradients so their global L2 norm is at most `max_norm` (PyTorch's
@@ -106,6 +83,16 @@ pub fn kl_weight_at(weight: f64, anneal: usize, epoch: usize) -> f64 {
     }
 }
 
+/// What a completed epoch hands to the caller, e.g. to write a checkpoint.
+pub struct EpochEnd<'a> {
+    /// Current weights.
+    pub weights: &'a ParamStore,
+    /// Current optimiser (moments and step).
+    pub optimizer: &'a Optimizer,
+    /// Progress, RNG position and log, enough to continue exactly from here.
+    pub state: TrainState,
+}
+
 /// Trains a fresh model on `train` (all of length `cfg.seq_len`) and returns its weights and log.
 pub fn train(
     params: &VraeValidParams,
@@ -114,14 +101,54 @@ pub fn train(
     dev: &Device,
     show_progress: bool,
 ) -> Result<(ParamStore, Vec<EpochLog>)> {
+    train_resumable(params, cfg, train, dev, show_progress, None, &mut |_| Ok(()))
+}
+
+fn diverged(epoch: usize, batch: usize, what: &'static str, value: f64) -> Error {
+    Error::Diverged { epoch: epoch + 1, batch: batch + 1, what, value }
+}
+
+/// Trains from scratch, or from `resume` (a checkpoint of the same settings and data), calling
+/// `on_epoch` after every completed epoch. A run resumed from epoch k ends with the same weights
+/// as an uninterrupted one: weights, optimiser moments, RNG position and shuffle order are all
+/// restored. A non-finite loss or gradient norm stops with [`Error::Diverged`] before the step
+/// that would poison the weights.
+pub fn train_resumable(
+    params: &VraeValidParams,
+    cfg: &ModelConfig,
+    train: &[Series],
+    dev: &Device,
+    show_progress: bool,
+    resume: Option<Checkpoint>,
+    on_epoch: &mut dyn FnMut(EpochEnd<'_>) -> Result<()>,
+) -> Result<(ParamStore, Vec<EpochLog>)> {
     if train.is_empty() {
         return Err(Error::Training("no training series".into()));
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    let store = Vrae::init(cfg, &mut rng, dev)?;
-    let model = Vrae::bind(cfg, &store, std::path::Path::new("<new model>"))?;
+    let (store, mut rng, mut order, mut log, mut opt) = match resume {
+        None => {
+            let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+            let store = Vrae::init(cfg, &mut rng, dev)?;
+            let opt = Optimizer::new(params.optimizer, params.learning_rate, named(&store))?;
+            (store, rng, (0..train.len()).collect::<Vec<usize>>(), Vec::with_capacity(params.epochs), opt)
+        }
+        Some(ck) => {
+            let st = ck.meta.state;
+            if st.order.len() != train.len() {
+                return Err(Error::Training(format!(
+                    "checkpoint was taken with {} training series, this run has {}",
+                    st.order.len(),
+                    train.len()
+                )));
+            }
+            let mut opt = Optimizer::new(params.optimizer, params.learning_rate, named(&ck.weights))?;
+            opt.restore(st.optimizer_steps, &ck.optimizer)?;
+            (ck.weights, st.rng.restore()?, st.order, st.log, opt)
+        }
+    };
+    let model = Vrae::bind(cfg, &store, std::path::Path::new("<checkpoint>"))?;
     let vars = store.vars();
-    let mut opt = Opt::new(params.optimizer, vars.clone(), params.learning_rate)?;
+    let first_epoch = log.len();
 
     let n_batches = train.len().div_ceil(params.batch_size);
     let pb = if show_progress { ProgressBar::new((params.epochs * n_batches) as u64) } else { ProgressBar::hidden() };
@@ -129,9 +156,9 @@ pub fn train(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} batches  {msg}  ETA {eta}")
             .map_err(|e| Error::Training(e.to_string()))?,
     );
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut log = Vec::with_capacity(params.epochs);
-    for epoch in 0..params.epochs {
+    pb.set_position((first_epoch.min(params.epochs) * n_batches) as u64);
+    pb.reset_eta();
+    for epoch in first_epoch..params.epochs {
         let start = Instant::now();
         let klw = kl_weight_at(params.kl_weight, params.kl_anneal_epochs, epoch);
         order.shuffle(&mut rng);
@@ -141,17 +168,20 @@ pub fn train(
             let x = batch_tensor(&batch, cfg.seq_len, cfg.n_features, dev)?;
             let fw = model.forward_train(&x, &mut rng)?;
             let parts = vrae_loss(&x, &fw.recon, &fw.mean, &fw.logvar, params.loss, params.loss_scaling, klw)?;
-            let loss = parts.total.to_scalar::<f32>()? as f64;
+            let mut loss = parts.total.to_scalar::<f32>()? as f64;
+            if fault::nan_loss_at(epoch + 1) {
+                loss = f64::NAN;
+            }
             if !loss.is_finite() {
                 pb.abandon();
-                return Err(Error::Training(format!(
-                    "loss became {loss} at epoch {} batch {}; lower --learning-rate or set --clip-norm",
-                    epoch + 1,
-                    bi + 1
-                )));
+                return Err(diverged(epoch, bi, "loss", loss));
             }
             let mut grads = parts.total.backward()?;
-            clip_grad_norm(&vars, &mut grads, params.clip_norm)?;
+            let norm = clip_grad_norm(&vars, &mut grads, params.clip_norm)?;
+            if !norm.is_finite() {
+                pb.abandon();
+                return Err(diverged(epoch, bi, "gradient norm", norm));
+            }
             opt.step(&grads)?;
             sl += loss;
             sr += parts.recon.to_scalar::<f32>()? as f64;
@@ -188,7 +218,19 @@ pub fn train(
             }
         }
         log.push(e);
+        let state = TrainState {
+            epochs_done: epoch + 1,
+            optimizer_steps: opt.steps(),
+            rng: RngState::capture(&rng),
+            order: order.clone(),
+            log: log.clone(),
+        };
+        on_epoch(EpochEnd { weights: &store, optimizer: &opt, state })?;
     }
     pb.finish_and_clear();
     Ok((store, log))
+}
+
+fn named(store: &ParamStore) -> Vec<(String, Var)> {
+    store.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }

@@ -165,7 +165,7 @@ fn fit_separates_two_clear_classes_and_writes_all_artifacts() {
         normalization: Normalization::Zscore,
         clusters: None,
         n_init: 5,
-        show_progress: false,
+        ..FitOptions::new(small(CellKind::Gru, 1).check().unwrap())
     };
     let dir = tempfile::tempdir().unwrap();
     let s = fit(ds, &opts, dir.path(), &Device::Cpu).unwrap();
@@ -199,7 +199,7 @@ fn unequal_lengths_are_resampled_to_the_longest_and_recorded() {
         normalization: Normalization::None,
         clusters: None,
         n_init: 2,
-        show_progress: false,
+        ..FitOptions::new(small(CellKind::Gru, 1).check().unwrap())
     };
     let dir = tempfile::tempdir().unwrap();
     let s = fit(ds, &opts, dir.path(), &Device::Cpu).unwrap();

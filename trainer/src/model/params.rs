@@ -64,39 +64,19 @@ impl ParamStore {
 
     /// Serialises all tensors in safetensors format.
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
-        let mut data = Vec::with_capacity(self.vars.len());
-        for (k, v) in &self.vars {
-            let t = v.as_tensor().to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-            let bytes: Vec<u8> = t.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect();
-            data.push((k.clone(), t.dims().to_vec(), bytes));
-        }
-        let views: Vec<(String, safetensors::tensor::TensorView)> = data
-            .iter()
-            .map(|(k, shape, bytes)| {
-                let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .map_err(|e| Error::Training(format!("safetensors view of '{k}': {e}")))?;
-                Ok((k.clone(), view))
-            })
-            .collect::<Result<_>>()?;
-        safetensors::serialize(views, None).map_err(|e| Error::Training(format!("safetensors: {e}")))
+        let tensors = self.vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        tensors_to_safetensors(&tensors, None)
     }
 
     /// Reads a safetensors file written by [`ParamStore::to_safetensors`].
     pub fn from_safetensors(bytes: &[u8], origin: &Path, dev: &Device) -> Result<Self> {
-        let st = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::model(origin, format!("not a valid safetensors file: {e}")))?;
-        let mut vars = BTreeMap::new();
-        for (name, view) in st.tensors() {
-            if view.dtype() != safetensors::Dtype::F32 {
-                return Err(Error::model(origin, format!("tensor '{name}' is {:?}, expected F32", view.dtype())));
-            }
-            let vals: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
-                return Err(Error::model(origin, format!("tensor '{name}' holds a non-finite value at index {i}")));
-            }
-            let t = Tensor::from_vec(vals, view.shape(), dev)?;
-            vars.insert(name, Var::from_tensor(&t)?);
-        }
+        let (tensors, _) = tensors_from_safetensors(bytes, origin, dev)?;
+        Self::from_tensors(tensors)
+    }
+
+    /// Trainable variables made from plain tensors.
+    pub fn from_tensors(tensors: BTreeMap<String, Tensor>) -> Result<Self> {
+        let vars = tensors.into_iter().map(|(k, t)| Ok((k, Var::from_tensor(&t)?))).collect::<Result<_>>()?;
         Ok(ParamStore { vars })
     }
 
@@ -114,4 +94,47 @@ impl ParamStore {
     pub fn tensors(&self) -> HashMap<String, Tensor> {
         self.vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
     }
+}
+
+/// Serialises named f32 tensors (and optional string metadata) in safetensors format.
+pub fn tensors_to_safetensors(tensors: &BTreeMap<String, Tensor>, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(tensors.len());
+    for (k, t) in tensors {
+        let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let bytes: Vec<u8> = t.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect();
+        data.push((k.clone(), t.dims().to_vec(), bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(k, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map_err(|e| Error::Training(format!("safetensors view of '{k}': {e}")))?;
+            Ok((k.clone(), view))
+        })
+        .collect::<Result<_>>()?;
+    safetensors::serialize(views, metadata).map_err(|e| Error::Training(format!("safetensors: {e}")))
+}
+
+/// Reads named f32 tensors and the metadata of a safetensors file; non-finite values are an error.
+pub fn tensors_from_safetensors(
+    bytes: &[u8],
+    origin: &Path,
+    dev: &Device,
+) -> Result<(BTreeMap<String, Tensor>, Option<HashMap<String, String>>)> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::model(origin, format!("not a valid safetensors file: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::model(origin, format!("not a valid safetensors file: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(Error::model(origin, format!("tensor '{name}' is {:?}, expected F32", view.dtype())));
+        }
+        let vals: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
+            return Err(Error::model(origin, format!("tensor '{name}' holds a non-finite value at index {i}")));
+        }
+        out.insert(name, Tensor::from_vec(vals, view.shape(), dev)?);
+    }
+    Ok((out, meta.metadata().clone()))
 }

@@ -1,0 +1,163 @@
+//! One function per fuzz target. Each takes arbitrary bytes and must return normally: every
+//! rejection is an `Err` the function inspects, never a panic, a hang or an out-of-bounds access.
+//! `fuzz/libfuzzer` wraps them for `cargo fuzz`; `tests/replay.rs` runs the committed seeds and
+//! every crasher ever found (`fuzz/regressions/<target>/`) through them on stable Rust.
+
+use std::path::Path;
+
+use runtime::bundle::{AlignedBytes, BundleError};
+use runtime::{Encoder, State};
+
+/// Capacity of the fuzzed encoder state: large enough for the shipped models, small enough that a
+/// mutated header claiming more is rejected by the capacity check.
+const H: usize = 128;
+const LAYERS: usize = 3;
+const LAT: usize = 64;
+
+/// Names of all targets, as used by `fuzz/run.sh` and the replay test.
+pub const TARGETS: [&str; 5] = ["bundle", "encoder_stream", "data_loaders", "model_files", "fleet_rows"];
+
+/// Runs target `name` on `data`; `false` for an unknown name.
+pub fn run(name: &str, data: &[u8]) -> bool {
+    match name {
+        "bundle" => bundle(data),
+        "encoder_stream" => encoder_stream(data),
+        "data_loaders" => data_loaders(data),
+        "model_files" => model_files(data),
+        "fleet_rows" => fleet_rows(data),
+        _ => return false,
+    }
+    true
+}
+
+/// The runtime's bundle parser (the no_std code path) and, when it accepts, one window through
+/// the encoder. The first byte chooses whether the checksum is re-sealed after the mutation, so
+/// the fuzzer also reaches the header and dimension checks behind the CRC.
+pub fn bundle(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let mut bytes = rest.to_vec();
+    if mode & 1 == 1 && bytes.len() >= 20 {
+        let n = bytes.len() - 4;
+        let crc = runtime::crc32(&bytes[..n]);
+        bytes[n..].copy_from_slice(&crc.to_le_bytes());
+    }
+    let aligned = AlignedBytes::new(&bytes);
+    let Ok(enc) = Encoder::from_bytes(aligned.as_bytes()) else { return };
+    let hd = enc.bundle().header;
+    assert_eq!(enc.bundle().weights.len(), hd.expected_weights(), "accepted bundle with a wrong weight count");
+    assert_eq!(enc.bundle().centroids.len(), hd.k as usize * hd.latent as usize);
+    let mut s = State::<H, LAYERS>::default();
+    let f = hd.n_features as usize;
+    if f > 4096 {
+        return; // a window of such samples would only test the allocator
+    }
+    let window: Vec<f32> = (0..3 * f).map(|i| (i as f32 * 0.37).sin()).collect();
+    match enc.classify_window::<H, LAYERS, LAT>(&mut s, &window) {
+        Ok((z, a)) => {
+            assert!(z.iter().all(|v| v.is_finite()), "finite weights and inputs gave a non-finite latent");
+            assert!((a.cluster as usize) < hd.k as usize);
+        }
+        Err(runtime::EncodeError::Bundle(BundleError::Capacity { .. })) => {}
+        Err(e) => panic!("a valid bundle failed on a finite window: {e}"),
+    }
+}
+
+/// The shipped model's streaming encoder fed arbitrary f32 bit patterns (NaN, inf, subnormal,
+/// huge), one sample at a time and as whole windows.
+pub fn encoder_stream(data: &[u8]) {
+    static BUNDLE: &[u8] = include_bytes!("../../models/ecg5000/model.bundle");
+    let aligned = AlignedBytes::new(BUNDLE);
+    let enc = Encoder::from_bytes(aligned.as_bytes()).expect("the shipped bundle parses");
+    let values: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let mut s = State::<H, LAYERS>::default();
+    let f = enc.bundle().header.n_features as usize;
+    for sample in values.chunks(f) {
+        match enc.push(&mut s, sample) {
+            Ok(()) => {}
+            Err(runtime::EncodeError::NonFinite { .. } | runtime::EncodeError::FeatureCount { .. }) => {
+                assert!(sample.len() != f || sample.iter().any(|v| !v.is_finite()));
+            }
+            Err(runtime::EncodeError::NeedsWindow) => break,
+            Err(e) => panic!("unexpected streaming error: {e}"),
+        }
+    }
+    if s.steps() > 0 {
+        let z = enc.finish::<H, LAYERS, LAT>(&s).expect("a pushed state finishes");
+        assert!(z.iter().all(|v| v.is_finite()), "finite samples gave a non-finite latent");
+        enc.assign(&z).expect("a finite latent has a nearest centroid");
+    }
+    match enc.classify_window::<H, LAYERS, LAT>(&mut s, &values) {
+        Ok((z, _)) => assert!(z.iter().all(|v| v.is_finite())),
+        Err(e) => {
+            let finite = values.iter().all(|v| v.is_finite());
+            assert!(!finite || values.is_empty() || matches!(e, runtime::EncodeError::NonFinite { .. }), "{e}");
+        }
+    }
+}
+
+/// The trainer's data loaders; the first byte picks the format (UCR, aeon .ts, CSV, gzip of each).
+pub fn data_loaders(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else { return };
+    let name = ["f.tsv", "f.ts", "f.csv", "f.tsv.gz", "f.ts.gz", "f.csv.gz", "f.txt", "f.bin"][sel as usize % 8];
+    use trainer::data::CsvLabel;
+    let label = [CsvLabel::Auto, CsvLabel::First, CsvLabel::Last, CsvLabel::None][(sel as usize / 8) % 4];
+    let opts = trainer::data::CsvOptions { label };
+    if let Ok(ds) = trainer::data::parse_bytes(Path::new(name), rest, &opts) {
+        assert!(!ds.is_empty());
+        assert!(ds.n_features >= 1);
+        for s in &ds.series {
+            assert_eq!(s.values.len(), s.len * ds.n_features, "series values disagree with its length");
+            assert!(s.values.iter().all(|v| v.is_finite()), "a loader let a non-finite value through");
+        }
+        if let Some(l) = &ds.labels {
+            assert_eq!(l.len(), ds.len());
+        }
+    }
+}
+
+/// Reading a model directory back: `config.json`, `model.safetensors` and `centroids.json`, split
+/// from the input at the first two `0xFF` bytes (which never occur in valid JSON).
+pub fn model_files(data: &[u8]) {
+    let mut parts = data.splitn(3, |&b| b == 0xFF);
+    let config = parts.next().unwrap_or_default();
+    let weights = parts.next().unwrap_or_default();
+    let centroids = parts.next();
+    let dev = candle_core::Device::Cpu;
+    if let Ok(m) = trainer::artifacts::parse_model(Path::new("fuzz"), config, weights, centroids, &dev) {
+        // An accepted model must also convert to the runtime's form without panicking.
+        let _ = m.native();
+    }
+}
+
+/// `edge`'s long-format fleet rows into windows, lenient and strict.
+pub fn fleet_rows(data: &[u8]) {
+    use edge::fleet::{Windower, WindowerParams};
+    let Some((&sel, rest)) = data.split_first() else { return };
+    for strict in [false, true] {
+        let p = WindowerParams {
+            features: 1 + (sel as usize % 3),
+            window: 1 + (sel as usize / 3) % 5,
+            stride: 1 + (sel as usize / 15) % 3,
+            max_gap: if sel & 0x80 != 0 { Some(2.0) } else { None },
+            strict,
+        };
+        let (f, w) = (p.features, p.window);
+        let mut win = Windower::new(p).expect("sizes are >= 1");
+        let mut vals = Vec::new();
+        let mut emitted = 0;
+        for line in rest.split_inclusive(|&b| b == b'\n') {
+            match win.feed(line, &mut vals) {
+                Ok(Some(_)) => emitted += 1,
+                Ok(None) => {}
+                Err(_) if strict => break,
+                Err(e) => panic!("lenient mode returned an error: {e}"),
+            }
+        }
+        assert_eq!(vals.len(), emitted * w * f);
+        let s = win.summary();
+        assert_eq!(s.windows, emitted);
+        if !strict {
+            assert_eq!(s.rows, s.malformed + s.out_of_order + win.samples(), "a row was neither used nor counted");
+        }
+    }
+}
