@@ -288,6 +288,36 @@ fn remove_stale_staging(parent: &Path, name: &str) {
     }
 }
 
+/// Writes `training_log.csv` (one row per epoch).
+pub fn write_training_log(path: &Path, log: &[crate::train::EpochLog]) -> Result<()> {
+    use std::fmt::Write as _;
+    let mut s = String::from("epoch,loss,recon,kl,kl_weight,seconds\n");
+    for e in log {
+        let _ = writeln!(s, "{},{},{},{},{},{}", e.epoch, e.loss, e.recon, e.kl, e.kl_weight, e.seconds);
+    }
+    write_atomic(path, s.as_bytes())
+}
+
+/// Reads a `training_log.csv` written by [`write_training_log`].
+pub fn read_training_log(path: &Path) -> Result<Vec<crate::train::EpochLog>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| Error::data(path, i + 1, why);
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 6 {
+            return Err(bad(format!("expected 6 fields (epoch,loss,recon,kl,kl_weight,seconds), found {}", f.len())));
+        }
+        let num = |j: usize| f[j].trim().parse::<f64>().map_err(|_| bad(format!("'{}' is not a number", f[j])));
+        let epoch = f[0].trim().parse::<usize>().map_err(|_| bad(format!("epoch '{}' is not a whole number", f[0])))?;
+        out.push(crate::train::EpochLog { epoch, loss: num(1)?, recon: num(2)?, kl: num(3)?, kl_weight: num(4)?, seconds: num(5)? });
+    }
+    Ok(out)
+}
+
 /// Serialises `value` as pretty JSON into `path` atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::model(path, format!("cannot serialise: {e}")))?;

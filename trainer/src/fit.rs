@@ -19,6 +19,8 @@ use crate::embed::NativeEncoder;
 use crate::error::{Error, Result};
 use crate::model::{ModelConfig, Vrae};
 use crate::params::VraeValidParams;
+use crate::report::tsne::TsneParams;
+use crate::report::{decode_centroids, write_plots, write_report, PlotInput, Report, ReportData};
 use crate::train::{train_resumable, EpochEnd, EpochLog};
 
 /// Everything `fit` needs besides the data.
@@ -40,6 +42,10 @@ pub struct FitOptions {
     pub checkpoint_every: usize,
     /// Continue from this checkpoint (taken by a run with the same settings and data).
     pub resume: Option<Box<Checkpoint>>,
+    /// Draw the figures of the report (PCA, t-SNE, loss, examples) into `plots/`.
+    pub plots: bool,
+    /// t-SNE settings for the report's figures (its seed is replaced by the run's).
+    pub tsne: TsneParams,
 }
 
 impl FitOptions {
@@ -55,6 +61,8 @@ impl FitOptions {
             show_progress: false,
             checkpoint_every: 1,
             resume: None,
+            plots: true,
+            tsne: TsneParams::default(),
         }
     }
 }
@@ -232,7 +240,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     };
     let train_seconds = t0.elapsed().as_secs_f64();
     artifacts::save_model(&stage, &config, &weights)?;
-    write_training_log(&stage.join(artifacts::TRAINING_LOG), &log)?;
+    artifacts::write_training_log(&stage.join(artifacts::TRAINING_LOG), &log)?;
     if let Some((_, bytes)) = &last_checkpoint {
         write_atomic(&stage.join(CHECKPOINT), bytes)?;
     }
@@ -295,14 +303,50 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         metrics.raw_holdout = scores(truth, &hold_idx, &raw_hold);
         write_json(&stage.join(artifacts::METRICS), &metrics)?;
     }
+
+    let plots = if opts.plots {
+        let latents: Vec<f32> = z_train.iter().chain(&z_hold).copied().collect();
+        let clusters: Vec<(usize, f32)> = train_assign.iter().chain(&hold_assign).map(|a| (a.cluster, a.distance)).collect();
+        let series: Vec<Series> = train_series.iter().chain(&hold_series).cloned().collect();
+        let labels: Option<Vec<usize>> = truth.as_ref().map(|(t, _)| train_idx.iter().chain(&hold_idx).map(|&i| t[i]).collect());
+        let centroid_series = decode_centroids(&loaded.vrae, &km.centroids, dev)?;
+        let input = PlotInput {
+            latents: &latents,
+            dim: l,
+            clusters: &clusters,
+            k,
+            labels: labels.as_deref().zip(truth.as_ref().map(|(_, names)| names.as_slice())),
+            series: &series,
+            n_features: ds.n_features,
+            centroid_series: &centroid_series,
+            log: Some(&log),
+            tsne: TsneParams { seed: p.seed, ..opts.tsne.clone() },
+        };
+        if opts.show_progress {
+            eprintln!("drawing the report's figures (t-SNE of {} latents)...", clusters.len());
+        }
+        Some(write_plots(&stage.join(artifacts::PLOTS), &stage, &input)?)
+    } else {
+        None
+    };
+    let report = Report {
+        trainer_version: env!("CARGO_PKG_VERSION").to_string(),
+        hyper_parameters: (**p).clone(),
+        model: model_cfg,
+        data: ReportData {
+            sources: loaded.config.data.sources.clone(),
+            n_series: ds.len(),
+            n_train: train_idx.len(),
+            n_holdout: hold_idx.len(),
+            n_features: ds.n_features,
+            seq_len,
+            labels: truth.as_ref().map(|(_, names)| names.clone()),
+        },
+        epochs: log.clone(),
+        metrics: metrics.clone(),
+        plots,
+    };
+    write_report(&stage, &report)?;
     staging.commit()?;
     Ok(FitSummary { dir: out.to_path_buf(), metrics, log, n_train: train_idx.len(), n_holdout: hold_idx.len() })
-}
-
-fn write_training_log(path: &Path, log: &[EpochLog]) -> Result<()> {
-    let mut s = String::from("epoch,loss,recon,kl,kl_weight,seconds\n");
-    for e in log {
-        let _ = writeln!(s, "{},{},{},{},{},{}", e.epoch, e.loss, e.recon, e.kl, e.kl_weight, e.seconds);
-    }
-    write_atomic(path, s.as_bytes())
 }

@@ -3,7 +3,7 @@
 //! Data flows top to bottom through the modules: [`data`] (load, normalise, split) ->
 //! [`model`] (VRAE, loss) -> [`train`] (with [`optim`], [`checkpoint`]) -> [`embed`] ->
 //! [`cluster`] (k-means, scores) -> [`artifacts`] (the model directory) -> [`export`] (ONNX);
-//! [`fit`] strings them together.
+//! [`report`] (plots, report.json/html); [`fit`] strings them together.
 
 pub mod artifacts;
 pub mod checkpoint;
@@ -17,6 +17,7 @@ pub mod fit;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod report;
 pub mod train;
 
 pub use error::{Error, Result};

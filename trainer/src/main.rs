@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use trainer::artifacts::{load_model, write_atomic};
+use trainer::artifacts::{load_model, read_training_log, write_atomic};
+use trainer::cluster::metrics::encode_labels;
+use trainer::report::tsne::TsneParams;
+use trainer::report::{decode_centroids, write_plots, PlotInput};
 use trainer::checkpoint::Checkpoint;
 use trainer::cluster::ClusterScores;
 use trainer::data::prep::Normalization;
@@ -33,6 +36,37 @@ enum Cmd {
     Cluster(InferArgs),
     /// Export the encoder and latent-mean head to ONNX (opset 17).
     Export(ExportArgs),
+    /// Draw PCA and t-SNE plots of DATA's latents (by cluster and label), the loss curve and
+    /// example series per cluster with the decoded centroid.
+    Plot(PlotArgs),
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// Model directory written by `trainer fit`.
+    model: PathBuf,
+    /// Data files (same formats as `fit`). Default: the bundled ECG5000 TRAIN+TEST.
+    data: Vec<PathBuf>,
+    /// Output folder [default: MODEL/plots].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed of the t-SNE start [default: the model's seed].
+    #[arg(long)]
+    seed: Option<u64>,
+    #[command(flatten)]
+    tsne: TsneArgs,
+    #[command(flatten)]
+    data_args: DataArgs,
+}
+
+#[derive(Args)]
+struct TsneArgs {
+    /// t-SNE perplexity, the effective number of neighbours (lowered to (n-1)/3 for small sets).
+    #[arg(long, default_value_t = 30.0)]
+    perplexity: f32,
+    /// t-SNE gradient-descent iterations (Barnes-Hut above 1000 points).
+    #[arg(long, default_value_t = 1000)]
+    tsne_iterations: usize,
 }
 
 #[derive(Args)]
@@ -99,6 +133,11 @@ struct FitArgs {
     /// No progress bar or per-epoch lines.
     #[arg(long)]
     quiet: bool,
+    /// Skip the report's figures (PCA, t-SNE, loss curve, examples); report.json/html are still written.
+    #[arg(long)]
+    no_plots: bool,
+    #[command(flatten)]
+    tsne: TsneArgs,
     #[command(flatten)]
     data_args: DataArgs,
     #[command(flatten)]
@@ -260,10 +299,12 @@ fn run_fit(a: FitArgs) -> Result<()> {
         show_progress: !a.quiet,
         checkpoint_every: a.checkpoint_every,
         resume,
+        plots: !a.no_plots,
+        tsne: TsneParams { perplexity: a.tsne.perplexity, iterations: a.tsne.tsne_iterations, seed: 0 },
     };
     let s = fit(ds, &opts, &out, &dev)?;
     let m = &s.metrics;
-    println!("model written to {}", s.dir.display());
+    println!("model written to {} (open report.html there)", s.dir.display());
     println!(
         "trained on {} series, held out {}; {:.2} s/epoch (median), {:.1} s in all; final loss {:.5}",
         s.n_train,
@@ -344,6 +385,57 @@ fn run_export(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_plot(a: PlotArgs) -> Result<()> {
+    let dev = candle_core::Device::Cpu;
+    let model = load_model(&a.model, &dev)?;
+    let Some(centroids) = &model.centroids else {
+        bail!("{}: no centroids.json; re-run `trainer fit` to produce one", model.dir.display());
+    };
+    let mut ds = load(&a.data, &a.data_args)?;
+    let resampled = prepare(&mut ds, &model.config)?;
+    if resampled > 0 {
+        eprintln!("note: {resampled} series resampled to the model's length {}", model.config.model.seq_len);
+    }
+    let native = model.native()?;
+    let z = native.embed(&ds.series)?;
+    let clusters: Vec<(usize, f32)> = native.assign(&z)?.iter().map(|a| (a.cluster as usize, a.distance)).collect();
+    let labels = ds.labels.as_ref().map(|l| encode_labels(l));
+    let log_path = a.model.join(trainer::artifacts::TRAINING_LOG);
+    let log = if log_path.exists() { Some(read_training_log(&log_path)?) } else { None };
+    let centroid_series = decode_centroids(&model.vrae, &centroids.flat(), &dev)?;
+    let out = a.out.unwrap_or_else(|| a.model.join(trainer::artifacts::PLOTS));
+    let input = PlotInput {
+        latents: &z,
+        dim: model.config.model.latent_length,
+        clusters: &clusters,
+        k: centroids.k,
+        labels: labels.as_ref().map(|(l, names)| (l.as_slice(), names.as_slice())),
+        series: &ds.series,
+        n_features: ds.n_features,
+        centroid_series: &centroid_series,
+        log: log.as_deref(),
+        tsne: TsneParams {
+            perplexity: a.tsne.perplexity,
+            iterations: a.tsne.tsne_iterations,
+            seed: a.seed.unwrap_or(model.config.params.seed),
+        },
+    };
+    eprintln!("t-SNE of {} latents ({} iterations)...", clusters.len(), a.tsne.tsne_iterations);
+    let info = write_plots(&out, Path::new(""), &input)?;
+    for f in &info.files {
+        println!("wrote {f}");
+    }
+    println!(
+        "PCA axes hold {:.0}% + {:.0}% of the latent variance; t-SNE {:.1} s (perplexity {}{})",
+        info.pca_variance_ratio[0] * 100.0,
+        info.pca_variance_ratio[1] * 100.0,
+        info.tsne_seconds,
+        info.tsne_perplexity,
+        if info.tsne_barnes_hut { ", Barnes-Hut" } else { ", exact" }
+    );
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -351,6 +443,7 @@ fn main() {
         Cmd::Embed(a) => run_infer(a, false),
         Cmd::Cluster(a) => run_infer(a, true),
         Cmd::Export(a) => run_export(a),
+        Cmd::Plot(a) => run_plot(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

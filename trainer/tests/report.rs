@@ -1,0 +1,188 @@
+//! The run report: `trainer fit` writes report.json, report.html and the figures; `trainer plot`
+//! draws them for any data; the HTML page renders in a real browser (headless Chromium) with its
+//! images.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use trainer::report::Report;
+
+fn trainer(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer")).args(args).env_remove("TRAINER_FAULT").output().unwrap()
+}
+
+fn ok(o: &std::process::Output) {
+    assert!(o.status.success(), "trainer failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// 60 labelled series of 30 steps in three shapes (sine, ramp, bump) as a UCR file.
+fn write_data(dir: &Path) -> PathBuf {
+    let mut s = String::new();
+    for i in 0..60 {
+        let class = i % 3;
+        let vals: Vec<String> = (0..30)
+            .map(|t| {
+                let x = t as f32 / 5.0 + (i / 3) as f32 * 0.05;
+                let v = match class {
+                    0 => x.sin(),
+                    1 => (x % 2.0) - 1.0,
+                    _ => (-(x - 3.0).powi(2)).exp() * 2.0 - 0.5,
+                };
+                format!("{v}")
+            })
+            .collect();
+        s.push_str(&format!("{}\t{}\n", class + 1, vals.join("\t")));
+    }
+    let p = dir.join("shapes.tsv");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn fit(dir: &Path) -> (PathBuf, PathBuf) {
+    let data = write_data(dir);
+    let out = dir.join("model");
+    ok(&trainer(&[
+        "fit",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--hidden-size",
+        "8",
+        "--latent-length",
+        "3",
+        "--epochs",
+        "3",
+        "--n-init",
+        "2",
+        "--tsne-iterations",
+        "300",
+        "--quiet",
+    ]));
+    (data, out)
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(path: &Path) -> (u32, u32) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (be(16), be(20))
+}
+
+const FIGURES: [(&str, (u32, u32)); 6] = [
+    ("pca_clusters", (800, 600)),
+    ("pca_labels", (800, 600)),
+    ("tsne_clusters", (800, 600)),
+    ("tsne_labels", (800, 600)),
+    ("loss", (800, 450)),
+    // Three clusters fit one row of panels.
+    ("examples", (960, 300)),
+];
+
+fn check_figures(dir: &Path, n_points: usize, groups: usize) {
+    for (stem, size) in FIGURES {
+        let png = dir.join(format!("{stem}.png"));
+        assert_eq!(png_size(&png), size, "{stem}.png");
+        let svg = std::fs::read_to_string(dir.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{stem}.svg is not a complete SVG");
+        if stem.starts_with("pca") || stem.starts_with("tsne") {
+            // One dot per point plus one legend marker per group.
+            assert_eq!(svg.matches("<circle").count(), n_points + groups, "{stem}.svg");
+        }
+    }
+}
+
+#[test]
+fn fit_writes_report_json_html_and_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model) = fit(tmp.path());
+    let r: Report = serde_json::from_str(&std::fs::read_to_string(model.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r.epochs.len(), 3);
+    assert_eq!((r.data.n_series, r.data.n_train, r.data.n_holdout, r.data.seq_len), (60, 54, 6, 30));
+    assert_eq!(r.hyper_parameters.hidden_size, 8);
+    assert_eq!(r.metrics.k, 3);
+    assert_eq!(r.metrics.cluster_sizes.iter().sum::<usize>(), 54);
+    let (vrae, raw) = (r.metrics.vrae_holdout.unwrap(), r.metrics.raw_holdout.unwrap());
+    let plots = r.plots.as_ref().unwrap();
+    assert_eq!(plots.files.len(), 12);
+    assert_eq!(plots.points, 60);
+    assert!(!plots.tsne_barnes_hut);
+    check_figures(&model.join("plots"), 60, 3);
+
+    let html = std::fs::read_to_string(model.join("report.html")).unwrap();
+    for f in plots.files.iter().filter(|f| f.ends_with(".svg")) {
+        assert!(html.contains(&format!("src=\"{f}\"")), "report.html does not show {f}");
+    }
+    for v in [vrae.ari, vrae.nmi, raw.ari, raw.purity] {
+        assert!(html.contains(&format!("<td>{v:.3}</td>")), "report.html lacks the score {v:.3}");
+    }
+    assert!(html.contains("3 epochs"));
+}
+
+#[test]
+fn plot_command_draws_any_data_with_a_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, model) = fit(tmp.path());
+    let out = tmp.path().join("figs");
+    let o = trainer(&[
+        "plot",
+        model.to_str().unwrap(),
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--perplexity",
+        "10",
+        "--tsne-iterations",
+        "250",
+    ]);
+    ok(&o);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).matches("wrote ").count(), 12);
+    check_figures(&out, 60, 3);
+    // A model/data feature-count mismatch is a clear error, not a panic.
+    let two = tmp.path().join("two.csv");
+    std::fs::write(&two, "series_id,t,a,b\ns,0,1,2\ns,1,3,4\n").unwrap();
+    let o = trainer(&["plot", model.to_str().unwrap(), two.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("feature"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// Screenshot of `html` in headless Chromium; pixels of the plots' first two colours.
+fn plot_pixels(browser: &Path, html: &Path, shot: &Path) -> usize {
+    let o = Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,2600"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&o.stderr));
+    let img = image::open(shot).unwrap().to_rgb8();
+    assert_eq!(img.width(), 1000);
+    let near = |p: &image::Rgb<u8>, c: [i32; 3]| (0..3).all(|i| (p[i] as i32 - c[i]).abs() < 40);
+    img.pixels().filter(|p| near(p, [31, 119, 180]) || near(p, [255, 127, 14])).count()
+}
+
+#[test]
+fn report_html_renders_with_its_images_in_chromium() {
+    let Some(browser) = chromium() else {
+        assert!(std::env::var_os("REQUIRE_CHROMIUM").is_none(), "REQUIRE_CHROMIUM is set but no chromium is on PATH");
+        eprintln!("skipped: no chromium on PATH (scripts/test.sh installs it)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model) = fit(tmp.path());
+    let coloured = plot_pixels(&browser, &model.join("report.html"), &tmp.path().join("shot.png"));
+    // The same page without its plots folder: the images are missing, so the colours are too.
+    let bare = tmp.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    std::fs::copy(model.join("report.html"), bare.join("report.html")).unwrap();
+    let missing = plot_pixels(&browser, &bare.join("report.html"), &tmp.path().join("bare.png"));
+    assert!(coloured > 2000 && missing < 100, "plot-coloured pixels: {coloured} with images, {missing} without");
+}
