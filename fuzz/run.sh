@@ -13,12 +13,16 @@ cd "$(dirname "$0")"
 N=${1:-100000}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(bundle encoder_stream data_loaders model_files fleet_rows)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(bundle encoder_stream data_loaders model_files checkpoint fleet_rows)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 # Address sanitizer for the runtime (it has unsafe code), plain coverage-guided runs elsewhere:
 # the other targets are safe Rust, where ASan only slows the search down.
-sanitizer() { case $1 in bundle|encoder_stream) echo address ;; *) echo none ;; esac; }
+# FUZZ_SANITIZER=none|address overrides that for every target (CI's smoke run: one build).
+sanitizer() {
+  if [ -n "${FUZZ_SANITIZER:-}" ]; then echo "$FUZZ_SANITIZER"; return; fi
+  case $1 in bundle|encoder_stream) echo address ;; *) echo none ;; esac
+}
 declare -a SUMMARY
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t"

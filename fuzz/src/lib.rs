@@ -15,7 +15,7 @@ const LAYERS: usize = 3;
 const LAT: usize = 64;
 
 /// Names of all targets, as used by `fuzz/run.sh` and the replay test.
-pub const TARGETS: [&str; 5] = ["bundle", "encoder_stream", "data_loaders", "model_files", "fleet_rows"];
+pub const TARGETS: [&str; 6] = ["bundle", "encoder_stream", "data_loaders", "model_files", "checkpoint", "fleet_rows"];
 
 /// Runs target `name` on `data`; `false` for an unknown name.
 pub fn run(name: &str, data: &[u8]) -> bool {
@@ -24,6 +24,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "encoder_stream" => encoder_stream(data),
         "data_loaders" => data_loaders(data),
         "model_files" => model_files(data),
+        "checkpoint" => checkpoint(data),
         "fleet_rows" => fleet_rows(data),
         _ => return false,
     }
@@ -126,6 +127,18 @@ pub fn model_files(data: &[u8]) {
     if let Ok(m) = trainer::artifacts::parse_model(Path::new("fuzz"), config, weights, centroids, &dev) {
         // An accepted model must also convert to the runtime's form without panicking.
         let _ = m.native();
+    }
+}
+
+/// A training checkpoint read back for `fit --resume` (safetensors + JSON metadata).
+pub fn checkpoint(data: &[u8]) {
+    let dev = candle_core::Device::Cpu;
+    if let Ok(ck) = trainer::checkpoint::Checkpoint::from_bytes(data, Path::new("fuzz/checkpoint.safetensors"), &dev) {
+        let s = &ck.meta.state;
+        assert_eq!(s.log.len(), s.epochs_done);
+        assert_eq!(s.order.len(), ck.meta.settings.n_train);
+        // Restoring the RNG must not panic either.
+        let _ = s.rng.restore();
     }
 }
 

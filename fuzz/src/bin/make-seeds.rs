@@ -96,6 +96,7 @@ fn main() {
     joined.push(0xFF);
     joined.extend(std::fs::read(tmp.join("centroids.json")).expect("centroids"));
     put(&seeds.join("model_files"), "tiny", &joined);
+    put(&seeds.join("checkpoint"), "tiny", &std::fs::read(tmp.join("checkpoint.safetensors")).expect("checkpoint"));
     let _ = std::fs::remove_dir_all(&tmp);
 
     // fleet_rows: the head of the sample fleet file (1 feature, window 2, stride 1).
