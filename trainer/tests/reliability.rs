@@ -3,40 +3,20 @@
 //! keeps its last good checkpoint; `fit --resume` ends with the same weights as an uninterrupted
 //! run.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
+use common::{ok, trainer, write_shapes};
 use trainer::artifacts::load_model;
 use trainer::checkpoint::{Checkpoint, CHECKPOINT};
 
 /// Files that make up a trained model (the ones that must never be mixed across runs).
 const MODEL_FILES: [&str; 5] = ["config.json", "model.safetensors", "centroids.json", "model.bundle", "encoder.onnx"];
-
-fn trainer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-}
-
-/// 24 labelled series of 30 steps (sines and ramps) as a UCR file.
-fn write_data(dir: &Path, shift: f32) -> PathBuf {
-    let mut s = String::new();
-    for i in 0..24 {
-        let class = i % 2;
-        let vals: Vec<String> = (0..30)
-            .map(|t| {
-                let x = t as f32 / 5.0 + i as f32 * 0.1 + shift;
-                let v = if class == 0 { x.sin() } else { (x % 2.0) - 1.0 };
-                format!("{v}")
-            })
-            .collect();
-        s.push_str(&format!("{class}\t{}\n", vals.join("\t")));
-    }
-    let p = dir.join("waves.tsv");
-    std::fs::write(&p, s).unwrap();
-    p
-}
 
 fn fit_args<'a>(data: &'a Path, out: &'a Path, seed: &'a str, epochs: &'a str) -> Vec<String> {
     [
@@ -66,15 +46,10 @@ fn fit_args<'a>(data: &'a Path, out: &'a Path, seed: &'a str, epochs: &'a str) -
 fn run(args: &[String], fault: Option<&str>) -> Output {
     let mut c = trainer();
     c.args(args);
-    match fault {
-        Some(f) => c.env("TRAINER_FAULT", f),
-        None => c.env_remove("TRAINER_FAULT"),
-    };
+    if let Some(f) = fault {
+        c.env("TRAINER_FAULT", f);
+    }
     c.output().unwrap()
-}
-
-fn ok(o: &Output) {
-    assert!(o.status.success(), "trainer failed: {}", String::from_utf8_lossy(&o.stderr));
 }
 
 fn snapshot(dir: &Path) -> BTreeMap<&'static str, Vec<u8>> {
@@ -92,7 +67,7 @@ fn staging_leftovers(parent: &Path) -> Vec<String> {
 #[test]
 fn diverging_run_stops_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_result() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_data(tmp.path(), 0.0);
+    let data = write_shapes(tmp.path(), 24, 2, 0.0);
     let (straight, interrupted) = (tmp.path().join("straight"), tmp.path().join("interrupted"));
 
     ok(&run(&fit_args(&data, &straight, "2", "5"), None));
@@ -124,7 +99,7 @@ fn diverging_run_stops_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_res
 
     // A resumed run cannot silently change its data or its model.
     let other = tempfile::tempdir().unwrap();
-    let other_data = write_data(other.path(), 0.5);
+    let other_data = write_shapes(other.path(), 24, 2, 0.5);
     let resume = |extra: &[&str]| {
         let mut args: Vec<String> = vec!["fit".into(), other_data.to_str().unwrap().into(), "--resume".into(), interrupted.to_str().unwrap().into()];
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -139,7 +114,7 @@ fn diverging_run_stops_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_res
 #[test]
 fn crash_in_the_middle_of_any_write_leaves_the_previous_model_whole() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_data(tmp.path(), 0.0);
+    let data = write_shapes(tmp.path(), 24, 2, 0.0);
     let dir = tmp.path().join("model");
     ok(&run(&fit_args(&data, &dir, "1", "2"), None));
     let before = snapshot(&dir);
@@ -167,7 +142,7 @@ fn crash_in_the_middle_of_any_write_leaves_the_previous_model_whole() {
 #[test]
 fn killed_at_random_moments_the_model_directory_is_always_one_whole_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_data(tmp.path(), 0.0);
+    let data = write_shapes(tmp.path(), 24, 2, 0.0);
     let (dir, reference) = (tmp.path().join("model"), tmp.path().join("reference"));
     ok(&run(&fit_args(&data, &dir, "1", "3"), None));
     ok(&run(&fit_args(&data, &reference, "4", "30"), None));
@@ -179,7 +154,6 @@ fn killed_at_random_moments_the_model_directory_is_always_one_whole_run() {
     for i in 1..=8u32 {
         let mut child = trainer()
             .args(fit_args(&data, &dir, "4", "30"))
-            .env_remove("TRAINER_FAULT")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -199,7 +173,7 @@ fn killed_at_random_moments_the_model_directory_is_always_one_whole_run() {
 #[test]
 fn fit_refuses_to_replace_a_directory_with_foreign_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_data(tmp.path(), 0.0);
+    let data = write_shapes(tmp.path(), 24, 2, 0.0);
     let dir = tmp.path().join("mine");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("notes.txt"), "keep me").unwrap();

@@ -2,46 +2,22 @@
 //! draws them for any data; the HTML page renders in a real browser (headless Chromium) with its
 //! images.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{ok, trainer, write_shapes};
 use trainer::report::Report;
 
-fn trainer(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_trainer")).args(args).env_remove("TRAINER_FAULT").output().unwrap()
-}
-
-fn ok(o: &std::process::Output) {
-    assert!(o.status.success(), "trainer failed: {}", String::from_utf8_lossy(&o.stderr));
-}
-
-/// 60 labelled series of 30 steps in three shapes (sine, ramp, bump) as a UCR file.
-fn write_data(dir: &Path) -> PathBuf {
-    let mut s = String::new();
-    for i in 0..60 {
-        let class = i % 3;
-        let vals: Vec<String> = (0..30)
-            .map(|t| {
-                let x = t as f32 / 5.0 + (i / 3) as f32 * 0.05;
-                let v = match class {
-                    0 => x.sin(),
-                    1 => (x % 2.0) - 1.0,
-                    _ => (-(x - 3.0).powi(2)).exp() * 2.0 - 0.5,
-                };
-                format!("{v}")
-            })
-            .collect();
-        s.push_str(&format!("{}\t{}\n", class + 1, vals.join("\t")));
-    }
-    let p = dir.join("shapes.tsv");
-    std::fs::write(&p, s).unwrap();
-    p
+fn run(args: &[&str]) -> std::process::Output {
+    trainer().args(args).output().unwrap()
 }
 
 fn fit(dir: &Path) -> (PathBuf, PathBuf) {
-    let data = write_data(dir);
+    let data = write_shapes(dir, 60, 3, 0.0);
     let out = dir.join("model");
-    ok(&trainer(&[
+    ok(&run(&[
         "fit",
         data.to_str().unwrap(),
         "--out",
@@ -124,7 +100,7 @@ fn plot_command_draws_any_data_with_a_model() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, model) = fit(tmp.path());
     let out = tmp.path().join("figs");
-    let o = trainer(&[
+    let o = run(&[
         "plot",
         model.to_str().unwrap(),
         data.to_str().unwrap(),
@@ -141,7 +117,7 @@ fn plot_command_draws_any_data_with_a_model() {
     // A model/data feature-count mismatch is a clear error, not a panic.
     let two = tmp.path().join("two.csv");
     std::fs::write(&two, "series_id,t,a,b\ns,0,1,2\ns,1,3,4\n").unwrap();
-    let o = trainer(&["plot", model.to_str().unwrap(), two.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = run(&["plot", model.to_str().unwrap(), two.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("feature"), "{}", String::from_utf8_lossy(&o.stderr));
 }
