@@ -215,14 +215,14 @@ img{{max-width:100%;border:1px solid #ddd;margin:6px 0}}.grid{{display:grid;grid
     );
     let _ = writeln!(
         h,
-        "<p id=\"summary\">{} series ({} trained on, {} held out), {} feature(s), {} steps; {:?} encoder, {} hidden x {} layer(s), latent {}; \
+        "<p id=\"summary\">{} series ({} trained on, {} held out), {} feature(s), {} steps; {} encoder, {} hidden x {} layer(s), latent {}; \
 {} epochs in {:.1} s ({:.2} s/epoch); k = {}.</p>",
         r.data.n_series,
         r.data.n_train,
         r.data.n_holdout,
         r.data.n_features,
         r.data.seq_len,
-        r.model.cell,
+        format!("{:?}", r.model.cell).to_uppercase(),
         r.model.hidden_size,
         r.model.hidden_layer_depth,
         r.model.latent_length,
