@@ -134,12 +134,18 @@ impl<'a> Encoder<'a> {
             return Err(EncodeError::NonFinite { index });
         }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if crate::math::has_avx512f() {
+            // SAFETY: the CPU supports AVX-512F (checked at run time).
+            unsafe { step_avx512(&self.bundle, s, sample) };
+            return Ok(());
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if crate::math::has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked at run time).
             unsafe { step_avx2(&self.bundle, s, sample) };
             return Ok(());
         }
-        step(&self.bundle, s, sample);
+        step::<H, L, BLOCK>(&self.bundle, s, sample);
         Ok(())
     }
 
@@ -237,12 +243,21 @@ fn sqrt(x: f32) -> f32 {
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx2")]
 unsafe fn step_avx2<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
-    step(b, s, x)
+    step::<H, L, BLOCK>(b, s, x)
+}
+
+/// The same step for AVX-512F (16-wide, 128 outputs = 8 independent add chains per pass), also
+/// without FMA. Vector width only changes which outputs share a register; every output's sum
+/// still runs over `k` in order, so the results are bit-identical to the other paths.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx512f")]
+unsafe fn step_avx512<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
+    step::<H, L, 128>(b, s, x)
 }
 
 /// Outputs kept in registers per pass of [`matvec_t`]: 8 AVX registers on 64-bit hosts (8
-/// independent add chains hide the add latency), 8 scalars on microcontrollers (their FPU has
-/// 32 single-precision registers and no SIMD).
+/// independent add chains hide the add latency; the AVX-512 path uses 128), 8 scalars on
+/// microcontrollers (their FPU has 32 single-precision registers and no SIMD).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const BLOCK: usize = 64;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -269,12 +284,12 @@ fn block<const B: usize>(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32], s:
 /// that overlaps the previous one (each output's sum runs in the same order either way, so the
 /// overlap rewrites identical values).
 #[inline(always)]
-fn matvec_t(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32]) {
+fn matvec_t<const B: usize>(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32]) {
     let n = out.len();
     let mut s = 0;
-    while s + BLOCK <= n {
-        block::<BLOCK>(out, init, w, v, s);
-        s += BLOCK;
+    while s + B <= n {
+        block::<B>(out, init, w, v, s);
+        s += B;
     }
     while s + 8 <= n {
         block::<8>(out, init, w, v, s);
@@ -291,9 +306,10 @@ fn matvec_t(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32]) {
     }
 }
 
-/// One time step through every layer; layer `l > 0` reads layer `l - 1`'s new `h`.
+/// One time step through every layer; layer `l > 0` reads layer `l - 1`'s new `h`. `B` outputs
+/// per register block of [`matvec_t`].
 #[inline(always)]
-fn step<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
+fn step<const H: usize, const L: usize, const B: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
     let hd = &b.header;
     let hid = hd.hidden as usize;
     let gh = hd.cell.gates() * hid;
@@ -308,11 +324,11 @@ fn step<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: 
         let input: &[f32] = if l == 0 { x } else { &below[l - 1][..hid] };
         let h = &mut here[0][..hid];
         let rec = &mut rec_buf.as_flattened_mut()[..gh];
-        matvec_t(gates, b_ih, w_ih, input);
+        matvec_t::<B>(gates, b_ih, w_ih, input);
         match hd.cell {
             Cell::Lstm => {
                 rec.copy_from_slice(gates);
-                matvec_t(gates, rec, w_hh, h);
+                matvec_t::<B>(gates, rec, w_hh, h);
                 for (g, bh) in gates.iter_mut().zip(b_hh) {
                     *g += bh;
                 }
@@ -326,7 +342,7 @@ fn step<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: 
                 }
             }
             Cell::Gru => {
-                matvec_t(rec, b_hh, w_hh, h);
+                matvec_t::<B>(rec, b_hh, w_hh, h);
                 for j in 0..hid {
                     let r = sigmoid(gates[j] + rec[j]);
                     let z = sigmoid(gates[hid + j] + rec[hid + j]);
@@ -337,4 +353,42 @@ fn step<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: 
         }
     }
     s.steps += 1;
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::bundle::{encode, AlignedBytes, Header};
+
+    /// Every compiled step variant (the dispatched SIMD one, 64- and 8-wide blocks) leaves
+    /// bit-identical states, so the host's latents equal the microcontroller's.
+    #[test]
+    fn all_step_variants_are_bit_identical() {
+        let mut seed = 12345u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed as f32 / u32::MAX as f32 - 0.5) * 0.8
+        };
+        for cell in [Cell::Lstm, Cell::Gru] {
+            for hidden in [5u16, 90, 130] {
+                let mut hd = Header { cell, n_features: 3, hidden, layers: 2, latent: 4, k: 2, seq_len: 20, normalization: Normalization::None, weights_len: 0 };
+                hd.weights_len = hd.expected_weights() as u32;
+                let w: Vec<f32> = (0..hd.weights_len).map(|_| next()).collect();
+                let bytes = AlignedBytes::new(&encode(&hd, &w, &[0.0; 8]).unwrap());
+                let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+                let (mut a, mut b, mut c) = (State::<130, 2>::default(), State::<130, 2>::default(), State::<130, 2>::default());
+                for _ in 0..20 {
+                    let x = [next() * 4.0, next(), next() * 10.0];
+                    enc.push(&mut a, &x).unwrap();
+                    step::<130, 2, 64>(enc.bundle(), &mut b, &x);
+                    step::<130, 2, 8>(enc.bundle(), &mut c, &x);
+                }
+                let bits = |s: &State<130, 2>| -> Vec<u32> { s.h.iter().chain(&s.c).flatten().map(|v| v.to_bits()).collect() };
+                assert_eq!(bits(&a), bits(&b), "{cell:?} hidden {hidden}: dispatched vs 64-wide");
+                assert_eq!(bits(&a), bits(&c), "{cell:?} hidden {hidden}: dispatched vs 8-wide");
+            }
+        }
+    }
 }
