@@ -325,7 +325,14 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         if opts.show_progress {
             eprintln!("drawing the report's figures (t-SNE of {} latents)...", clusters.len());
         }
-        Some(write_plots(&stage.join(artifacts::PLOTS), &stage, &input)?)
+        // A figure that cannot be drawn (e.g. too few series for t-SNE) must not cost the model.
+        match write_plots(&stage.join(artifacts::PLOTS), &stage, &input) {
+            Ok(info) => Some(info),
+            Err(e) => {
+                eprintln!("warning: the report's figures were not drawn: {e}");
+                None
+            }
+        }
     } else {
         None
     };

@@ -162,3 +162,18 @@ fn report_html_renders_with_its_images_in_chromium() {
     let missing = plot_pixels(&browser, &bare.join("report.html"), &tmp.path().join("bare.png"));
     assert!(coloured > 2000 && missing < 100, "plot-coloured pixels: {coloured} with images, {missing} without");
 }
+
+#[test]
+fn too_few_series_for_figures_still_give_a_model_and_a_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("three.tsv");
+    std::fs::write(&data, "1\t1\t2\t3\n2\t3\t2\t1\n1\t1\t2\t2\n").unwrap();
+    let out = tmp.path().join("m");
+    let o = run(&["fit", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--holdout", "0", "--epochs", "1", "--hidden-size", "4", "--latent-length", "2", "--quiet"]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("t-SNE needs at least 4 points"));
+    let r: Report = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(r.plots.is_none());
+    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("not drawn"));
+    trainer::artifacts::load_model(&out, &candle_core::Device::Cpu).unwrap();
+}

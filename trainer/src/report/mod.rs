@@ -186,7 +186,7 @@ pub struct Report {
     pub epochs: Vec<EpochLog>,
     /// Scores (VRAE and raw k-means), cluster sizes and timings.
     pub metrics: Metrics,
-    /// Figures (absent with `fit --no-plots`).
+    /// Figures (absent with `fit --no-plots` or when they could not be drawn).
     pub plots: Option<PlotInfo>,
 }
 
@@ -282,7 +282,7 @@ img{{max-width:100%;border:1px solid #ddd;margin:6px 0}}.grid{{display:grid;grid
                 pl.tsne_seconds
             );
         }
-        None => h.push_str("<p>Figures were not drawn for this run (<code>--no-plots</code>).</p>\n"),
+        None => h.push_str("<p>Figures were not drawn for this run (<code>--no-plots</code>, or too few series; see the run's warnings).</p>\n"),
     }
     h.push_str("<h2>Clusters</h2>\n");
     let _ = writeln!(h, "<p>Up to {EXAMPLES_PER_CLUSTER} series nearest each centroid (coloured) and the decoder's reconstruction of the centroid (black).</p>");
