@@ -203,7 +203,11 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     }
 
     let t0 = Instant::now();
-    let mut last_checkpoint: Option<(usize, Vec<u8>)> = None;
+    // A resumed run that trains no further epochs still hands its checkpoint to the new directory.
+    let mut last_checkpoint: Option<(usize, Vec<u8>)> = match &opts.resume {
+        Some(ck) => Some((ck.meta.state.epochs_done, ck.to_bytes()?)),
+        None => None,
+    };
     let mut on_epoch = |end: EpochEnd<'_>| -> Result<()> {
         let done = end.state.epochs_done;
         if opts.checkpoint_every == 0 || (done % opts.checkpoint_every != 0 && done != p.epochs) {
@@ -223,12 +227,11 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         Ok(())
     };
     let resume = opts.resume.as_deref().cloned();
-    let resumed_from = resume.as_ref().map(|c| c.meta.state.epochs_done);
     let trained = train_resumable(p, &model_cfg, &train_series, dev, opts.show_progress, resume, &mut on_epoch);
     let (weights, log) = match trained {
         Ok(t) => t,
         Err(e @ Error::Diverged { .. }) => {
-            let kept = match last_checkpoint.as_ref().map(|c| c.0).or(resumed_from) {
+            let kept = match last_checkpoint.as_ref().map(|c| c.0) {
                 Some(k) => {
                     format!("the last good checkpoint (epoch {k}) is kept in {}", out.join(CHECKPOINT).display())
                 }

@@ -97,6 +97,17 @@ fn diverging_run_stops_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_res
     assert_eq!(Checkpoint::load(&interrupted, &Device::Cpu).unwrap().meta.state.epochs_done, 5);
     assert!(staging_leftovers(tmp.path()).is_empty());
 
+    // A finished run can be resumed again (nothing to train, the checkpoint stays) or extended.
+    let again = |extra: &[&str]| {
+        let mut args: Vec<String> = vec!["fit".into(), data.to_str().unwrap().into(), "--resume".into(), interrupted.to_str().unwrap().into(), "--quiet".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        ok(&run(&args, None));
+        Checkpoint::load(&interrupted, &Device::Cpu).unwrap().meta.state.epochs_done
+    };
+    assert_eq!(again(&[]), 5);
+    assert_eq!(snapshot(&interrupted)["model.safetensors"], a["model.safetensors"]);
+    assert_eq!(again(&["--epochs", "6"]), 6);
+
     // A resumed run cannot silently change its data or its model.
     let other = tempfile::tempdir().unwrap();
     let other_data = write_shapes(other.path(), 24, 2, 0.5);
