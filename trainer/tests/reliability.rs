@@ -11,36 +11,15 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use common::{ok, trainer, write_shapes};
+use common::{ok, tiny_fit_args, trainer, write_shapes};
 use trainer::artifacts::load_model;
 use trainer::checkpoint::{Checkpoint, CHECKPOINT};
 
 /// Files that make up a trained model (the ones that must never be mixed across runs).
 const MODEL_FILES: [&str; 5] = ["config.json", "model.safetensors", "centroids.json", "model.bundle", "encoder.onnx"];
 
-fn fit_args<'a>(data: &'a Path, out: &'a Path, seed: &'a str, epochs: &'a str) -> Vec<String> {
-    [
-        "fit",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--hidden-size",
-        "8",
-        "--latent-length",
-        "3",
-        "--batch-size",
-        "8",
-        "--epochs",
-        epochs,
-        "--seed",
-        seed,
-        "--n-init",
-        "2",
-        "--quiet",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+fn fit_args(data: &Path, out: &Path, seed: &str, epochs: &str) -> Vec<String> {
+    tiny_fit_args(data, out, &["--batch-size", "8", "--epochs", epochs, "--seed", seed])
 }
 
 fn run(args: &[String], fault: Option<&str>) -> Output {

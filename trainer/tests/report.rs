@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ok, trainer, write_shapes};
+use common::{ok, tiny_fit_args, trainer, write_shapes};
 use trainer::report::Report;
 
 fn run(args: &[&str]) -> std::process::Output {
@@ -17,23 +17,7 @@ fn run(args: &[&str]) -> std::process::Output {
 fn fit(dir: &Path) -> (PathBuf, PathBuf) {
     let data = write_shapes(dir, 60, 3, 0.0);
     let out = dir.join("model");
-    ok(&run(&[
-        "fit",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--hidden-size",
-        "8",
-        "--latent-length",
-        "3",
-        "--epochs",
-        "3",
-        "--n-init",
-        "2",
-        "--tsne-iterations",
-        "300",
-        "--quiet",
-    ]));
+    ok(&trainer().args(tiny_fit_args(&data, &out, &["--epochs", "3", "--tsne-iterations", "300"])).output().unwrap());
     (data, out)
 }
 

@@ -38,3 +38,11 @@ pub fn write_shapes(dir: &Path, n: usize, classes: usize, shift: f32) -> PathBuf
     std::fs::write(&p, s).unwrap();
     p
 }
+
+/// `trainer fit DATA --out OUT` with a tiny model (8 hidden, latent 3, 2 k-means restarts, quiet)
+/// and `extra` flags.
+pub fn tiny_fit_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let base = ["fit", data, "--out", out, "--hidden-size", "8", "--latent-length", "3", "--n-init", "2", "--quiet"];
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
