@@ -89,17 +89,10 @@ mod x86 {
         static HAS: OnceLock<bool> = OnceLock::new();
         *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
     }
-
-    /// AVX-512F is available (checked once).
-    pub fn has_avx512f() -> bool {
-        use std::sync::OnceLock;
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
-    }
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
-pub(crate) use x86::{has_avx2, has_avx512f};
+pub(crate) use x86::has_avx2;
 
 /// `x ← σ(x)` element-wise (AVX2 on x86-64 hosts that have it; same results either way).
 pub fn sigmoid_inplace(x: &mut [f32]) {
