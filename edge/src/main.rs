@@ -79,9 +79,6 @@ struct AssignArgs {
     quiet: bool,
 }
 
-/// A complete window waiting for inference.
-type Job = Window;
-
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -135,9 +132,9 @@ fn assign(a: AssignArgs) -> Result<()> {
 
     let started = Instant::now();
     let mut windower = Windower::new(WindowerParams { features: f, window, stride, max_gap: a.max_gap, strict: a.strict })?;
-    let mut jobs: Vec<Job> = Vec::new();
+    let mut jobs: Vec<Window> = Vec::new();
     let mut pending: Vec<f32> = Vec::new();
-    let flush = |jobs: &mut Vec<Job>, pending: &mut Vec<f32>, out: &mut BufWriter<File>| -> Result<()> {
+    let flush = |jobs: &mut Vec<Window>, pending: &mut Vec<f32>, out: &mut BufWriter<File>| -> Result<()> {
         if jobs.is_empty() {
             return Ok(());
         }

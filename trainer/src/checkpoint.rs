@@ -13,7 +13,6 @@ use candle_core::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::artifacts::write_atomic;
 use crate::data::prep::Normalization;
 use crate::data::Series;
 use crate::error::{Error, Result};
@@ -129,11 +128,6 @@ impl Checkpoint {
     /// Serialises into the single-file layout described in the module docs.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         encode(&self.meta, &self.weights, &self.optimizer)
-    }
-
-    /// Writes `dir/checkpoint.safetensors` atomically.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        write_atomic(&dir.join(CHECKPOINT), &self.to_bytes()?)
     }
 
     /// Reads `dir/checkpoint.safetensors`.
