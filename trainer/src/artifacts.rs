@@ -55,7 +55,7 @@ pub const PLOTS: &str = "plots";
 
 /// Everything `trainer fit` may write into a model directory: a directory holding only these (and
 /// leftover temp files) may be replaced by a new run; anything else is the user's and stops `fit`.
-pub const KNOWN_ENTRIES: [&str; 13] = [
+pub const KNOWN_ENTRIES: [&str; 12] = [
     WEIGHTS,
     CONFIG,
     CENTROIDS,
@@ -68,7 +68,6 @@ pub const KNOWN_ENTRIES: [&str; 13] = [
     REPORT_JSON,
     REPORT_HTML,
     PLOTS,
-    "latents.csv",
 ];
 
 /// Version of the model-directory layout; bumped on incompatible changes.
@@ -276,13 +275,16 @@ fn check_replaceable(target: &Path) -> Result<()> {
 
 /// Removes `.{name}.staging-PID` folders left by crashed runs (Linux: PID no longer alive).
 fn remove_stale_staging(parent: &Path, name: &str) {
+    // Elsewhere there is no cheap liveness check, so leftovers stay.
+    if !cfg!(target_os = "linux") {
+        return;
+    }
     let prefix = format!(".{name}.staging-");
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.trim_end_matches(".old").parse::<u32>().ok()) else { continue };
-        let alive = cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists();
-        if cfg!(target_os = "linux") && !alive {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
