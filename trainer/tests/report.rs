@@ -161,3 +161,16 @@ fn too_few_series_for_figures_still_give_a_model_and_a_report() {
     assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("not drawn"));
     trainer::artifacts::load_model(&out, &candle_core::Device::Cpu).unwrap();
 }
+
+#[test]
+fn plot_names_the_line_of_a_corrupt_training_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, model) = fit(tmp.path());
+    let log = model.join("training_log.csv");
+    let text = std::fs::read_to_string(&log).unwrap().replacen("\n2,", "\n2,oops,", 1);
+    std::fs::write(&log, text).unwrap();
+    let o = run(&["plot", model.to_str().unwrap(), data.to_str().unwrap(), "--out", tmp.path().join("f").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("training_log.csv:3") && e.contains("expected 6 fields"), "{e}");
+}
