@@ -6,7 +6,7 @@ norm clipped at 5, batch 32, on the same 4500 ECG5000 training series (90/10 spl
 Prints seconds per epoch and ms per batch (median of EPOCHS epochs) for 1 and 2 threads, and the
 same `csv,...` lines as `cargo bench -p trainer --bench train_epoch`.
 
-usage: python3 bench/vrae_torch.py [EPOCHS]
+usage: python3 bench/vrae_torch.py [EPOCHS [lstm|gru]... [1|2]...]  (default: all cells and thread counts)
 """
 import gzip
 import statistics
@@ -82,12 +82,14 @@ def epoch_seconds(cell, data, threads, epochs):
 
 def main():
     epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    cells = [a for a in sys.argv[2:] if a in ("lstm", "gru")] or ["lstm", "gru"]
+    thread_counts = [int(a) for a in sys.argv[2:] if a.isdigit()] or [1, 2]
     data = load_ecg5000()
     batches = -(-len(data) // 32)
     print(f"PyTorch {torch.__version__}: {len(data)} series, {batches} batches, median of {epochs} epochs")
     print(f"{'cell':<5} {'threads':>7} {'s/epoch':>11} {'ms/batch':>11}")
-    for cell in ("lstm", "gru"):
-        for threads in (1, 2):
+    for cell in cells:
+        for threads in thread_counts:
             s = epoch_seconds(cell, data, threads, epochs)
             print(f"{cell:<5} {threads:>7} {s:>11.2f} {s * 1000 / batches:>11.1f}")
             print(f"csv,torch,{cell},{threads},{s:.4f},{s * 1000 / batches:.3f}")

@@ -3,7 +3,8 @@
 //! `EPOCHS` epochs, for LSTM and GRU on 1 and 2 threads. Prints a table (also as CSV lines
 //! starting with `csv,` for `bench/compare-train.sh`).
 //!
-//! `cargo bench -p trainer --bench train_epoch [-- EPOCHS]`
+//! `cargo bench -p trainer --bench train_epoch [-- EPOCHS [lstm|gru]... [1|2]...]` (no cell or
+//! thread count given: all of them).
 
 use candle_core::Device;
 use trainer::data::{bundled, prep::split, Series};
@@ -12,7 +13,10 @@ use trainer::params::{CellKind, VraeParams};
 use trainer::train::train;
 
 fn main() {
-    let epochs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(3);
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let epochs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let wanted_cells: Vec<&str> = args.iter().map(String::as_str).filter(|a| matches!(*a, "lstm" | "gru")).collect();
+    let wanted_threads: Vec<usize> = args.iter().skip(1).filter_map(|a| a.parse().ok()).collect();
     let ds = bundled::ecg5000().expect("bundled data");
     let (train_idx, _) = split(ds.len(), 0.1, 0);
     let series: Vec<Series> = train_idx.iter().map(|&i| ds.series[i].clone()).collect();
@@ -20,7 +24,14 @@ fn main() {
     println!("ECG5000: {} training series, {batches} batches of 32 per epoch, median of {epochs} epochs", series.len());
     println!("{:<5} {:>7} {:>11} {:>11}", "cell", "threads", "s/epoch", "ms/batch");
     for cell in [CellKind::Lstm, CellKind::Gru] {
+        let name = format!("{cell:?}").to_lowercase();
+        if !wanted_cells.is_empty() && !wanted_cells.contains(&name.as_str()) {
+            continue;
+        }
         for threads in [1, 2] {
+            if !wanted_threads.is_empty() && !wanted_threads.contains(&threads) {
+                continue;
+            }
             let p = VraeParams { cell, epochs, ..VraeParams::seed() };
             let cfg = ModelConfig {
                 cell,
@@ -38,7 +49,6 @@ fn main() {
             let mut secs: Vec<f64> = log.iter().map(|e| e.seconds).collect();
             secs.sort_by(f64::total_cmp);
             let med = secs[secs.len() / 2];
-            let name = format!("{cell:?}").to_lowercase();
             println!("{name:<5} {threads:>7} {med:>11.2} {:>11.1}", med * 1000.0 / batches as f64);
             println!("csv,rust,{name},{threads},{med:.4},{:.3}", med * 1000.0 / batches as f64);
         }

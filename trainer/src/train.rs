@@ -108,6 +108,26 @@ fn diverged(epoch: usize, batch: usize, what: &'static str, value: f64) -> Error
     Error::Diverged { epoch: epoch + 1, batch: batch + 1, what, value }
 }
 
+/// Stops glibc from handing the multi-megabyte buffers of each batch (gate caches, gradients)
+/// back to the kernel when they are freed: with its default, adaptive thresholds they were
+/// unmapped or trimmed and page-faulted back in on the next batch, which cost 10-20% of a
+/// training step in kernel time. Memory stays with the process, bounded by one batch's working
+/// set.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only changes allocator tunables; 32 MiB is glibc's largest mmap
+            // threshold on 64-bit, and a refused value leaves the default in place.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+            }
+        });
+    }
+}
+
 /// Trains from scratch, or from `resume` (a checkpoint of the same settings and data), calling
 /// `on_epoch` after every completed epoch. A run resumed from epoch k ends with the same weights
 /// as an uninterrupted one: weights, optimiser moments, RNG position and shuffle order are all
@@ -125,6 +145,7 @@ pub fn train_resumable(
     if train.is_empty() {
         return Err(Error::Training("no training series".into()));
     }
+    keep_freed_memory();
     let (store, mut rng, mut order, mut log, mut opt) = match resume {
         None => {
             let mut rng = ChaCha8Rng::seed_from_u64(params.seed);

@@ -21,24 +21,11 @@ use rayon::prelude::*;
 
 use runtime::math::{sigmoid_inplace, tanh_inplace};
 
-/// `C (m x n) (+)= A (m x k) · B (k x n)`, all row-major with the given row strides and unit
-/// column strides, except where `*_t` marks the operand as stored transposed.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    c: &mut [f32],
-    accumulate: bool,
-    a: &[f32],
-    a_t: bool,
-    b: &[f32],
-    b_t: bool,
-) {
-    matmul_par(m, n, k, c, accumulate, a, a_t, b, b_t, gemm::Parallelism::None)
-}
+use super::packed::Packed;
 
-/// [`matmul`] with a choice of threading (for the large whole-sequence products).
+/// `C (m x n) (+)= A (m x k) · B (k x n)`, all row-major with unit column strides, except where
+/// `*_t` marks the operand as stored transposed; for the large whole-sequence products (the
+/// per-step products use [`Packed`]).
 #[allow(clippy::too_many_arguments)]
 fn matmul_par(
     m: usize,
@@ -103,13 +90,21 @@ fn to_tensor(v: Vec<f32>, like: &Tensor) -> candle_core::Result<Tensor> {
     Tensor::from_vec(v, like.shape(), like.device())
 }
 
-/// Values saved by a forward pass for its backward pass.
+/// A tensor's f32 values, borrowed from its CPU storage (no copy).
+fn borrow<'a>(storage: &'a candle_core::Storage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    match storage {
+        candle_core::Storage::Cpu(s) => slice(s, l, what),
+        _ => Err(candle_core::Error::Msg(format!("fused RNN: {what} must be on the CPU"))),
+    }
+}
+
+/// Values saved by a forward pass for its backward pass, each `[T, B, ·]`.
 struct Cache {
-    /// Activated gates per step, `[T, B, G*H]`.
+    /// Activated gates `[T, B, G*H]`.
     gates: Vec<f32>,
-    /// LSTM: cell state `c_t` `[T, B, H]`; GRU: the projected hidden part `h W_hn^T + b_hn`.
+    /// LSTM: cell state `c_t`; GRU: the projected hidden part `h W_hn^T + b_hn`. `[T, B, H]`.
     aux: Vec<f32>,
-    /// LSTM only: `tanh(c_t)` `[T, B, H]`.
+    /// LSTM: `tanh(c_t)` `[T, B, H]`; GRU: empty.
     aux2: Vec<f32>,
     /// Hidden outputs `[T, B, H]`.
     y: Vec<f32>,
@@ -168,41 +163,60 @@ impl Weights {
     }
 }
 
-/// What the backward pass needs: per batch slice its cache, plus all hidden states.
-struct OpCache {
-    /// `(first row, rows, cache)` per batch slice.
-    slices: Vec<(usize, usize, Cache)>,
-    /// Hidden outputs `[T, B, H]`.
-    y: Vec<f32>,
-}
-
 /// One recurrent layer over a whole sequence (see the module docs for the operands).
 struct SeqOp {
     kind: Kind,
-    cache: Mutex<Option<OpCache>>,
+    cache: Mutex<Option<Cache>>,
 }
 
-/// Batch rows never interact in a recurrence, so the batch is cut into one slice per thread and
-/// each slice runs the whole sequence on its own: no synchronisation per time step.
-fn batch_slices(b: usize) -> Vec<(usize, usize)> {
+/// Batch rows `b0..b0 + bc`: the share of one thread.
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    b0: usize,
+    bc: usize,
+}
+
+/// Batch rows never interact in a recurrence, so the batch is cut into one part per thread and
+/// each part runs the whole sequence on its own: no synchronisation per time step.
+fn batch_parts(b: usize) -> Vec<Part> {
     let n = rayon::current_num_threads().min(b / 8).max(1);
-    (0..n).map(|i| (i * b / n, (i + 1) * b / n - i * b / n)).collect()
+    (0..n).map(|i| Part { b0: i * b / n, bc: (i + 1) * b / n - i * b / n }).collect()
 }
 
-/// Rows `b0..b0+bc` of every step of a `[T, B, width]` buffer, as `[T, bc, width]`.
-fn gather(src: &[f32], t: usize, b: usize, width: usize, b0: usize, bc: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(t * bc * width);
-    for s in 0..t {
-        out.extend_from_slice(&src[(s * b + b0) * width..(s * b + b0 + bc) * width]);
+/// A `[T, B, width]` buffer cut into each part's rows at every step: `out[part][step]`, disjoint
+/// mutable slices, so the parts can fill one shared buffer in parallel without copies.
+fn split_parts<'a>(buf: &'a mut [f32], b: usize, width: usize, parts: &[Part]) -> Vec<Vec<&'a mut [f32]>> {
+    let mut out: Vec<Vec<&mut [f32]>> = parts.iter().map(|_| Vec::new()).collect();
+    if buf.is_empty() {
+        return out;
+    }
+    for step in buf.chunks_exact_mut(b * width) {
+        let mut rest = step;
+        for (o, p) in out.iter_mut().zip(parts) {
+            let (mine, tail) = rest.split_at_mut(p.bc * width);
+            o.push(mine);
+            rest = tail;
+        }
     }
     out
 }
 
-/// Inverse of [`gather`].
-fn scatter(dst: &mut [f32], src: &[f32], t: usize, b: usize, width: usize, b0: usize, bc: usize) {
-    for s in 0..t {
-        dst[(s * b + b0) * width..(s * b + b0 + bc) * width].copy_from_slice(&src[s * bc * width..(s + 1) * bc * width]);
-    }
+/// The rows of part `p` at step `s` of a `[T, B, width]` buffer.
+fn rows(buf: &[f32], s: usize, b: usize, width: usize, p: Part) -> &[f32] {
+    &buf[(s * b + p.b0) * width..(s * b + p.b0 + p.bc) * width]
+}
+
+/// `dst` cut into consecutive pieces of `p.bc * width` values, one per part.
+fn split_flat<'a>(dst: &'a mut [f32], width: usize, parts: &[Part]) -> Vec<&'a mut [f32]> {
+    let mut rest = dst;
+    parts
+        .iter()
+        .map(|p| {
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(p.bc * width);
+            rest = tail;
+            mine
+        })
+        .collect()
 }
 
 impl SeqOp {
@@ -222,6 +236,23 @@ impl SeqOp {
         }
         Ok(d)
     }
+}
+
+/// What one part's forward pass writes: its rows of each cached buffer, per step.
+struct FwdPart<'a> {
+    part: Part,
+    gates: Vec<&'a mut [f32]>,
+    y: Vec<&'a mut [f32]>,
+    aux: Vec<&'a mut [f32]>,
+    aux2: Vec<&'a mut [f32]>,
+}
+
+/// What one part's backward pass writes: its rows of the gate gradients per step, and of `dh0`.
+struct BwdPart<'a> {
+    part: Part,
+    da: Vec<&'a mut [f32]>,
+    dhh: Vec<&'a mut [f32]>,
+    dh0: &'a mut [f32],
 }
 
 impl CustomOp3 for SeqOp {
@@ -244,27 +275,33 @@ impl CustomOp3 for SeqOp {
         let d = self.dims(l1.shape(), l2.shape(), l3.shape())?;
         let (x, w, h0) = (slice(s1, l1, "x")?, slice(s2, l2, "w")?, slice(s3, l3, "h0")?);
         let w = Weights::unpack(w, d);
-        let xw = project(x, &w, d, self.kind);
-        let (gh, h) = (d.gh(), d.h);
-        let slices: Vec<(usize, usize, Cache)> = batch_slices(d.b)
-            .into_par_iter()
-            .map(|(b0, bc)| {
-                let xs = gather(&xw, d.t, d.b, gh, b0, bc);
-                let h0s = &h0[b0 * h..(b0 + bc) * h];
-                let ds = Dims { b: bc, ..d };
-                let c = match self.kind {
-                    Kind::Lstm => lstm_forward(xs, &w.w_hh, h0s, ds),
-                    Kind::Gru => gru_forward(xs, &w.w_hh, &w.b_hh, h0s, ds),
-                };
-                (b0, bc, c)
-            })
-            .collect();
-        let mut y = vec![0f32; d.t * d.b * h];
-        for (b0, bc, c) in &slices {
-            scatter(&mut y, &c.y, d.t, d.b, h, *b0, *bc);
+        let (t, b, h, gh) = (d.t, d.b, d.h, d.gh());
+        // The input projection becomes the gate buffer, activated in place step by step.
+        let mut gates = project(x, &w, d, self.kind);
+        // h_{t-1} W_hhᵀ at every step: B = W_hhᵀ, [H, G·H].
+        let whh_t = Packed::new(&w.w_hh, h, gh, h, true);
+        let mut y = vec![0f32; t * b * h];
+        let mut aux = vec![0f32; t * b * h];
+        let mut aux2 = if self.kind == Kind::Lstm { vec![0f32; t * b * h] } else { Vec::new() };
+        let parts = batch_parts(b);
+        let mut jobs: Vec<FwdPart> = Vec::with_capacity(parts.len());
+        let mut g = split_parts(&mut gates, b, gh, &parts).into_iter();
+        let mut yv = split_parts(&mut y, b, h, &parts).into_iter();
+        let mut av = split_parts(&mut aux, b, h, &parts).into_iter();
+        let mut a2 = split_parts(&mut aux2, b, h, &parts).into_iter();
+        for &part in &parts {
+            let (gates, y, aux, aux2) = (g.next(), yv.next(), av.next(), a2.next());
+            jobs.push(FwdPart { part, gates: gates.unwrap_or_default(), y: y.unwrap_or_default(), aux: aux.unwrap_or_default(), aux2: aux2.unwrap_or_default() });
         }
+        jobs.into_par_iter().for_each(|mut j| {
+            let h0p = &h0[j.part.b0 * h..(j.part.b0 + j.part.bc) * h];
+            match self.kind {
+                Kind::Lstm => lstm_forward(&mut j, &whh_t, h0p, h),
+                Kind::Gru => gru_forward(&mut j, &whh_t, &w.b_hh, h0p, h),
+            }
+        });
         let out = y.clone();
-        *self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))? = Some(OpCache { slices, y });
+        *self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))? = Some(Cache { gates, aux, aux2, y });
         Ok((CpuStorage::F32(out), Shape::from((d.t, d.b, d.h))))
     }
 
@@ -279,41 +316,40 @@ impl CustomOp3 for SeqOp {
         let guard = self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))?;
         let cache = guard.as_ref().ok_or_else(|| candle_core::Error::Msg("fused RNN: backward before forward".into()))?;
         let d = self.dims(x.shape(), w.shape(), h0.shape())?;
-        let dy = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let wv = Weights::unpack(&w.contiguous()?.flatten_all()?.to_vec1::<f32>()?, d);
-        let h0v = h0.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let xv = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let (grad, w_c, h0_c, x_c) = (grad.contiguous()?, w.contiguous()?, h0.contiguous()?, x.contiguous()?);
+        let ((dy_s, dy_l), (w_s, w_l), (h0_s, h0_l), (x_s, x_l)) =
+            (grad.storage_and_layout(), w_c.storage_and_layout(), h0_c.storage_and_layout(), x_c.storage_and_layout());
+        let dy = borrow(&dy_s, dy_l, "gradient")?;
+        let wv = Weights::unpack(borrow(&w_s, w_l, "w")?, d);
+        let h0v = borrow(&h0_s, h0_l, "h0")?;
+        let xv = borrow(&x_s, x_l, "x")?;
         let (gh, h, inp, tb) = (d.gh(), d.h, d.inp, d.t * d.b);
+        // dA_t W_hh at every step: B = W_hh, [G·H, H].
+        let whh = Packed::new(&wv.w_hh, gh, h, h, false);
         // da: gradient of the gate pre-activations' input part (x W_ih^T + b_ih);
         // dhh: of the recurrent part (h W_hh^T + b_hh); the same buffer for the LSTM.
-        let parts: Vec<_> = cache
-            .slices
-            .par_iter()
-            .map(|(b0, bc, c)| {
-                let dys = gather(&dy, d.t, d.b, h, *b0, *bc);
-                let ds = Dims { b: *bc, ..d };
-                match self.kind {
-                    Kind::Lstm => lstm_backward(c, &dys, &wv.w_hh, ds),
-                    Kind::Gru => gru_backward(c, &dys, &wv.w_hh, &h0v[b0 * h..(b0 + bc) * h], ds),
-                }
-            })
-            .collect();
+        let gru = self.kind == Kind::Gru;
         let mut da = vec![0f32; tb * gh];
-        let mut dhh_full = if self.kind == Kind::Gru { vec![0f32; tb * gh] } else { Vec::new() };
+        let mut dhh_full = if gru { vec![0f32; tb * gh] } else { Vec::new() };
         let mut dh0 = vec![0f32; d.b * h];
-        for ((b0, bc, _), (a, hh, d0)) in cache.slices.iter().zip(&parts) {
-            scatter(&mut da, a, d.t, d.b, gh, *b0, *bc);
-            if let Some(hh) = hh {
-                scatter(&mut dhh_full, hh, d.t, d.b, gh, *b0, *bc);
-            }
-            dh0[b0 * h..(b0 + bc) * h].copy_from_slice(d0);
-        }
-        let dhh = if self.kind == Kind::Gru { &dhh_full } else { &da };
-        let dw_hh = recurrent_weight_grad(dhh, &cache.y, &h0v, d);
+        let parts = batch_parts(d.b);
+        let mut dav = split_parts(&mut da, d.b, gh, &parts).into_iter();
+        let mut dhv = split_parts(&mut dhh_full, d.b, gh, &parts).into_iter();
+        let jobs: Vec<BwdPart> = parts
+            .iter()
+            .zip(split_flat(&mut dh0, h, &parts))
+            .map(|(&part, dh0)| BwdPart { part, da: dav.next().unwrap_or_default(), dhh: dhv.next().unwrap_or_default(), dh0 })
+            .collect();
+        jobs.into_par_iter().for_each(|mut j| match self.kind {
+            Kind::Lstm => lstm_backward(cache, dy, &whh, d, &mut j),
+            Kind::Gru => gru_backward(cache, dy, &whh, h0v, d, &mut j),
+        });
+        let dhh = if gru { &dhh_full } else { &da };
+        let dw_hh = recurrent_weight_grad(dhh, &cache.y, h0v, d);
         let mut dw_ih = vec![0f32; gh * inp];
         let mut dx = vec![0f32; tb * inp];
         if inp > 0 {
-            matmul_par(gh, inp, tb, &mut dw_ih, false, &da, true, &xv, false, threads());
+            matmul_par(gh, inp, tb, &mut dw_ih, false, &da, true, xv, false, threads());
             matmul_par(tb, inp, gh, &mut dx, false, &da, false, &wv.w_ih, false, threads());
         }
         let mut db_ih = vec![0f32; gh];
@@ -372,109 +408,6 @@ pub fn gru_seq(x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tenso
     run(Kind::Gru, x, w, h0)
 }
 
-/// Hidden state before step `t` (`h0` for the first step).
-fn prev<'a>(y: &'a [f32], h0: &'a [f32], t: usize, bh: usize) -> &'a [f32] {
-    if t == 0 {
-        h0
-    } else {
-        &y[(t - 1) * bh..t * bh]
-    }
-}
-
-fn lstm_forward(xw: Vec<f32>, w: &[f32], h0: &[f32], d: Dims) -> Cache {
-    let (t, b, h) = (d.t, d.b, d.h);
-    let (g4, bh) = (4 * h, b * h);
-    let mut gates = xw;
-    let mut cs = vec![0f32; t * bh];
-    let mut tcs = vec![0f32; t * bh];
-    let mut y = vec![0f32; t * bh];
-    for s in 0..t {
-        let (done, rest) = y.split_at_mut(s * bh);
-        let hp = if s == 0 { h0 } else { &done[(s - 1) * bh..] };
-        let a = &mut gates[s * b * g4..(s + 1) * b * g4];
-        matmul(b, g4, h, a, true, hp, false, w, true);
-        for r in 0..b {
-            let row = &mut a[r * g4..(r + 1) * g4];
-            let (sig1, rest_g) = row.split_at_mut(2 * h);
-            sigmoid_inplace(sig1); // i, f
-            let (gg, o) = rest_g.split_at_mut(h);
-            tanh_inplace(gg);
-            sigmoid_inplace(o);
-        }
-        let (cdone, crest) = cs.split_at_mut(s * bh);
-        let c = &mut crest[..bh];
-        let ys = &mut rest[..bh];
-        let tc = &mut tcs[s * bh..(s + 1) * bh];
-        let zeros = vec![0f32; bh];
-        let cprev = if s == 0 { &zeros[..] } else { &cdone[(s - 1) * bh..] };
-        for r in 0..b {
-            let row = &a[r * g4..(r + 1) * g4];
-            let (i, f, g) = (&row[..h], &row[h..2 * h], &row[2 * h..3 * h]);
-            let (cr, cp) = (&mut c[r * h..(r + 1) * h], &cprev[r * h..(r + 1) * h]);
-            for j in 0..h {
-                cr[j] = f[j] * cp[j] + i[j] * g[j];
-            }
-        }
-        tc.copy_from_slice(c);
-        tanh_inplace(tc);
-        for r in 0..b {
-            let o = &a[r * g4 + 3 * h..(r + 1) * g4];
-            let (yr, tr) = (&mut ys[r * h..(r + 1) * h], &tc[r * h..(r + 1) * h]);
-            for j in 0..h {
-                yr[j] = o[j] * tr[j];
-            }
-        }
-    }
-    Cache { gates, aux: cs, aux2: tcs, y }
-}
-
-/// Returns the gate pre-activation gradients `[T, B, 4H]` (input and recurrent parts are the
-/// same for the LSTM) and `dh0`.
-fn lstm_backward(c: &Cache, dy: &[f32], w: &[f32], d: Dims) -> (Vec<f32>, Option<Vec<f32>>, Vec<f32>) {
-    let (t, b, h) = (d.t, d.b, d.h);
-    let (g4, bh) = (4 * h, b * h);
-    let mut da = vec![0f32; t * b * g4];
-    let mut dh_next = vec![0f32; bh];
-    let mut dc_next = vec![0f32; bh];
-    for s in (0..t).rev() {
-        let gates = &c.gates[s * b * g4..(s + 1) * b * g4];
-        let tc = &c.aux2[s * bh..(s + 1) * bh];
-        let das = &mut da[s * b * g4..(s + 1) * b * g4];
-        let zeros = vec![0f32; h];
-        for r in 0..b {
-            // Equal-length row slices let the compiler drop bounds checks and vectorise.
-            let gr = &gates[r * g4..(r + 1) * g4];
-            let (gi, rest) = gr.split_at(h);
-            let (gf, rest) = rest.split_at(h);
-            let (gg, go) = rest.split_at(h);
-            let dr = &mut das[r * g4..(r + 1) * g4];
-            let (di, rest) = dr.split_at_mut(h);
-            let (df, rest) = rest.split_at_mut(h);
-            let (dg, dout) = rest.split_at_mut(h);
-            let row = r * h..(r + 1) * h;
-            let dyr = &dy[s * bh..(s + 1) * bh][row.clone()];
-            let dhn = &dh_next[row.clone()];
-            let tcr = &tc[row.clone()];
-            let cp = if s == 0 { &zeros[..] } else { &c.aux[(s - 1) * bh..s * bh][row.clone()] };
-            let dcn = &mut dc_next[row];
-            for j in 0..h {
-                let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
-                let dh = dyr[j] + dhn[j];
-                let tck = tcr[j];
-                let dc = dcn[j] + dh * o * (1.0 - tck * tck);
-                di[j] = dc * g * i * (1.0 - i);
-                df[j] = dc * cp[j] * f * (1.0 - f);
-                dg[j] = dc * i * (1.0 - g * g);
-                dout[j] = dh * tck * o * (1.0 - o);
-                dcn[j] = dc * f;
-            }
-        }
-        // dh_{t-1} = dA_t W_hh
-        matmul(b, h, g4, &mut dh_next, false, das, false, w, false);
-    }
-    (da, None, dh_next)
-}
-
 /// `dW_hh = Σ_t dA_tᵀ h_{t-1}` as one `[G*H, T*B] x [T*B, H]` matmul.
 fn recurrent_weight_grad(da: &[f32], y: &[f32], h0: &[f32], d: Dims) -> Vec<f32> {
     let bh = d.b * d.h;
@@ -486,82 +419,165 @@ fn recurrent_weight_grad(da: &[f32], y: &[f32], h0: &[f32], d: Dims) -> Vec<f32>
     dw
 }
 
-/// `xw` already holds `x W_ih^T + b_ih` plus the `r`, `z` blocks of `b_hh`.
-fn gru_forward(xw: Vec<f32>, whh: &[f32], bhh: &[f32], h0: &[f32], d: Dims) -> Cache {
-    let (t, b, h) = (d.t, d.b, d.h);
-    let (g3, bh) = (3 * h, b * h);
-    let mut gates = vec![0f32; t * b * g3]; // r, z, n
-    let mut hn = vec![0f32; t * bh];
-    let mut y = vec![0f32; t * bh];
-    let mut hh = vec![0f32; b * g3];
-    for s in 0..t {
-        let (done, rest) = y.split_at_mut(s * bh);
-        let hp = if s == 0 { h0 } else { &done[(s - 1) * bh..] };
-        matmul(b, g3, h, &mut hh, false, hp, false, whh, true);
-        let gs = &mut gates[s * b * g3..(s + 1) * b * g3];
-        let x = &xw[s * b * g3..(s + 1) * b * g3];
-        let hns = &mut hn[s * bh..(s + 1) * bh];
-        for r in 0..b {
-            let (gr, xr, hr) = (&mut gs[r * g3..(r + 1) * g3], &x[r * g3..(r + 1) * g3], &hh[r * g3..(r + 1) * g3]);
-            for j in 0..2 * h {
-                gr[j] = xr[j] + hr[j];
+/// One part's LSTM forward pass; `j.gates` holds the input projection on entry.
+fn lstm_forward(j: &mut FwdPart, w: &Packed, h0: &[f32], h: usize) {
+    let (bc, g4) = (j.part.bc, 4 * h);
+    let zeros = vec![0f32; bc * h];
+    for s in 0..j.gates.len() {
+        let (ydone, yrest) = j.y.split_at_mut(s);
+        let hp: &[f32] = if s == 0 { h0 } else { ydone[s - 1] };
+        let a = &mut *j.gates[s];
+        w.matmul(bc, hp, h, a, g4, true);
+        for row in a.chunks_exact_mut(g4) {
+            let (sig1, rest_g) = row.split_at_mut(2 * h);
+            sigmoid_inplace(sig1); // i, f
+            let (gg, o) = rest_g.split_at_mut(h);
+            tanh_inplace(gg);
+            sigmoid_inplace(o);
+        }
+        let (cdone, crest) = j.aux.split_at_mut(s);
+        let c = &mut *crest[0];
+        let cprev: &[f32] = if s == 0 { &zeros } else { cdone[s - 1] };
+        for (r, row) in a.chunks_exact(g4).enumerate() {
+            let (i, f, g) = (&row[..h], &row[h..2 * h], &row[2 * h..3 * h]);
+            let (cr, cp) = (&mut c[r * h..(r + 1) * h], &cprev[r * h..(r + 1) * h]);
+            for k in 0..h {
+                cr[k] = f[k] * cp[k] + i[k] * g[k];
+            }
+        }
+        let tc = &mut *j.aux2[s];
+        tc.copy_from_slice(c);
+        tanh_inplace(tc);
+        let ys = &mut *yrest[0];
+        for (r, row) in a.chunks_exact(g4).enumerate() {
+            let o = &row[3 * h..];
+            let (yr, tr) = (&mut ys[r * h..(r + 1) * h], &tc[r * h..(r + 1) * h]);
+            for k in 0..h {
+                yr[k] = o[k] * tr[k];
+            }
+        }
+    }
+}
+
+/// One part's LSTM backward pass: fills its rows of the gate pre-activation gradients (input
+/// and recurrent parts are the same for the LSTM) and of `dh0`.
+fn lstm_backward(c: &Cache, dy: &[f32], w: &Packed, d: Dims, j: &mut BwdPart) {
+    let (b, h, p) = (d.b, d.h, j.part);
+    let (bc, g4) = (p.bc, 4 * h);
+    let mut dh_next = vec![0f32; bc * h];
+    let mut dc_next = vec![0f32; bc * h];
+    let zeros = vec![0f32; bc * h];
+    for s in (0..d.t).rev() {
+        let gates = rows(&c.gates, s, b, g4, p);
+        let tc = rows(&c.aux2, s, b, h, p);
+        let cprev = if s == 0 { &zeros[..] } else { rows(&c.aux, s - 1, b, h, p) };
+        let dys = rows(dy, s, b, h, p);
+        let das = &mut *j.da[s];
+        for r in 0..bc {
+            // Equal-length row slices let the compiler drop bounds checks and vectorise.
+            let gr = &gates[r * g4..(r + 1) * g4];
+            let (gi, rest) = gr.split_at(h);
+            let (gf, rest) = rest.split_at(h);
+            let (gg, go) = rest.split_at(h);
+            let dr = &mut das[r * g4..(r + 1) * g4];
+            let (di, rest) = dr.split_at_mut(h);
+            let (df, rest) = rest.split_at_mut(h);
+            let (dg, dout) = rest.split_at_mut(h);
+            let row = r * h..(r + 1) * h;
+            let dyr = &dys[row.clone()];
+            let dhn = &dh_next[row.clone()];
+            let tcr = &tc[row.clone()];
+            let cp = &cprev[row.clone()];
+            let dcn = &mut dc_next[row];
+            for k in 0..h {
+                let (i, f, g, o) = (gi[k], gf[k], gg[k], go[k]);
+                let dh = dyr[k] + dhn[k];
+                let tck = tcr[k];
+                let dc = dcn[k] + dh * o * (1.0 - tck * tck);
+                di[k] = dc * g * i * (1.0 - i);
+                df[k] = dc * cp[k] * f * (1.0 - f);
+                dg[k] = dc * i * (1.0 - g * g);
+                dout[k] = dh * tck * o * (1.0 - o);
+                dcn[k] = dc * f;
+            }
+        }
+        // dh_{t-1} = dA_t W_hh
+        w.matmul(bc, das, g4, &mut dh_next, h, false);
+    }
+    j.dh0.copy_from_slice(&dh_next);
+}
+
+/// One part's GRU forward pass; `j.gates` holds `x W_ih^T + b_ih` plus the `r`, `z` blocks of
+/// `b_hh` on entry and the activated gates `r, z, n` on exit.
+fn gru_forward(j: &mut FwdPart, whh: &Packed, bhh: &[f32], h0: &[f32], h: usize) {
+    let (bc, g3) = (j.part.bc, 3 * h);
+    let mut hh = vec![0f32; bc * g3];
+    for s in 0..j.gates.len() {
+        let (ydone, yrest) = j.y.split_at_mut(s);
+        let hp: &[f32] = if s == 0 { h0 } else { ydone[s - 1] };
+        whh.matmul(bc, hp, h, &mut hh, g3, false);
+        let gs = &mut *j.gates[s];
+        let hns = &mut *j.aux[s];
+        for r in 0..bc {
+            let (gr, hr) = (&mut gs[r * g3..(r + 1) * g3], &hh[r * g3..(r + 1) * g3]);
+            for k in 0..2 * h {
+                gr[k] += hr[k];
             }
             sigmoid_inplace(&mut gr[..2 * h]);
-            for j in 0..h {
-                let hnj = hr[2 * h + j] + bhh[2 * h + j];
-                hns[r * h + j] = hnj;
-                gr[2 * h + j] = xr[2 * h + j] + gr[j] * hnj;
+            for k in 0..h {
+                let hnk = hr[2 * h + k] + bhh[2 * h + k];
+                hns[r * h + k] = hnk;
+                gr[2 * h + k] += gr[k] * hnk;
             }
             tanh_inplace(&mut gr[2 * h..]);
         }
-        let ys = &mut rest[..bh];
-        for r in 0..b {
+        let ys = &mut *yrest[0];
+        for r in 0..bc {
             let gr = &gs[r * g3..(r + 1) * g3];
-            for j in 0..h {
-                let (z, n) = (gr[h + j], gr[2 * h + j]);
-                ys[r * h + j] = n + z * (hp[r * h + j] - n);
+            for k in 0..h {
+                let (z, n) = (gr[h + k], gr[2 * h + k]);
+                ys[r * h + k] = n + z * (hp[r * h + k] - n);
             }
         }
     }
-    Cache { gates, aux: hn, aux2: Vec::new(), y }
 }
 
-/// Returns the gradients of the input part `[T, B, 3H]`, of the recurrent part
-/// `h W_hh^T + b_hh` `[T, B, 3H]`, and `dh0`.
-fn gru_backward(c: &Cache, dy: &[f32], whh: &[f32], h0: &[f32], d: Dims) -> (Vec<f32>, Option<Vec<f32>>, Vec<f32>) {
-    let (t, b, h) = (d.t, d.b, d.h);
-    let (g3, bh) = (3 * h, b * h);
-    let mut dxw = vec![0f32; t * b * g3];
-    let mut dhh = vec![0f32; t * b * g3]; // gradient of h W_hh^T + b_hh
-    let mut dh_next = vec![0f32; bh];
-    let mut carry = vec![0f32; bh];
-    for s in (0..t).rev() {
-        let gs = &c.gates[s * b * g3..(s + 1) * b * g3];
-        let hns = &c.aux[s * bh..(s + 1) * bh];
-        let hp = prev(&c.y, h0, s, bh);
-        let dx = &mut dxw[s * b * g3..(s + 1) * b * g3];
-        let dhs = &mut dhh[s * b * g3..(s + 1) * b * g3];
-        for r in 0..b {
+/// One part's GRU backward pass: fills its rows of the gradients of the input part `[T, B, 3H]`
+/// (`j.da`), of the recurrent part `h W_hh^T + b_hh` (`j.dhh`), and of `dh0`.
+fn gru_backward(c: &Cache, dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart) {
+    let (b, h, p) = (d.b, d.h, j.part);
+    let (bc, g3) = (p.bc, 3 * h);
+    let h0p = &h0[p.b0 * h..(p.b0 + p.bc) * h];
+    let mut dh_next = vec![0f32; bc * h];
+    let mut carry = vec![0f32; bc * h];
+    for s in (0..d.t).rev() {
+        let gs = rows(&c.gates, s, b, g3, p);
+        let hns = rows(&c.aux, s, b, h, p);
+        let hp = if s == 0 { h0p } else { rows(&c.y, s - 1, b, h, p) };
+        let dys = rows(dy, s, b, h, p);
+        let dx = &mut *j.da[s];
+        let dhs = &mut *j.dhh[s];
+        for r in 0..bc {
             let gr = &gs[r * g3..(r + 1) * g3];
-            for j in 0..h {
-                let k = r * h + j;
-                let (rr, z, n) = (gr[j], gr[h + j], gr[2 * h + j]);
-                let dh = dy[s * bh + k] + dh_next[k];
+            for k in 0..h {
+                let q = r * h + k;
+                let (rr, z, n) = (gr[k], gr[h + k], gr[2 * h + k]);
+                let dh = dys[q] + dh_next[q];
                 let dan = dh * (1.0 - z) * (1.0 - n * n);
-                let dar = dan * hns[k] * rr * (1.0 - rr);
-                let daz = dh * (hp[k] - n) * z * (1.0 - z);
-                dx[r * g3 + j] = dar;
-                dx[r * g3 + h + j] = daz;
-                dx[r * g3 + 2 * h + j] = dan;
-                dhs[r * g3 + j] = dar;
-                dhs[r * g3 + h + j] = daz;
-                dhs[r * g3 + 2 * h + j] = dan * rr;
-                carry[k] = dh * z;
+                let dar = dan * hns[q] * rr * (1.0 - rr);
+                let daz = dh * (hp[q] - n) * z * (1.0 - z);
+                dx[r * g3 + k] = dar;
+                dx[r * g3 + h + k] = daz;
+                dx[r * g3 + 2 * h + k] = dan;
+                dhs[r * g3 + k] = dar;
+                dhs[r * g3 + h + k] = daz;
+                dhs[r * g3 + 2 * h + k] = dan * rr;
+                carry[q] = dh * z;
             }
         }
         // dh_{t-1} = dh ⊙ z + dHH_t W_hh
-        matmul(b, h, g3, &mut carry, true, dhs, false, whh, false);
+        whh.matmul(bc, dhs, g3, &mut carry, h, true);
         std::mem::swap(&mut dh_next, &mut carry);
     }
-    (dxw, Some(dhh), dh_next)
+    j.dh0.copy_from_slice(&dh_next);
 }

@@ -12,3 +12,4 @@ pub use vrae::{ModelConfig, Vrae};
 mod gradcheck;
 
 mod fused;
+mod packed;
