@@ -83,6 +83,23 @@ mod x86 {
         super::tanh_loop(x)
     }
 
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn sigmoid512(x: &mut [f32]) {
+        super::sigmoid_loop(x)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tanh512(x: &mut [f32]) {
+        super::tanh_loop(x)
+    }
+
+    /// AVX-512F is available (checked once).
+    pub fn has_avx512() -> bool {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
+    }
+
     /// AVX2 is available (checked once).
     pub fn has_avx2() -> bool {
         use std::sync::OnceLock;
@@ -94,8 +111,14 @@ mod x86 {
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub(crate) use x86::has_avx2;
 
-/// `x ← σ(x)` element-wise (AVX2 on x86-64 hosts that have it; same results either way).
+/// `x ← σ(x)` element-wise (AVX-512 or AVX2 on x86-64 hosts that have them; the same IEEE
+/// operations in the same order at every width, so the same results).
 pub fn sigmoid_inplace(x: &mut [f32]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if x86::has_avx512() {
+        // SAFETY: the CPU supports AVX-512F (checked at run time).
+        return unsafe { x86::sigmoid512(x) };
+    }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if x86::has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked at run time).
@@ -104,8 +127,13 @@ pub fn sigmoid_inplace(x: &mut [f32]) {
     sigmoid_loop(x)
 }
 
-/// `x ← tanh(x)` element-wise (AVX2 on x86-64 hosts that have it).
+/// `x ← tanh(x)` element-wise (AVX-512 or AVX2 on x86-64 hosts that have them).
 pub fn tanh_inplace(x: &mut [f32]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if x86::has_avx512() {
+        // SAFETY: the CPU supports AVX-512F (checked at run time).
+        return unsafe { x86::tanh512(x) };
+    }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if x86::has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked at run time).
@@ -133,7 +161,8 @@ mod tests {
             let rs = 1.0 / (1.0 + (-x).exp());
             assert!((s[i] as f64 - rs).abs() < 3e-7, "sigmoid({x}) = {}, want {rs}", s[i]);
             assert!((t[i] as f64 - x.tanh()).abs() < 3e-7, "tanh({x}) = {}", t[i]);
-            assert_eq!(sigmoid(xs[i]), s[i]);
+            assert_eq!(sigmoid(xs[i]).to_bits(), s[i].to_bits(), "sigmoid({x}): SIMD and scalar differ");
+            assert_eq!(tanh(xs[i]).to_bits(), t[i].to_bits(), "tanh({x}): SIMD and scalar differ");
         }
     }
 

@@ -419,8 +419,51 @@ fn recurrent_weight_grad(da: &[f32], y: &[f32], h0: &[f32], d: Dims) -> Vec<f32>
     dw
 }
 
-/// One part's LSTM forward pass; `j.gates` holds the input projection on entry.
-fn lstm_forward(j: &mut FwdPart, w: &Packed, h0: &[f32], h: usize) {
+/// Defines `$name`, which runs `$body` compiled for AVX-512 when the CPU has it (the element-wise
+/// loops then vectorise 16 wide instead of SSE2's 4) and as built otherwise. Rust never contracts
+/// `a * b + c` into an FMA, so both versions compute the same bits.
+macro_rules! avx512_or_baseline {
+    ($(#[$m:meta])* fn $name:ident / $fast:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if super::packed::has_avx512() {
+                // SAFETY: the CPU supports AVX-512F (checked at run time).
+                return unsafe { $fast($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $fast($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+    };
+}
+
+avx512_or_baseline!(
+    /// One part's LSTM forward pass; `j.gates` holds the input projection on entry.
+    fn lstm_forward / lstm_forward_avx512 => lstm_forward_body(j: &mut FwdPart<'_>, w: &Packed, h0: &[f32], h: usize)
+);
+avx512_or_baseline!(
+    /// One part's LSTM backward pass: fills its rows of the gate pre-activation gradients (input
+    /// and recurrent parts are the same for the LSTM) and of `dh0`.
+    fn lstm_backward / lstm_backward_avx512 => lstm_backward_body(c: &Cache, dy: &[f32], w: &Packed, d: Dims, j: &mut BwdPart<'_>)
+);
+avx512_or_baseline!(
+    /// One part's GRU forward pass; `j.gates` holds `x W_ih^T + b_ih` plus the `r`, `z` blocks of
+    /// `b_hh` on entry and the activated gates `r, z, n` on exit.
+    fn gru_forward / gru_forward_avx512 => gru_forward_body(j: &mut FwdPart<'_>, whh: &Packed, bhh: &[f32], h0: &[f32], h: usize)
+);
+avx512_or_baseline!(
+    /// One part's GRU backward pass: fills its rows of the gradients of the input part
+    /// `[T, B, 3H]` (`j.da`), of the recurrent part `h W_hh^T + b_hh` (`j.dhh`), and of `dh0`.
+    fn gru_backward / gru_backward_avx512 => gru_backward_body(c: &Cache, dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart<'_>)
+);
+
+#[inline(always)]
+fn lstm_forward_body(j: &mut FwdPart, w: &Packed, h0: &[f32], h: usize) {
     let (bc, g4) = (j.part.bc, 4 * h);
     let zeros = vec![0f32; bc * h];
     for s in 0..j.gates.len() {
@@ -459,9 +502,76 @@ fn lstm_forward(j: &mut FwdPart, w: &Packed, h0: &[f32], h: usize) {
     }
 }
 
-/// One part's LSTM backward pass: fills its rows of the gate pre-activation gradients (input
-/// and recurrent parts are the same for the LSTM) and of `dh0`.
-fn lstm_backward(c: &Cache, dy: &[f32], w: &Packed, d: Dims, j: &mut BwdPart) {
+/// One row of the LSTM cell's backward step. Slices as separate arguments tell the compiler
+/// they do not overlap, so the loop vectorises.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn lstm_cell_backward(
+    gates: &[f32],
+    dy: &[f32],
+    dh_next: &[f32],
+    tc: &[f32],
+    cp: &[f32],
+    di: &mut [f32],
+    df: &mut [f32],
+    dg: &mut [f32],
+    dout: &mut [f32],
+    dc_next: &mut [f32],
+) {
+    let n = dc_next.len();
+    let (gi, rest) = gates.split_at(n);
+    let (gf, rest) = rest.split_at(n);
+    let (gg, go) = rest.split_at(n);
+    let (gf, gg, go) = (&gf[..n], &gg[..n], &go[..n]);
+    let (dy, dh_next, tc, cp) = (&dy[..n], &dh_next[..n], &tc[..n], &cp[..n]);
+    let (di, df, dg, dout) = (&mut di[..n], &mut df[..n], &mut dg[..n], &mut dout[..n]);
+    for k in 0..n {
+        let (i, f, g, o) = (gi[k], gf[k], gg[k], go[k]);
+        let dh = dy[k] + dh_next[k];
+        let tck = tc[k];
+        let dc = dc_next[k] + dh * o * (1.0 - tck * tck);
+        di[k] = dc * g * i * (1.0 - i);
+        df[k] = dc * cp[k] * f * (1.0 - f);
+        dg[k] = dc * i * (1.0 - g * g);
+        dout[k] = dh * tck * o * (1.0 - o);
+        dc_next[k] = dc * f;
+    }
+}
+
+/// One row of the GRU cell's backward step: the gradients of the gates' input part (`dx`:
+/// r, z, n) and recurrent part (`dhh`), and `dh ⊙ z` for the next step into `carry`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gru_cell_backward(gates: &[f32], hn: &[f32], hp: &[f32], dy: &[f32], dh_next: &[f32], dx: &mut [f32], dhh: &mut [f32], carry: &mut [f32]) {
+    let n = carry.len();
+    let (gr, rest) = gates.split_at(n);
+    let (gz, gn) = rest.split_at(n);
+    let (gz, gn) = (&gz[..n], &gn[..n]);
+    let (hn, hp, dy, dh_next) = (&hn[..n], &hp[..n], &dy[..n], &dh_next[..n]);
+    let (dxr, rest) = dx.split_at_mut(n);
+    let (dxz, dxn) = rest.split_at_mut(n);
+    let (dxz, dxn) = (&mut dxz[..n], &mut dxn[..n]);
+    let (dhr, rest) = dhh.split_at_mut(n);
+    let (dhz, dhn) = rest.split_at_mut(n);
+    let (dhz, dhn) = (&mut dhz[..n], &mut dhn[..n]);
+    for k in 0..n {
+        let (rr, z, nn) = (gr[k], gz[k], gn[k]);
+        let dh = dy[k] + dh_next[k];
+        let dan = dh * (1.0 - z) * (1.0 - nn * nn);
+        let dar = dan * hn[k] * rr * (1.0 - rr);
+        let daz = dh * (hp[k] - nn) * z * (1.0 - z);
+        dxr[k] = dar;
+        dxz[k] = daz;
+        dxn[k] = dan;
+        dhr[k] = dar;
+        dhz[k] = daz;
+        dhn[k] = dan * rr;
+        carry[k] = dh * z;
+    }
+}
+
+#[inline(always)]
+fn lstm_backward_body(c: &Cache, dy: &[f32], w: &Packed, d: Dims, j: &mut BwdPart) {
     let (b, h, p) = (d.b, d.h, j.part);
     let (bc, g4) = (p.bc, 4 * h);
     let mut dh_next = vec![0f32; bc * h];
@@ -474,32 +584,23 @@ fn lstm_backward(c: &Cache, dy: &[f32], w: &Packed, d: Dims, j: &mut BwdPart) {
         let dys = rows(dy, s, b, h, p);
         let das = &mut *j.da[s];
         for r in 0..bc {
-            // Equal-length row slices let the compiler drop bounds checks and vectorise.
-            let gr = &gates[r * g4..(r + 1) * g4];
-            let (gi, rest) = gr.split_at(h);
-            let (gf, rest) = rest.split_at(h);
-            let (gg, go) = rest.split_at(h);
             let dr = &mut das[r * g4..(r + 1) * g4];
             let (di, rest) = dr.split_at_mut(h);
             let (df, rest) = rest.split_at_mut(h);
             let (dg, dout) = rest.split_at_mut(h);
             let row = r * h..(r + 1) * h;
-            let dyr = &dys[row.clone()];
-            let dhn = &dh_next[row.clone()];
-            let tcr = &tc[row.clone()];
-            let cp = &cprev[row.clone()];
-            let dcn = &mut dc_next[row];
-            for k in 0..h {
-                let (i, f, g, o) = (gi[k], gf[k], gg[k], go[k]);
-                let dh = dyr[k] + dhn[k];
-                let tck = tcr[k];
-                let dc = dcn[k] + dh * o * (1.0 - tck * tck);
-                di[k] = dc * g * i * (1.0 - i);
-                df[k] = dc * cp[k] * f * (1.0 - f);
-                dg[k] = dc * i * (1.0 - g * g);
-                dout[k] = dh * tck * o * (1.0 - o);
-                dcn[k] = dc * f;
-            }
+            lstm_cell_backward(
+                &gates[r * g4..(r + 1) * g4],
+                &dys[row.clone()],
+                &dh_next[row.clone()],
+                &tc[row.clone()],
+                &cprev[row.clone()],
+                di,
+                df,
+                dg,
+                dout,
+                &mut dc_next[row],
+            );
         }
         // dh_{t-1} = dA_t W_hh
         w.matmul(bc, das, g4, &mut dh_next, h, false);
@@ -507,9 +608,8 @@ fn lstm_backward(c: &Cache, dy: &[f32], w: &Packed, d: Dims, j: &mut BwdPart) {
     j.dh0.copy_from_slice(&dh_next);
 }
 
-/// One part's GRU forward pass; `j.gates` holds `x W_ih^T + b_ih` plus the `r`, `z` blocks of
-/// `b_hh` on entry and the activated gates `r, z, n` on exit.
-fn gru_forward(j: &mut FwdPart, whh: &Packed, bhh: &[f32], h0: &[f32], h: usize) {
+#[inline(always)]
+fn gru_forward_body(j: &mut FwdPart, whh: &Packed, bhh: &[f32], h0: &[f32], h: usize) {
     let (bc, g3) = (j.part.bc, 3 * h);
     let mut hh = vec![0f32; bc * g3];
     for s in 0..j.gates.len() {
@@ -542,9 +642,8 @@ fn gru_forward(j: &mut FwdPart, whh: &Packed, bhh: &[f32], h0: &[f32], h: usize)
     }
 }
 
-/// One part's GRU backward pass: fills its rows of the gradients of the input part `[T, B, 3H]`
-/// (`j.da`), of the recurrent part `h W_hh^T + b_hh` (`j.dhh`), and of `dh0`.
-fn gru_backward(c: &Cache, dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart) {
+#[inline(always)]
+fn gru_backward_body(c: &Cache, dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart) {
     let (b, h, p) = (d.b, d.h, j.part);
     let (bc, g3) = (p.bc, 3 * h);
     let h0p = &h0[p.b0 * h..(p.b0 + p.bc) * h];
@@ -558,22 +657,17 @@ fn gru_backward(c: &Cache, dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j: &mu
         let dx = &mut *j.da[s];
         let dhs = &mut *j.dhh[s];
         for r in 0..bc {
-            let gr = &gs[r * g3..(r + 1) * g3];
-            for k in 0..h {
-                let q = r * h + k;
-                let (rr, z, n) = (gr[k], gr[h + k], gr[2 * h + k]);
-                let dh = dys[q] + dh_next[q];
-                let dan = dh * (1.0 - z) * (1.0 - n * n);
-                let dar = dan * hns[q] * rr * (1.0 - rr);
-                let daz = dh * (hp[q] - n) * z * (1.0 - z);
-                dx[r * g3 + k] = dar;
-                dx[r * g3 + h + k] = daz;
-                dx[r * g3 + 2 * h + k] = dan;
-                dhs[r * g3 + k] = dar;
-                dhs[r * g3 + h + k] = daz;
-                dhs[r * g3 + 2 * h + k] = dan * rr;
-                carry[q] = dh * z;
-            }
+            let (row, g) = (r * h..(r + 1) * h, r * g3..(r + 1) * g3);
+            gru_cell_backward(
+                &gs[g.clone()],
+                &hns[row.clone()],
+                &hp[row.clone()],
+                &dys[row.clone()],
+                &dh_next[row.clone()],
+                &mut dx[g.clone()],
+                &mut dhs[g],
+                &mut carry[row],
+            );
         }
         // dh_{t-1} = dh ⊙ z + dHH_t W_hh
         whh.matmul(bc, dhs, g3, &mut carry, h, true);

@@ -13,6 +13,9 @@
 //! uses), so the AVX-512 kernel and the portable fallback give bit-identical results and training
 //! is reproducible across hosts.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::has_avx512;
+
 /// Columns per panel (one AVX-512 register of f32).
 const NR: usize = 16;
 
@@ -42,21 +45,6 @@ impl Packed {
         p
     }
 
-    /// Packs `B` from its `k` rows in order (each at least `n` long).
-    pub fn from_rows<'a>(k: usize, n: usize, rows: impl IntoIterator<Item = &'a [f32]>) -> Self {
-        let mut p = Packed::zeros(k, n);
-        let panel_len = k * NR;
-        let mut count = 0;
-        for (kk, row) in rows.into_iter().enumerate().take(k) {
-            for (pi, chunk) in row[..n].chunks(NR).enumerate() {
-                p.data[pi * panel_len + kk * NR..][..chunk.len()].copy_from_slice(chunk);
-            }
-            count += 1;
-        }
-        assert_eq!(count, k, "packed matmul: {count} rows given for k = {k}");
-        p
-    }
-
     fn zeros(k: usize, n: usize) -> Self {
         Packed { k, n, data: vec![0f32; n.div_ceil(NR) * k * NR] }
     }
@@ -66,29 +54,6 @@ impl Packed {
     pub fn matmul(&self, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
         assert!(lda >= self.k, "packed matmul: row stride {lda} below k {}", self.k);
         self.run(m, a, Strides { row: lda, col: 1 }, c, ldc, accumulate)
-    }
-
-    /// [`Packed::matmul`] with `A` stored transposed: `A[i][kk]` at `a[kk * lda + i]`.
-    pub fn matmul_at(&self, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
-        assert!(lda >= m, "packed matmul: column stride {lda} below m {m}");
-        self.run(m, a, Strides { row: 1, col: lda }, c, ldc, accumulate)
-    }
-
-    /// [`Packed::matmul_at`] with blocks of rows of `C` on all rayon threads (for large `m·k`).
-    pub fn matmul_at_par(&self, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize) {
-        use rayon::prelude::*;
-        let threads = rayon::current_num_threads();
-        // Whole register tiles per task, a few tasks per thread for balance.
-        let rows = m.div_ceil(threads * 4).div_ceil(8).max(1) * 8;
-        if threads == 1 || rows >= m {
-            return self.matmul_at(m, a, lda, c, ldc, false);
-        }
-        assert!(c.len() >= m * ldc - (ldc - self.n), "packed matmul: C too small");
-        c.par_chunks_mut(rows * ldc).enumerate().for_each(|(t, cb)| {
-            let i0 = t * rows;
-            let mb = rows.min(m - i0);
-            self.matmul_at(mb, &a[i0..], lda, cb, ldc, false);
-        });
     }
 
     fn run(&self, m: usize, a: &[f32], sa: Strides, c: &mut [f32], ldc: usize, accumulate: bool) {
@@ -151,7 +116,7 @@ mod x86 {
     use std::sync::OnceLock;
 
     /// AVX-512F is available (checked once).
-    pub fn has_avx512() -> bool {
+    pub(crate) fn has_avx512() -> bool {
         static HAS: OnceLock<bool> = OnceLock::new();
         *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
     }
@@ -216,43 +181,45 @@ mod x86 {
         }
     }
 
-    /// Row tiles of `R` rows over every column tile.
+    /// One column tile (`V` panels from panel `pi`) over every row tile, so the tile's panels
+    /// stay in L1 while all rows of `A` pass over them.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn rows<const R: usize>(p: &Packed, i0: usize, a: &[f32], sa: Strides, c: &mut [f32], ldc: usize, accumulate: bool) {
+    unsafe fn column<const V: usize>(p: &Packed, pi: usize, m: usize, a: &[f32], sa: Strides, c: &mut [f32], ldc: usize, accumulate: bool) {
         let (k, n) = (p.k, p.n);
-        let panels = n.div_ceil(NR);
-        let (a, b, cp) = (a.as_ptr().add(i0 * sa.row), p.data.as_ptr(), c.as_mut_ptr().add(i0 * ldc));
-        let mut pi = 0;
-        while pi < panels {
-            let (bp, j0) = (b.add(pi * k * NR), pi * NR);
-            let cols = n - j0;
-            match panels - pi {
-                1 => tile::<R, 1>(k, a, sa, bp, cp.add(j0), ldc, cols, accumulate),
-                2 => tile::<R, 2>(k, a, sa, bp, cp.add(j0), ldc, cols, accumulate),
-                _ => tile::<R, NV>(k, a, sa, bp, cp.add(j0), ldc, cols, accumulate),
-            }
-            pi += NV;
+        let (j0, b) = (pi * NR, p.data.as_ptr().add(pi * k * NR));
+        let cols = n - j0;
+        let (a, c) = (a.as_ptr(), c.as_mut_ptr().add(j0));
+        let mut i = 0;
+        while i + MR <= m {
+            tile::<MR, V>(k, a.add(i * sa.row), sa, b, c.add(i * ldc), ldc, cols, accumulate);
+            i += MR;
+        }
+        let (a, c) = (a.add(i * sa.row), c.add(i * ldc));
+        match m - i {
+            0 => {}
+            1 => tile::<1, V>(k, a, sa, b, c, ldc, cols, accumulate),
+            2 => tile::<2, V>(k, a, sa, b, c, ldc, cols, accumulate),
+            3 => tile::<3, V>(k, a, sa, b, c, ldc, cols, accumulate),
+            4 => tile::<4, V>(k, a, sa, b, c, ldc, cols, accumulate),
+            5 => tile::<5, V>(k, a, sa, b, c, ldc, cols, accumulate),
+            6 => tile::<6, V>(k, a, sa, b, c, ldc, cols, accumulate),
+            _ => tile::<7, V>(k, a, sa, b, c, ldc, cols, accumulate),
         }
     }
 
     /// AVX-512 path of [`Packed::matmul`]; the caller checked the operand extents.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn matmul(p: &Packed, m: usize, a: &[f32], sa: Strides, c: &mut [f32], ldc: usize, accumulate: bool) {
-        let mut i = 0;
-        while i + MR <= m {
-            rows::<MR>(p, i, a, sa, c, ldc, accumulate);
-            i += MR;
-        }
-        match m - i {
-            0 => {}
-            1 => rows::<1>(p, i, a, sa, c, ldc, accumulate),
-            2 => rows::<2>(p, i, a, sa, c, ldc, accumulate),
-            3 => rows::<3>(p, i, a, sa, c, ldc, accumulate),
-            4 => rows::<4>(p, i, a, sa, c, ldc, accumulate),
-            5 => rows::<5>(p, i, a, sa, c, ldc, accumulate),
-            6 => rows::<6>(p, i, a, sa, c, ldc, accumulate),
-            _ => rows::<7>(p, i, a, sa, c, ldc, accumulate),
+        let panels = p.n.div_ceil(NR);
+        let mut pi = 0;
+        while pi < panels {
+            match panels - pi {
+                1 => column::<1>(p, pi, m, a, sa, c, ldc, accumulate),
+                2 => column::<2>(p, pi, m, a, sa, c, ldc, accumulate),
+                _ => column::<NV>(p, pi, m, a, sa, c, ldc, accumulate),
+            }
+            pi += NV;
         }
     }
 }
@@ -288,7 +255,7 @@ mod tests {
                 let p = Packed::new(&src, k, n, ldb, b_t);
                 let mut fast = c0.clone();
                 if a_t {
-                    p.matmul_at(m, &a, lda, &mut fast, ldc, accumulate);
+                    p.run(m, &a, sa, &mut fast, ldc, accumulate);
                 } else {
                     p.matmul(m, &a, lda, &mut fast, ldc, accumulate);
                 }
@@ -310,26 +277,6 @@ mod tests {
                     }
                 }
             }
-        }
-    }
-
-    /// Packing from row slices equals packing the matrix, and the threaded product equals the
-    /// single-threaded one for every split of the rows.
-    #[test]
-    fn from_rows_and_threaded_product_agree() {
-        let (m, k, n) = (45, 300, 21);
-        let bsrc = noise(k * n, 4);
-        let p = Packed::new(&bsrc, k, n, n, false);
-        let q = Packed::from_rows(k, n, bsrc.chunks_exact(n));
-        assert_eq!(p.data, q.data);
-        let a = noise(k * m, 5);
-        let mut one = vec![0f32; m * n];
-        p.matmul_at(m, &a, m, &mut one, n, false);
-        for threads in [2, 3, 7] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut par = vec![f32::NAN; m * n];
-            pool.install(|| q.matmul_at_par(m, &a, m, &mut par, n));
-            assert_eq!(one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), par.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{threads} threads");
         }
     }
 }
