@@ -4,7 +4,8 @@
 //! Stepping candle tensor by tensor costs a dozen small ops, allocations and graph nodes per time
 //! step; these kernels run the recurrence in plain loops over contiguous buffers, cache the gate
 //! activations of the forward pass for the backward pass, and compute the recurrent weight
-//! gradient as one large matmul over all steps. The math is the one documented in
+//! gradient as one large matmul over all steps. The per-step products `h W_hhᵀ` and `dA W_hh`
+//! use [`Packed`] weights, packed once per call instead of once per step. The math is the one documented in
 //! [`super::rnn`]; the op-by-op path there stays the reference (and the path on non-CPU devices),
 //! and the tests compare the two.
 //!
