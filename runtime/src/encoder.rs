@@ -7,6 +7,7 @@ use crate::bundle::{Bundle, BundleError, Cell, Normalization};
 use crate::math::{dot, sigmoid, tanh};
 
 
+
 /// Largest feature count a z-normalised window may have (stack scratch of `encode_window`).
 pub const MAX_ZSCORE_FEATURES: usize = 64;
 
@@ -194,15 +195,7 @@ impl<'a> Encoder<'a> {
                 if f > MAX_ZSCORE_FEATURES {
                     return Err(BundleError::Capacity { what: "z-normalised features", need: f, have: MAX_ZSCORE_FEATURES }.into());
                 }
-                let (mut mean, mut scale) = ([0f32; MAX_ZSCORE_FEATURES], [1f32; MAX_ZSCORE_FEATURES]);
-                let n = (window.len() / f) as f32;
-                for k in 0..f {
-                    let m = window.iter().skip(k).step_by(f).sum::<f32>() / n;
-                    let var = window.iter().skip(k).step_by(f).map(|v| (v - m) * (v - m)).sum::<f32>() / n;
-                    mean[k] = m;
-                    // Same rule as the trainer: a constant feature only loses its mean.
-                    scale[k] = if var > 1e-24 { 1.0 / sqrt(var) } else { 1.0 };
-                }
+                let (mean, scale) = zscore(window, f);
                 let mut buf = [0f32; MAX_ZSCORE_FEATURES];
                 for sample in window.chunks_exact(f) {
                     for k in 0..f {
@@ -229,6 +222,47 @@ impl<'a> Encoder<'a> {
 
 fn sqrt(x: f32) -> f32 {
     libm::sqrtf(x)
+}
+
+/// Per-feature mean and `1 / std` of a time-major window of `f <= MAX_ZSCORE_FEATURES`
+/// features; a sample is normalised as `(v - mean) * scale`.
+pub(crate) fn zscore(window: &[f32], f: usize) -> ([f32; MAX_ZSCORE_FEATURES], [f32; MAX_ZSCORE_FEATURES]) {
+    let (mut mean, mut scale) = ([0f32; MAX_ZSCORE_FEATURES], [1f32; MAX_ZSCORE_FEATURES]);
+    let n = (window.len() / f) as f32;
+    for k in 0..f {
+        let m = window.iter().skip(k).step_by(f).sum::<f32>() / n;
+        let var = window.iter().skip(k).step_by(f).map(|v| (v - m) * (v - m)).sum::<f32>() / n;
+        mean[k] = m;
+        // Same rule as the trainer: a constant feature only loses its mean.
+        scale[k] = if var > 1e-24 { 1.0 / sqrt(var) } else { 1.0 };
+    }
+    (mean, scale)
+}
+
+/// LSTM cell update from complete pre-activations `gates = [i | f | g | o]` (both biases in).
+#[inline(always)]
+pub(crate) fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
+    let hid = h.len();
+    let (i, rest) = gates.split_at(hid);
+    let (f, rest) = rest.split_at(hid);
+    let (g, o) = rest.split_at(hid);
+    for j in 0..hid {
+        c[j] = sigmoid(f[j]) * c[j] + sigmoid(i[j]) * tanh(g[j]);
+        h[j] = sigmoid(o[j]) * tanh(c[j]);
+    }
+}
+
+/// GRU cell update from the input part `gates` and the recurrent part `rec` (with `b_hh`) of
+/// the pre-activations `[r | z | n]`: the reset gate scales `rec`'s `n` block alone.
+#[inline(always)]
+pub(crate) fn gru_cell(gates: &[f32], rec: &[f32], h: &mut [f32]) {
+    let hid = h.len();
+    for j in 0..hid {
+        let r = sigmoid(gates[j] + rec[j]);
+        let z = sigmoid(gates[hid + j] + rec[hid + j]);
+        let n = tanh(gates[2 * hid + j] + r * rec[2 * hid + j]);
+        h[j] = n + z * (h[j] - n);
+    }
 }
 
 /// The same step compiled for AVX2 (8-wide). Deliberately without FMA: a fused multiply-add
@@ -319,23 +353,11 @@ fn step<const H: usize, const L: usize, const B: usize>(b: &Bundle<'_>, s: &mut 
                 for (g, bh) in gates.iter_mut().zip(b_hh) {
                     *g += bh;
                 }
-                let c = &mut s.c[l][..hid];
-                let (i, rest) = gates.split_at(hid);
-                let (f, rest) = rest.split_at(hid);
-                let (g, o) = rest.split_at(hid);
-                for j in 0..hid {
-                    c[j] = sigmoid(f[j]) * c[j] + sigmoid(i[j]) * tanh(g[j]);
-                    h[j] = sigmoid(o[j]) * tanh(c[j]);
-                }
+                lstm_cell(gates, &mut s.c[l][..hid], h);
             }
             Cell::Gru => {
                 matvec_t::<B>(rec, b_hh, w_hh, h);
-                for j in 0..hid {
-                    let r = sigmoid(gates[j] + rec[j]);
-                    let z = sigmoid(gates[hid + j] + rec[hid + j]);
-                    let n = tanh(gates[2 * hid + j] + r * rec[2 * hid + j]);
-                    h[j] = n + z * (h[j] - n);
-                }
+                gru_cell(gates, rec, h);
             }
         }
     }
