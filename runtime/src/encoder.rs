@@ -6,8 +6,6 @@ use crate::assign::{assign, AssignError, Assignment};
 use crate::bundle::{Bundle, BundleError, Cell, Normalization};
 use crate::math::{dot, sigmoid, tanh};
 
-
-
 /// Largest feature count a z-normalised window may have (stack scratch of `encode_window`).
 pub const MAX_ZSCORE_FEATURES: usize = 64;
 
