@@ -2,8 +2,8 @@
 //!
 //! `no_std` and allocation-free: a [`bundle`] (weights + centroids, checksummed) is parsed in
 //! place, the [`encoder`] consumes one sample at a time into a fixed-size [`encoder::State`], and
-//! [`assign`] picks the nearest centroid. With `std`, [`batch`] runs many windows on all cores;
-//! with `tract`, [`tract_engine`] runs the exported ONNX file instead of the native kernels.
+//! [`assign`] picks the nearest centroid. With `std`, [`batch`] runs many windows on all cores
+//! and [`duo`] runs one window's steps on two cores (lowest latency); with `tract`, [`tract_engine`] runs the exported ONNX file instead of the native kernels.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod assign;
@@ -14,6 +14,8 @@ pub mod math;
 
 #[cfg(feature = "std")]
 pub mod batch;
+#[cfg(feature = "std")]
+pub mod duo;
 #[cfg(feature = "tract")]
 pub mod tract_engine;
 

@@ -46,19 +46,24 @@ fn main() -> anyhow::Result<()> {
 
     // Native: batch 1 is the streaming encoder on one window (what a device runs).
     let native = m.native()?;
-    let n1 = time(200, || {
+    let n1 = time(2000, || {
         let mut s = State::<128, 2>::default();
         let _: heapless::Vec<f32, 64> = enc.encode_window(&mut s, &one[0].values).unwrap();
     });
     let n256 = time(10, || drop(native.embed(b256).unwrap()));
     let nall = time(5, || drop(native.embed(all).unwrap()));
     println!("{:<28} {:>14.3} {:>14.2} {:>16.1}", "native (runtime kernels)", n1 * 1e3, n256 * 1e3, nall * 1e3);
+    // Batch 1 on two cores: each step's outputs split between this thread and a helper.
+    let mut duo = runtime::duo::DuoEncoder::new(enc)?;
+    let d1 = time(2000, || drop(duo.encode_window(&one[0].values).unwrap()));
+    println!("{:<28} {:>14.3} {:>14} {:>16}", "native, 1 window on 2 cores", d1 * 1e3, "-", "-");
+    drop(duo);
 
     let mut ort = OrtEncoder::load(&onnx, threads)?;
     let x1 = time_major(one, 140, 1);
     let x256 = time_major(b256, 140, 1);
     let xall = time_major(all, 140, 1);
-    let o1 = time(200, || drop(ort.run(&x1, 140, 1, 1).unwrap()));
+    let o1 = time(2000, || drop(ort.run(&x1, 140, 1, 1).unwrap()));
     let o256 = time(10, || drop(ort.run(&x256, 140, 256, 1).unwrap()));
     let oall = time(5, || drop(ort.run(&xall, 140, 5000, 1).unwrap()));
     println!("{:<28} {:>14.3} {:>14.2} {:>16.1}", "onnxruntime 1.32", o1 * 1e3, o256 * 1e3, oall * 1e3);
@@ -72,7 +77,8 @@ fn main() -> anyhow::Result<()> {
     let c1 = time(10, || drop(candle_embed(&m, one).unwrap()));
     let c256 = time(3, || drop(candle_embed(&m, b256).unwrap()));
     println!("{:<28} {:>14.3} {:>14.2} {:>16}", "candle forward (trainer)", c1 * 1e3, c256 * 1e3, "-");
-    println!("native / onnxruntime batch-1 latency ratio: {:.2}", n1 / o1);
+    println!("native / onnxruntime batch-1 latency ratio: {:.2} (one core, the device path)", n1 / o1);
+    println!("native on 2 cores / onnxruntime batch-1 latency ratio: {:.2}", d1 / o1);
     println!("native all-5000 / onnxruntime all-5000: {:.2}", nall / oall);
 
     // edge assign throughput on a generated fleet: `fleet` devices x 10 windows, interleaved.

@@ -1,0 +1,530 @@
+//! Host low-latency path (`std`): one window's steps split over two cores.
+//!
+//! One window has no other window to share weights with, so the one-window step streams every
+//! recurrent weight from L2 once per sample and is bound by that. Here each of two threads owns
+//! half of every gate's outputs, with its own packed copy of those weight columns (half the bytes
+//! per core), and the two meet at a barrier after each layer of each step. `h` is
+//! double-buffered: in a step, threads read the current buffer whole and write their halves of
+//! the next, so one barrier per layer-step is enough. Every output is summed in the same order,
+//! with the same separate multiply and add, as [`Encoder::encode_window`], so the latents are
+//! bit-identical to a device's.
+//!
+//! The helper thread spins briefly between windows, then parks; it is joined on drop.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::batch::{HostState, HOST_MAX_HIDDEN, HOST_MAX_LATENT, HOST_MAX_LAYERS};
+use crate::bundle::{Cell, Normalization};
+use crate::encoder::{gru_cell, lstm_cell, zscore, EncodeError, Encoder, MAX_ZSCORE_FEATURES};
+use crate::math::dot;
+
+/// Smallest hidden size worth splitting (below it the barrier costs more than it saves).
+pub const MIN_SPLIT_HIDDEN: usize = 16;
+
+/// `go` value that tells the helper to exit.
+const EXIT: u64 = u64::MAX;
+
+/// A block of packed weight columns: outputs `s..s + w` of a thread's share, stored `[k][w]` at
+/// `off` so the block streams contiguously.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    s: usize,
+    w: usize,
+    off: usize,
+}
+
+/// Column blocks over `width` outputs as the encoder's `matvec_t` makes them: `wide`-column
+/// blocks, then 8-column ones, then one 8-column block overlapping the previous (identical
+/// values rewritten); under 8 columns, one scalar block (still summed in block order).
+fn blocks(width: usize, wide: usize, k: usize) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut push = |s: usize, w: usize| {
+        let off = out.iter().map(|b: &Block| b.w * k).sum();
+        out.push(Block { s, w, off });
+    };
+    let mut s = 0;
+    while s + wide <= width {
+        push(s, wide);
+        s += wide;
+    }
+    while s + 8 <= width {
+        push(s, 8);
+        s += 8;
+    }
+    if s < width {
+        if width >= 8 {
+            push(width - 8, 8);
+        } else {
+            push(s, width - s);
+        }
+    }
+    out
+}
+
+/// One thread's share of one layer: its columns of every gate (`g * hid + j0 .. + hw` for each
+/// gate `g`), packed block by block.
+struct LayerPart {
+    w_ih: Vec<f32>,
+    w_hh: Vec<f32>,
+    b_ih: Vec<f32>,
+    b_hh: Vec<f32>,
+    ih_blocks: Vec<Block>,
+    hh_blocks: Vec<Block>,
+}
+
+impl LayerPart {
+    /// `layer` as [`crate::Bundle::layer`] returns it; `(j0, hw)`: the thread's hidden units.
+    fn pack(layer: (&[f32], &[f32], &[f32], &[f32]), inp: usize, hid: usize, gates: usize, (j0, hw): (usize, usize), wide: usize) -> Self {
+        let (src_ih, src_hh, b_ih, b_hh) = layer;
+        let cols: Vec<usize> = (0..gates).flat_map(|g| (0..hw).map(move |j| g * hid + j0 + j)).collect();
+        let n = gates * hid;
+        let width = cols.len();
+        let pack = |src: &[f32], k: usize, bl: &[Block]| -> Vec<f32> {
+            let mut out = Vec::with_capacity(bl.iter().map(|b| b.w * k).sum());
+            for b in bl {
+                for kk in 0..k {
+                    out.extend(cols[b.s..b.s + b.w].iter().map(|&c| src[kk * n + c]));
+                }
+            }
+            out
+        };
+        let (ih_blocks, hh_blocks) = (blocks(width, wide, inp), blocks(width, wide, hid));
+        LayerPart {
+            w_ih: pack(src_ih, inp, &ih_blocks),
+            w_hh: pack(src_hh, hid, &hh_blocks),
+            b_ih: cols.iter().map(|&c| b_ih[c]).collect(),
+            b_hh: cols.iter().map(|&c| b_hh[c]).collect(),
+            ih_blocks,
+            hh_blocks,
+        }
+    }
+}
+
+/// `out[s..s+B] = init[s..s+B] + Σ_k v[k] · panel[k][..B]`, sums in registers, in `k` order.
+#[inline(always)]
+fn block<const B: usize>(out: &mut [f32], init: &[f32], panel: &[f32], v: &[f32], s: usize) {
+    let mut acc = [0f32; B];
+    acc.copy_from_slice(&init[s..s + B]);
+    for (k, &x) in v.iter().enumerate() {
+        let row: &[f32; B] = panel[k * B..k * B + B].try_into().expect("block in bounds");
+        for i in 0..B {
+            acc[i] += row[i] * x;
+        }
+    }
+    out[s..s + B].copy_from_slice(&acc);
+}
+
+/// `out = init + v · W` over the packed blocks of `w`.
+#[inline(always)]
+fn matvec(out: &mut [f32], init: &[f32], w: &[f32], bl: &[Block], v: &[f32]) {
+    let k = v.len();
+    for b in bl {
+        let panel = &w[b.off..b.off + b.w * k];
+        match b.w {
+            128 => block::<128>(out, init, panel, v, b.s),
+            64 => block::<64>(out, init, panel, v, b.s),
+            8 => block::<8>(out, init, panel, v, b.s),
+            w => {
+                for j in 0..w {
+                    let mut acc = init[b.s + j];
+                    for (kk, &x) in v.iter().enumerate() {
+                        acc += panel[kk * w + j] * x;
+                    }
+                    out[b.s + j] = acc;
+                }
+            }
+        }
+    }
+}
+
+/// A cache line of its own, so the two barrier counters do not share one.
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+/// Everything both threads touch. `h` and `x` are written only under the protocol in the module
+/// docs: `x` and the reset of `h` while the helper is idle (published by `go`), `h`'s halves by
+/// their owners between barriers.
+struct Shared {
+    cell: Cell,
+    hid: usize,
+    layers: usize,
+    f: usize,
+    /// `[thread][layer]`.
+    parts: [Vec<LayerPart>; 2],
+    /// `(j0, hw)` per thread.
+    split: [(usize, usize); 2],
+    /// `h` as `[layer][buffer 0|1][hid]`, behind a raw pointer so both threads can address
+    /// their own halves without forming overlapping references.
+    h: *mut f32,
+    h_len: usize,
+    /// The normalised window, time-major.
+    x: UnsafeCell<Vec<f32>>,
+    go: AtomicU64,
+    done: [Padded; 2],
+    dead: AtomicBool,
+}
+
+// SAFETY: the raw `h` buffer and `x` are only accessed under the barrier protocol above.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: `h` came from a boxed slice of `h_len` values in `DuoEncoder::new`.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.h, self.h_len)) });
+    }
+}
+
+/// Per-thread scratch: gate pre-activations and the recurrent part, and `c` for the thread's
+/// units of every layer.
+struct Scratch {
+    gates: Vec<f32>,
+    rec: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(sh: &Shared, t: usize) -> Self {
+        let width = sh.cell.gates() * sh.split[t].1;
+        Scratch { gates: vec![0.0; width], rec: vec![0.0; width], c: vec![0.0; sh.layers * sh.split[t].1] }
+    }
+}
+
+/// Waits until the other thread has finished phase `target`; `false` if it died.
+#[inline(always)]
+fn wait(other: &AtomicU64, dead: &AtomicBool, target: u64) -> bool {
+    let mut spins = 0u32;
+    while other.load(Ordering::Acquire) < target {
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(1024) {
+            if dead.load(Ordering::Relaxed) {
+                return false;
+            }
+            // Only reached if the other core is descheduled; yield rather than burn its slot.
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    true
+}
+
+/// Thread `t`'s half of every step of the window in `sh.x`; phases are numbered from `base`.
+/// Returns the last phase, or `None` if the other thread died.
+///
+/// # Safety
+/// Only under the protocol in the module docs, with both threads given the same `base`.
+#[inline(always)]
+unsafe fn run(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
+    let (hid, f, layers) = (sh.hid, sh.f, sh.layers);
+    let (j0, hw) = sh.split[t];
+    let x = &*sh.x.get();
+    sc.c.fill(0.0);
+    let (me, other) = (&sh.done[t].0, &sh.done[1 - t].0);
+    let mut phase = base;
+    let buf = |l: usize, b: usize| l * 2 * hid + b * hid;
+    for (s, sample) in x.chunks_exact(f).enumerate() {
+        let (cur, nxt) = (s % 2, (s + 1) % 2);
+        for l in 0..layers {
+            let p = &sh.parts[t][l];
+            // Reads: the whole current h of this layer, and the whole new h of the layer below
+            // (finished before the last barrier). Writes: this thread's half of the new h.
+            let h_cur = std::slice::from_raw_parts(sh.h.add(buf(l, cur)), hid);
+            let input: &[f32] = if l == 0 { sample } else { std::slice::from_raw_parts(sh.h.add(buf(l - 1, nxt)), hid) };
+            let mine = std::slice::from_raw_parts_mut(sh.h.add(buf(l, nxt) + j0), hw);
+            matvec(&mut sc.gates, &p.b_ih, &p.w_ih, &p.ih_blocks, input);
+            match sh.cell {
+                Cell::Lstm => {
+                    sc.rec.copy_from_slice(&sc.gates);
+                    matvec(&mut sc.gates, &sc.rec, &p.w_hh, &p.hh_blocks, h_cur);
+                    for (g, bh) in sc.gates.iter_mut().zip(&p.b_hh) {
+                        *g += bh;
+                    }
+                    lstm_cell(&sc.gates, &mut sc.c[l * hw..(l + 1) * hw], mine);
+                }
+                Cell::Gru => {
+                    matvec(&mut sc.rec, &p.b_hh, &p.w_hh, &p.hh_blocks, h_cur);
+                    mine.copy_from_slice(&h_cur[j0..j0 + hw]);
+                    gru_cell(&sc.gates, &sc.rec, mine);
+                }
+            }
+            phase += 1;
+            me.store(phase, Ordering::Release);
+            if !wait(other, &sh.dead, phase) {
+                return None;
+            }
+        }
+    }
+    Some(phase)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_avx512(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
+    run(sh, t, base, sc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn run_avx2(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
+    run(sh, t, base, sc)
+}
+
+/// [`run`] compiled for the widest SIMD the CPU has (the block widths were chosen to match).
+unsafe fn run_dispatch(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::math::has_avx512() {
+            return run_avx512(sh, t, base, sc);
+        }
+        if crate::math::has_avx2() {
+            return run_avx2(sh, t, base, sc);
+        }
+    }
+    run(sh, t, base, sc)
+}
+
+/// Column block width for this CPU: 8 AVX-512 or AVX2 registers of sums.
+fn wide_block() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::math::has_avx512() {
+            return 128;
+        }
+        if crate::math::has_avx2() {
+            return 64;
+        }
+    }
+    8
+}
+
+/// Marks the helper dead if it unwinds, so the caller stops waiting for it.
+struct DeathNotice(Arc<Shared>);
+
+impl Drop for DeathNotice {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.dead.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn helper(sh: Arc<Shared>) {
+    let _notice = DeathNotice(sh.clone());
+    let mut sc = Scratch::new(&sh, 1);
+    let (mut seen, mut base) = (0u64, 0u64);
+    loop {
+        let mut spins = 0u32;
+        let go = loop {
+            let g = sh.go.load(Ordering::Acquire);
+            if g != seen {
+                break g;
+            }
+            spins += 1;
+            if spins < 20_000 {
+                std::hint::spin_loop();
+            } else {
+                // Idle between windows: stop burning the core until the next `unpark`.
+                std::thread::park();
+            }
+        };
+        if go == EXIT {
+            return;
+        }
+        seen = go;
+        // SAFETY: a new job was published by `go` (Acquire above); the protocol holds.
+        match unsafe { run_dispatch(&sh, 1, base, &mut sc) } {
+            Some(last) => base = last,
+            None => return,
+        }
+    }
+}
+
+/// An encoder whose windows each run on two cores (see the module docs). Falls back to the
+/// one-window path for models too small to split, single-core hosts, and windows the one-window
+/// path must report an error for.
+pub struct DuoEncoder<'a> {
+    enc: Encoder<'a>,
+    /// `None` when the model is not split.
+    duo: Option<(Arc<Shared>, JoinHandle<()>)>,
+    base: u64,
+    sc: Option<Scratch>,
+    state: Box<HostState>,
+}
+
+impl<'a> DuoEncoder<'a> {
+    /// Packs each thread's weight columns and starts the helper thread (if the model and host
+    /// are big enough to gain from it).
+    pub fn new(enc: Encoder<'a>) -> Result<Self, EncodeError> {
+        enc.check_capacity::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>()?;
+        let hd = enc.bundle().header;
+        let (hid, layers, f) = (hd.hidden as usize, hd.layers as usize, hd.n_features as usize);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut out = DuoEncoder { enc, duo: None, base: 0, sc: None, state: Box::default() };
+        if hid < MIN_SPLIT_HIDDEN || cores < 2 {
+            return Ok(out);
+        }
+        let g = hd.cell.gates();
+        let half = hid / 2;
+        let split = [(0, half), (half, hid - half)];
+        let wide = wide_block();
+        let parts = split.map(|part| {
+            (0..layers)
+                .map(|l| {
+                    let inp = if l == 0 { f } else { hid };
+                    LayerPart::pack(enc.bundle().layer(l), inp, hid, g, part, wide)
+                })
+                .collect::<Vec<_>>()
+        });
+        let h_len = layers * 2 * hid;
+        let h = Box::into_raw(vec![0f32; h_len].into_boxed_slice()) as *mut f32;
+        let sh = Arc::new(Shared {
+            cell: hd.cell,
+            hid,
+            layers,
+            f,
+            parts,
+            split,
+            h,
+            h_len,
+            x: UnsafeCell::new(Vec::new()),
+            go: AtomicU64::new(0),
+            done: [Padded(AtomicU64::new(0)), Padded(AtomicU64::new(0))],
+            dead: AtomicBool::new(false),
+        });
+        let for_helper = sh.clone();
+        let handle = std::thread::Builder::new()
+            .name("runtime-duo".into())
+            .spawn(move || helper(for_helper))
+            .ok();
+        if let Some(handle) = handle {
+            out.sc = Some(Scratch::new(&sh, 0));
+            out.duo = Some((sh, handle));
+        }
+        Ok(out)
+    }
+
+    /// Whether windows run on two cores.
+    pub fn is_split(&self) -> bool {
+        self.duo.as_ref().is_some_and(|(sh, _)| !sh.dead.load(Ordering::Relaxed))
+    }
+
+    /// The wrapped encoder.
+    pub fn encoder(&self) -> &Encoder<'a> {
+        &self.enc
+    }
+
+    /// Latent mean of one time-major window, bit-identical to [`Encoder::encode_window`].
+    pub fn encode_window(&mut self, window: &[f32]) -> Result<Vec<f32>, EncodeError> {
+        let hd = self.enc.bundle().header;
+        let f = hd.n_features as usize;
+        let splittable = self.is_split()
+            && !window.is_empty()
+            && window.len().is_multiple_of(f)
+            && window.iter().all(|v| v.is_finite())
+            && (hd.normalization == Normalization::None || f <= MAX_ZSCORE_FEATURES);
+        if splittable {
+            if let Some(z) = self.encode_split(window) {
+                return Ok(z);
+            }
+        }
+        let z = self.enc.encode_window::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>(&mut self.state, window)?;
+        Ok(z.to_vec())
+    }
+
+    /// The two-core path; `None` if the helper has died (the caller falls back).
+    fn encode_split(&mut self, window: &[f32]) -> Option<Vec<f32>> {
+        let (sh, handle) = self.duo.as_ref()?;
+        let sc = self.sc.as_mut()?;
+        let hd = self.enc.bundle().header;
+        let f = sh.f;
+        // SAFETY: the helper is idle (it finished the previous window: our last barrier saw its
+        // final phase), so nothing else touches `x` or `h` until `go` publishes them.
+        unsafe {
+            let x = &mut *sh.x.get();
+            x.clear();
+            match hd.normalization {
+                Normalization::None => x.extend_from_slice(window),
+                Normalization::Zscore => {
+                    let (mean, scale) = zscore(window, f);
+                    x.extend(window.iter().enumerate().map(|(i, v)| (v - mean[i % f]) * scale[i % f]));
+                }
+            }
+            std::slice::from_raw_parts_mut(sh.h, sh.h_len).fill(0.0);
+        }
+        sh.go.fetch_add(1, Ordering::Release);
+        handle.thread().unpark();
+        // SAFETY: the job is published; both threads use the same `base`.
+        let last = unsafe { run_dispatch(sh, 0, self.base, sc) }?;
+        self.base = last;
+        let (hid, top, steps) = (sh.hid, sh.layers - 1, window.len() / f);
+        // SAFETY: both threads passed the final barrier; the helper no longer touches `h`.
+        let h_top = unsafe { std::slice::from_raw_parts(sh.h.add(top * 2 * hid + (steps % 2) * hid), hid) };
+        let (w, b) = self.enc.bundle().head();
+        Some(b.iter().enumerate().map(|(j, bj)| bj + dot(&w[j * hid..(j + 1) * hid], h_top)).collect())
+    }
+}
+
+impl Drop for DuoEncoder<'_> {
+    fn drop(&mut self) {
+        if let Some((sh, handle)) = self.duo.take() {
+            sh.go.store(EXIT, Ordering::Release);
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{encode, AlignedBytes, Header};
+
+    /// Both cells, 1 and 2 layers, even and odd hidden sizes (odd: unequal halves; 130: blocks
+    /// of every width), 1 and 3 features, raw and z-normalised: every latent of a sequence of
+    /// windows through one `DuoEncoder` equals the one-window path bit for bit, and bad windows
+    /// get the one-window path's errors.
+    #[test]
+    fn two_core_windows_equal_one_window_path_bit_for_bit() {
+        let mut seed = 4242u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed as f32 / u32::MAX as f32 - 0.5) * 0.8
+        };
+        for cell in [Cell::Lstm, Cell::Gru] {
+            for (hidden, layers, features) in [(17u16, 2u8, 3u16), (90, 1, 1), (91, 2, 1), (130, 1, 3), (5, 1, 1)] {
+                for normalization in [Normalization::None, Normalization::Zscore] {
+                    let mut hd = Header { cell, n_features: features, hidden, layers, latent: 6, k: 2, seq_len: 25, normalization, weights_len: 0 };
+                    hd.weights_len = hd.expected_weights() as u32;
+                    let w: Vec<f32> = (0..hd.weights_len).map(|_| next()).collect();
+                    let bytes = AlignedBytes::new(&encode(&hd, &w, &[0.0; 12]).unwrap());
+                    let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+                    let mut duo = DuoEncoder::new(enc).unwrap();
+                    let case = format!("{cell:?} hidden {hidden} layers {layers} features {features} {normalization:?}");
+                    assert_eq!(duo.is_split(), hidden as usize >= MIN_SPLIT_HIDDEN && std::thread::available_parallelism().unwrap().get() >= 2, "{case}");
+                    for i in 0..6 {
+                        let len = (20 + 3 * i) * features as usize;
+                        let window: Vec<f32> = (0..len).map(|_| next() * 4.0).collect();
+                        let got = duo.encode_window(&window).unwrap();
+                        let mut s = HostState::default();
+                        let want = enc.encode_window::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>(&mut s, &window).unwrap();
+                        assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{case}: window {i}");
+                    }
+                    let mut bad = vec![0.5f32; 10 * features as usize];
+                    bad[3] = f32::INFINITY;
+                    assert!(matches!(duo.encode_window(&bad), Err(EncodeError::NonFinite { index: 3 })), "{case}");
+                    assert!(matches!(duo.encode_window(&[]), Err(EncodeError::WindowShape { .. })), "{case}");
+                    if features > 1 {
+                        assert!(matches!(duo.encode_window(&[1.0; 4]), Err(EncodeError::WindowShape { .. })), "{case}");
+                    }
+                }
+            }
+        }
+    }
+}
