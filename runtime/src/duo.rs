@@ -36,36 +36,28 @@ struct Block {
     off: usize,
 }
 
-/// Column blocks over `width` outputs as the encoder's `matvec_t` makes them: `wide`-column
-/// blocks, then 8-column ones, then one 8-column block overlapping the previous (identical
-/// values rewritten); under 8 columns, one scalar block (still summed in block order).
+/// Column blocks over `width` (a multiple of 16) outputs, each as wide as the registers allow:
+/// every block's sums stay in registers, and one block per pass keeps as many independent add
+/// chains going as possible (a narrow tail block would be bound by one chain's add latency).
+/// Block widths do not change any output's summation order.
 fn blocks(width: usize, wide: usize, k: usize) -> Vec<Block> {
     let mut out = Vec::new();
-    let mut push = |s: usize, w: usize| {
-        let off = out.iter().map(|b: &Block| b.w * k).sum();
+    let (mut s, mut off) = (0, 0);
+    while s < width {
+        let w = wide.min(width - s);
         out.push(Block { s, w, off });
-    };
-    let mut s = 0;
-    while s + wide <= width {
-        push(s, wide);
-        s += wide;
-    }
-    while s + 8 <= width {
-        push(s, 8);
-        s += 8;
-    }
-    if s < width {
-        if width >= 8 {
-            push(width - 8, 8);
-        } else {
-            push(s, width - s);
-        }
+        off += w * k;
+        s += w;
     }
     out
 }
 
+/// Units per thread are padded to this many, with zero weights, so the cell math runs in whole
+/// SIMD vectors (a scalar tail of sigmoid/tanh cost as much as a fifth of a step).
+const UNIT_PAD: usize = 16;
+
 /// One thread's share of one layer: its columns of every gate (`g * hid + j0 .. + hw` for each
-/// gate `g`), packed block by block.
+/// gate `g`, each gate padded to `hwp` columns), packed block by block.
 struct LayerPart {
     w_ih: Vec<f32>,
     w_hh: Vec<f32>,
@@ -79,14 +71,16 @@ impl LayerPart {
     /// `layer` as [`crate::Bundle::layer`] returns it; `(j0, hw)`: the thread's hidden units.
     fn pack(layer: (&[f32], &[f32], &[f32], &[f32]), inp: usize, hid: usize, gates: usize, (j0, hw): (usize, usize), wide: usize) -> Self {
         let (src_ih, src_hh, b_ih, b_hh) = layer;
-        let cols: Vec<usize> = (0..gates).flat_map(|g| (0..hw).map(move |j| g * hid + j0 + j)).collect();
+        let hwp = hw.next_multiple_of(UNIT_PAD);
+        // Source column of each packed column; `None` for padding.
+        let cols: Vec<Option<usize>> = (0..gates).flat_map(|g| (0..hwp).map(move |j| (j < hw).then_some(g * hid + j0 + j))).collect();
         let n = gates * hid;
         let width = cols.len();
         let pack = |src: &[f32], k: usize, bl: &[Block]| -> Vec<f32> {
             let mut out = Vec::with_capacity(bl.iter().map(|b| b.w * k).sum());
             for b in bl {
                 for kk in 0..k {
-                    out.extend(cols[b.s..b.s + b.w].iter().map(|&c| src[kk * n + c]));
+                    out.extend(cols[b.s..b.s + b.w].iter().map(|c| c.map_or(0.0, |c| src[kk * n + c])));
                 }
             }
             out
@@ -95,8 +89,8 @@ impl LayerPart {
         LayerPart {
             w_ih: pack(src_ih, inp, &ih_blocks),
             w_hh: pack(src_hh, hid, &hh_blocks),
-            b_ih: cols.iter().map(|&c| b_ih[c]).collect(),
-            b_hh: cols.iter().map(|&c| b_hh[c]).collect(),
+            b_ih: cols.iter().map(|c| c.map_or(0.0, |c| b_ih[c])).collect(),
+            b_hh: cols.iter().map(|c| c.map_or(0.0, |c| b_hh[c])).collect(),
             ih_blocks,
             hh_blocks,
         }
@@ -123,20 +117,15 @@ fn matvec(out: &mut [f32], init: &[f32], w: &[f32], bl: &[Block], v: &[f32]) {
     let k = v.len();
     for b in bl {
         let panel = &w[b.off..b.off + b.w * k];
-        match b.w {
-            128 => block::<128>(out, init, panel, v, b.s),
-            64 => block::<64>(out, init, panel, v, b.s),
-            8 => block::<8>(out, init, panel, v, b.s),
-            w => {
-                for j in 0..w {
-                    let mut acc = init[b.s + j];
-                    for (kk, &x) in v.iter().enumerate() {
-                        acc += panel[kk * w + j] * x;
-                    }
-                    out[b.s + j] = acc;
+        macro_rules! widths {
+            ($($w:literal)*) => {
+                match b.w {
+                    $($w => block::<$w>(out, init, panel, v, b.s),)*
+                    w => unreachable!("block width {w} is not a multiple of 8 up to 192"),
                 }
-            }
+            };
         }
+        widths!(8 16 24 32 40 48 56 64 72 80 88 96 104 112 120 128 136 144 152 160 168 176 184 192)
     }
 }
 
@@ -179,18 +168,20 @@ impl Drop for Shared {
     }
 }
 
-/// Per-thread scratch: gate pre-activations and the recurrent part, and `c` for the thread's
-/// units of every layer.
+/// Per-thread scratch, over the padded units: gate pre-activations and the recurrent part, the
+/// new `h`, and `c` for every layer.
 struct Scratch {
     gates: Vec<f32>,
     rec: Vec<f32>,
+    h: Vec<f32>,
     c: Vec<f32>,
 }
 
 impl Scratch {
     fn new(sh: &Shared, t: usize) -> Self {
-        let width = sh.cell.gates() * sh.split[t].1;
-        Scratch { gates: vec![0.0; width], rec: vec![0.0; width], c: vec![0.0; sh.layers * sh.split[t].1] }
+        let hwp = sh.split[t].1.next_multiple_of(UNIT_PAD);
+        let width = sh.cell.gates() * hwp;
+        Scratch { gates: vec![0.0; width], rec: vec![0.0; width], h: vec![0.0; hwp], c: vec![0.0; sh.layers * hwp] }
     }
 }
 
@@ -222,6 +213,7 @@ fn wait(other: &AtomicU64, dead: &AtomicBool, target: u64) -> bool {
 unsafe fn run(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
     let (hid, f, layers) = (sh.hid, sh.f, sh.layers);
     let (j0, hw) = sh.split[t];
+    let hwp = sc.h.len();
     let x = &*sh.x.get();
     sc.c.fill(0.0);
     let (me, other) = (&sh.done[t].0, &sh.done[1 - t].0);
@@ -244,14 +236,15 @@ unsafe fn run(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64>
                     for (g, bh) in sc.gates.iter_mut().zip(&p.b_hh) {
                         *g += bh;
                     }
-                    lstm_cell(&sc.gates, &mut sc.c[l * hw..(l + 1) * hw], mine);
+                    lstm_cell(&sc.gates, &mut sc.c[l * hwp..(l + 1) * hwp], &mut sc.h);
                 }
                 Cell::Gru => {
                     matvec(&mut sc.rec, &p.b_hh, &p.w_hh, &p.hh_blocks, h_cur);
-                    mine.copy_from_slice(&h_cur[j0..j0 + hw]);
-                    gru_cell(&sc.gates, &sc.rec, mine);
+                    sc.h[..hw].copy_from_slice(&h_cur[j0..j0 + hw]);
+                    gru_cell(&sc.gates, &sc.rec, &mut sc.h);
                 }
             }
+            mine.copy_from_slice(&sc.h[..hw]);
             phase += 1;
             me.store(phase, Ordering::Release);
             if !wait(other, &sh.dead, phase) {
@@ -288,12 +281,12 @@ unsafe fn run_dispatch(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Op
     run(sh, t, base, sc)
 }
 
-/// Column block width for this CPU: 8 AVX-512 or AVX2 registers of sums.
+/// Widest column block for this CPU: 12 of AVX-512's 32 registers, or 8 of AVX2's 16, of sums.
 fn wide_block() -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         if crate::math::has_avx512() {
-            return 128;
+            return 192;
         }
         if crate::math::has_avx2() {
             return 64;

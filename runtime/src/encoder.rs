@@ -241,9 +241,11 @@ pub(crate) fn zscore(window: &[f32], f: usize) -> ([f32; MAX_ZSCORE_FEATURES], [
 #[inline(always)]
 pub(crate) fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
     let hid = h.len();
+    // Equal-length slices up front: no bounds checks in the loop, so it vectorises.
     let (i, rest) = gates.split_at(hid);
     let (f, rest) = rest.split_at(hid);
     let (g, o) = rest.split_at(hid);
+    let (f, g, o, c) = (&f[..hid], &g[..hid], &o[..hid], &mut c[..hid]);
     for j in 0..hid {
         c[j] = sigmoid(f[j]) * c[j] + sigmoid(i[j]) * tanh(g[j]);
         h[j] = sigmoid(o[j]) * tanh(c[j]);
@@ -255,10 +257,16 @@ pub(crate) fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
 #[inline(always)]
 pub(crate) fn gru_cell(gates: &[f32], rec: &[f32], h: &mut [f32]) {
     let hid = h.len();
+    // Equal-length slices up front: no bounds checks in the loop, so it vectorises.
+    let (xr, rest) = gates.split_at(hid);
+    let (xz, xn) = rest.split_at(hid);
+    let (hr, rest) = rec.split_at(hid);
+    let (hz, hn) = rest.split_at(hid);
+    let (xz, xn, hz, hn) = (&xz[..hid], &xn[..hid], &hz[..hid], &hn[..hid]);
     for j in 0..hid {
-        let r = sigmoid(gates[j] + rec[j]);
-        let z = sigmoid(gates[hid + j] + rec[hid + j]);
-        let n = tanh(gates[2 * hid + j] + r * rec[2 * hid + j]);
+        let r = sigmoid(xr[j] + hr[j]);
+        let z = sigmoid(xz[j] + hz[j]);
+        let n = tanh(xn[j] + r * hn[j]);
         h[j] = n + z * (h[j] - n);
     }
 }
