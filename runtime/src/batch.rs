@@ -228,7 +228,7 @@ pub fn assign_all(enc: &Encoder<'_>, latents: &[f32]) -> Result<Vec<Assignment>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{encode, AlignedBytes, Header};
+    use crate::testutil::{random_bundle, Noise};
 
     /// The grouped kernel gives every window exactly the latent the one-window streaming path
     /// gives it: both cells, 1 and 2 layers, hidden sizes with and without ragged blocks (2:
@@ -236,24 +236,15 @@ mod tests {
     /// a group holding a NaN (reported by the one-window path).
     #[test]
     fn grouped_windows_equal_one_window_path_bit_for_bit() {
-        let mut seed = 777u32;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32 - 0.5) * 0.8
-        };
+        let mut noise = Noise::new(777);
         for cell in [Cell::Lstm, Cell::Gru] {
             for (hidden, layers, features) in [(2u16, 1u8, 1u16), (5, 2, 3), (90, 1, 1), (130, 2, 3)] {
                 for normalization in [Normalization::None, Normalization::Zscore] {
-                    let mut hd = Header { cell, n_features: features, hidden, layers, latent: 4, k: 2, seq_len: 30, normalization, weights_len: 0 };
-                    hd.weights_len = hd.expected_weights() as u32;
-                    let w: Vec<f32> = (0..hd.weights_len).map(|_| next()).collect();
-                    let bytes = AlignedBytes::new(&encode(&hd, &w, &[0.0; 8]).unwrap());
+                    let bytes = random_bundle(cell, features, hidden, layers, 4, normalization, &mut noise);
                     let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
                     let wv = 30 * features as usize;
                     let n_windows = 2 * GROUP + 1;
-                    let windows: Vec<f32> = (0..n_windows * wv).map(|i| next() * 3.0 + (i % 7) as f32 * 0.1).collect();
+                    let windows: Vec<f32> = (0..n_windows * wv).map(|i| noise.next() * 3.0 + (i % 7) as f32 * 0.1).collect();
                     let got = embed_windows(&enc, &windows, wv).unwrap();
                     let case = format!("{cell:?} hidden {hidden} layers {layers} features {features} {normalization:?}");
                     for (i, w) in windows.chunks(wv).enumerate() {

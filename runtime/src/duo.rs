@@ -475,7 +475,7 @@ impl Drop for DuoEncoder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{encode, AlignedBytes, Header};
+    use crate::testutil::{random_bundle, Noise};
 
     /// Both cells, 1 and 2 layers, even and odd hidden sizes (odd: unequal halves; 130: blocks
     /// of every width), 1 and 3 features, raw and z-normalised: every latent of a sequence of
@@ -483,27 +483,18 @@ mod tests {
     /// get the one-window path's errors.
     #[test]
     fn two_core_windows_equal_one_window_path_bit_for_bit() {
-        let mut seed = 4242u32;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32 - 0.5) * 0.8
-        };
+        let mut noise = Noise::new(4242);
         for cell in [Cell::Lstm, Cell::Gru] {
             for (hidden, layers, features) in [(17u16, 2u8, 3u16), (90, 1, 1), (91, 2, 1), (130, 1, 3), (5, 1, 1)] {
                 for normalization in [Normalization::None, Normalization::Zscore] {
-                    let mut hd = Header { cell, n_features: features, hidden, layers, latent: 6, k: 2, seq_len: 25, normalization, weights_len: 0 };
-                    hd.weights_len = hd.expected_weights() as u32;
-                    let w: Vec<f32> = (0..hd.weights_len).map(|_| next()).collect();
-                    let bytes = AlignedBytes::new(&encode(&hd, &w, &[0.0; 12]).unwrap());
+                    let bytes = random_bundle(cell, features, hidden, layers, 6, normalization, &mut noise);
                     let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
                     let mut duo = DuoEncoder::new(enc).unwrap();
                     let case = format!("{cell:?} hidden {hidden} layers {layers} features {features} {normalization:?}");
                     assert_eq!(duo.is_split(), hidden as usize >= MIN_SPLIT_HIDDEN && std::thread::available_parallelism().unwrap().get() >= 2, "{case}");
                     for i in 0..6 {
                         let len = (20 + 3 * i) * features as usize;
-                        let window: Vec<f32> = (0..len).map(|_| next() * 4.0).collect();
+                        let window: Vec<f32> = (0..len).map(|_| noise.next() * 4.0).collect();
                         let got = duo.encode_window(&window).unwrap();
                         let mut s = HostState::default();
                         let want = enc.encode_window::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>(&mut s, &window).unwrap();

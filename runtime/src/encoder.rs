@@ -373,30 +373,21 @@ fn step<const H: usize, const L: usize, const B: usize>(b: &Bundle<'_>, s: &mut 
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
-    use crate::bundle::{encode, AlignedBytes, Header};
+    use crate::testutil::{random_bundle, Noise};
 
     /// Every step variant (the dispatched SIMD one, 64-, 8- and 128-wide blocks) leaves
     /// bit-identical states, so the host's latents equal the microcontroller's.
     #[test]
     fn all_step_variants_are_bit_identical() {
-        let mut seed = 12345u32;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32 - 0.5) * 0.8
-        };
+        let mut noise = Noise::new(12345);
         for cell in [Cell::Lstm, Cell::Gru] {
             for hidden in [5u16, 90, 130] {
-                let mut hd = Header { cell, n_features: 3, hidden, layers: 2, latent: 4, k: 2, seq_len: 20, normalization: Normalization::None, weights_len: 0 };
-                hd.weights_len = hd.expected_weights() as u32;
-                let w: Vec<f32> = (0..hd.weights_len).map(|_| next()).collect();
-                let bytes = AlignedBytes::new(&encode(&hd, &w, &[0.0; 8]).unwrap());
+                let bytes = random_bundle(cell, 3, hidden, 2, 4, Normalization::None, &mut noise);
                 let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
                 let mut a = State::<130, 2>::default();
                 let (mut b, mut c, mut d) = (a.clone(), a.clone(), a.clone());
                 for _ in 0..20 {
-                    let x = [next() * 4.0, next(), next() * 10.0];
+                    let x = [noise.next() * 4.0, noise.next(), noise.next() * 10.0];
                     enc.push(&mut a, &x).unwrap();
                     step::<130, 2, 64>(enc.bundle(), &mut b, &x);
                     step::<130, 2, 8>(enc.bundle(), &mut c, &x);

@@ -16,6 +16,8 @@ pub mod math;
 pub mod batch;
 #[cfg(feature = "std")]
 pub mod duo;
+#[cfg(all(test, feature = "std"))]
+mod testutil;
 #[cfg(feature = "tract")]
 pub mod tract_engine;
 
