@@ -3,11 +3,12 @@
 //! One window has no other window to share weights with, so the one-window step streams every
 //! recurrent weight from L2 once per sample and is bound by that. Here each of two threads owns
 //! half of every gate's outputs, with its own packed copy of those weight columns (half the bytes
-//! per core), and the two meet at a barrier after each layer of each step. `h` is
-//! double-buffered: in a step, threads read the current buffer whole and write their halves of
-//! the next, so one barrier per layer-step is enough. Every output is summed in the same order,
-//! with the same separate multiply and add, as [`Encoder::encode_window`], so the latents are
-//! bit-identical to a device's.
+//! per core). `h` is double-buffered: in a layer-step, threads read the current buffer whole and
+//! write their halves of the next, and each publishes a phase counter when its half is written
+//! (release) and waits for the other's previous phase before reading the other half (acquire);
+//! the two threads are never more than one phase apart, so two buffers suffice. Every output is
+//! summed in the same order, with the same separate multiply and add, as
+//! [`Encoder::encode_window`], so the latents are bit-identical to a device's.
 //!
 //! The helper thread spins briefly between windows, then parks; it is joined on drop.
 
@@ -34,6 +35,8 @@ struct Block {
     s: usize,
     w: usize,
     off: usize,
+    /// Rows (the product's inner dimension).
+    k: usize,
 }
 
 /// Column blocks over `width` (a multiple of 16) outputs, each as wide as the registers allow:
@@ -45,7 +48,7 @@ fn blocks(width: usize, wide: usize, k: usize) -> Vec<Block> {
     let (mut s, mut off) = (0, 0);
     while s < width {
         let w = wide.min(width - s);
-        out.push(Block { s, w, off });
+        out.push(Block { s, w, off, k });
         off += w * k;
         s += w;
     }
@@ -97,36 +100,51 @@ impl LayerPart {
     }
 }
 
-/// `out[s..s+B] = init[s..s+B] + Σ_k v[k] · panel[k][..B]`, sums in registers, in `k` order.
+/// `out[s..s+B] = start + Σ_i v[i] · panel[k0 + i][..B]`, with `start` = `init[s..s+B]`, or the
+/// sums already in `out` when `init` is `None` (a product resumed at row `k0`: storing and
+/// reloading the partial sums rounds nothing, so a split product equals a whole one).
 #[inline(always)]
-fn block<const B: usize>(out: &mut [f32], init: &[f32], panel: &[f32], v: &[f32], s: usize) {
+fn block<const B: usize>(out: &mut [f32], init: Option<&[f32]>, panel: &[f32], v: &[f32], k0: usize, s: usize) {
     let mut acc = [0f32; B];
-    acc.copy_from_slice(&init[s..s + B]);
-    for (k, &x) in v.iter().enumerate() {
+    acc.copy_from_slice(&init.unwrap_or(&*out)[s..s + B]);
+    for (i, &x) in v.iter().enumerate() {
+        let k = k0 + i;
         let row: &[f32; B] = panel[k * B..k * B + B].try_into().expect("block in bounds");
-        for i in 0..B {
-            acc[i] += row[i] * x;
+        for j in 0..B {
+            acc[j] += row[j] * x;
         }
     }
     out[s..s + B].copy_from_slice(&acc);
 }
 
-/// `out = init + v · W` over the packed blocks of `w`.
+/// Rows `k0..k0 + v.len()` of the product `v · W` over the packed blocks of `w`, starting from
+/// `init` or continuing the sums in `out`.
 #[inline(always)]
-fn matvec(out: &mut [f32], init: &[f32], w: &[f32], bl: &[Block], v: &[f32]) {
-    let k = v.len();
+fn matvec_rows(out: &mut [f32], init: Option<&[f32]>, w: &[f32], bl: &[Block], v: &[f32], k0: usize) {
     for b in bl {
-        let panel = &w[b.off..b.off + b.w * k];
+        let panel = &w[b.off..b.off + b.w * b.k];
         macro_rules! widths {
             ($($w:literal)*) => {
                 match b.w {
-                    $($w => block::<$w>(out, init, panel, v, b.s),)*
+                    $($w => block::<$w>(out, init, panel, v, k0, b.s),)*
                     w => unreachable!("block width {w} is not a multiple of 8 up to 192"),
                 }
             };
         }
         widths!(8 16 24 32 40 48 56 64 72 80 88 96 104 112 120 128 136 144 152 160 168 176 184 192)
     }
+}
+
+/// `out = init + Σ_{i} v[i] · W[k0 + i]`: the first rows of a product.
+#[inline(always)]
+fn matvec_from(out: &mut [f32], init: &[f32], w: &[f32], bl: &[Block], v: &[f32], k0: usize) {
+    matvec_rows(out, Some(init), w, bl, v, k0)
+}
+
+/// `out += Σ_{i} v[i] · W[k0 + i]`: the product continued from row `k0`.
+#[inline(always)]
+fn matvec_on(out: &mut [f32], w: &[f32], bl: &[Block], v: &[f32], k0: usize) {
+    matvec_rows(out, None, w, bl, v, k0)
 }
 
 /// A cache line of its own, so the two barrier counters do not share one.
@@ -204,8 +222,13 @@ fn wait(other: &AtomicU64, dead: &AtomicBool, target: u64) -> bool {
     true
 }
 
-/// Thread `t`'s half of every step of the window in `sh.x`; phases are numbered from `base`.
-/// Returns the last phase, or `None` if the other thread died.
+/// Thread `t`'s half of every step of the window in `sh.x`; phases (one per layer-step) are
+/// numbered from `base`. Returns the last phase, or `None` if the other thread died.
+///
+/// Every output sums `k = 0..hid` in order, and hidden units `0..k0` belong to thread 0, so
+/// thread 0 starts each phase on its own units (finished by itself) and waits for thread 1's
+/// previous phase only before the rest; thread 1 waits for thread 0's previous phase first. This
+/// hides the cross-core hand-over behind half of thread 0's product.
 ///
 /// # Safety
 /// Only under the protocol in the module docs, with both threads given the same `base`.
@@ -213,44 +236,75 @@ fn wait(other: &AtomicU64, dead: &AtomicBool, target: u64) -> bool {
 unsafe fn run(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
     let (hid, f, layers) = (sh.hid, sh.f, sh.layers);
     let (j0, hw) = sh.split[t];
+    let k0 = sh.split[0].1;
     let hwp = sc.h.len();
     let x = &*sh.x.get();
     sc.c.fill(0.0);
     let (me, other) = (&sh.done[t].0, &sh.done[1 - t].0);
     let mut phase = base;
     let buf = |l: usize, b: usize| l * 2 * hid + b * hid;
+    // Units `0..k0` and `k0..hid` of a state vector, as separate slices: thread 0 may read the
+    // first while thread 1 still writes the second.
+    let lo = |p: *const f32| std::slice::from_raw_parts(p, k0);
+    let hi = |p: *const f32| std::slice::from_raw_parts(p.add(k0), hid - k0);
     for (s, sample) in x.chunks_exact(f).enumerate() {
         let (cur, nxt) = (s % 2, (s + 1) % 2);
         for l in 0..layers {
             let p = &sh.parts[t][l];
-            // Reads: the whole current h of this layer, and the whole new h of the layer below
-            // (finished before the last barrier). Writes: this thread's half of the new h.
-            let h_cur = std::slice::from_raw_parts(sh.h.add(buf(l, cur)), hid);
-            let input: &[f32] = if l == 0 { sample } else { std::slice::from_raw_parts(sh.h.add(buf(l - 1, nxt)), hid) };
+            let h_cur = sh.h.add(buf(l, cur)) as *const f32;
+            let below = (l > 0).then(|| sh.h.add(buf(l - 1, nxt)) as *const f32);
             let mine = std::slice::from_raw_parts_mut(sh.h.add(buf(l, nxt) + j0), hw);
-            matvec(&mut sc.gates, &p.b_ih, &p.w_ih, &p.ih_blocks, input);
+            // Thread 1 needs thread 0's units from the start; thread 0 waits further down.
+            let mut ready = t == 1;
+            if ready && !wait(other, &sh.dead, phase) {
+                return None;
+            }
+            macro_rules! make_ready {
+                () => {
+                    if !ready {
+                        if !wait(other, &sh.dead, phase) {
+                            return None;
+                        }
+                        ready = true;
+                    }
+                };
+            }
+            match below {
+                None => matvec_from(&mut sc.gates, &p.b_ih, &p.w_ih, &p.ih_blocks, sample, 0),
+                Some(v) => {
+                    matvec_from(&mut sc.gates, &p.b_ih, &p.w_ih, &p.ih_blocks, lo(v), 0);
+                    make_ready!();
+                    matvec_on(&mut sc.gates, &p.w_ih, &p.ih_blocks, hi(v), k0);
+                }
+            }
             match sh.cell {
                 Cell::Lstm => {
                     sc.rec.copy_from_slice(&sc.gates);
-                    matvec(&mut sc.gates, &sc.rec, &p.w_hh, &p.hh_blocks, h_cur);
+                    matvec_from(&mut sc.gates, &sc.rec, &p.w_hh, &p.hh_blocks, lo(h_cur), 0);
+                    make_ready!();
+                    matvec_on(&mut sc.gates, &p.w_hh, &p.hh_blocks, hi(h_cur), k0);
                     for (g, bh) in sc.gates.iter_mut().zip(&p.b_hh) {
                         *g += bh;
                     }
                     lstm_cell(&sc.gates, &mut sc.c[l * hwp..(l + 1) * hwp], &mut sc.h);
                 }
                 Cell::Gru => {
-                    matvec(&mut sc.rec, &p.b_hh, &p.w_hh, &p.hh_blocks, h_cur);
-                    sc.h[..hw].copy_from_slice(&h_cur[j0..j0 + hw]);
+                    matvec_from(&mut sc.rec, &p.b_hh, &p.w_hh, &p.hh_blocks, lo(h_cur), 0);
+                    make_ready!();
+                    matvec_on(&mut sc.rec, &p.w_hh, &p.hh_blocks, hi(h_cur), k0);
+                    sc.h[..hw].copy_from_slice(&std::slice::from_raw_parts(h_cur, hid)[j0..j0 + hw]);
                     gru_cell(&sc.gates, &sc.rec, &mut sc.h);
                 }
             }
+            debug_assert!(ready);
             mine.copy_from_slice(&sc.h[..hw]);
             phase += 1;
             me.store(phase, Ordering::Release);
-            if !wait(other, &sh.dead, phase) {
-                return None;
-            }
         }
+    }
+    // Thread 0's caller reads thread 1's half of the final state next.
+    if t == 0 && !wait(other, &sh.dead, phase) {
+        return None;
     }
     Some(phase)
 }
