@@ -109,7 +109,10 @@ mod x86 {
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
-pub(crate) use x86::{has_avx2, has_avx512};
+pub(crate) use x86::has_avx2;
+/// Whether this host has AVX-512F (checked once; std, x86-64 only).
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub use x86::has_avx512;
 
 /// `x ← σ(x)` element-wise (AVX-512 or AVX2 on x86-64 hosts that have them; the same IEEE
 /// operations in the same order at every width, so the same results).

@@ -428,7 +428,7 @@ macro_rules! avx512_or_baseline {
         $(#[$m])*
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
-            if super::packed::has_avx512() {
+            if runtime::math::has_avx512() {
                 // SAFETY: the CPU supports AVX-512F (checked at run time).
                 return unsafe { $fast($($arg),*) };
             }

@@ -13,9 +13,6 @@
 //! uses), so the AVX-512 kernel and the portable fallback give bit-identical results and training
 //! is reproducible across hosts.
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use x86::has_avx512;
-
 /// Columns per panel (one AVX-512 register of f32).
 const NR: usize = 16;
 
@@ -115,11 +112,7 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
-    /// AVX-512F is available (checked once).
-    pub(crate) fn has_avx512() -> bool {
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
-    }
+    pub use runtime::math::has_avx512;
 
     /// AVX2 and FMA are available (checked once).
     pub fn has_avx2_fma() -> bool {
