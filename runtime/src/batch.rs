@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::assign::Assignment;
 use crate::bundle::{Cell, Normalization};
-use crate::encoder::{gru_cell, lstm_cell, zscore, EncodeError, Encoder, State, MAX_ZSCORE_FEATURES};
+use crate::encoder::{encodes_cleanly, gru_cell, lstm_cell, EncodeError, Encoder, State, Zscore};
 use crate::math::dot;
 
 /// Hidden-unit capacity of host states.
@@ -38,9 +38,7 @@ pub fn embed_windows(enc: &Encoder<'_>, windows: &[f32], window_values: usize) -
     out.par_chunks_mut(l * GROUP).zip(windows.par_chunks(window_values * GROUP)).try_for_each_init(
         || Box::new(HostState::default()),
         |s, (dst, ws)| {
-            let grouped = ws.len() == window_values * GROUP
-                && ws.iter().all(|v| v.is_finite())
-                && (hd.normalization == Normalization::None || f <= MAX_ZSCORE_FEATURES);
+            let grouped = ws.len() == window_values * GROUP && encodes_cleanly(hd.normalization, f, ws);
             if grouped {
                 encode_group(enc, ws, window_values, dst);
                 return Ok(());
@@ -98,7 +96,7 @@ fn encode_group_body<const N: usize>(enc: &Encoder<'_>, ws: &[f32], window_value
         .chunks_exact(window_values)
         .map(|w| match hd.normalization {
             Normalization::None => None,
-            Normalization::Zscore => Some(zscore(w, f)),
+            Normalization::Zscore => Some(Zscore::of(w, f)),
         })
         .collect();
     // Per layer, window-major: h[(l * N + n) * hid ..][..hid].
@@ -110,11 +108,7 @@ fn encode_group_body<const N: usize>(enc: &Encoder<'_>, ws: &[f32], window_value
             let sample = &ws[n * window_values + t * f..][..f];
             match &norm[n] {
                 None => xs.copy_from_slice(sample),
-                Some((mean, scale)) => {
-                    for k in 0..f {
-                        xs[k] = (sample[k] - mean[k]) * scale[k];
-                    }
-                }
+                Some(z) => z.apply(sample, xs),
             }
         }
         for l in 0..layers {

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 
 use crate::batch::{HostState, HOST_MAX_HIDDEN, HOST_MAX_LATENT, HOST_MAX_LAYERS};
 use crate::bundle::{Cell, Normalization};
-use crate::encoder::{gru_cell, lstm_cell, zscore, EncodeError, Encoder, MAX_ZSCORE_FEATURES};
+use crate::encoder::{encodes_cleanly, gru_cell, lstm_cell, EncodeError, Encoder, Zscore};
 use crate::math::dot;
 
 /// Smallest hidden size worth splitting (below it the barrier costs more than it saves).
@@ -472,8 +472,7 @@ impl<'a> DuoEncoder<'a> {
         let splittable = self.is_split()
             && !window.is_empty()
             && window.len().is_multiple_of(f)
-            && window.iter().all(|v| v.is_finite())
-            && (hd.normalization == Normalization::None || f <= MAX_ZSCORE_FEATURES);
+            && encodes_cleanly(hd.normalization, f, window);
         if splittable {
             if let Some(z) = self.encode_split(window) {
                 return Ok(z);
@@ -497,8 +496,11 @@ impl<'a> DuoEncoder<'a> {
             match hd.normalization {
                 Normalization::None => x.extend_from_slice(window),
                 Normalization::Zscore => {
-                    let (mean, scale) = zscore(window, f);
-                    x.extend(window.iter().enumerate().map(|(i, v)| (v - mean[i % f]) * scale[i % f]));
+                    let z = Zscore::of(window, f);
+                    x.resize(window.len(), 0.0);
+                    for (xs, sample) in x.chunks_exact_mut(f).zip(window.chunks_exact(f)) {
+                        z.apply(sample, xs);
+                    }
                 }
             }
             std::slice::from_raw_parts_mut(sh.h, sh.h_len).fill(0.0);

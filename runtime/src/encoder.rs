@@ -193,12 +193,10 @@ impl<'a> Encoder<'a> {
                 if f > MAX_ZSCORE_FEATURES {
                     return Err(BundleError::Capacity { what: "z-normalised features", need: f, have: MAX_ZSCORE_FEATURES }.into());
                 }
-                let (mean, scale) = zscore(window, f);
+                let z = Zscore::of(window, f);
                 let mut buf = [0f32; MAX_ZSCORE_FEATURES];
                 for sample in window.chunks_exact(f) {
-                    for k in 0..f {
-                        buf[k] = (sample[k] - mean[k]) * scale[k];
-                    }
+                    z.apply(sample, &mut buf[..f]);
                     self.push_raw(s, &buf[..f])?;
                 }
             }
@@ -222,19 +220,42 @@ fn sqrt(x: f32) -> f32 {
     libm::sqrtf(x)
 }
 
-/// Per-feature mean and `1 / std` of a time-major window of `f <= MAX_ZSCORE_FEATURES`
-/// features; a sample is normalised as `(v - mean) * scale`.
-pub(crate) fn zscore(window: &[f32], f: usize) -> ([f32; MAX_ZSCORE_FEATURES], [f32; MAX_ZSCORE_FEATURES]) {
-    let (mut mean, mut scale) = ([0f32; MAX_ZSCORE_FEATURES], [1f32; MAX_ZSCORE_FEATURES]);
-    let n = (window.len() / f) as f32;
-    for k in 0..f {
-        let m = window.iter().skip(k).step_by(f).sum::<f32>() / n;
-        let var = window.iter().skip(k).step_by(f).map(|v| (v - m) * (v - m)).sum::<f32>() / n;
-        mean[k] = m;
-        // Same rule as the trainer: a constant feature only loses its mean.
-        scale[k] = if var > 1e-24 { 1.0 / sqrt(var) } else { 1.0 };
+/// Per-feature mean and `1 / std` of one window: the z-normalisation every encoding path
+/// applies, so they all feed the step the same bits.
+pub(crate) struct Zscore {
+    mean: [f32; MAX_ZSCORE_FEATURES],
+    scale: [f32; MAX_ZSCORE_FEATURES],
+}
+
+impl Zscore {
+    /// Statistics of a time-major window of `f <= MAX_ZSCORE_FEATURES` features.
+    pub(crate) fn of(window: &[f32], f: usize) -> Self {
+        let (mut mean, mut scale) = ([0f32; MAX_ZSCORE_FEATURES], [1f32; MAX_ZSCORE_FEATURES]);
+        let n = (window.len() / f) as f32;
+        for k in 0..f {
+            let m = window.iter().skip(k).step_by(f).sum::<f32>() / n;
+            let var = window.iter().skip(k).step_by(f).map(|v| (v - m) * (v - m)).sum::<f32>() / n;
+            mean[k] = m;
+            // Same rule as the trainer: a constant feature only loses its mean.
+            scale[k] = if var > 1e-24 { 1.0 / sqrt(var) } else { 1.0 };
+        }
+        Zscore { mean, scale }
     }
-    (mean, scale)
+
+    /// `out[k] = (sample[k] - mean[k]) * scale[k]`.
+    pub(crate) fn apply(&self, sample: &[f32], out: &mut [f32]) {
+        for (k, (o, v)) in out.iter_mut().zip(sample).enumerate() {
+            *o = (v - self.mean[k]) * self.scale[k];
+        }
+    }
+}
+
+/// Whether `encode_window` would accept these values without an error (all finite, and a
+/// z-normalised model's features fit its scratch): the host's grouped and two-core paths take
+/// exactly these and leave every other window to `encode_window` and its errors.
+#[cfg(feature = "std")]
+pub(crate) fn encodes_cleanly(normalization: Normalization, n_features: usize, values: &[f32]) -> bool {
+    values.iter().all(|v| v.is_finite()) && (normalization == Normalization::None || n_features <= MAX_ZSCORE_FEATURES)
 }
 
 /// LSTM cell update from complete pre-activations `gates = [i | f | g | o]` (both biases in).
