@@ -49,43 +49,30 @@ impl Packed {
     /// `C[i][j] (+)= Σ_kk A[i][kk] · B[kk][j]` for `i < m`, with `A` at `a[i * lda + kk]` and `C`
     /// at `c[i * ldc + j]`; `accumulate` adds to `C`, otherwise `C` is overwritten.
     pub fn matmul(&self, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
-        assert!(lda >= self.k, "packed matmul: row stride {lda} below k {}", self.k);
-        self.run(m, a, Strides { row: lda, col: 1 }, c, ldc, accumulate)
-    }
-
-    fn run(&self, m: usize, a: &[f32], sa: Strides, c: &mut [f32], ldc: usize, accumulate: bool) {
         let (k, n) = (self.k, self.n);
         if m == 0 || n == 0 {
             return;
         }
-        assert!(ldc >= n, "packed matmul: row stride {ldc} below n {n}");
-        let a_last = if k == 0 { 0 } else { (m - 1) * sa.row + (k - 1) * sa.col + 1 };
-        assert!(a.len() >= a_last && c.len() >= (m - 1) * ldc + n, "packed matmul: operand too small");
+        assert!(lda >= k && ldc >= n, "packed matmul: row strides {lda}, {ldc} below k {k}, n {n}");
+        assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n, "packed matmul: operand too small");
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx512() {
             // SAFETY: AVX-512F is available (checked at run time) and the asserts above bound
             // every element the kernel addresses.
-            return unsafe { x86::matmul(self, m, a, sa, c, ldc, accumulate) };
+            return unsafe { x86::matmul(self, m, a, lda, c, ldc, accumulate) };
         }
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2_fma() {
             // SAFETY: AVX2 and FMA are available (checked at run time).
-            return unsafe { x86::portable_avx2(self, m, a, sa, c, ldc, accumulate) };
+            return unsafe { x86::portable_avx2(self, m, a, lda, c, ldc, accumulate) };
         }
-        portable(self, m, a, sa, c, ldc, accumulate)
+        portable(self, m, a, lda, c, ldc, accumulate)
     }
-}
-
-/// Where `A[i][kk]` is: `a[i * row + kk * col]`.
-#[derive(Debug, Clone, Copy)]
-struct Strides {
-    row: usize,
-    col: usize,
 }
 
 /// The reference path: one output panel at a time, 16 sums in a local array.
 #[inline(always)]
-fn portable(p: &Packed, m: usize, a: &[f32], sa: Strides, c: &mut [f32], ldc: usize, accumulate: bool) {
+fn portable(p: &Packed, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
     let (k, n) = (p.k, p.n);
     for (pi, panel) in p.data.chunks_exact(k * NR).enumerate() {
         let j0 = pi * NR;
@@ -93,7 +80,7 @@ fn portable(p: &Packed, m: usize, a: &[f32], sa: Strides, c: &mut [f32], ldc: us
         for i in 0..m {
             let mut s = [0f32; NR];
             for (kk, brow) in panel.chunks_exact(NR).enumerate() {
-                let x = a[i * sa.row + kk * sa.col];
+                let x = a[i * lda + kk];
                 for (sv, &bv) in s.iter_mut().zip(brow) {
                     *sv = x.mul_add(bv, *sv);
                 }
@@ -108,7 +95,7 @@ fn portable(p: &Packed, m: usize, a: &[f32], sa: Strides, c: &mut [f32], ldc: us
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Packed, Strides, NR};
+    use super::{Packed, NR};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
@@ -122,8 +109,8 @@ mod x86 {
 
     /// The portable path compiled with FMA instructions (`mul_add` is a libm call without them).
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn portable_avx2(p: &Packed, m: usize, a: &[f32], sa: Strides, c: &mut [f32], ldc: usize, accumulate: bool) {
-        super::portable(p, m, a, sa, c, ldc, accumulate)
+    pub unsafe fn portable_avx2(p: &Packed, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
+        super::portable(p, m, a, lda, c, ldc, accumulate)
     }
 
     /// Rows per register tile.
@@ -138,7 +125,7 @@ mod x86 {
     unsafe fn tile<const R: usize, const V: usize>(
         k: usize,
         a: *const f32,
-        sa: Strides,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -153,7 +140,7 @@ mod x86 {
                 *x = _mm512_loadu_ps(b.add(v * pstride + kk * NR));
             }
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(r * sa.row + kk * sa.col));
+                let av = _mm512_set1_ps(*a.add(r * lda + kk));
                 for v in 0..V {
                     row[v] = _mm512_fmadd_ps(av, bv[v], row[v]);
                 }
@@ -178,39 +165,39 @@ mod x86 {
     /// stay in L1 while all rows of `A` pass over them.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn column<const V: usize>(p: &Packed, pi: usize, m: usize, a: &[f32], sa: Strides, c: &mut [f32], ldc: usize, accumulate: bool) {
+    unsafe fn column<const V: usize>(p: &Packed, pi: usize, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
         let (k, n) = (p.k, p.n);
         let (j0, b) = (pi * NR, p.data.as_ptr().add(pi * k * NR));
         let cols = n - j0;
         let (a, c) = (a.as_ptr(), c.as_mut_ptr().add(j0));
         let mut i = 0;
         while i + MR <= m {
-            tile::<MR, V>(k, a.add(i * sa.row), sa, b, c.add(i * ldc), ldc, cols, accumulate);
+            tile::<MR, V>(k, a.add(i * lda), lda, b, c.add(i * ldc), ldc, cols, accumulate);
             i += MR;
         }
-        let (a, c) = (a.add(i * sa.row), c.add(i * ldc));
+        let (a, c) = (a.add(i * lda), c.add(i * ldc));
         match m - i {
             0 => {}
-            1 => tile::<1, V>(k, a, sa, b, c, ldc, cols, accumulate),
-            2 => tile::<2, V>(k, a, sa, b, c, ldc, cols, accumulate),
-            3 => tile::<3, V>(k, a, sa, b, c, ldc, cols, accumulate),
-            4 => tile::<4, V>(k, a, sa, b, c, ldc, cols, accumulate),
-            5 => tile::<5, V>(k, a, sa, b, c, ldc, cols, accumulate),
-            6 => tile::<6, V>(k, a, sa, b, c, ldc, cols, accumulate),
-            _ => tile::<7, V>(k, a, sa, b, c, ldc, cols, accumulate),
+            1 => tile::<1, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            2 => tile::<2, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            3 => tile::<3, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            4 => tile::<4, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            5 => tile::<5, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            6 => tile::<6, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            _ => tile::<7, V>(k, a, lda, b, c, ldc, cols, accumulate),
         }
     }
 
     /// AVX-512 path of [`Packed::matmul`]; the caller checked the operand extents.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn matmul(p: &Packed, m: usize, a: &[f32], sa: Strides, c: &mut [f32], ldc: usize, accumulate: bool) {
+    pub unsafe fn matmul(p: &Packed, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
         let panels = p.n.div_ceil(NR);
         let mut pi = 0;
         while pi < panels {
             match panels - pi {
-                1 => column::<1>(p, pi, m, a, sa, c, ldc, accumulate),
-                2 => column::<2>(p, pi, m, a, sa, c, ldc, accumulate),
-                _ => column::<NV>(p, pi, m, a, sa, c, ldc, accumulate),
+                1 => column::<1>(p, pi, m, a, lda, c, ldc, accumulate),
+                2 => column::<2>(p, pi, m, a, lda, c, ldc, accumulate),
+                _ => column::<NV>(p, pi, m, a, lda, c, ldc, accumulate),
             }
             pi += NV;
         }
@@ -234,27 +221,22 @@ mod tests {
     }
 
     /// Every shape class (row remainders 1-7, panel remainders, ragged last panel, padded
-    /// strides), `B` packed either way, `A` stored either way, overwrite and accumulate: within
-    /// f32 rounding of an f64 reference, and bit-identical to the portable path.
+    /// strides), `B` packed either way, overwrite and accumulate: within f32 rounding of an f64
+    /// reference, and bit-identical to the portable path.
     #[test]
     fn matches_f64_reference_and_portable_path_bit_for_bit() {
         for &(m, k, n) in &[(1, 1, 1), (16, 90, 360), (32, 90, 270), (13, 360, 90), (7, 5, 33), (9, 17, 48), (3, 4, 100)] {
-            for (b_t, a_t, accumulate) in (0..8).map(|bits| (bits & 1 == 1, bits & 2 == 2, bits & 4 == 4)) {
-                let (ldc, ldb) = (n + 5, if b_t { k + 2 } else { n + 1 });
-                let (lda, sa) = if a_t { (m + 2, Strides { row: 1, col: m + 2 }) } else { (k + 3, Strides { row: k + 3, col: 1 }) };
-                let a = noise(if a_t { k * lda } else { m * lda }, 1);
+            for (b_t, accumulate) in (0..4).map(|bits| (bits & 1 == 1, bits & 2 == 2)) {
+                let (lda, ldc, ldb) = (k + 3, n + 5, if b_t { k + 2 } else { n + 1 });
+                let a = noise(m * lda, 1);
                 let src = noise(if b_t { n * ldb } else { k * ldb }, 2);
                 let c0 = noise(m * ldc, 3);
                 let p = Packed::new(&src, k, n, ldb, b_t);
                 let mut fast = c0.clone();
-                if a_t {
-                    p.run(m, &a, sa, &mut fast, ldc, accumulate);
-                } else {
-                    p.matmul(m, &a, lda, &mut fast, ldc, accumulate);
-                }
+                p.matmul(m, &a, lda, &mut fast, ldc, accumulate);
                 let mut slow = c0.clone();
-                portable(&p, m, &a, sa, &mut slow, ldc, accumulate);
-                let case = format!("({m},{k},{n}) b_t {b_t} a_t {a_t} acc {accumulate}");
+                portable(&p, m, &a, lda, &mut slow, ldc, accumulate);
+                let case = format!("({m},{k},{n}) b_t {b_t} acc {accumulate}");
                 for i in 0..m {
                     for j in 0..ldc {
                         let (f, s) = (fast[i * ldc + j], slow[i * ldc + j]);
@@ -263,7 +245,7 @@ mod tests {
                             continue;
                         }
                         let b = |kk: usize| if b_t { src[j * ldb + kk] } else { src[kk * ldb + j] };
-                        let dot: f64 = (0..k).map(|kk| a[i * sa.row + kk * sa.col] as f64 * b(kk) as f64).sum();
+                        let dot: f64 = (0..k).map(|kk| a[i * lda + kk] as f64 * b(kk) as f64).sum();
                         let want = dot + if accumulate { c0[i * ldc + j] as f64 } else { 0.0 };
                         assert!((f as f64 - want).abs() < 1e-5 * (k as f64).sqrt(), "{case} [{i}][{j}] = {f}, want {want}");
                         assert_eq!(f.to_bits(), s.to_bits(), "{case} [{i}][{j}]: kernel and portable path differ");
