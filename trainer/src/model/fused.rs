@@ -185,7 +185,8 @@ fn batch_parts(b: usize) -> Vec<Part> {
 }
 
 /// A `[T, B, width]` buffer cut into each part's rows at every step: `out[part][step]`, disjoint
-/// mutable slices, so the parts can fill one shared buffer in parallel without copies.
+/// mutable slices, so the parts can fill one shared buffer in parallel without copies. An empty
+/// buffer gives every part no steps.
 fn split_parts<'a>(buf: &'a mut [f32], b: usize, width: usize, parts: &[Part]) -> Vec<Vec<&'a mut [f32]>> {
     let mut out: Vec<Vec<&mut [f32]>> = parts.iter().map(|_| Vec::new()).collect();
     if buf.is_empty() {
@@ -205,19 +206,6 @@ fn split_parts<'a>(buf: &'a mut [f32], b: usize, width: usize, parts: &[Part]) -
 /// The rows of part `p` at step `s` of a `[T, B, width]` buffer.
 fn rows(buf: &[f32], s: usize, b: usize, width: usize, p: Part) -> &[f32] {
     &buf[(s * b + p.b0) * width..(s * b + p.b0 + p.bc) * width]
-}
-
-/// `dst` cut into consecutive pieces of `p.bc * width` values, one per part.
-fn split_flat<'a>(dst: &'a mut [f32], width: usize, parts: &[Part]) -> Vec<&'a mut [f32]> {
-    let mut rest = dst;
-    parts
-        .iter()
-        .map(|p| {
-            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(p.bc * width);
-            rest = tail;
-            mine
-        })
-        .collect()
 }
 
 impl SeqOp {
@@ -285,15 +273,14 @@ impl CustomOp3 for SeqOp {
         let mut aux = vec![0f32; t * b * h];
         let mut aux2 = if self.kind == Kind::Lstm { vec![0f32; t * b * h] } else { Vec::new() };
         let parts = batch_parts(b);
-        let mut jobs: Vec<FwdPart> = Vec::with_capacity(parts.len());
-        let mut g = split_parts(&mut gates, b, gh, &parts).into_iter();
-        let mut yv = split_parts(&mut y, b, h, &parts).into_iter();
-        let mut av = split_parts(&mut aux, b, h, &parts).into_iter();
-        let mut a2 = split_parts(&mut aux2, b, h, &parts).into_iter();
-        for &part in &parts {
-            let (gates, y, aux, aux2) = (g.next(), yv.next(), av.next(), a2.next());
-            jobs.push(FwdPart { part, gates: gates.unwrap_or_default(), y: y.unwrap_or_default(), aux: aux.unwrap_or_default(), aux2: aux2.unwrap_or_default() });
-        }
+        let jobs: Vec<FwdPart> = parts
+            .iter()
+            .zip(split_parts(&mut gates, b, gh, &parts))
+            .zip(split_parts(&mut y, b, h, &parts))
+            .zip(split_parts(&mut aux, b, h, &parts))
+            .zip(split_parts(&mut aux2, b, h, &parts))
+            .map(|((((&part, gates), y), aux), aux2)| FwdPart { part, gates, y, aux, aux2 })
+            .collect();
         jobs.into_par_iter().for_each(|mut j| {
             let h0p = &h0[j.part.b0 * h..(j.part.b0 + j.part.bc) * h];
             match self.kind {
@@ -334,12 +321,13 @@ impl CustomOp3 for SeqOp {
         let mut dhh_full = if gru { vec![0f32; tb * gh] } else { Vec::new() };
         let mut dh0 = vec![0f32; d.b * h];
         let parts = batch_parts(d.b);
-        let mut dav = split_parts(&mut da, d.b, gh, &parts).into_iter();
-        let mut dhv = split_parts(&mut dhh_full, d.b, gh, &parts).into_iter();
+        // `dh0` is one step of `[B, H]`: each part gets exactly one slice of it.
         let jobs: Vec<BwdPart> = parts
             .iter()
-            .zip(split_flat(&mut dh0, h, &parts))
-            .map(|(&part, dh0)| BwdPart { part, da: dav.next().unwrap_or_default(), dhh: dhv.next().unwrap_or_default(), dh0 })
+            .zip(split_parts(&mut da, d.b, gh, &parts))
+            .zip(split_parts(&mut dhh_full, d.b, gh, &parts))
+            .zip(split_parts(&mut dh0, d.b, h, &parts).into_iter().flatten())
+            .map(|(((&part, da), dhh), dh0)| BwdPart { part, da, dhh, dh0 })
             .collect();
         jobs.into_par_iter().for_each(|mut j| match self.kind {
             Kind::Lstm => lstm_backward(cache, dy, &whh, d, &mut j),
