@@ -3,17 +3,22 @@
 //! One window has no other window to share weights with, so the one-window step streams every
 //! recurrent weight from L2 once per sample and is bound by that. Here each of two threads owns
 //! half of every gate's outputs, with its own packed copy of those weight columns (half the bytes
-//! per core). `h` is double-buffered: in a layer-step, threads read the current buffer whole and
-//! write their halves of the next, and each publishes a phase counter when its half is written
-//! (release) and waits for the other's previous phase before reading the other half (acquire);
-//! the two threads are never more than one phase apart, so two buffers suffice. Every output is
-//! summed in the same order, with the same separate multiply and add, as
-//! [`Encoder::encode_window`], so the latents are bit-identical to a device's.
+//! per core). In a layer-step each thread first sums over its own hidden units (which it has),
+//! then fetches the other thread's half of the state and sums over those, so the cross-core
+//! hand-over overlaps half of the product on both threads. A half-state is published in cache
+//! lines that carry their own phase number (one transfer brings values and "ready" together),
+//! double-buffered; the two threads are never more than one phase apart.
+//!
+//! Numbers: each output is the same sum as [`Encoder::encode_window`]'s, in a different order
+//! (thread 1 starts with its own units) and with fused multiply-adds where the CPU has them, so
+//! latents agree with the device path to float rounding (~1e-6), not bit for bit; the device,
+//! batch and trainer paths stay bit-identical to each other. Tests bound the difference and
+//! check identical cluster IDs on all ECG5000 series.
 //!
 //! The helper thread spins briefly between windows, then parks; it is joined on drop.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -22,7 +27,7 @@ use crate::bundle::{Cell, Normalization};
 use crate::encoder::{encodes_cleanly, gru_cell, lstm_cell, EncodeError, Encoder, Zscore};
 use crate::math::dot;
 
-/// Smallest hidden size worth splitting (below it the barrier costs more than it saves).
+/// Smallest hidden size worth splitting (below it the hand-over costs more than it saves).
 pub const MIN_SPLIT_HIDDEN: usize = 16;
 
 /// `go` value that tells the helper to exit.
@@ -60,7 +65,9 @@ fn blocks(width: usize, wide: usize, k: usize) -> Vec<Block> {
 const UNIT_PAD: usize = 16;
 
 /// One thread's share of one layer: its columns of every gate (`g * hid + j0 .. + hw` for each
-/// gate `g`, each gate padded to `hwp` columns), packed block by block.
+/// gate `g`, each gate padded to `hwp` columns), packed block by block. Rows that multiply the
+/// state (all of `w_hh`; `w_ih` above the first layer) are stored own units first, then the
+/// other thread's, the order in which the thread has them.
 struct LayerPart {
     w_ih: Vec<f32>,
     w_hh: Vec<f32>,
@@ -71,27 +78,32 @@ struct LayerPart {
 }
 
 impl LayerPart {
-    /// `layer` as [`crate::Bundle::layer`] returns it; `(j0, hw)`: the thread's hidden units.
-    fn pack(layer: (&[f32], &[f32], &[f32], &[f32]), inp: usize, hid: usize, gates: usize, (j0, hw): (usize, usize), wide: usize) -> Self {
+    /// `layer` as [`crate::Bundle::layer`] returns it; `own`/`other`: the `(first unit, count)`
+    /// of this thread's and the other thread's hidden units.
+    fn pack(layer: (&[f32], &[f32], &[f32], &[f32]), first: bool, hid: usize, gates: usize, own: (usize, usize), other: (usize, usize), wide: usize) -> Self {
         let (src_ih, src_hh, b_ih, b_hh) = layer;
+        let (j0, hw) = own;
         let hwp = hw.next_multiple_of(UNIT_PAD);
         // Source column of each packed column; `None` for padding.
         let cols: Vec<Option<usize>> = (0..gates).flat_map(|g| (0..hwp).map(move |j| (j < hw).then_some(g * hid + j0 + j))).collect();
+        // Source row of each packed row of a product with the state.
+        let state_rows: Vec<usize> = (own.0..own.0 + own.1).chain(other.0..other.0 + other.1).collect();
         let n = gates * hid;
         let width = cols.len();
-        let pack = |src: &[f32], k: usize, bl: &[Block]| -> Vec<f32> {
-            let mut out = Vec::with_capacity(bl.iter().map(|b| b.w * k).sum());
+        let pack = |src: &[f32], rows: &[usize], bl: &[Block]| -> Vec<f32> {
+            let mut out = Vec::with_capacity(bl.iter().map(|b| b.w * rows.len()).sum());
             for b in bl {
-                for kk in 0..k {
+                for &kk in rows {
                     out.extend(cols[b.s..b.s + b.w].iter().map(|c| c.map_or(0.0, |c| src[kk * n + c])));
                 }
             }
             out
         };
-        let (ih_blocks, hh_blocks) = (blocks(width, wide, inp), blocks(width, wide, hid));
+        let ih_rows: Vec<usize> = if first { (0..src_ih.len() / n).collect() } else { state_rows.clone() };
+        let (ih_blocks, hh_blocks) = (blocks(width, wide, ih_rows.len()), blocks(width, wide, hid));
         LayerPart {
-            w_ih: pack(src_ih, inp, &ih_blocks),
-            w_hh: pack(src_hh, hid, &hh_blocks),
+            w_ih: pack(src_ih, &ih_rows, &ih_blocks),
+            w_hh: pack(src_hh, &state_rows, &hh_blocks),
             b_ih: cols.iter().map(|c| c.map_or(0.0, |c| b_ih[c])).collect(),
             b_hh: cols.iter().map(|c| c.map_or(0.0, |c| b_hh[c])).collect(),
             ih_blocks,
@@ -103,15 +115,16 @@ impl LayerPart {
 /// `out[s..s+B] = start + Σ_i v[i] · panel[k0 + i][..B]`, with `start` = `init[s..s+B]`, or the
 /// sums already in `out` when `init` is `None` (a product resumed at row `k0`: storing and
 /// reloading the partial sums rounds nothing, so a split product equals a whole one).
+/// With `FMA`, each term is one fused multiply-add (one rounding instead of two).
 #[inline(always)]
-fn block<const B: usize>(out: &mut [f32], init: Option<&[f32]>, panel: &[f32], v: &[f32], k0: usize, s: usize) {
+fn block<const B: usize, const FMA: bool>(out: &mut [f32], init: Option<&[f32]>, panel: &[f32], v: &[f32], k0: usize, s: usize) {
     let mut acc = [0f32; B];
     acc.copy_from_slice(&init.unwrap_or(&*out)[s..s + B]);
     for (i, &x) in v.iter().enumerate() {
         let k = k0 + i;
         let row: &[f32; B] = panel[k * B..k * B + B].try_into().expect("block in bounds");
         for j in 0..B {
-            acc[j] += row[j] * x;
+            acc[j] = if FMA { row[j].mul_add(x, acc[j]) } else { acc[j] + row[j] * x };
         }
     }
     out[s..s + B].copy_from_slice(&acc);
@@ -120,13 +133,13 @@ fn block<const B: usize>(out: &mut [f32], init: Option<&[f32]>, panel: &[f32], v
 /// Rows `k0..k0 + v.len()` of the product `v · W` over the packed blocks of `w`, starting from
 /// `init` or continuing the sums in `out`.
 #[inline(always)]
-fn matvec_rows(out: &mut [f32], init: Option<&[f32]>, w: &[f32], bl: &[Block], v: &[f32], k0: usize) {
+fn matvec_rows<const FMA: bool>(out: &mut [f32], init: Option<&[f32]>, w: &[f32], bl: &[Block], v: &[f32], k0: usize) {
     for b in bl {
         let panel = &w[b.off..b.off + b.w * b.k];
         macro_rules! widths {
             ($($w:literal)*) => {
                 match b.w {
-                    $($w => block::<$w>(out, init, panel, v, k0, b.s),)*
+                    $($w => block::<$w, FMA>(out, init, panel, v, k0, b.s),)*
                     w => unreachable!("block width {w} is not a multiple of 8 up to 192"),
                 }
             };
@@ -137,23 +150,31 @@ fn matvec_rows(out: &mut [f32], init: Option<&[f32]>, w: &[f32], bl: &[Block], v
 
 /// `out = init + Σ_{i} v[i] · W[k0 + i]`: the first rows of a product.
 #[inline(always)]
-fn matvec_from(out: &mut [f32], init: &[f32], w: &[f32], bl: &[Block], v: &[f32], k0: usize) {
-    matvec_rows(out, Some(init), w, bl, v, k0)
+fn matvec_from<const FMA: bool>(out: &mut [f32], init: &[f32], w: &[f32], bl: &[Block], v: &[f32], k0: usize) {
+    matvec_rows::<FMA>(out, Some(init), w, bl, v, k0)
 }
 
 /// `out += Σ_{i} v[i] · W[k0 + i]`: the product continued from row `k0`.
 #[inline(always)]
-fn matvec_on(out: &mut [f32], w: &[f32], bl: &[Block], v: &[f32], k0: usize) {
-    matvec_rows(out, None, w, bl, v, k0)
+fn matvec_on<const FMA: bool>(out: &mut [f32], w: &[f32], bl: &[Block], v: &[f32], k0: usize) {
+    matvec_rows::<FMA>(out, None, w, bl, v, k0)
 }
 
-/// A cache line of its own, so the two barrier counters do not share one.
-#[repr(align(128))]
-struct Padded(AtomicU64);
+/// Values per hand-over line: 15 values and the phase that publishes them fill one cache line,
+/// so a reader gets a half-state and its "ready" mark in the same cross-core transfer (a
+/// separate flag line costs a second transfer, ~200 ns on this project's VM, every phase).
+const LINE_VALS: usize = 15;
 
-/// Everything both threads touch. `h` and `x` are written only under the protocol in the module
-/// docs: `x` and the reset of `h` while the helper is idle (published by `go`), `h`'s halves by
-/// their owners between barriers.
+/// One cache line of a thread's published half-state.
+#[repr(C, align(64))]
+struct Line {
+    vals: UnsafeCell<[f32; LINE_VALS]>,
+    /// Phase (truncated to 32 bits) whose values `vals` holds.
+    phase: AtomicU32,
+}
+
+/// Everything both threads touch. `x` is written only while the helper is idle (published by
+/// `go`); each `Line` only by its owner, under the protocol in the module docs.
 struct Shared {
     cell: Cell,
     hid: usize,
@@ -163,162 +184,175 @@ struct Shared {
     parts: [Vec<LayerPart>; 2],
     /// `(j0, hw)` per thread.
     split: [(usize, usize); 2],
-    /// `h` as `[layer][buffer 0|1][hid]`, behind a raw pointer so both threads can address
-    /// their own halves without forming overlapping references.
-    h: *mut f32,
-    h_len: usize,
+    /// Published half-states, `[thread][layer][buffer 0|1][line]`, `per` lines each.
+    lines: Vec<Line>,
+    per: usize,
     /// The normalised window, time-major.
     x: UnsafeCell<Vec<f32>>,
     go: AtomicU64,
-    done: [Padded; 2],
     dead: AtomicBool,
 }
 
-// SAFETY: the raw `h` buffer and `x` are only accessed under the barrier protocol above.
+// SAFETY: `x` and the lines' values are only accessed under the protocol in the module docs.
 unsafe impl Send for Shared {}
 // SAFETY: as above.
 unsafe impl Sync for Shared {}
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: `h` came from a boxed slice of `h_len` values in `DuoEncoder::new`.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.h, self.h_len)) });
+impl Shared {
+    /// Thread `t`'s lines for `layer`'s buffer `b`.
+    fn lines(&self, t: usize, layer: usize, b: usize) -> &[Line] {
+        let i = ((t * self.layers + layer) * 2 + b) * self.per;
+        &self.lines[i..i + self.per]
+    }
+
+    /// Publishes `vals` (thread `t`'s new half of `layer`) in buffer `b` as `phase`.
+    ///
+    /// # Safety
+    /// Only thread `t`, and only when the other thread has finished reading buffer `b`'s
+    /// previous contents (it has published a later phase).
+    unsafe fn publish(&self, t: usize, layer: usize, b: usize, phase: u64, vals: &[f32]) {
+        for (line, chunk) in self.lines(t, layer, b).iter().zip(vals.chunks(LINE_VALS)) {
+            (&mut *line.vals.get())[..chunk.len()].copy_from_slice(chunk);
+            line.phase.store(phase as u32, Ordering::Release);
+        }
+    }
+
+    /// Waits until thread `t` has published `phase` in `layer`'s buffer `b` and copies its half
+    /// into `dst`; `false` if the other thread died.
+    ///
+    /// # Safety
+    /// Only the other thread, under the protocol (the owner cannot overwrite the buffer before
+    /// this thread publishes a later phase).
+    unsafe fn fetch(&self, t: usize, layer: usize, b: usize, phase: u64, dst: &mut [f32]) -> bool {
+        let lines = &self.lines(t, layer, b)[..dst.len().div_ceil(LINE_VALS)];
+        let mut spins = 0u32;
+        // Load every line's phase each round (no short circuit), so their transfers overlap.
+        while !lines.iter().fold(true, |ok, l| (l.phase.load(Ordering::Acquire) == phase as u32) & ok) {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(1024) {
+                if self.dead.load(Ordering::Relaxed) {
+                    return false;
+                }
+                // Only reached if the other core is descheduled; yield rather than burn its slot.
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        for (line, chunk) in lines.iter().zip(dst.chunks_mut(LINE_VALS)) {
+            chunk.copy_from_slice(&(&*line.vals.get())[..chunk.len()]);
+        }
+        true
     }
 }
 
 /// Per-thread scratch, over the padded units: gate pre-activations and the recurrent part, the
-/// new `h`, and `c` for every layer.
+/// new `h`, `c` for every layer, and the full `h` of every layer as this thread last assembled
+/// it (own half current, other half fetched when first needed).
 struct Scratch {
     gates: Vec<f32>,
     rec: Vec<f32>,
     h: Vec<f32>,
     c: Vec<f32>,
+    full: Vec<f32>,
 }
 
 impl Scratch {
     fn new(sh: &Shared, t: usize) -> Self {
         let hwp = sh.split[t].1.next_multiple_of(UNIT_PAD);
         let width = sh.cell.gates() * hwp;
-        Scratch { gates: vec![0.0; width], rec: vec![0.0; width], h: vec![0.0; hwp], c: vec![0.0; sh.layers * hwp] }
+        Scratch { gates: vec![0.0; width], rec: vec![0.0; width], h: vec![0.0; hwp], c: vec![0.0; sh.layers * hwp], full: vec![0.0; sh.layers * sh.hid] }
     }
-}
-
-/// Waits until the other thread has finished phase `target`; `false` if it died.
-#[inline(always)]
-fn wait(other: &AtomicU64, dead: &AtomicBool, target: u64) -> bool {
-    let mut spins = 0u32;
-    while other.load(Ordering::Acquire) < target {
-        spins = spins.wrapping_add(1);
-        if spins.is_multiple_of(1024) {
-            if dead.load(Ordering::Relaxed) {
-                return false;
-            }
-            // Only reached if the other core is descheduled; yield rather than burn its slot.
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
-    }
-    true
 }
 
 /// Thread `t`'s half of every step of the window in `sh.x`; phases (one per layer-step) are
-/// numbered from `base`. Returns the last phase, or `None` if the other thread died.
+/// numbered from `base`. Returns the last phase, or `None` if the other thread died; thread 0's
+/// `sc.full` then holds the final state of every layer.
 ///
-/// Every output sums `k = 0..hid` in order, and hidden units `0..k0` belong to thread 0, so
-/// thread 0 starts each phase on its own units (finished by itself) and waits for thread 1's
-/// previous phase only before the rest; thread 1 waits for thread 0's previous phase first. This
-/// hides the cross-core hand-over behind half of thread 0's product.
+/// Each thread keeps every layer's state own units first, and its weight rows in that order:
+/// it starts each product on its own units, which it has, and fetches the other half only
+/// before the rest, so the hand-over overlaps half of the product on both threads.
+///
+/// Hand-over: layer `l`'s state after step `s` is published as phase `base + s·layers + l + 1`
+/// in buffer `(s + 1) % 2`. A thread overwrites a buffer only after fetching the other thread's
+/// output of the step that read that buffer's previous contents, so two buffers suffice.
 ///
 /// # Safety
 /// Only under the protocol in the module docs, with both threads given the same `base`.
 #[inline(always)]
-unsafe fn run(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
+unsafe fn run<const FMA: bool>(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
     let (hid, f, layers) = (sh.hid, sh.f, sh.layers);
-    let (j0, hw) = sh.split[t];
-    let k0 = sh.split[0].1;
+    let (hw, ow) = (sh.split[t].1, sh.split[1 - t].1);
     let hwp = sc.h.len();
     let x = &*sh.x.get();
     sc.c.fill(0.0);
-    let (me, other) = (&sh.done[t].0, &sh.done[1 - t].0);
-    let mut phase = base;
-    let buf = |l: usize, b: usize| l * 2 * hid + b * hid;
-    // Units `0..k0` and `k0..hid` of a state vector, as separate slices: thread 0 may read the
-    // first while thread 1 still writes the second.
-    let lo = |p: *const f32| std::slice::from_raw_parts(p, k0);
-    let hi = |p: *const f32| std::slice::from_raw_parts(p.add(k0), hid - k0);
+    sc.full.fill(0.0);
+    let top = layers - 1;
+    let phase = |s: usize, l: usize| base + (s * layers + l) as u64 + 1;
+    // Layer `l`'s state, own units then the other thread's. Slices of it are formed from this
+    // pointer only while used (the halves are written and read at different points of a
+    // layer-step), never kept across.
+    let fullp = sc.full.as_mut_ptr();
+    let own = |l: usize| std::slice::from_raw_parts_mut(fullp.add(l * hid), hw);
+    let other = |l: usize| std::slice::from_raw_parts_mut(fullp.add(l * hid + hw), ow);
+    let fetch = |what: Option<(usize, usize, u64)>| -> bool { what.is_none_or(|(l, b, ph)| sh.fetch(1 - t, l, b, ph, other(l))) };
     for (s, sample) in x.chunks_exact(f).enumerate() {
         let (cur, nxt) = (s % 2, (s + 1) % 2);
         for l in 0..layers {
             let p = &sh.parts[t][l];
-            let h_cur = sh.h.add(buf(l, cur)) as *const f32;
-            let below = (l > 0).then(|| sh.h.add(buf(l - 1, nxt)) as *const f32);
-            let mine = std::slice::from_raw_parts_mut(sh.h.add(buf(l, nxt) + j0), hw);
-            // Thread 1 needs thread 0's units from the start; thread 0 waits further down.
-            let mut ready = t == 1;
-            if ready && !wait(other, &sh.dead, phase) {
+            if l == 0 {
+                matvec_from::<FMA>(&mut sc.gates, &p.b_ih, &p.w_ih, &p.ih_blocks, sample, 0);
+            } else {
+                matvec_from::<FMA>(&mut sc.gates, &p.b_ih, &p.w_ih, &p.ih_blocks, own(l - 1), 0);
+                if !fetch(Some((l - 1, nxt, phase(s, l - 1)))) {
+                    return None;
+                }
+                matvec_on::<FMA>(&mut sc.gates, &p.w_ih, &p.ih_blocks, other(l - 1), hw);
+            }
+            let (out, init) = match sh.cell {
+                Cell::Lstm => (&mut sc.gates, None),
+                Cell::Gru => (&mut sc.rec, Some(&p.b_hh[..])),
+            };
+            matvec_rows::<FMA>(out, init, &p.w_hh, &p.hh_blocks, own(l), 0);
+            // This layer's previous state, unless the layer above fetched it last step.
+            if !fetch((s > 0 && l == top).then(|| (l, cur, phase(s - 1, l)))) {
                 return None;
             }
-            macro_rules! make_ready {
-                () => {
-                    if !ready {
-                        if !wait(other, &sh.dead, phase) {
-                            return None;
-                        }
-                        ready = true;
-                    }
-                };
-            }
-            match below {
-                None => matvec_from(&mut sc.gates, &p.b_ih, &p.w_ih, &p.ih_blocks, sample, 0),
-                Some(v) => {
-                    matvec_from(&mut sc.gates, &p.b_ih, &p.w_ih, &p.ih_blocks, lo(v), 0);
-                    make_ready!();
-                    matvec_on(&mut sc.gates, &p.w_ih, &p.ih_blocks, hi(v), k0);
-                }
-            }
+            matvec_on::<FMA>(out, &p.w_hh, &p.hh_blocks, other(l), hw);
             match sh.cell {
                 Cell::Lstm => {
-                    sc.rec.copy_from_slice(&sc.gates);
-                    matvec_from(&mut sc.gates, &sc.rec, &p.w_hh, &p.hh_blocks, lo(h_cur), 0);
-                    make_ready!();
-                    matvec_on(&mut sc.gates, &p.w_hh, &p.hh_blocks, hi(h_cur), k0);
                     for (g, bh) in sc.gates.iter_mut().zip(&p.b_hh) {
                         *g += bh;
                     }
                     lstm_cell(&sc.gates, &mut sc.c[l * hwp..(l + 1) * hwp], &mut sc.h);
                 }
                 Cell::Gru => {
-                    matvec_from(&mut sc.rec, &p.b_hh, &p.w_hh, &p.hh_blocks, lo(h_cur), 0);
-                    make_ready!();
-                    matvec_on(&mut sc.rec, &p.w_hh, &p.hh_blocks, hi(h_cur), k0);
-                    sc.h[..hw].copy_from_slice(&std::slice::from_raw_parts(h_cur, hid)[j0..j0 + hw]);
+                    sc.h[..hw].copy_from_slice(own(l));
                     gru_cell(&sc.gates, &sc.rec, &mut sc.h);
                 }
             }
-            debug_assert!(ready);
-            mine.copy_from_slice(&sc.h[..hw]);
-            phase += 1;
-            me.store(phase, Ordering::Release);
+            own(l).copy_from_slice(&sc.h[..hw]);
+            sh.publish(t, l, nxt, phase(s, l), own(l));
         }
     }
-    // Thread 0's caller reads thread 1's half of the final state next.
-    if t == 0 && !wait(other, &sh.dead, phase) {
+    let steps = x.len() / f;
+    // Thread 0's caller reads the final state next.
+    if t == 0 && steps > 0 && !sh.fetch(1, top, steps % 2, phase(steps - 1, top), other(top)) {
         return None;
     }
-    Some(phase)
+    Some(base + (steps * layers) as u64)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 unsafe fn run_avx512(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
-    run(sh, t, base, sc)
+    run::<true>(sh, t, base, sc)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
-    run(sh, t, base, sc)
+    run::<true>(sh, t, base, sc)
 }
 
 /// [`run`] compiled for the widest SIMD the CPU has (the block widths were chosen to match).
@@ -328,11 +362,12 @@ unsafe fn run_dispatch(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Op
         if crate::math::has_avx512() {
             return run_avx512(sh, t, base, sc);
         }
-        if crate::math::has_avx2() {
+        if crate::math::has_avx2() && std::is_x86_feature_detected!("fma") {
             return run_avx2(sh, t, base, sc);
         }
     }
-    run(sh, t, base, sc)
+    // Without hardware FMA (x86 before Haswell) `mul_add` would be a library call.
+    run::<{ cfg!(target_arch = "aarch64") }>(sh, t, base, sc)
 }
 
 /// Widest column block for this CPU: 12 of AVX-512's 32 registers, or 8 of AVX2's 16, of sums.
@@ -419,16 +454,15 @@ impl<'a> DuoEncoder<'a> {
         let half = hid / 2;
         let split = [(0, half), (half, hid - half)];
         let wide = wide_block();
-        let parts = split.map(|part| {
+        let parts = [(split[0], split[1]), (split[1], split[0])].map(|part| {
             (0..layers)
                 .map(|l| {
-                    let inp = if l == 0 { f } else { hid };
-                    LayerPart::pack(enc.bundle().layer(l), inp, hid, g, part, wide)
+                    LayerPart::pack(enc.bundle().layer(l), l == 0, hid, g, part.0, part.1, wide)
                 })
                 .collect::<Vec<_>>()
         });
-        let h_len = layers * 2 * hid;
-        let h = Box::into_raw(vec![0f32; h_len].into_boxed_slice()) as *mut f32;
+        let per = split.iter().map(|&(_, hw)| hw.div_ceil(LINE_VALS)).max().unwrap_or(0);
+        let lines = (0..2 * layers * 2 * per).map(|_| Line { vals: UnsafeCell::new([0.0; LINE_VALS]), phase: AtomicU32::new(0) }).collect();
         let sh = Arc::new(Shared {
             cell: hd.cell,
             hid,
@@ -436,11 +470,10 @@ impl<'a> DuoEncoder<'a> {
             f,
             parts,
             split,
-            h,
-            h_len,
+            lines,
+            per,
             x: UnsafeCell::new(Vec::new()),
             go: AtomicU64::new(0),
-            done: [Padded(AtomicU64::new(0)), Padded(AtomicU64::new(0))],
             dead: AtomicBool::new(false),
         });
         let for_helper = sh.clone();
@@ -465,7 +498,8 @@ impl<'a> DuoEncoder<'a> {
         &self.enc
     }
 
-    /// Latent mean of one time-major window, bit-identical to [`Encoder::encode_window`].
+    /// Latent mean of one time-major window: [`Encoder::encode_window`]'s result to float
+    /// rounding (see the module docs), and its errors.
     pub fn encode_window(&mut self, window: &[f32]) -> Result<Vec<f32>, EncodeError> {
         let hd = self.enc.bundle().header;
         let f = hd.n_features as usize;
@@ -503,16 +537,14 @@ impl<'a> DuoEncoder<'a> {
                     }
                 }
             }
-            std::slice::from_raw_parts_mut(sh.h, sh.h_len).fill(0.0);
         }
         sh.go.fetch_add(1, Ordering::Release);
         handle.thread().unpark();
         // SAFETY: the job is published; both threads use the same `base`.
         let last = unsafe { run_dispatch(sh, 0, self.base, sc) }?;
         self.base = last;
-        let (hid, top, steps) = (sh.hid, sh.layers - 1, window.len() / f);
-        // SAFETY: both threads passed the final barrier; the helper no longer touches `h`.
-        let h_top = unsafe { std::slice::from_raw_parts(sh.h.add(top * 2 * hid + (steps % 2) * hid), hid) };
+        let (hid, top) = (sh.hid, sh.layers - 1);
+        let h_top = &sc.full[top * hid..(top + 1) * hid];
         let (w, b) = self.enc.bundle().head();
         Some(b.iter().enumerate().map(|(j, bj)| bj + dot(&w[j * hid..(j + 1) * hid], h_top)).collect())
     }
@@ -533,12 +565,18 @@ mod tests {
     use super::*;
     use crate::testutil::{random_bundle, Noise};
 
+    /// Largest accepted difference, relative to `max(1, |latent|)`: a reordered f32 sum of ~100
+    /// terms through 20-38 recurrent steps stays around 1e-6; a wrong weight or state element
+    /// moves latents by far more.
+    const TOLERANCE: f32 = 2e-5;
+
     /// Both cells, 1 and 2 layers, even and odd hidden sizes (odd: unequal halves; 130: blocks
     /// of every width), 1 and 3 features, raw and z-normalised: every latent of a sequence of
-    /// windows through one `DuoEncoder` equals the one-window path bit for bit, and bad windows
+    /// windows through one `DuoEncoder` matches the one-window path to float rounding, and bad windows
     /// get the one-window path's errors.
     #[test]
-    fn two_core_windows_equal_one_window_path_bit_for_bit() {
+    fn two_core_windows_match_one_window_path() {
+        let mut worst = 0f32;
         let mut noise = Noise::new(4242);
         for cell in [Cell::Lstm, Cell::Gru] {
             for (hidden, layers, features) in [(17u16, 2u8, 3u16), (90, 1, 1), (91, 2, 1), (130, 1, 3), (5, 1, 1)] {
@@ -554,7 +592,12 @@ mod tests {
                         let got = duo.encode_window(&window).unwrap();
                         let mut s = HostState::default();
                         let want = enc.encode_window::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>(&mut s, &window).unwrap();
-                        assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{case}: window {i}");
+                        assert_eq!(got.len(), want.len(), "{case}: window {i}");
+                        for (g, w) in got.iter().zip(want.iter()) {
+                            let err = (g - w).abs() / w.abs().max(1.0);
+                            worst = worst.max(err);
+                            assert!(err <= TOLERANCE, "{case}: window {i}: {g} vs {w}");
+                        }
                     }
                     let mut bad = vec![0.5f32; 10 * features as usize];
                     bad[3] = f32::INFINITY;
@@ -566,5 +609,6 @@ mod tests {
                 }
             }
         }
+        eprintln!("largest relative difference: {worst:e}");
     }
 }

@@ -1,6 +1,6 @@
-//! The shipped ECG5000 model on all 5000 series: the runtime's native kernels, onnxruntime and
-//! tract give the same latents (within 1e-4) and the same cluster IDs; the candle model agrees
-//! too; streaming sample by sample equals the whole-window call on the real bundle.
+//! The shipped ECG5000 model on all 5000 series: the runtime's native kernels (batched and the
+//! two-core one-window path), onnxruntime and tract give the same latents (within 1e-4) and the
+//! same cluster IDs; the candle model agrees too; streaming sample by sample equals the whole-window call on the real bundle.
 
 use runtime::bundle::AlignedBytes;
 use runtime::encoder::State;
@@ -10,7 +10,7 @@ use tests::*;
 const TOL: f32 = 1e-4;
 
 #[test]
-fn native_ort_tract_and_candle_agree_on_all_ecg5000_series() {
+fn native_duo_ort_tract_and_candle_agree_on_all_ecg5000_series() {
     let dir = shipped_model_dir();
     let m = trainer::artifacts::load_model(&dir, &candle_core::Device::Cpu).unwrap();
     let ds = trainer::data::bundled::ecg5000().unwrap();
@@ -29,7 +29,21 @@ fn native_ort_tract_and_candle_agree_on_all_ecg5000_series() {
     let windows: Vec<f32> = ds.series.iter().flat_map(|s| s.values.iter().copied()).collect();
     let z_tract = tract.embed(&windows).unwrap();
 
-    let pairs = [("native-ort", &z_native, &z_ort), ("native-tract", &z_native, &z_tract), ("native-candle", &z_native, &z_candle), ("ort-tract", &z_ort, &z_tract)];
+    let bundle = AlignedBytes::new(&std::fs::read(dir.join("model.bundle")).unwrap());
+    let mut duo = runtime::duo::DuoEncoder::new(Encoder::from_bytes(bundle.as_bytes()).unwrap()).unwrap();
+    let mut z_duo = Vec::new();
+    for s in &ds.series {
+        z_duo.extend(duo.encode_window(&s.values).unwrap());
+    }
+
+    let pairs = [
+        ("native-ort", &z_native, &z_ort),
+        ("native-duo", &z_native, &z_duo),
+        ("duo-ort", &z_duo, &z_ort),
+        ("native-tract", &z_native, &z_tract),
+        ("native-candle", &z_native, &z_candle),
+        ("ort-tract", &z_ort, &z_tract),
+    ];
     for (name, a, b) in pairs {
         let d = max_abs_diff(a, b);
         eprintln!("{name}: max abs diff {d:e} over {} latents", a.len());
@@ -37,10 +51,10 @@ fn native_ort_tract_and_candle_agree_on_all_ecg5000_series() {
     }
     // Cluster IDs: the same centroid table through the shared assignment code.
     let ids = |z: &[f32]| -> Vec<usize> { native.assign(z).unwrap().iter().map(|a| a.cluster).collect() };
-    let (a, b, c) = (ids(&z_native), ids(&z_ort), ids(&z_tract));
-    let diff_ort = a.iter().zip(&b).filter(|(x, y)| x != y).count();
-    let diff_tract = a.iter().zip(&c).filter(|(x, y)| x != y).count();
-    assert_eq!((diff_ort, diff_tract), (0, 0), "cluster IDs differ for {diff_ort} (ort) / {diff_tract} (tract) of 5000 series");
+    let (a, b, c, d) = (ids(&z_native), ids(&z_ort), ids(&z_tract), ids(&z_duo));
+    let differ = |o: &[usize]| a.iter().zip(o).filter(|(x, y)| x != y).count();
+    let (diff_ort, diff_tract, diff_duo) = (differ(&b), differ(&c), differ(&d));
+    assert_eq!((diff_ort, diff_tract, diff_duo), (0, 0, 0), "cluster IDs differ for {diff_ort} (ort) / {diff_tract} (tract) / {diff_duo} (two-core) of 5000 series");
     assert_eq!(z_native.len(), 5000 * l);
 }
 
