@@ -1,14 +1,15 @@
 //! Turning a long-format fleet file into per-device windows.
 //!
-//! Input rows are `device_id,timestamp,value[,value...]` (an optional header line whose second
-//! field is not a number), devices interleaved in any order; each device's rows must come in
-//! increasing timestamp order. Memory is bounded by devices x window (one ring buffer per device),
-//! not by file size.
+//! Input rows are `device_id,timestamp,value[,value...]`: CSV lines through [`Windower::feed`]
+//! (an optional header line whose second field is not a number), or rows already split into
+//! typed fields (Parquet, see [`crate::parquet_input`]) through [`Windower::feed_row`]. Devices
+//! come interleaved in any order; each device's rows must come in increasing timestamp order.
+//! Memory is bounded by devices x window (one ring buffer per device), not by file size.
 //!
-//! A row that is not UTF-8, has the wrong field count, a non-numeric or non-finite cell, or is out
-//! of time order for its device is skipped and counted ([`WindowerParams::strict`] makes it an
-//! error instead). A gap larger than `max_gap` between two samples of a device restarts that
-//! device's window.
+//! A row that is not UTF-8, has the wrong field count, a missing, non-numeric or non-finite cell,
+//! or is out of time order for its device is skipped and counted ([`WindowerParams::strict`]
+//! makes it an error instead). A gap larger than `max_gap` between two samples of a device
+//! restarts that device's window.
 
 use std::collections::HashMap;
 
@@ -27,14 +28,30 @@ pub struct WindowerParams {
     pub strict: bool,
 }
 
-/// A row that was rejected: its 1-based line number and why.
+/// A row that was rejected: its 1-based line (CSV) or row (Parquet) number and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("line {line}: {why}")]
+#[error("{unit} {line}: {why}")]
 pub struct RowError {
-    /// 1-based line number in the input.
+    /// "line" or "row".
+    pub unit: &'static str,
+    /// 1-based line (CSV) or row (Parquet) number in the input.
     pub line: usize,
     /// What is wrong with it.
     pub why: String,
+}
+
+/// One reading split into fields: the device, its timestamp (value, and text as it is written
+/// to the output), and the sample's values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Row<'a> {
+    /// Device id.
+    pub device: &'a str,
+    /// Timestamp, for ordering and gaps.
+    pub time: f64,
+    /// Timestamp as written in the output.
+    pub time_text: &'a str,
+    /// One value per feature.
+    pub values: &'a [f32],
 }
 
 /// Invalid windowing parameters.
@@ -95,6 +112,7 @@ pub struct Windower {
     devices: HashMap<String, Device>,
     summary: Summary,
     lines: usize,
+    unit: &'static str,
     vals: Vec<f32>,
 }
 
@@ -105,7 +123,7 @@ impl Windower {
             return Err(ParamsError { window: p.window, stride: p.stride, features: p.features });
         }
         let vals = vec![0.0; p.features];
-        Ok(Windower { p, devices: HashMap::new(), summary: Summary::default(), lines: 0, vals })
+        Ok(Windower { p, devices: HashMap::new(), summary: Summary::default(), lines: 0, unit: "line", vals })
     }
 
     /// Counts so far.
@@ -149,13 +167,41 @@ impl Windower {
             return Ok(None); // header
         }
         self.summary.rows += 1;
-        let t = match parse_row(&fields, &mut self.vals) {
-            Ok(t) => t,
-            Err(why) => return self.reject(line, why, false),
+        let mut vals = std::mem::take(&mut self.vals);
+        let r = match parse_row(&fields, &mut vals) {
+            Ok(t) => self.accept(line, Row { device: fields[0], time: t, time_text: fields[1], values: &vals }, values),
+            Err(why) => self.reject(line, why, false),
         };
+        self.vals = vals;
+        r
+    }
+
+    /// Feeds the next row of a typed source (rows numbered from 1), or the reason it could not
+    /// be read (counted as malformed, or an error in strict mode); otherwise as [`Self::feed`].
+    pub fn feed_row(&mut self, row: Result<Row<'_>, String>, values: &mut Vec<f32>) -> Result<Option<Window>, RowError> {
+        self.lines += 1;
+        self.unit = "row";
+        self.summary.rows += 1;
+        let line = self.lines;
+        let row = row.and_then(|r| {
+            if r.values.len() != self.p.features {
+                return Err(format!("expected {} value(s), found {}", self.p.features, r.values.len()));
+            }
+            check_row(&r)?;
+            Ok(r)
+        });
+        match row {
+            Ok(r) => self.accept(line, r, values),
+            Err(why) => self.reject(line, why, false),
+        }
+    }
+
+    /// Windows a validated row.
+    fn accept(&mut self, line: usize, row: Row<'_>, values: &mut Vec<f32>) -> Result<Option<Window>, RowError> {
+        let (t, device) = (row.time, row.device);
         let p = &self.p;
         let f = p.features;
-        let dev = self.devices.entry(fields[0].to_string()).or_insert_with(|| Device {
+        let dev = self.devices.entry(device.to_string()).or_insert_with(|| Device {
             buf: vec![0.0; p.window * f],
             times: vec![String::new(); p.window],
             filled: 0,
@@ -165,7 +211,7 @@ impl Windower {
             samples: 0,
         });
         if t <= dev.last_t {
-            let why = format!("device '{}' time {t} is not after {}", fields[0], dev.last_t);
+            let why = format!("device '{device}' time {t} is not after {}", dev.last_t);
             return self.reject(line, why, true);
         }
         if p.max_gap.is_some_and(|g| dev.filled > 0 && t - dev.last_t > g) {
@@ -177,8 +223,8 @@ impl Windower {
         dev.samples += 1;
         let w = p.window;
         let slot = dev.filled % w;
-        dev.buf[slot * f..(slot + 1) * f].copy_from_slice(&self.vals);
-        dev.times[slot] = fields[1].to_string();
+        dev.buf[slot * f..(slot + 1) * f].copy_from_slice(row.values);
+        dev.times[slot] = row.time_text.to_string();
         dev.filled += 1;
         dev.since_emit += 1;
         if dev.filled < w || (dev.filled != w && dev.since_emit < p.stride) {
@@ -193,12 +239,12 @@ impl Windower {
             let i = (first + k) % w;
             values.extend_from_slice(&dev.buf[i * f..(i + 1) * f]);
         }
-        Ok(Some(Window { device: fields[0].to_string(), start: dev.times[first].clone(), end: fields[1].to_string() }))
+        Ok(Some(Window { device: device.to_string(), start: dev.times[first].clone(), end: row.time_text.to_string() }))
     }
 
     fn reject(&mut self, line: usize, why: String, out_of_order: bool) -> Result<Option<Window>, RowError> {
         if self.p.strict {
-            return Err(RowError { line, why });
+            return Err(RowError { unit: self.unit, line, why });
         }
         if out_of_order {
             self.summary.out_of_order += 1;
@@ -215,20 +261,26 @@ fn parse_row(fields: &[&str], vals: &mut [f32]) -> Result<f64, String> {
     if fields.len() != 2 + f {
         return Err(format!("expected {} fields (device, timestamp, {f} value(s)), found {}", 2 + f, fields.len()));
     }
-    if fields[0].is_empty() {
-        return Err("empty device id".into());
-    }
     let t: f64 = fields[1].parse().map_err(|_| format!("timestamp '{}' is not a number", fields[1]))?;
-    if !t.is_finite() {
-        return Err(format!("timestamp '{}' is not finite", fields[1]));
-    }
     for (v, cell) in vals.iter_mut().zip(&fields[2..]) {
         *v = cell.parse().map_err(|_| format!("value '{cell}' is not a number"))?;
-        if !v.is_finite() {
-            return Err(format!("value '{cell}' is not finite"));
-        }
     }
+    check_row(&Row { device: fields[0], time: t, time_text: fields[1], values: vals })?;
     Ok(t)
+}
+
+/// The checks every source shares: a device id, a finite timestamp, finite values.
+fn check_row(r: &Row<'_>) -> Result<(), String> {
+    if r.device.is_empty() {
+        return Err("empty device id".into());
+    }
+    if !r.time.is_finite() {
+        return Err(format!("timestamp '{}' is not finite", r.time_text));
+    }
+    if let Some(v) = r.values.iter().find(|v| !v.is_finite()) {
+        return Err(format!("value '{v}' is not finite"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,3 +4,4 @@
 //! handling can be tested and fuzzed on its own.
 
 pub mod fleet;
+pub mod parquet_input;

@@ -1,8 +1,9 @@
 //! `edge assign`: cluster IDs for every window of every device in a recorded fleet file.
 //!
-//! Input is long format, `device_id,timestamp,value[,value...]` (an optional header line whose
-//! second field is not a number), devices interleaved in any order; each device's rows must come
-//! in increasing timestamp order. Memory is bounded by devices x window (one ring buffer per
+//! Input is long format, `device_id,timestamp,value[,value...]`, as CSV (an optional header line
+//! whose second field is not a number) or as Parquet with the same columns in the same order
+//! (detected by its magic bytes; see `edge::parquet_input`), devices interleaved in any order;
+//! each device's rows must come in increasing timestamp order. Memory is bounded by devices x window (one ring buffer per
 //! device) plus one batch of pending windows, not by file size.
 //!
 //! Rows that are malformed (wrong field count, non-numeric, NaN/inf) or out of time order are
@@ -23,6 +24,7 @@ use runtime::bundle::AlignedBytes;
 use runtime::Encoder;
 
 use edge::fleet::{Window, Windower, WindowerParams};
+use edge::parquet_input::{is_parquet, ParquetReadings};
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "Score a fleet's recorded readings with a trained model")]
@@ -45,14 +47,27 @@ enum Engine {
     Tract,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Parquet if the file starts and ends with Parquet's magic bytes, CSV otherwise.
+    Auto,
+    /// Comma-separated text.
+    Csv,
+    /// Apache Parquet (flat columns: device id, timestamp, values).
+    Parquet,
+}
+
 #[derive(clap::Args)]
 struct AssignArgs {
     /// Model directory (model.bundle, and encoder.onnx for --engine tract).
     #[arg(long)]
     model: PathBuf,
-    /// Readings in long format: device_id,timestamp,value[,value...].
+    /// Readings in long format: device_id,timestamp,value[,value...] (CSV or Parquet).
     #[arg(long)]
     input: PathBuf,
+    /// Input format.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    format: Format,
     /// Output CSV.
     #[arg(long)]
     out: PathBuf,
@@ -121,68 +136,101 @@ fn assign(a: AssignArgs) -> Result<()> {
         bail!("--engine tract: the model z-normalises windows, which encoder.onnx does not contain; use --engine native");
     }
 
-    let input = File::open(&a.input).with_context(|| format!("{}: cannot open", a.input.display()))?;
-    let size = input.metadata().map(|m| m.len()).unwrap_or(0);
-    let pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(size) };
-    pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {msg} ETA {eta}")?);
-    let mut reader = BufReader::with_capacity(1 << 20, input);
+    let parquet = match a.format {
+        Format::Csv => false,
+        Format::Parquet => true,
+        Format::Auto => is_parquet(&a.input).with_context(|| format!("{}: cannot open", a.input.display()))?,
+    };
     let out_file = a.out.with_extension("csv.tmp");
-    let mut out = BufWriter::new(File::create(&out_file).with_context(|| format!("{}: cannot create", out_file.display()))?);
-    writeln!(out, "device,window_start,window_end,cluster,distance,second_distance")?;
-
     let started = Instant::now();
     let mut windower = Windower::new(WindowerParams { features: f, window, stride, max_gap: a.max_gap, strict: a.strict })?;
-    let mut jobs: Vec<Window> = Vec::new();
-    let mut pending: Vec<f32> = Vec::new();
-    let flush = |jobs: &mut Vec<Window>, pending: &mut Vec<f32>, out: &mut BufWriter<File>| -> Result<()> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let z = match a.engine {
-            Engine::Native => embed_windows(&enc, pending, window * f)?,
-            #[cfg(feature = "tract")]
-            Engine::Tract => tract.as_ref().expect("loaded above").embed(pending)?,
-            #[cfg(not(feature = "tract"))]
-            Engine::Tract => unreachable!("rejected above"),
+    let scored = (|| -> Result<()> {
+        let mut out = BufWriter::new(File::create(&out_file).with_context(|| format!("{}: cannot create", out_file.display()))?);
+        writeln!(out, "device,window_start,window_end,cluster,distance,second_distance")?;
+        let mut jobs: Vec<Window> = Vec::new();
+        let mut pending: Vec<f32> = Vec::new();
+        let mut flush = |jobs: &mut Vec<Window>, pending: &mut Vec<f32>| -> Result<()> {
+            if jobs.is_empty() {
+                return Ok(());
+            }
+            let z = match a.engine {
+                Engine::Native => embed_windows(&enc, pending, window * f)?,
+                #[cfg(feature = "tract")]
+                Engine::Tract => tract.as_ref().expect("loaded above").embed(pending)?,
+                #[cfg(not(feature = "tract"))]
+                Engine::Tract => unreachable!("rejected above"),
+            };
+            for (job, asg) in jobs.iter().zip(assign_all(&enc, &z)?) {
+                writeln!(out, "{},{},{},{},{},{}", job.device, job.start, job.end, asg.cluster, asg.distance, asg.second_distance)?;
+            }
+            jobs.clear();
+            pending.clear();
+            Ok(())
         };
-        for (job, asg) in jobs.iter().zip(assign_all(&enc, &z)?) {
-            writeln!(out, "{},{},{},{},{},{}", job.device, job.start, job.end, asg.cluster, asg.distance, asg.second_distance)?;
-        }
-        jobs.clear();
-        pending.clear();
-        Ok(())
-    };
-
-    // Bytes, not `read_line`: one undecodable row must be skipped, not end the run.
-    let mut line = Vec::new();
-    let mut read = 0u64;
-    let mut lines = 0usize;
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).with_context(|| format!("{}: read error", a.input.display()))?;
-        if n == 0 {
-            break;
-        }
-        read += n as u64;
-        lines += 1;
-        if lines % 65536 == 0 {
-            pb.set_position(read);
-        }
-        let job = windower.feed(&line, &mut pending).with_context(|| format!("{}", a.input.display()))?;
-        if let Some(job) = job {
-            jobs.push(job);
-            if jobs.len() >= a.batch {
-                flush(&mut jobs, &mut pending, &mut out)?;
-                pb.set_message(format!("{} windows", windower.summary().windows));
+        // One fed row's window, if it completed one: batched, scored when the batch is full.
+        let mut take = |job: Option<Window>, windower: &Windower, jobs: &mut Vec<Window>, pending: &mut Vec<f32>, pb: &ProgressBar| -> Result<()> {
+            if let Some(job) = job {
+                jobs.push(job);
+                if jobs.len() >= a.batch {
+                    flush(jobs, pending)?;
+                    pb.set_message(format!("{} windows", windower.summary().windows));
+                }
+            }
+            Ok(())
+        };
+        let pb;
+        if parquet {
+            let readings = ParquetReadings::open(&a.input, f).with_context(|| format!("{}", a.input.display()))?;
+            pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(readings.rows()) };
+            pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} rows {msg} ETA {eta}")?);
+            let mut n = 0u64;
+            readings
+                .for_each(|row| -> Result<()> {
+                    let job = windower.feed_row(row, &mut pending)?;
+                    take(job, &windower, &mut jobs, &mut pending, &pb)?;
+                    n += 1;
+                    if n.is_multiple_of(65536) {
+                        pb.set_position(n);
+                    }
+                    Ok(())
+                })
+                .with_context(|| format!("{}", a.input.display()))?;
+        } else {
+            let input = File::open(&a.input).with_context(|| format!("{}: cannot open", a.input.display()))?;
+            let size = input.metadata().map(|m| m.len()).unwrap_or(0);
+            pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(size) };
+            pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {msg} ETA {eta}")?);
+            let mut reader = BufReader::with_capacity(1 << 20, input);
+            // Bytes, not `read_line`: one undecodable row must be skipped, not end the run.
+            let mut line = Vec::new();
+            let (mut read, mut lines) = (0u64, 0usize);
+            loop {
+                line.clear();
+                let n = reader.read_until(b'\n', &mut line).with_context(|| format!("{}: read error", a.input.display()))?;
+                if n == 0 {
+                    break;
+                }
+                read += n as u64;
+                lines += 1;
+                if lines % 65536 == 0 {
+                    pb.set_position(read);
+                }
+                let job = windower.feed(&line, &mut pending).with_context(|| format!("{}", a.input.display()))?;
+                take(job, &windower, &mut jobs, &mut pending, &pb)?;
             }
         }
+        flush(&mut jobs, &mut pending)?;
+        out.flush()?;
+        out.get_ref().sync_all()?;
+        pb.finish_and_clear();
+        Ok(())
+    })();
+    if let Err(e) = scored {
+        // Nothing half-written is left behind; an earlier output at --out is untouched.
+        let _ = std::fs::remove_file(&out_file);
+        return Err(e);
     }
-    flush(&mut jobs, &mut pending, &mut out)?;
-    out.flush()?;
-    out.get_ref().sync_all()?;
-    drop(out);
     std::fs::rename(&out_file, &a.out).with_context(|| format!("{}: cannot write", a.out.display()))?;
-    pb.finish_and_clear();
 
     let secs = started.elapsed().as_secs_f64();
     let s = windower.summary();

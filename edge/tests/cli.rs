@@ -102,3 +102,128 @@ fn overlapping_windows_and_strict_mode() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("invalid model bundle"), "{e}");
 }
+
+/// The shipped sample fleet rewritten as Parquet (string ids, INT64 timestamps, DOUBLE values,
+/// snappy pages, row groups of `group` rows); the CSV's malformed rows become a null timestamp
+/// (missing field), a null value (non-numeric) and a NaN value.
+fn sample_as_parquet(path: &Path, group: usize, value_columns: usize) {
+    use parquet::basic::Compression;
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+
+    let text = std::fs::read_to_string(root().join("data/fleet/sample.csv")).unwrap();
+    let rows: Vec<(String, Option<i64>, Option<f64>)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f.get(1).and_then(|t| t.parse().ok()).filter(|_| f.len() == 3), f.get(2).and_then(|v| v.parse().ok()))
+        })
+        .collect();
+    let values: String = (0..value_columns).map(|i| format!("optional double value{i};")).collect();
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(&format!("message readings {{ required binary device_id (UTF8); optional int64 timestamp; {values} }}")).unwrap());
+    let props = Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build());
+    let mut w = SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, props).unwrap();
+    for chunk in rows.chunks(group) {
+        let mut rg = w.next_row_group().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        let ids: Vec<ByteArray> = chunk.iter().map(|r| ByteArray::from(r.0.as_str())).collect();
+        col.typed::<ByteArrayType>().write_batch(&ids, None, None).unwrap();
+        col.close().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        let (ts, def): (Vec<i64>, Vec<i16>) = (chunk.iter().filter_map(|r| r.1).collect(), chunk.iter().map(|r| r.1.is_some() as i16).collect());
+        col.typed::<Int64Type>().write_batch(&ts, Some(&def), None).unwrap();
+        col.close().unwrap();
+        for _ in 0..value_columns {
+            let mut col = rg.next_column().unwrap().unwrap();
+            let (vs, def): (Vec<f64>, Vec<i16>) = (chunk.iter().filter_map(|r| r.2).collect(), chunk.iter().map(|r| r.2.is_some() as i16).collect());
+            col.typed::<DoubleType>().write_batch(&vs, Some(&def), None).unwrap();
+            col.close().unwrap();
+        }
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+}
+
+fn assign_file(input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let model = root().join("models/ecg5000");
+    let mut args = vec!["assign", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
+    args.extend(extra);
+    edge(&args)
+}
+
+#[test]
+fn parquet_input_gives_the_same_output_as_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    // No .parquet extension: detected by its magic bytes. 1000-row groups: windows span groups.
+    let pq = dir.path().join("readings.bin");
+    sample_as_parquet(&pq, 1000, 1);
+    let (csv_out, pq_out) = (dir.path().join("csv.csv"), dir.path().join("pq.csv"));
+    let a = assign_file(&root().join("data/fleet/sample.csv"), &csv_out, &["--stride", "70"]);
+    let b = assign_file(&pq, &pq_out, &["--stride", "70"]);
+    let (ea, eb) = (String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
+    assert!(a.status.success() && b.status.success(), "csv: {ea}\nparquet: {eb}");
+    let (want, got) = (std::fs::read_to_string(&csv_out).unwrap(), std::fs::read_to_string(&pq_out).unwrap());
+    assert_eq!(got.lines().count(), 1 + 24 * 5);
+    assert_eq!(got, want, "Parquet and CSV inputs must give the same ids file");
+    assert!(eb.contains("3 malformed") && eb.contains("25 (1 with fewer samples"), "{eb}");
+
+    // Strict mode names the row; nothing is written.
+    let o = assign_file(&pq, &pq_out.with_extension("strict.csv"), &["--strict"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    let why = ["missing timestamp", "not finite", "missing value"];
+    assert!(e.contains("readings.bin: row ") && why.iter().any(|w| e.contains(w)), "{e}");
+    assert!(!pq_out.with_extension("strict.csv").exists());
+}
+
+#[test]
+fn bad_parquet_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ids.csv");
+    std::fs::write(&out, "previous run\n").unwrap();
+    // Two value columns for a one-feature model.
+    let wide = dir.path().join("wide.parquet");
+    sample_as_parquet(&wide, 4096, 2);
+    let o = assign_file(&wide, &out, &[]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("wide.parquet") && e.contains("expected 3 columns") && e.contains("value1"), "{e}");
+    // Truncated (footer cut off), with and without the .parquet name.
+    let good = dir.path().join("good.parquet");
+    sample_as_parquet(&good, 4096, 1);
+    let bytes = std::fs::read(&good).unwrap();
+    for name in ["cut.parquet", "cut.dat"] {
+        let cut = dir.path().join(name);
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let o = assign_file(&cut, &out, &[]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {e}");
+        assert!(e.contains(name) && e.contains("not a readable Parquet file"), "{name}: {e}");
+    }
+    // Corrupted bytes anywhere (pages without checksums may still decode, to other values):
+    // never a panic; a failure names the file.
+    let corrupt = dir.path().join("corrupt.parquet");
+    let mut failures = 0;
+    for i in 1..24 {
+        let mut bad = bytes.clone();
+        let at = bad.len() * i / 24;
+        for b in &mut bad[at..(at + 16).min(bytes.len())] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&corrupt, &bad).unwrap();
+        let o = assign_file(&corrupt, &out, &[]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!e.contains("panicked") && matches!(o.status.code(), Some(0 | 1)), "corruption at {at}: {e}");
+        if o.status.code() == Some(1) {
+            assert!(e.contains("corrupt.parquet"), "corruption at {at}: {e}");
+            failures += 1;
+        } else {
+            std::fs::write(&out, "previous run\n").unwrap();
+        }
+    }
+    assert!(failures > 0, "no corruption was detected at all");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous run\n", "a failed run must leave the previous output alone");
+}
