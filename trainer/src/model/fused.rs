@@ -397,14 +397,20 @@ pub fn gru_seq(x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tenso
     run(Kind::Gru, x, w, h0)
 }
 
-/// `dW_hh = Σ_t dA_tᵀ h_{t-1}` as one `[G*H, T*B] x [T*B, H]` matmul.
+/// `dW_hh = Σ_t dA_tᵀ h_{t-1}` as one `[G*H, T*B] x [T*B, H]` matmul ([`super::weight_grad`]'s
+/// AVX-512 kernel where it reproduces gemm's bits, gemm otherwise).
 fn recurrent_weight_grad(da: &[f32], y: &[f32], h0: &[f32], d: Dims) -> Vec<f32> {
     let bh = d.b * d.h;
     let mut hprev = Vec::with_capacity(d.t * bh);
     hprev.extend_from_slice(h0);
     hprev.extend_from_slice(&y[..(d.t - 1) * bh]);
-    let mut dw = vec![0f32; d.gh() * d.h];
-    matmul_par(d.gh(), d.h, d.t * d.b, &mut dw, false, da, true, &hprev, false, threads());
+    let (m, n, k) = (d.gh(), d.h, d.t * d.b);
+    #[cfg(target_arch = "x86_64")]
+    if super::weight_grad::avx512_applies(m, n, k) {
+        return super::weight_grad::avx512(da, &hprev, m, n, k, rayon::current_num_threads());
+    }
+    let mut dw = vec![0f32; m * n];
+    matmul_par(m, n, k, &mut dw, false, da, true, &hprev, false, threads());
     dw
 }
 

@@ -13,3 +13,4 @@ mod gradcheck;
 
 mod fused;
 mod packed;
+mod weight_grad;
