@@ -112,6 +112,30 @@ impl LayerPart {
     }
 }
 
+/// Panel rows loaded ahead of use. A thread's weights (51.8 KB for GRU hidden 90) are just over
+/// L1 (48 KB), so each step finds part of them evicted; the hardware prefetcher does not run far
+/// enough ahead, and fetching 16 rows ahead (wrapping to the panel's first rows, which the next
+/// step reads first) took the two-core step from ~0.90 to ~0.76 µs. Distances 4-24 all helped,
+/// 16 the most.
+const PREFETCH_ROWS: usize = 16;
+
+/// Starts loading `panel[at..at + len]` into L1 (x86-64; elsewhere the hardware prefetcher is
+/// left to it).
+#[inline(always)]
+fn prefetch_row(panel: &[f32], at: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let row = panel.as_ptr().wrapping_add(at);
+        for o in (0..len).step_by(16) {
+            // SAFETY: a prefetch never faults and changes no data (the address is in the panel
+            // anyway; no bounds check needed).
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(row.wrapping_add(o) as *const i8) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (panel, at, len);
+}
+
 /// `out[s..s+B] = start + Σ_i v[i] · panel[k0 + i][..B]`, with `start` = `init[s..s+B]`, or the
 /// sums already in `out` when `init` is `None` (a product resumed at row `k0`: storing and
 /// reloading the partial sums rounds nothing, so a split product equals a whole one).
@@ -123,6 +147,7 @@ fn block<const B: usize, const FMA: bool>(out: &mut [f32], init: Option<&[f32]>,
     for (i, &x) in v.iter().enumerate() {
         let k = k0 + i;
         let row: &[f32; B] = panel[k * B..k * B + B].try_into().expect("block in bounds");
+        prefetch_row(panel, (k + PREFETCH_ROWS) % (panel.len() / B) * B, B);
         for j in 0..B {
             acc[j] = if FMA { row[j].mul_add(x, acc[j]) } else { acc[j] + row[j] * x };
         }
