@@ -2,9 +2,9 @@
 //!
 //! Input is long format, `device_id,timestamp,value[,value...]`, as CSV (an optional header line
 //! whose second field is not a number) or as Parquet with the same columns in the same order
-//! (detected by its magic bytes; see `edge::parquet_input`), devices interleaved in any order;
-//! each device's rows must come in increasing timestamp order. Memory is bounded by devices x window (one ring buffer per
-//! device) plus one batch of pending windows, not by file size.
+//! (see `edge::parquet_input`), devices interleaved in any order; each device's rows must come in
+//! increasing timestamp order. Memory is bounded by devices x window (one ring buffer per device)
+//! plus one batch of pending windows (and, for Parquet, one row group's pages), not by file size.
 //!
 //! Rows that are malformed (wrong field count, non-numeric, NaN/inf) or out of time order are
 //! skipped and counted (`--strict` makes them errors). A gap larger than `--max-gap` between two
@@ -24,7 +24,7 @@ use runtime::bundle::AlignedBytes;
 use runtime::Encoder;
 
 use edge::fleet::{Window, Windower, WindowerParams};
-use edge::parquet_input::{is_parquet, ParquetReadings};
+use edge::parquet_input::{is_parquet, ParquetInputError, ParquetReadings};
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "Score a fleet's recorded readings with a trained model")]
@@ -49,7 +49,8 @@ enum Engine {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
-    /// Parquet if the file starts and ends with Parquet's magic bytes, CSV otherwise.
+    /// Parquet for a `.parquet`/`.pq` name or a file that starts with Parquet's magic bytes (and
+    /// ends with them or is binary), CSV otherwise.
     Auto,
     /// Comma-separated text.
     Csv,
@@ -186,7 +187,7 @@ fn assign(a: AssignArgs) -> Result<()> {
             let mut n = 0u64;
             readings
                 .for_each(|row| -> Result<()> {
-                    let job = windower.feed_row(row, &mut pending)?;
+                    let job = windower.feed_row(row, &mut pending).with_context(|| format!("{}", a.input.display()))?;
                     take(job, &windower, &mut jobs, &mut pending, &pb)?;
                     n += 1;
                     if n.is_multiple_of(65536) {
@@ -194,7 +195,8 @@ fn assign(a: AssignArgs) -> Result<()> {
                     }
                     Ok(())
                 })
-                .with_context(|| format!("{}", a.input.display()))?;
+                // Decoding errors name the input; scoring and output errors carry their own.
+                .map_err(|e| if e.is::<ParquetInputError>() { e.context(format!("{}", a.input.display())) } else { e })?;
         } else {
             let input = File::open(&a.input).with_context(|| format!("{}: cannot open", a.input.display()))?;
             let size = input.metadata().map(|m| m.len()).unwrap_or(0);
@@ -212,7 +214,7 @@ fn assign(a: AssignArgs) -> Result<()> {
                 }
                 read += n as u64;
                 lines += 1;
-                if lines % 65536 == 0 {
+                if lines.is_multiple_of(65536) {
                     pb.set_position(read);
                 }
                 let job = windower.feed(&line, &mut pending).with_context(|| format!("{}", a.input.display()))?;

@@ -547,8 +547,8 @@ impl<'a> DuoEncoder<'a> {
         let sc = self.sc.as_mut()?;
         let hd = self.enc.bundle().header;
         let f = sh.f;
-        // SAFETY: the helper is idle (it finished the previous window: our last barrier saw its
-        // final phase), so nothing else touches `x` or `h` until `go` publishes them.
+        // SAFETY: the helper is idle (it finished the previous window: our last fetch saw its
+        // final phase), so nothing else touches `x` until `go` publishes it.
         unsafe {
             let x = &mut *sh.x.get();
             x.clear();
