@@ -133,47 +133,79 @@ impl ParquetReadings {
 }
 
 /// The device, timestamp and values of one record (column order checked at open); integer
-/// device ids and all timestamps are written as text into `device_text` and `time_text`.
+/// device ids and all timestamps are written as text into `device_text` and `time_text`, which
+/// are reused from row to row.
 fn split<'a>(row: &'a PqRow, values: &'a mut [f32], device_text: &'a mut String, time_text: &'a mut String) -> Result<Row<'a>, String> {
     let mut cells = row.get_column_iter().map(|(_, f)| f);
     let device: &'a str = match cells.next() {
         Some(Field::Str(s)) => s,
         Some(Field::Null) | None => return Err("missing device id".into()),
         Some(f) => {
-            *device_text = number(f).ok_or_else(|| format!("device id {f} is not a string or an integer"))?.1;
+            let id = number(f).ok_or_else(|| format!("device id {f} is not a string or an integer"))?;
+            write_text(device_text, id);
             device_text
         }
     };
     let time = match cells.next() {
         Some(Field::Null) | None => return Err("missing timestamp".into()),
         Some(f) => {
-            let (t, text) = number(f).ok_or_else(|| format!("timestamp {f} is not a number"))?;
-            *time_text = text;
-            t
+            let t = number(f).ok_or_else(|| format!("timestamp {f} is not a number"))?;
+            write_text(time_text, t);
+            t.value()
         }
     };
     for (v, f) in values.iter_mut().zip(cells) {
         *v = match f {
             Field::Null => return Err("missing value".into()),
-            f => number(f).ok_or_else(|| format!("value {f} is not a number"))?.0 as f32,
+            f => number(f).ok_or_else(|| format!("value {f} is not a number"))?.value() as f32,
         };
     }
     Ok(Row { device, time, time_text, values })
 }
 
-/// Numeric cell as `(value, text)`.
-fn number(f: &Field) -> Option<(f64, String)> {
-    Some(match f {
-        Field::Byte(v) => (*v as f64, v.to_string()),
-        Field::Short(v) => (*v as f64, v.to_string()),
-        Field::Int(v) | Field::Date(v) | Field::TimeMillis(v) => (*v as f64, v.to_string()),
-        Field::Long(v) | Field::TimestampMillis(v) | Field::TimestampMicros(v) | Field::TimeMicros(v) => (*v as f64, v.to_string()),
-        Field::UByte(v) => (*v as f64, v.to_string()),
-        Field::UShort(v) => (*v as f64, v.to_string()),
-        Field::UInt(v) => (*v as f64, v.to_string()),
-        Field::ULong(v) => (*v as f64, v.to_string()),
-        Field::Float(v) => (*v as f64, v.to_string()),
-        Field::Double(v) => (*v, v.to_string()),
+/// A numeric cell as stored: integers (incl. DATE/TIME/TIMESTAMP, as their stored count) or
+/// floats of either width, so its text is the stored number, not a calendar rendering.
+#[derive(Debug, Clone, Copy)]
+enum Number {
+    Int(i128),
+    F32(f32),
+    F64(f64),
+}
+
+impl Number {
+    fn value(self) -> f64 {
+        match self {
+            Number::Int(v) => v as f64,
+            Number::F32(v) => v as f64,
+            Number::F64(v) => v,
+        }
+    }
+}
+
+/// `text` = the number as written in the output (no allocation once `text` has grown).
+fn write_text(text: &mut String, n: Number) {
+    use std::fmt::Write;
+    text.clear();
+    let _ = match n {
+        Number::Int(v) => write!(text, "{v}"),
+        Number::F32(v) => write!(text, "{v}"),
+        Number::F64(v) => write!(text, "{v}"),
+    };
+}
+
+/// A numeric cell, or `None` for strings, bytes, decimals and nested values.
+fn number(f: &Field) -> Option<Number> {
+    Some(match *f {
+        Field::Byte(v) => Number::Int(v.into()),
+        Field::Short(v) => Number::Int(v.into()),
+        Field::Int(v) | Field::Date(v) | Field::TimeMillis(v) => Number::Int(v.into()),
+        Field::Long(v) | Field::TimestampMillis(v) | Field::TimestampMicros(v) | Field::TimeMicros(v) => Number::Int(v.into()),
+        Field::UByte(v) => Number::Int(v.into()),
+        Field::UShort(v) => Number::Int(v.into()),
+        Field::UInt(v) => Number::Int(v.into()),
+        Field::ULong(v) => Number::Int(v.into()),
+        Field::Float(v) => Number::F32(v),
+        Field::Double(v) => Number::F64(v),
         _ => return None,
     })
 }
