@@ -112,6 +112,7 @@ pub struct Windower {
     devices: HashMap<String, Device>,
     summary: Summary,
     lines: usize,
+    /// What `lines` counts in errors: "line" after [`Self::feed`], "row" after [`Self::feed_row`].
     unit: &'static str,
     vals: Vec<f32>,
 }
@@ -151,6 +152,7 @@ impl Windower {
     /// counted and skipped, or returned as errors in strict mode.
     pub fn feed(&mut self, raw: &[u8], values: &mut Vec<f32>) -> Result<Option<Window>, RowError> {
         self.lines += 1;
+        self.unit = "line";
         let line = self.lines;
         let text = match std::str::from_utf8(raw) {
             Ok(t) => t.trim_end_matches(['\n', '\r']),
