@@ -99,7 +99,37 @@ fn borrow<'a>(storage: &'a candle_core::Storage, l: &Layout, what: &str) -> cand
     }
 }
 
-/// Values saved by a forward pass for its backward pass, each `[T, B, ·]`.
+/// Buffers of the last batches, handed out again instead of fresh zero-filled ones: every
+/// step allocates the same multi-megabyte `[T, B, ·]` buffers, and filling them with zeros that
+/// the kernels then overwrite was ~6% of a training step. A recycled buffer holds the previous
+/// batch's values, so only buffers that are written in full before they are read come from here.
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+/// Enough for the buffers of a two-layer encoder and decoder; more are simply freed.
+const POOL_MAX: usize = 24;
+
+/// A buffer of `len` values that the caller overwrites in full (contents unspecified).
+fn take(len: usize) -> Vec<f32> {
+    let recycled = POOL.lock().ok().and_then(|mut pool| {
+        let i = pool.iter().position(|v| v.len() == len)?;
+        Some(pool.swap_remove(i))
+    });
+    recycled.unwrap_or_else(|| vec![0f32; len])
+}
+
+/// Returns a buffer to the pool.
+fn give(v: Vec<f32>) {
+    if v.is_empty() {
+        return;
+    }
+    if let Ok(mut pool) = POOL.lock() {
+        if pool.len() < POOL_MAX {
+            pool.push(v);
+        }
+    }
+}
+
+/// Values saved by a forward pass for its backward pass, each `[T, B, ·]`. The hidden outputs
+/// are the op's result, which candle hands back to the backward pass.
 struct Cache {
     /// Activated gates `[T, B, G*H]`.
     gates: Vec<f32>,
@@ -107,8 +137,14 @@ struct Cache {
     aux: Vec<f32>,
     /// LSTM: `tanh(c_t)` `[T, B, H]`; GRU: empty.
     aux2: Vec<f32>,
-    /// Hidden outputs `[T, B, H]`.
-    y: Vec<f32>,
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        for v in [&mut self.gates, &mut self.aux, &mut self.aux2] {
+            give(std::mem::take(v));
+        }
+    }
 }
 
 /// Which recurrence a [`SeqOp`] runs.
@@ -269,9 +305,10 @@ impl CustomOp3 for SeqOp {
         let mut gates = project(x, &w, d, self.kind);
         // h_{t-1} W_hhᵀ at every step: B = W_hhᵀ, [H, G·H].
         let whh_t = Packed::new(&w.w_hh, h, gh, h, true);
-        let mut y = vec![0f32; t * b * h];
-        let mut aux = vec![0f32; t * b * h];
-        let mut aux2 = if self.kind == Kind::Lstm { vec![0f32; t * b * h] } else { Vec::new() };
+        // Every step writes all rows of these.
+        let mut y = take(t * b * h);
+        let mut aux = take(t * b * h);
+        let mut aux2 = if self.kind == Kind::Lstm { take(t * b * h) } else { Vec::new() };
         let parts = batch_parts(b);
         let jobs: Vec<FwdPart> = parts
             .iter()
@@ -288,9 +325,8 @@ impl CustomOp3 for SeqOp {
                 Kind::Gru => gru_forward(&mut j, &whh_t, &w.b_hh, h0p, h),
             }
         });
-        let out = y.clone();
-        *self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))? = Some(Cache { gates, aux, aux2, y });
-        Ok((CpuStorage::F32(out), Shape::from((d.t, d.b, d.h))))
+        *self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))? = Some(Cache { gates, aux, aux2 });
+        Ok((CpuStorage::F32(y), Shape::from((d.t, d.b, d.h))))
     }
 
     fn bwd(
@@ -298,16 +334,25 @@ impl CustomOp3 for SeqOp {
         x: &Tensor,
         w: &Tensor,
         h0: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let guard = self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))?;
         let cache = guard.as_ref().ok_or_else(|| candle_core::Error::Msg("fused RNN: backward before forward".into()))?;
         let d = self.dims(x.shape(), w.shape(), h0.shape())?;
-        let (grad, w_c, h0_c, x_c) = (grad.contiguous()?, w.contiguous()?, h0.contiguous()?, x.contiguous()?);
-        let ((dy_s, dy_l), (w_s, w_l), (h0_s, h0_l), (x_s, x_l)) =
-            (grad.storage_and_layout(), w_c.storage_and_layout(), h0_c.storage_and_layout(), x_c.storage_and_layout());
+        let (grad, w_c, h0_c, x_c, y_c) = (grad.contiguous()?, w.contiguous()?, h0.contiguous()?, x.contiguous()?, res.contiguous()?);
+        let ((dy_s, dy_l), (w_s, w_l), (h0_s, h0_l), (x_s, x_l), (y_s, y_l)) = (
+            grad.storage_and_layout(),
+            w_c.storage_and_layout(),
+            h0_c.storage_and_layout(),
+            x_c.storage_and_layout(),
+            y_c.storage_and_layout(),
+        );
         let dy = borrow(&dy_s, dy_l, "gradient")?;
+        let yv = borrow(&y_s, y_l, "output")?;
+        if yv.len() != d.t * d.b * d.h {
+            return Err(candle_core::Error::Msg(format!("{}: output has {} values, not T·B·H", self.name(), yv.len())));
+        }
         let wv = Weights::unpack(borrow(&w_s, w_l, "w")?, d);
         let h0v = borrow(&h0_s, h0_l, "h0")?;
         let xv = borrow(&x_s, x_l, "x")?;
@@ -317,8 +362,9 @@ impl CustomOp3 for SeqOp {
         // da: gradient of the gate pre-activations' input part (x W_ih^T + b_ih);
         // dhh: of the recurrent part (h W_hh^T + b_hh); the same buffer for the LSTM.
         let gru = self.kind == Kind::Gru;
-        let mut da = vec![0f32; tb * gh];
-        let mut dhh_full = if gru { vec![0f32; tb * gh] } else { Vec::new() };
+        // Every step writes all rows of these.
+        let mut da = take(tb * gh);
+        let mut dhh_full = if gru { take(tb * gh) } else { Vec::new() };
         let mut dh0 = vec![0f32; d.b * h];
         let parts = batch_parts(d.b);
         // `dh0` is one step of `[B, H]`: each part gets exactly one slice of it.
@@ -331,15 +377,19 @@ impl CustomOp3 for SeqOp {
             .collect();
         jobs.into_par_iter().for_each(|mut j| match self.kind {
             Kind::Lstm => lstm_backward(cache, dy, &whh, d, &mut j),
-            Kind::Gru => gru_backward(cache, dy, &whh, h0v, d, &mut j),
+            Kind::Gru => gru_backward(cache, yv, dy, &whh, h0v, d, &mut j),
         });
         let dhh = if gru { &dhh_full } else { &da };
-        let dw_hh = recurrent_weight_grad(dhh, &cache.y, h0v, d);
+        let dw_hh = recurrent_weight_grad(dhh, yv, h0v, d);
         let mut dw_ih = vec![0f32; gh * inp];
-        let mut dx = vec![0f32; tb * inp];
+        // The gradient of data (the encoder's input) is never used: skip that pass over `da`.
+        let want_dx = x.track_op();
+        let mut dx = vec![0f32; if want_dx { tb * inp } else { 0 }];
         if inp > 0 {
             matmul_par(gh, inp, tb, &mut dw_ih, false, &da, true, xv, false, threads());
-            matmul_par(tb, inp, gh, &mut dx, false, &da, false, &wv.w_ih, false, threads());
+            if want_dx {
+                matmul_par(tb, inp, gh, &mut dx, false, &da, false, &wv.w_ih, false, threads());
+            }
         }
         let mut db_ih = vec![0f32; gh];
         let mut db_hh = vec![0f32; gh];
@@ -358,7 +408,10 @@ impl CustomOp3 for SeqOp {
             row[inp + h] = db_ih[g];
             row[inp + h + 1] = db_hh[g];
         }
-        Ok((Some(to_tensor(dx, x)?), Some(to_tensor(dw, w)?), Some(to_tensor(dh0, h0)?)))
+        give(da);
+        give(dhh_full);
+        let dx = if want_dx { Some(to_tensor(dx, x)?) } else { None };
+        Ok((dx, Some(to_tensor(dw, w)?), Some(to_tensor(dh0, h0)?)))
     }
 }
 
@@ -371,9 +424,9 @@ fn project(x: &[f32], w: &Weights, d: Dims, kind: Kind) -> Vec<f32> {
     for g in 0..added {
         bias[g] += w.b_hh[g];
     }
-    let mut xw = Vec::with_capacity(tb * gh);
-    for _ in 0..tb {
-        xw.extend_from_slice(&bias);
+    let mut xw = take(tb * gh);
+    for row in xw.chunks_exact_mut(gh) {
+        row.copy_from_slice(&bias);
     }
     if d.inp > 0 {
         matmul_par(tb, gh, d.inp, &mut xw, true, x, false, &w.w_ih, true, threads());
@@ -401,14 +454,15 @@ pub fn gru_seq(x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tenso
 /// AVX-512 kernel where it reproduces gemm's bits, gemm otherwise).
 fn recurrent_weight_grad(da: &[f32], y: &[f32], h0: &[f32], d: Dims) -> Vec<f32> {
     let bh = d.b * d.h;
-    let mut hprev = Vec::with_capacity(d.t * bh);
-    hprev.extend_from_slice(h0);
-    hprev.extend_from_slice(&y[..(d.t - 1) * bh]);
     let (m, n, k) = (d.gh(), d.h, d.t * d.b);
     #[cfg(target_arch = "x86_64")]
     if super::weight_grad::avx512_applies(m, n, k) {
-        return super::weight_grad::avx512(da, &hprev, m, n, k, rayon::current_num_threads());
+        let hprev = super::weight_grad::Rows { head: h0, tail: &y[..(d.t - 1) * bh] };
+        return super::weight_grad::avx512(da, hprev, m, n, k, rayon::current_num_threads());
     }
+    let mut hprev = Vec::with_capacity(d.t * bh);
+    hprev.extend_from_slice(h0);
+    hprev.extend_from_slice(&y[..(d.t - 1) * bh]);
     let mut dw = vec![0f32; m * n];
     matmul_par(m, n, k, &mut dw, false, da, true, &hprev, false, threads());
     dw
@@ -454,7 +508,7 @@ avx512_or_baseline!(
 avx512_or_baseline!(
     /// One part's GRU backward pass: fills its rows of the gradients of the input part
     /// `[T, B, 3H]` (`j.da`), of the recurrent part `h W_hh^T + b_hh` (`j.dhh`), and of `dh0`.
-    fn gru_backward / gru_backward_avx512 => gru_backward_body(c: &Cache, dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart<'_>)
+    fn gru_backward / gru_backward_avx512 => gru_backward_body(c: &Cache, y: &[f32], dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart<'_>)
 );
 
 #[inline(always)]
@@ -638,7 +692,7 @@ fn gru_forward_body(j: &mut FwdPart, whh: &Packed, bhh: &[f32], h0: &[f32], h: u
 }
 
 #[inline(always)]
-fn gru_backward_body(c: &Cache, dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart) {
+fn gru_backward_body(c: &Cache, y: &[f32], dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart) {
     let (b, h, p) = (d.b, d.h, j.part);
     let (bc, g3) = (p.bc, 3 * h);
     let h0p = &h0[p.b0 * h..(p.b0 + p.bc) * h];
@@ -647,7 +701,7 @@ fn gru_backward_body(c: &Cache, dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j
     for s in (0..d.t).rev() {
         let gs = rows(&c.gates, s, b, g3, p);
         let hns = rows(&c.aux, s, b, h, p);
-        let hp = if s == 0 { h0p } else { rows(&c.y, s - 1, b, h, p) };
+        let hp = if s == 0 { h0p } else { rows(y, s - 1, b, h, p) };
         let dys = rows(dy, s, b, h, p);
         let dx = &mut *j.da[s];
         let dhs = &mut *j.dhh[s];
