@@ -11,9 +11,9 @@
 //!
 //! The op takes the layer input `x` `[T, B, In]` (`In` may be 0: the decoder's first layer has no
 //! input), all weights packed as `W = [W_ih | W_hh | b_ih | b_hh]` `[G*H, In+H+2]`, and `h0`
-//! `[B, H]`, and returns every hidden state `[T, B, H]`. The input projection for all steps is
-//! one matmul inside the op, and so are its gradients: large intermediate tensors never become
-//! candle graph nodes.
+//! `[B, H]`, and returns every hidden state `[T, B, H]`. The input projection is computed inside
+//! the op (each step's rows just before its recurrent product), and so are its gradients: large
+//! intermediate tensors never become candle graph nodes.
 
 use std::sync::{Arc, Mutex};
 
@@ -301,8 +301,9 @@ impl CustomOp3 for SeqOp {
         let (x, w, h0) = (slice(s1, l1, "x")?, slice(s2, l2, "w")?, slice(s3, l3, "h0")?);
         let w = Weights::unpack(w, d);
         let (t, b, h, gh) = (d.t, d.b, d.h, d.gh());
-        // The input projection becomes the gate buffer, activated in place step by step.
-        let mut gates = project(x, &w, d, self.kind);
+        // Each step writes its input projection into its gate rows and activates them in place.
+        let proj = Projection::new(x, &w, d, self.kind);
+        let mut gates = take(t * b * gh);
         // h_{t-1} W_hhᵀ at every step: B = W_hhᵀ, [H, G·H].
         let whh_t = Packed::new(&w.w_hh, h, gh, h, true);
         // Every step writes all rows of these.
@@ -321,8 +322,8 @@ impl CustomOp3 for SeqOp {
         jobs.into_par_iter().for_each(|mut j| {
             let h0p = &h0[j.part.b0 * h..(j.part.b0 + j.part.bc) * h];
             match self.kind {
-                Kind::Lstm => lstm_forward(&mut j, &whh_t, h0p, h),
-                Kind::Gru => gru_forward(&mut j, &whh_t, &w.b_hh, h0p, h),
+                Kind::Lstm => lstm_forward(&mut j, &proj, &whh_t, h0p, h),
+                Kind::Gru => gru_forward(&mut j, &proj, &whh_t, &w.b_hh, h0p, h),
             }
         });
         *self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))? = Some(Cache { gates, aux, aux2 });
@@ -391,14 +392,8 @@ impl CustomOp3 for SeqOp {
                 matmul_par(tb, inp, gh, &mut dx, false, &da, false, &wv.w_ih, false, threads());
             }
         }
-        let mut db_ih = vec![0f32; gh];
-        let mut db_hh = vec![0f32; gh];
-        for (row_a, row_h) in da.chunks_exact(gh).zip(dhh.chunks_exact(gh)) {
-            for g in 0..gh {
-                db_ih[g] += row_a[g];
-                db_hh[g] += row_h[g];
-            }
-        }
+        let db_ih = column_sums(&da, gh);
+        let db_hh = if gru { column_sums(dhh, gh) } else { db_ih.clone() };
         let ld = d.ld();
         let mut dw = vec![0f32; gh * ld];
         for g in 0..gh {
@@ -415,23 +410,62 @@ impl CustomOp3 for SeqOp {
     }
 }
 
-/// `x W_ih^T + b_ih` for every step, plus the biases that are simply added: all of `b_hh` for
-/// the LSTM, the `r` and `z` blocks of `b_hh` for the GRU (its `n` block sits inside `r ⊙ ...`).
-fn project(x: &[f32], w: &Weights, d: Dims, kind: Kind) -> Vec<f32> {
-    let (gh, tb) = (d.gh(), d.t * d.b);
-    let mut bias = w.b_ih.clone();
-    let added = if kind == Kind::Lstm { gh } else { 2 * d.h };
-    for g in 0..added {
-        bias[g] += w.b_hh[g];
+/// `Σ_r buf[r][g]` for every column `g` of a row-major `[·, width]` buffer, each sum in row
+/// order; threads take disjoint column ranges, so the bits do not depend on the thread count.
+fn column_sums(buf: &[f32], width: usize) -> Vec<f32> {
+    let sums = |cols: std::ops::Range<usize>| {
+        let mut acc = vec![0f32; cols.len()];
+        for row in buf.chunks_exact(width) {
+            for (a, &v) in acc.iter_mut().zip(&row[cols.clone()]) {
+                *a += v;
+            }
+        }
+        acc
+    };
+    let n = rayon::current_num_threads().min(width.div_ceil(64)).max(1);
+    if n == 1 {
+        return sums(0..width);
     }
-    let mut xw = take(tb * gh);
-    for row in xw.chunks_exact_mut(gh) {
-        row.copy_from_slice(&bias);
+    // Ranges of whole cache lines (16 values) so threads never share one.
+    let per = width.div_ceil(n).div_ceil(16) * 16;
+    (0..n).into_par_iter().map(|i| sums((i * per).min(width)..((i + 1) * per).min(width))).flatten_iter().collect()
+}
+
+/// The input part of the gate pre-activations, `x_t W_ih^T + b_ih` plus the biases that are
+/// simply added (all of `b_hh` for the LSTM, the `r` and `z` blocks of `b_hh` for the GRU, whose
+/// `n` block sits inside `r ⊙ ...`), written by each step into its own gate rows just before the
+/// recurrent product adds to them: filled while they are in L1 instead of in a separate pass over
+/// the whole `[T, B, G·H]` buffer. gemm gives each row the same bits either way (its sums run
+/// along `In`, one block for input widths like these).
+struct Projection<'a> {
+    x: &'a [f32],
+    w_ih: &'a [f32],
+    bias: Vec<f32>,
+    inp: usize,
+    b: usize,
+}
+
+impl<'a> Projection<'a> {
+    fn new(x: &'a [f32], w: &'a Weights, d: Dims, kind: Kind) -> Self {
+        let mut bias = w.b_ih.clone();
+        let added = if kind == Kind::Lstm { d.gh() } else { 2 * d.h };
+        for g in 0..added {
+            bias[g] += w.b_hh[g];
+        }
+        Projection { x, w_ih: &w.w_ih, bias, inp: d.inp, b: d.b }
     }
-    if d.inp > 0 {
-        matmul_par(tb, gh, d.inp, &mut xw, true, x, false, &w.w_ih, true, threads());
+
+    /// Part `p`'s rows of step `s` into `out` (`[bc, G·H]`).
+    fn step(&self, s: usize, p: Part, out: &mut [f32]) {
+        let gh = self.bias.len();
+        for row in out.chunks_exact_mut(gh) {
+            row.copy_from_slice(&self.bias);
+        }
+        if self.inp > 0 {
+            let xs = rows(self.x, s, self.b, self.inp, p);
+            matmul_par(p.bc, gh, self.inp, out, true, xs, false, self.w_ih, true, gemm::Parallelism::None);
+        }
     }
-    xw
 }
 
 fn run(kind: Kind, x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
@@ -492,8 +526,8 @@ macro_rules! avx512_or_baseline {
 }
 
 avx512_or_baseline!(
-    /// One part's LSTM forward pass; `j.gates` holds the input projection on entry.
-    fn lstm_forward / lstm_forward_avx512 => lstm_forward_body(j: &mut FwdPart<'_>, w: &Packed, h0: &[f32], h: usize)
+    /// One part's LSTM forward pass.
+    fn lstm_forward / lstm_forward_avx512 => lstm_forward_body(j: &mut FwdPart<'_>, proj: &Projection<'_>, w: &Packed, h0: &[f32], h: usize)
 );
 avx512_or_baseline!(
     /// One part's LSTM backward pass: fills its rows of the gate pre-activation gradients (input
@@ -503,7 +537,7 @@ avx512_or_baseline!(
 avx512_or_baseline!(
     /// One part's GRU forward pass; `j.gates` holds `x W_ih^T + b_ih` plus the `r`, `z` blocks of
     /// `b_hh` on entry and the activated gates `r, z, n` on exit.
-    fn gru_forward / gru_forward_avx512 => gru_forward_body(j: &mut FwdPart<'_>, whh: &Packed, bhh: &[f32], h0: &[f32], h: usize)
+    fn gru_forward / gru_forward_avx512 => gru_forward_body(j: &mut FwdPart<'_>, proj: &Projection<'_>, whh: &Packed, bhh: &[f32], h0: &[f32], h: usize)
 );
 avx512_or_baseline!(
     /// One part's GRU backward pass: fills its rows of the gradients of the input part
@@ -512,13 +546,14 @@ avx512_or_baseline!(
 );
 
 #[inline(always)]
-fn lstm_forward_body(j: &mut FwdPart, w: &Packed, h0: &[f32], h: usize) {
+fn lstm_forward_body(j: &mut FwdPart, proj: &Projection, w: &Packed, h0: &[f32], h: usize) {
     let (bc, g4) = (j.part.bc, 4 * h);
     let zeros = vec![0f32; bc * h];
     for s in 0..j.gates.len() {
         let (ydone, yrest) = j.y.split_at_mut(s);
         let hp: &[f32] = if s == 0 { h0 } else { ydone[s - 1] };
         let a = &mut *j.gates[s];
+        proj.step(s, j.part, a);
         w.matmul(bc, hp, h, a, g4, true);
         for row in a.chunks_exact_mut(g4) {
             let (sig1, rest_g) = row.split_at_mut(2 * h);
@@ -658,7 +693,7 @@ fn lstm_backward_body(c: &Cache, dy: &[f32], w: &Packed, d: Dims, j: &mut BwdPar
 }
 
 #[inline(always)]
-fn gru_forward_body(j: &mut FwdPart, whh: &Packed, bhh: &[f32], h0: &[f32], h: usize) {
+fn gru_forward_body(j: &mut FwdPart, proj: &Projection, whh: &Packed, bhh: &[f32], h0: &[f32], h: usize) {
     let (bc, g3) = (j.part.bc, 3 * h);
     let mut hh = vec![0f32; bc * g3];
     for s in 0..j.gates.len() {
@@ -666,6 +701,7 @@ fn gru_forward_body(j: &mut FwdPart, whh: &Packed, bhh: &[f32], h0: &[f32], h: u
         let hp: &[f32] = if s == 0 { h0 } else { ydone[s - 1] };
         whh.matmul(bc, hp, h, &mut hh, g3, false);
         let gs = &mut *j.gates[s];
+        proj.step(s, j.part, gs);
         let hns = &mut *j.aux[s];
         for r in 0..bc {
             let (gr, hr) = (&mut gs[r * g3..(r + 1) * g3], &hh[r * g3..(r + 1) * g3]);
