@@ -437,6 +437,7 @@ fn run_plot(a: PlotArgs) -> Result<()> {
 }
 
 fn main() {
+    trainer::train::park_idle_candle_workers();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Fit(a) => run_fit(a),

@@ -20,6 +20,18 @@ use crate::model::{ModelConfig, ParamStore, Vrae};
 use crate::optim::Optimizer;
 use crate::params::VraeValidParams;
 
+/// Makes candle's element-wise worker threads sleep as soon as an op ends (unless
+/// `CANDLE_BARRIER_POOL_SPIN_LIMIT` is already set). By default they spin for 25,000 pauses after
+/// every parallel candle op, on the same cores the fused RNN kernels then want: ~5% of a
+/// two-thread LSTM training step on a two-core machine. Call it at program start, before any
+/// other thread exists (it sets an environment variable, which is not safe alongside threads
+/// that read the environment).
+pub fn park_idle_candle_workers() {
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
+    }
+}
+
 /// Mean losses of one epoch (averaged over its batches) and its wall time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochLog {
