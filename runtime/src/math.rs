@@ -169,6 +169,38 @@ mod tests {
         }
     }
 
+    /// The SIMD paths (vector loops and their shorter tails) give the scalar bits for every
+    /// length and for special values, which the device builds compute with the scalar code.
+    #[test]
+    fn activations_simd_match_scalar_bits_for_every_length() {
+        let specials = [0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40, -1e-40, 87.5, -87.5, 88.7, -103.0, 44.0, -44.0];
+        let mut state = 0x9e37_79b9u32;
+        for len in 0..=70 {
+            let xs: Vec<f32> = (0..len)
+                .map(|i| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    if i % 7 == 3 { specials[(state as usize) % specials.len()] } else { (state as f32 / u32::MAX as f32 - 0.5) * 60.0 }
+                })
+                .collect();
+            let (mut s, mut t) = (xs.clone(), xs.clone());
+            sigmoid_inplace(&mut s);
+            tanh_inplace(&mut t);
+            for (i, &x) in xs.iter().enumerate() {
+                assert_eq!(sigmoid(x).to_bits(), s[i].to_bits(), "sigmoid({x}) at {i} of {len}");
+                assert_eq!(tanh(x).to_bits(), t[i].to_bits(), "tanh({x}) at {i} of {len}");
+            }
+        }
+        // A dense sweep: one-ulp differences (a fused multiply-add anywhere) are rare per value.
+        let xs: Vec<f32> = (0..2_000_003).map(|i| (i as f32 - 1_000_000.0) * 9e-5).collect();
+        let (mut s, mut t) = (xs.clone(), xs.clone());
+        sigmoid_inplace(&mut s);
+        tanh_inplace(&mut t);
+        let bad = xs.iter().enumerate().filter(|&(i, &x)| sigmoid(x).to_bits() != s[i].to_bits() || tanh(x).to_bits() != t[i].to_bits()).count();
+        assert_eq!(bad, 0, "{bad} of {} values differ between SIMD and scalar", xs.len());
+    }
+
     #[test]
     fn dot_handles_remainders() {
         let a: [f32; 19] = core::array::from_fn(|i| i as f32);
