@@ -6,14 +6,14 @@
 //! dimension `T·B` into `kc`-long blocks (`kc` from `gemm_common::cache::kernel_params`, which
 //! depends on this CPU's caches); within a block every output is `s = fma(a, b, s)` from `s = 0`
 //! in `t·b` order; the first block's sum is stored and each later block's sum `s` becomes
-//! `fma(1, s, dW) = dW + s`. [`avx512`] does exactly that with an AVX-512 register tile (32
-//! gate rows x 12 hidden columns in 24 registers), so it returns gemm's bits at about three times
-//! the speed. Loop order is for the caches, not the sums: a block of rows (~1.6 MB of `dA` and
-//! `h`) is finished for every 32-row panel while it sits in L2, and within it each 64-row
-//! sub-block for every column tile while it sits in L1, the panel's sums waiting in a small
-//! buffer in between (a stored and reloaded sum is not rounded). A test compares the two bit
-//! for bit on the training shapes. Shapes gemm sends down other paths (tiny products) are left
-//! to gemm.
+//! `fma(1, s, dW) = dW + s`. [`avx512`] does exactly that with AVX-512 register tiles (4 gate
+//! rows x 96 hidden columns in 24 registers: per row of `dA` four broadcasts and six loads of the
+//! contiguous `h` row feed 24 multiply-adds), so it returns gemm's bits at about three times the
+//! speed. Loop order is for the caches, not the sums: a block of rows (~1.6 MB of `dA` and `h`)
+//! is finished while it sits in L2, and within it each 64-row sub-block of `h` runs under every
+//! gate-row tile while it sits in L1, each tile's sums waiting in a buffer in between (a stored
+//! and reloaded sum is not rounded). A test compares the two bit for bit on the training shapes.
+//! Shapes gemm sends down other paths (tiny products) are left to gemm.
 
 #[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
@@ -48,14 +48,6 @@ pub fn avx512_applies(m: usize, n: usize, k: usize) -> bool {
     }
 }
 
-/// Gate rows per task and register tile.
-const GT: usize = 32;
-/// Hidden columns per register tile.
-const JT: usize = 12;
-/// Rows of `da`/`hp` per sub-block: small enough that a sub-block of both stays in L1 while
-/// every column tile of the panel runs over it.
-const SB: usize = 64;
-
 /// Rows `0..k` of `[k, n]` stored as two row-major pieces: `head` holds the first
 /// `head.len() / n` rows, `tail` the rest (so `[h0; h_1 .. h_{T-1}]` needs no copy).
 #[derive(Clone, Copy)]
@@ -65,6 +57,15 @@ pub struct Rows<'a> {
     /// The rows after them.
     pub tail: &'a [f32],
 }
+
+/// Gate rows of `dW` per register tile (each broadcast from `da`).
+const GR: usize = 4;
+/// Hidden columns per register tile: six 16-lane vectors of an `hp` row, 24 accumulators.
+const NV: usize = 6;
+const JC: usize = NV * 16;
+/// Rows of `da`/`hp` per sub-block: small enough that the sub-block's `hp` rows stay in L1 while
+/// every gate-row tile runs over them.
+const SB: usize = 64;
 
 /// `dW[g][j] = Σ_r da[r][g] · hp[r][j]` (`da` `[k, m]`, `hp` `[k, n]`, `dW` `[m, n]`, all
 /// row-major), in gemm's order (module docs). Only where [`avx512_applies`].
@@ -77,74 +78,70 @@ pub fn avx512(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, threads: u
     );
     let kc = gemm_kc(m, n, k);
     let mut dw = vec![0f32; m * n];
-    // Each thread takes a contiguous run of 32-row panels.
-    let panels = m.div_ceil(GT);
-    let per = panels.div_ceil(threads.max(1));
-    let task = |(gi, rows): (usize, &mut [f32])| {
+    // Each thread takes a contiguous run of gate rows (whole register tiles).
+    let per = m.div_ceil(threads.max(1)).div_ceil(GR) * GR;
+    let task = |(ti, rows): (usize, &mut [f32])| {
         // SAFETY: AVX-512F and FMA are available (asserted above); `rows` holds gate rows
-        // `gi·per·GT ..` of `dW`, and the kernel reads `da`/`hp` only inside the bounds asserted above.
-        unsafe { panels_task(da, hp, m, n, k, kc, gi * per * GT, rows) }
+        // `ti·per ..` of `dW`, and the kernel reads `da`/`hp` only inside the bounds asserted above.
+        unsafe { rows_task(da, hp, m, n, k, kc, ti * per, rows) }
     };
     if threads > 1 {
-        dw.par_chunks_mut(per * GT * n).enumerate().for_each(task);
+        dw.par_chunks_mut(per * n).enumerate().for_each(task);
     } else {
         task((0, &mut dw));
     }
     dw
 }
 
-/// Gate rows `g0 .. g0 + rows.len() / n` of `dW`: block by block (a block of `da` and `hp`,
-/// ~1.6 MB at the training shapes, stays in L2 while every panel runs over it), and within a
-/// block panel by panel.
+/// Gate rows `g0 .. g0 + rows.len() / n` of `dW`, block by block (a block of `da` and `hp`,
+/// ~1.6 MB at the training shapes, stays in L2 meanwhile); within a block 96 columns at a time,
+/// and within those one 64-row sub-block at a time for every 4-row tile, whose sums wait in
+/// `acc` in between (a stored and reloaded sum is not rounded, so the bits are gemm's).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn panels_task(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, kc: usize, g0: usize, rows: &mut [f32]) {
+unsafe fn rows_task(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, kc: usize, g0: usize, rows: &mut [f32]) {
     use std::arch::x86_64::__mmask16;
-    let mask = |lanes: usize| -> __mmask16 { if lanes >= 16 { 0xffff } else { ((1u32 << lanes) - 1) as __mmask16 } };
-    // Sums of one panel over one block (32 gate rows x n columns), kept in L1 between
-    // sub-blocks so each sub-block's rows of `da` and `hp` come from L2 once and are then reused
-    // from L1 by every column tile; storing and reloading a sum does not round, so the bits are
-    // gemm's.
-    let mut acc = vec![[0f32; GT]; n];
+    let gn = rows.len() / n;
+    let mut acc = vec![0f32; gn * JC];
     let split = hp.head.len() / n;
     let mut k0 = 0;
     while k0 < k {
         let kb = kc.min(k - k0);
-        for (pi, panel) in rows.chunks_mut(GT * n).enumerate() {
-            let gr = panel.len() / n;
-            let (m0, m1) = (mask(gr), mask(gr.saturating_sub(16)));
-            acc.iter_mut().for_each(|c| *c = [0.0; GT]);
+        for j0 in (0..n).step_by(JC) {
+            let jw = JC.min(n - j0);
+            let nv = jw.div_ceil(16);
+            let tail = jw - (nv - 1) * 16;
+            let last: __mmask16 = if tail == 16 { 0xffff } else { ((1u32 << tail) - 1) as __mmask16 };
+            acc.iter_mut().for_each(|v| *v = 0.0);
             let mut s0 = 0;
             while s0 < kb {
                 let r0 = k0 + s0;
                 // A sub-block never straddles the two pieces of `hp` (where it ends does not
                 // change the sums).
-                let (sb, b0) = if r0 < split {
-                    (SB.min(kb - s0).min(split - r0), hp.head.as_ptr().add(r0 * n))
+                let (sb, b) = if r0 < split {
+                    (SB.min(kb - s0).min(split - r0), hp.head.as_ptr().add(r0 * n + j0))
                 } else {
-                    (SB.min(kb - s0), hp.tail.as_ptr().add((r0 - split) * n))
+                    (SB.min(kb - s0), hp.tail.as_ptr().add((r0 - split) * n + j0))
                 };
-                let a = da.as_ptr().add(r0 * m + g0 + pi * GT);
-                for j0 in (0..n).step_by(JT) {
-                    let b = b0.add(j0);
-                    let jw = JT.min(n - j0);
-                    let tile = &mut acc[j0..j0 + jw];
-                    macro_rules! widths {
-                        ($($w:literal)*) => {
-                            match jw {
-                                $($w => sums::<$w>(a, m, b, n, sb, m0, m1, tile),)*
-                                _ => unreachable!("tile width {jw} above {JT}"),
+                for gt in (0..gn).step_by(GR) {
+                    let a = da.as_ptr().add(r0 * m + g0 + gt);
+                    let out = acc.as_mut_ptr().add(gt * JC);
+                    macro_rules! shapes {
+                        ($($g:literal: $($v:literal)*;)*) => {
+                            match (GR.min(gn - gt), nv) {
+                                $($(($g, $v) => tile::<$g, $v>(a, m, b, n, sb, last, out),)*)*
+                                (g, v) => unreachable!("tile {g} x {v} outside {GR} x {NV}"),
                             }
                         };
                     }
-                    widths!(1 2 3 4 5 6 7 8 9 10 11 12);
+                    shapes!(1: 1 2 3 4 5 6; 2: 1 2 3 4 5 6; 3: 1 2 3 4 5 6; 4: 1 2 3 4 5 6;);
                 }
                 s0 += sb;
             }
-            for (j, col) in acc.iter().enumerate() {
-                for (g, &s) in col.iter().enumerate().take(gr) {
-                    let d = &mut panel[g * n + j];
+            for g in 0..gn {
+                let (src, dst) = (&acc[g * JC..g * JC + jw], &mut rows[g * n + j0..g * n + j0 + jw]);
+                for (d, &s) in dst.iter_mut().zip(src) {
                     // gemm: the first block's sum is stored (`1 · s`), later ones `fma(1, s, d)`.
                     *d = if k0 == 0 { s } else { s + *d };
                 }
@@ -154,35 +151,40 @@ unsafe fn panels_task(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, kc
     }
 }
 
-/// One register tile over rows `0..kb` of a sub-block, continuing the sums in `tile`:
-/// `tile[j][g] += Σ_r a[r·lda + g] · b[r·ldb + j]` for `g < 32` (lanes past the masks read
-/// nothing) and `j < J`, by fused multiply-adds in `r` order.
+/// One register tile over rows `0..kb` of a sub-block, continuing the sums at `acc`
+/// (`G` rows of `JC` values): `acc[g][j] += Σ_r a[r·lda + g] · b[r·ldb + j]` for `g < G` and
+/// `j < 16·V` (the last vector's lanes past `last` read nothing), by fused multiply-adds in `r`
+/// order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn sums<const J: usize>(a: *const f32, lda: usize, b: *const f32, ldb: usize, kb: usize, m0: std::arch::x86_64::__mmask16, m1: std::arch::x86_64::__mmask16, tile: &mut [[f32; GT]]) {
+unsafe fn tile<const G: usize, const V: usize>(a: *const f32, lda: usize, b: *const f32, ldb: usize, kb: usize, last: std::arch::x86_64::__mmask16, acc: *mut f32) {
     use std::arch::x86_64::*;
-    debug_assert!(tile.len() >= J);
-    let mut lo = [_mm512_setzero_ps(); J];
-    let mut hi = [_mm512_setzero_ps(); J];
-    for j in 0..J {
-        lo[j] = _mm512_loadu_ps(tile[j].as_ptr());
-        hi[j] = _mm512_loadu_ps(tile[j].as_ptr().add(16));
-    }
-    for r in 0..kb {
-        let ar = a.add(r * lda);
-        let (a0, a1) = (_mm512_maskz_loadu_ps(m0, ar), _mm512_maskz_loadu_ps(m1, ar.add(16)));
-        let br = b.add(r * ldb);
-        for j in 0..J {
-            let bj = _mm512_set1_ps(*br.add(j));
-            lo[j] = _mm512_fmadd_ps(a0, bj, lo[j]);
-            hi[j] = _mm512_fmadd_ps(a1, bj, hi[j]);
+    let mut s = [[_mm512_setzero_ps(); V]; G];
+    for (g, row) in s.iter_mut().enumerate() {
+        for (v, x) in row.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(acc.add(g * JC + v * 16));
         }
     }
-    for j in 0..J {
-        _mm512_storeu_ps(tile[j].as_mut_ptr(), lo[j]);
-        _mm512_storeu_ps(tile[j].as_mut_ptr().add(16), hi[j]);
+    for r in 0..kb {
+        let br = b.add(r * ldb);
+        let mut bv = [_mm512_setzero_ps(); V];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = if v + 1 == V { _mm512_maskz_loadu_ps(last, br.add(v * 16)) } else { _mm512_loadu_ps(br.add(v * 16)) };
+        }
+        let ar = a.add(r * lda);
+        for (g, row) in s.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*ar.add(g));
+            for v in 0..V {
+                row[v] = _mm512_fmadd_ps(av, bv[v], row[v]);
+            }
+        }
+    }
+    for (g, row) in s.iter().enumerate() {
+        for (v, &x) in row.iter().enumerate() {
+            _mm512_storeu_ps(acc.add(g * JC + v * 16), x);
+        }
     }
 }
 
