@@ -101,8 +101,10 @@ pub fn avx512(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, threads: u
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows_task(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, kc: usize, g0: usize, rows: &mut [f32]) {
-    use std::arch::x86_64::__mmask16;
+    use std::arch::x86_64::{__mmask16, _mm_prefetch, _MM_HINT_T1};
     let gn = rows.len() / n;
+    // Cache lines one row of this thread's `da` columns can touch.
+    let row_lines = gn.div_ceil(16) + 1;
     let mut acc = vec![0f32; gn * JC];
     let split = hp.head.len() / n;
     let mut k0 = 0;
@@ -124,7 +126,20 @@ unsafe fn rows_task(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, kc: 
                 } else {
                     (SB.min(kb - s0), hp.tail.as_ptr().add((r0 - split) * n + j0))
                 };
+                // The next sub-block's `da` rows are one short segment per 1,440-byte row, a
+                // pattern the hardware prefetchers do not follow: request them into L2 a few
+                // lines per tile while this sub-block runs.
+                let next = r0 + sb;
+                let pf_rows = SB.min(k.saturating_sub(next));
+                let pf_total = pf_rows * row_lines;
+                let pf_per_tile = pf_total.div_ceil(gn.div_ceil(GR));
+                let mut pf = 0;
                 for gt in (0..gn).step_by(GR) {
+                    for _ in 0..pf_per_tile.min(pf_total - pf) {
+                        let at = (next + pf / row_lines) * m + g0 + (pf % row_lines) * 16;
+                        _mm_prefetch::<_MM_HINT_T1>(da.as_ptr().wrapping_add(at) as *const i8);
+                        pf += 1;
+                    }
                     let a = da.as_ptr().add(r0 * m + g0 + gt);
                     let out = acc.as_mut_ptr().add(gt * JC);
                     macro_rules! shapes {
