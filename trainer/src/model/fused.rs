@@ -449,8 +449,8 @@ impl<'a> Projection<'a> {
     fn new(x: &'a [f32], w: &'a Weights, d: Dims, kind: Kind) -> Self {
         let mut bias = w.b_ih.clone();
         let added = if kind == Kind::Lstm { d.gh() } else { 2 * d.h };
-        for g in 0..added {
-            bias[g] += w.b_hh[g];
+        for (b, &r) in bias.iter_mut().zip(&w.b_hh).take(added) {
+            *b += r;
         }
         Projection { x, w_ih: &w.w_ih, bias, inp: d.inp, b: d.b }
     }

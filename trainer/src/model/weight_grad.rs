@@ -73,7 +73,7 @@ const SB: usize = 64;
 pub fn avx512(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, threads: usize) -> Vec<f32> {
     assert!(avx512_applies(m, n, k), "weight gradient: AVX-512 path used where it does not apply");
     assert!(
-        da.len() >= k * m && hp.head.len() % n == 0 && hp.head.len() + hp.tail.len() >= k * n,
+        da.len() >= k * m && hp.head.len().is_multiple_of(n) && hp.head.len() + hp.tail.len() >= k * n,
         "weight gradient: operands too small"
     );
     let kc = gemm_kc(m, n, k);
