@@ -100,18 +100,21 @@ fn borrow<'a>(storage: &'a candle_core::Storage, l: &Layout, what: &str) -> cand
 }
 
 /// Buffers of the last batches, handed out again instead of fresh zero-filled ones: every
-/// step allocates the same multi-megabyte `[T, B, ·]` buffers, and filling them with zeros that
+/// training step allocates the same multi-megabyte `[T, B, ·]` buffers, and filling them with zeros that
 /// the kernels then overwrite was ~6% of a training step. A recycled buffer holds the previous
 /// batch's values, so only buffers that are written in full before they are read come from here.
+/// It holds at most [`POOL_MAX`] buffers, about one batch's working set, for the life of the
+/// process.
 static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
-/// Enough for the buffers of a two-layer encoder and decoder; more are simply freed.
+/// Enough for the buffers of a two-layer encoder and decoder; past it the oldest buffer is freed,
+/// so sizes that stop recurring (an epoch's last, shorter batch) age out.
 const POOL_MAX: usize = 24;
 
 /// A buffer of `len` values that the caller overwrites in full (contents unspecified).
 fn take(len: usize) -> Vec<f32> {
     let recycled = POOL.lock().ok().and_then(|mut pool| {
-        let i = pool.iter().position(|v| v.len() == len)?;
-        Some(pool.swap_remove(i))
+        let i = pool.iter().rposition(|v| v.len() == len)?;
+        Some(pool.remove(i))
     });
     recycled.unwrap_or_else(|| vec![0f32; len])
 }
@@ -122,9 +125,10 @@ fn give(v: Vec<f32>) {
         return;
     }
     if let Ok(mut pool) = POOL.lock() {
-        if pool.len() < POOL_MAX {
-            pool.push(v);
+        if pool.len() >= POOL_MAX {
+            pool.remove(0);
         }
+        pool.push(v);
     }
 }
 
