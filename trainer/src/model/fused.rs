@@ -132,6 +132,15 @@ fn give(v: Vec<f32>) {
     }
 }
 
+/// Fills the buffer pool with NaN buffers of these lengths, so that a kernel reading a value of a
+/// recycled buffer that it did not write first shows up as NaN in a test.
+#[cfg(test)]
+pub(super) fn poison_pool(lens: &[usize]) {
+    for &n in lens {
+        give(vec![f32::NAN; n]);
+    }
+}
+
 /// Values saved by a forward pass for its backward pass, each `[T, B, ·]`. The hidden outputs
 /// are the op's result, which candle hands back to the backward pass.
 struct Cache {

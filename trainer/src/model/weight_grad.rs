@@ -62,6 +62,7 @@ pub struct Rows<'a> {
 const GR: usize = 4;
 /// Hidden columns per register tile: six 16-lane vectors of an `hp` row, 24 accumulators.
 const NV: usize = 6;
+/// Hidden columns per pass over a block (`NV` vectors).
 const JC: usize = NV * 16;
 /// Rows of `da`/`hp` per sub-block: small enough that the sub-block's `hp` rows stay in L1 while
 /// every gate-row tile runs over them.
