@@ -548,8 +548,8 @@ avx512_or_baseline!(
     fn lstm_backward / lstm_backward_avx512 => lstm_backward_body(c: &Cache, dy: &[f32], w: &Packed, d: Dims, j: &mut BwdPart<'_>)
 );
 avx512_or_baseline!(
-    /// One part's GRU forward pass; `j.gates` holds `x W_ih^T + b_ih` plus the `r`, `z` blocks of
-    /// `b_hh` on entry and the activated gates `r, z, n` on exit.
+    /// One part's GRU forward pass; each step writes its input projection into `j.gates`, which
+    /// holds the activated gates `r, z, n` on exit.
     fn gru_forward / gru_forward_avx512 => gru_forward_body(j: &mut FwdPart<'_>, proj: &Projection<'_>, whh: &Packed, bhh: &[f32], h0: &[f32], h: usize)
 );
 avx512_or_baseline!(
