@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use runtime::math::{sigmoid_inplace, tanh_inplace};
 
 use super::packed::Packed;
+use super::weight_grad::{self, StepRows};
 
 /// `C (m x n) (+)= A (m x k) · B (k x n)`, all row-major with unit column strides, except where
 /// `*_t` marks the operand as stored transposed; for the large whole-sequence products (the
@@ -229,7 +230,7 @@ struct Part {
 /// Batch rows never interact in a recurrence, so the batch is cut into one part per thread and
 /// each part runs the whole sequence on its own: no synchronisation per time step.
 fn batch_parts(b: usize) -> Vec<Part> {
-    let n = rayon::current_num_threads().min(b / 8).max(1);
+    let n = (b / 16).max(1);
     (0..n).map(|i| Part { b0: i * b / n, bc: (i + 1) * b / n - i * b / n }).collect()
 }
 
@@ -285,7 +286,7 @@ struct FwdPart<'a> {
     aux2: Vec<&'a mut [f32]>,
 }
 
-/// What one part's backward pass writes: its rows of the gate gradients per step, and of `dh0`.
+/// What one part's GRU backward pass writes: its rows of the gate gradients per step, and of `dh0`.
 struct BwdPart<'a> {
     part: Part,
     da: Vec<&'a mut [f32]>,
@@ -373,6 +374,12 @@ impl CustomOp3 for SeqOp {
         let (gh, h, inp, tb) = (d.gh(), d.h, d.inp, d.t * d.b);
         // dA_t W_hh at every step: B = W_hh, [G·H, H].
         let whh = Packed::new(&wv.w_hh, gh, h, h, false);
+        let want_dx = x.track_op();
+        if self.kind == Kind::Lstm {
+            let (dx, dw, dh0) = lstm_bwd(cache, dy, yv, h0v, xv, &wv, &whh, want_dx, d);
+            let dx = if want_dx { Some(to_tensor(dx, x)?) } else { None };
+            return Ok((dx, Some(to_tensor(dw, w)?), Some(to_tensor(dh0, h0)?)));
+        }
         // da: gradient of the gate pre-activations' input part (x W_ih^T + b_ih);
         // dhh: of the recurrent part (h W_hh^T + b_hh); the same buffer for the LSTM.
         let gru = self.kind == Kind::Gru;
@@ -389,15 +396,11 @@ impl CustomOp3 for SeqOp {
             .zip(split_parts(&mut dh0, d.b, h, &parts).into_iter().flatten())
             .map(|(((&part, da), dhh), dh0)| BwdPart { part, da, dhh, dh0 })
             .collect();
-        jobs.into_par_iter().for_each(|mut j| match self.kind {
-            Kind::Lstm => lstm_backward(cache, dy, &whh, d, &mut j),
-            Kind::Gru => gru_backward(cache, yv, dy, &whh, h0v, d, &mut j),
-        });
+        jobs.into_par_iter().for_each(|mut j| gru_backward(cache, yv, dy, &whh, h0v, d, &mut j));
         let dhh = if gru { &dhh_full } else { &da };
         let dw_hh = recurrent_weight_grad(dhh, yv, h0v, d);
         let mut dw_ih = vec![0f32; gh * inp];
         // The gradient of data (the encoder's input) is never used: skip that pass over `da`.
-        let want_dx = x.track_op();
         let mut dx = vec![0f32; if want_dx { tb * inp } else { 0 }];
         if inp > 0 {
             matmul_par(gh, inp, tb, &mut dw_ih, false, &da, true, xv, false, threads());
@@ -543,9 +546,9 @@ avx512_or_baseline!(
     fn lstm_forward / lstm_forward_avx512 => lstm_forward_body(j: &mut FwdPart<'_>, proj: &Projection<'_>, w: &Packed, h0: &[f32], h: usize)
 );
 avx512_or_baseline!(
-    /// One part's LSTM backward pass: fills its rows of the gate pre-activation gradients (input
-    /// and recurrent parts are the same for the LSTM) and of `dh0`.
-    fn lstm_backward / lstm_backward_avx512 => lstm_backward_body(c: &Cache, dy: &[f32], w: &Packed, d: Dims, j: &mut BwdPart<'_>)
+    /// One part's LSTM backward pass: its rows of `dx` (where wanted) and `dh0`, and the weight
+    /// gradient sums of each of its groups into `j.dw`.
+    fn lstm_backward / lstm_backward_avx512 => lstm_backward_body(c: &Cache, io: &LstmIo<'_>, w: &LstmBwdWeights<'_>, d: Dims, j: &mut LstmBwdPart<'_>)
 );
 avx512_or_baseline!(
     /// One part's GRU forward pass; each step writes its input projection into `j.gates`, which
@@ -711,19 +714,119 @@ fn gru_cell_backward(gates: &[f32], hn: &[f32], hp: &[f32], dy: &[f32], dh_next:
     }
 }
 
+/// The tensors an LSTM backward pass reads besides its cache, each `[T, B, ·]` except `h0`.
+struct LstmIo<'a> {
+    dy: &'a [f32],
+    y: &'a [f32],
+    h0: &'a [f32],
+    x: &'a [f32],
+}
+
+/// The weights an LSTM backward step multiplies by: `W_hh` for `dh_{t-1}`, and `W_ih` for `dx`
+/// when the input's gradient is wanted.
+struct LstmBwdWeights<'a> {
+    whh: &'a Packed,
+    wih: Option<&'a Packed>,
+}
+
+/// One thread's share of an LSTM backward pass: batch rows `part` (whole groups, see
+/// [`grad_groups`]), their rows of `dx` per step and of `dh0`, and one weight gradient sum per
+/// group.
+struct LstmBwdPart<'a> {
+    part: Part,
+    groups: &'a [Part],
+    dx: Vec<&'a mut [f32]>,
+    dh0: &'a mut [f32],
+    dw: Vec<Vec<f32>>,
+}
+
+/// Batch rows whose weight-gradient sums are kept apart until the end of the backward pass,
+/// fixed by the batch size alone: threads take whole groups, so the sums, and the bits of
+/// training, do not depend on the thread count.
+fn grad_groups(b: usize) -> Vec<Part> {
+    let n = (b / 16).max(1);
+    (0..n).map(|i| Part { b0: i * b / n, bc: (i + 1) * b / n - i * b / n }).collect()
+}
+
+/// Steps of `dA` kept in cache between weight-gradient passes: enough rows per pass (64 or more)
+/// that loading and storing the sums is a small part of it.
+fn flush_steps(groups: &[Part]) -> usize {
+    let rows = groups.iter().map(|g| g.bc).min().unwrap_or(1).max(1);
+    64usize.div_ceil(rows).min(16)
+}
+
+/// The LSTM backward pass: `(dx, dW, dh0)`. Each thread walks its batch rows back through time;
+/// every few steps it adds their gate gradients to its groups' weight gradients while they are
+/// in cache (one [`weight_grad::accumulate`] over the rows `[x_t, h_{t-1}, 1, 1]` gives
+/// `dW = [dW_ih | dW_hh | db_ih | db_hh]` at once), instead of storing `dA` for all steps and
+/// reading it back in three more passes. The groups' sums are added in group order at the end.
+#[allow(clippy::too_many_arguments)]
+fn lstm_bwd(c: &Cache, dy: &[f32], y: &[f32], h0: &[f32], x: &[f32], wv: &Weights, whh: &Packed, want_dx: bool, d: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (b, h, inp, gh) = (d.b, d.h, d.inp, d.gh());
+    let want_dx = want_dx && inp > 0;
+    let wih = want_dx.then(|| Packed::new(&wv.w_ih, gh, inp, inp, false));
+    let weights = LstmBwdWeights { whh, wih: wih.as_ref() };
+    let io = LstmIo { dy, y, h0, x };
+    let groups = grad_groups(b);
+    let n = rayon::current_num_threads().min(groups.len()).max(1);
+    let shares: Vec<&[Part]> = (0..n).map(|i| &groups[i * groups.len() / n..(i + 1) * groups.len() / n]).collect();
+    let parts: Vec<Part> = shares
+        .iter()
+        .map(|g| {
+            let (first, last) = (g[0], g[g.len() - 1]);
+            Part { b0: first.b0, bc: last.b0 + last.bc - first.b0 }
+        })
+        .collect();
+    let mut dx = if want_dx { take(d.t * b * inp) } else { Vec::new() };
+    let mut dh0 = vec![0f32; b * h];
+    let jobs: Vec<LstmBwdPart> = parts
+        .iter()
+        .zip(shares)
+        .zip(split_parts(&mut dx, b, inp, &parts))
+        .zip(split_parts(&mut dh0, b, h, &parts).into_iter().flatten())
+        .map(|(((&part, groups), dx), dh0)| LstmBwdPart { part, groups, dx, dh0, dw: Vec::new() })
+        .collect();
+    let sums: Vec<Vec<f32>> = jobs
+        .into_par_iter()
+        .map(|mut j| {
+            lstm_backward(c, &io, &weights, d, &mut j);
+            j.dw
+        })
+        .flatten_iter()
+        .collect();
+    let mut dw = sums[0].clone();
+    for sum in &sums[1..] {
+        for (a, &v) in dw.iter_mut().zip(sum) {
+            *a += v;
+        }
+    }
+    (dx, dw, dh0)
+}
+
 #[inline(always)]
-fn lstm_backward_body(c: &Cache, dy: &[f32], w: &Packed, d: Dims, j: &mut BwdPart) {
-    let (b, h, p) = (d.b, d.h, j.part);
-    let (bc, g4) = (p.bc, 4 * h);
+fn lstm_backward_body(c: &Cache, io: &LstmIo, w: &LstmBwdWeights, d: Dims, j: &mut LstmBwdPart) {
+    let (b, h, inp, p) = (d.b, d.h, d.inp, j.part);
+    let (bc, g4, ld) = (p.bc, 4 * h, d.ld());
     let mut dh_next = vec![0f32; bc * h];
     let mut dc_next = vec![0f32; bc * h];
     let zeros = vec![0f32; bc * h];
+    // The last few steps' gate gradients and the rows they multiply in the weight gradient,
+    // `[x_t, h_{t-1}, 1, 1]`, slot by slot.
+    let ring = flush_steps(j.groups);
+    let mut ring_da = vec![0f32; ring * bc * g4];
+    let mut ring_x = vec![0f32; ring * bc * ld];
+    for row in ring_x.chunks_exact_mut(ld) {
+        row[inp + h..].fill(1.0);
+    }
+    j.dw = j.groups.iter().map(|_| vec![0f32; g4 * ld]).collect();
+    let h0p = &io.h0[p.b0 * h..(p.b0 + bc) * h];
+    let mut filled = 0;
     for s in (0..d.t).rev() {
         let gates = rows(&c.gates, s, b, g4, p);
         let tc = rows(&c.aux2, s, b, h, p);
         let cprev = if s == 0 { &zeros[..] } else { rows(&c.aux, s - 1, b, h, p) };
-        let dys = rows(dy, s, b, h, p);
-        let das = &mut *j.da[s];
+        let dys = rows(io.dy, s, b, h, p);
+        let das = &mut ring_da[filled * bc * g4..(filled + 1) * bc * g4];
         for r in 0..bc {
             let dr = &mut das[r * g4..(r + 1) * g4];
             let (di, rest) = dr.split_at_mut(h);
@@ -743,8 +846,27 @@ fn lstm_backward_body(c: &Cache, dy: &[f32], w: &Packed, d: Dims, j: &mut BwdPar
                 &mut dc_next[row],
             );
         }
-        // dh_{t-1} = dA_t W_hh
-        w.matmul(bc, das, g4, &mut dh_next, h, false);
+        // dh_{t-1} = dA_t W_hh, dx_t = dA_t W_ih
+        w.whh.matmul(bc, das, g4, &mut dh_next, h, false);
+        if let Some(wih) = w.wih {
+            wih.matmul(bc, das, g4, j.dx[s], inp, false);
+        }
+        let xr = &mut ring_x[filled * bc * ld..(filled + 1) * bc * ld];
+        let (xs, hp) = (rows(io.x, s, b, inp, p), if s == 0 { h0p } else { rows(io.y, s - 1, b, h, p) });
+        for (r, row) in xr.chunks_exact_mut(ld).enumerate() {
+            row[..inp].copy_from_slice(&xs[r * inp..(r + 1) * inp]);
+            row[inp..inp + h].copy_from_slice(&hp[r * h..(r + 1) * h]);
+        }
+        filled += 1;
+        if filled == ring || s == 0 {
+            for (dw, g) in j.dw.iter_mut().zip(j.groups) {
+                let off = g.b0 - p.b0;
+                let da = StepRows { data: &ring_da[off * g4..], step: bc * g4, width: g4 };
+                let xg = StepRows { data: &ring_x[off * ld..], step: bc * ld, width: ld };
+                weight_grad::accumulate(dw, da, xg, filled, g.bc);
+            }
+            filled = 0;
+        }
     }
     j.dh0.copy_from_slice(&dh_next);
 }

@@ -151,3 +151,36 @@ fn fused_lstm_matches_reference() {
 fn fused_gru_matches_reference() {
     fused_case(CellKind::Gru);
 }
+
+/// The fused kernels' loss and gradients do not depend on the number of threads: the LSTM keeps
+/// one weight-gradient sum per fixed group of batch rows, whichever thread computes it.
+#[test]
+fn fused_gradients_are_the_same_bits_on_any_thread_count() {
+    for cell in [CellKind::Lstm, CellKind::Gru] {
+        let dev = Device::Cpu;
+        let cfg = ModelConfig { cell, n_features: 2, seq_len: 11, hidden_size: 9, hidden_layer_depth: 2, latent_length: 3, dropout: 0.2 };
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let store = Vrae::init(&cfg, &mut rng, &dev).unwrap();
+        // Batch 50: three groups of 16-17 rows.
+        let x = Tensor::from_vec(standard_normal(&mut rng, 11 * 50 * 2), (11, 50, 2), &dev).unwrap();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let model = Vrae::bind(&cfg, &store, Path::new("test")).unwrap();
+                let mut r = ChaCha8Rng::seed_from_u64(3);
+                let fw = model.forward_train(&x, &mut r).unwrap();
+                let loss = vrae_loss(&x, &fw.recon, &fw.mean, &fw.logvar, ReconLoss::Mse, LossScaling::Mean, 0.5).unwrap().total;
+                let grads = loss.backward().unwrap();
+                let mut bits = vec![loss.to_scalar::<f32>().unwrap().to_bits()];
+                for (_, v) in store.iter() {
+                    bits.extend(grads.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|g| g.to_bits()));
+                }
+                bits
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(one == run(threads), "{cell:?}: {threads} threads give other bits than 1");
+        }
+    }
+}

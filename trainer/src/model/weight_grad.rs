@@ -252,3 +252,187 @@ mod tests {
         }
     }
 }
+
+/// Rows of a product's operand taken step by step: `steps` steps of `rows` rows each, row `r` of
+/// step `st` at `data[st * step + r * width ..][..width]`.
+#[derive(Clone, Copy)]
+pub struct StepRows<'a> {
+    /// The values.
+    pub data: &'a [f32],
+    /// Distance between the first values of consecutive steps.
+    pub step: usize,
+    /// Values per row (and distance between consecutive rows of a step).
+    pub width: usize,
+}
+
+impl StepRows<'_> {
+    fn check(&self, steps: usize, rows: usize, what: &str) {
+        let need = if steps == 0 || rows == 0 { 0 } else { (steps - 1) * self.step + rows * self.width };
+        assert!(self.data.len() >= need, "weight gradient: {what} holds {} values, needs {need}", self.data.len());
+    }
+}
+
+/// `dw[g][j] += Σ_(st, r) da[st][r][g] · x[st][r][j]` for `g < da.width`, `j < x.width` (`dw`
+/// row-major `[da.width, x.width]`): each output one fused multiply-add chain continuing from its
+/// value in `dw`, over the rows in (step, row) order. The trainer's LSTM backward pass calls it
+/// on a few steps at a time while their `dA` rows are in cache, with `x` the rows
+/// `[input, h_{t-1}, 1, 1]`, which yields the input weight, recurrent weight and both bias
+/// gradients at once. AVX-512 where the CPU has it; the same bits on every path.
+pub fn accumulate(dw: &mut [f32], da: StepRows<'_>, x: StepRows<'_>, steps: usize, rows: usize) {
+    let (m, n) = (da.width, x.width);
+    assert_eq!(dw.len(), m * n, "weight gradient: dw is not [{m}, {n}]");
+    da.check(steps, rows, "dA");
+    x.check(steps, rows, "x");
+    #[cfg(target_arch = "x86_64")]
+    if runtime::math::has_avx512() && std::is_x86_feature_detected!("fma") {
+        // SAFETY: AVX-512F and FMA are available (checked at run time); the checks above bound
+        // every row the kernel reads and `dw` is `[m, n]`.
+        return unsafe { accumulate_avx512(dw, da, x, steps, rows) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("fma") {
+        // SAFETY: FMA is available (checked at run time).
+        return unsafe { accumulate_fma(dw, da, x, steps, rows) };
+    }
+    accumulate_portable(dw, da, x, steps, rows)
+}
+
+/// The reference order: one `mul_add` per term, rows in (step, row) order.
+#[inline(always)]
+fn accumulate_portable(dw: &mut [f32], da: StepRows<'_>, x: StepRows<'_>, steps: usize, rows: usize) {
+    let (m, n) = (da.width, x.width);
+    for st in 0..steps {
+        for r in 0..rows {
+            let a = &da.data[st * da.step + r * m..][..m];
+            let xr = &x.data[st * x.step + r * n..][..n];
+            for (row, &av) in dw.chunks_exact_mut(n).zip(a) {
+                for (d, &xv) in row.iter_mut().zip(xr) {
+                    *d = av.mul_add(xv, *d);
+                }
+            }
+        }
+    }
+}
+
+/// [`accumulate_portable`] with hardware FMA (`mul_add` is a libm call without it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn accumulate_fma(dw: &mut [f32], da: StepRows<'_>, x: StepRows<'_>, steps: usize, rows: usize) {
+    accumulate_portable(dw, da, x, steps, rows)
+}
+
+/// Register tiles of up to 4 gate rows x 96 columns, as [`avx512`]'s, over all rows of the call:
+/// its `x` rows (a few steps' worth) stay in L1 while every gate-row tile passes over them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn accumulate_avx512(dw: &mut [f32], da: StepRows<'_>, x: StepRows<'_>, steps: usize, rows: usize) {
+    use std::arch::x86_64::*;
+    let (m, n) = (da.width, x.width);
+    for j0 in (0..n).step_by(JC) {
+        let jw = JC.min(n - j0);
+        let nv = jw.div_ceil(16);
+        let tail = jw - (nv - 1) * 16;
+        let last: __mmask16 = if tail == 16 { 0xffff } else { ((1u32 << tail) - 1) as __mmask16 };
+        for g0 in (0..m).step_by(GR) {
+            let out = dw.as_mut_ptr().add(g0 * n + j0);
+            let (a, b) = (da.data.as_ptr().add(g0), x.data.as_ptr().add(j0));
+            macro_rules! shapes {
+                ($($g:literal: $($v:literal)*;)*) => {
+                    match (GR.min(m - g0), nv) {
+                        $($(($g, $v) => step_tile::<$g, $v>(a, da, b, x, steps, rows, last, out, n),)*)*
+                        (g, v) => unreachable!("tile {g} x {v} outside {GR} x {NV}"),
+                    }
+                };
+            }
+            shapes!(1: 1 2 3 4 5 6; 2: 1 2 3 4 5 6; 3: 1 2 3 4 5 6; 4: 1 2 3 4 5 6;);
+        }
+    }
+}
+
+/// One register tile of [`accumulate_avx512`]: `G` gate rows (from `a`) x `V` vectors of columns
+/// (from `b`; lanes of the last one past `last` are neither read nor written), sums loaded from
+/// and stored back to `out` (row stride `ldo`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn step_tile<const G: usize, const V: usize>(
+    a: *const f32,
+    da: StepRows<'_>,
+    b: *const f32,
+    x: StepRows<'_>,
+    steps: usize,
+    rows: usize,
+    last: std::arch::x86_64::__mmask16,
+    out: *mut f32,
+    ldo: usize,
+) {
+    use std::arch::x86_64::*;
+    let mask = |v: usize| if v + 1 == V { last } else { 0xffff };
+    let mut s = [[_mm512_setzero_ps(); V]; G];
+    for (g, row) in s.iter_mut().enumerate() {
+        for (v, acc) in row.iter_mut().enumerate() {
+            *acc = _mm512_maskz_loadu_ps(mask(v), out.add(g * ldo + v * 16));
+        }
+    }
+    for st in 0..steps {
+        let (ast, bst) = (a.add(st * da.step), b.add(st * x.step));
+        for r in 0..rows {
+            let br = bst.add(r * x.width);
+            let mut bv = [_mm512_setzero_ps(); V];
+            for (v, xv) in bv.iter_mut().enumerate() {
+                *xv = _mm512_maskz_loadu_ps(mask(v), br.add(v * 16));
+            }
+            let ar = ast.add(r * da.width);
+            for (g, row) in s.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*ar.add(g));
+                for v in 0..V {
+                    row[v] = _mm512_fmadd_ps(av, bv[v], row[v]);
+                }
+            }
+        }
+    }
+    for (g, row) in s.iter().enumerate() {
+        for (v, &acc) in row.iter().enumerate() {
+            _mm512_mask_storeu_ps(out.add(g * ldo + v * 16), mask(v), acc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod accumulate_tests {
+    use super::*;
+
+    /// The kernel continues the portable path's chains bit for bit (LSTM training shapes with the
+    /// `[input, h, 1, 1]` columns, ragged tiles, one row), and both stay within f32 rounding of
+    /// an f64 sum.
+    #[test]
+    fn matches_portable_path_bit_for_bit() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for (m, n, steps, rows) in [(360, 93, 4, 16), (360, 92, 8, 8), (28, 10, 3, 5), (7, 17, 2, 3), (5, 100, 1, 1), (4, 16, 5, 2)] {
+            // Steps are further apart than their rows (as in the trainer's ring of a part's rows).
+            let (da_step, x_step) = (rows * m + 3 * m, rows * n + 5);
+            let da: Vec<f32> = (0..steps * da_step).map(|_| next() * 0.01).collect();
+            let xs: Vec<f32> = (0..steps * x_step).map(|_| next()).collect();
+            let start: Vec<f32> = (0..m * n).map(|_| next()).collect();
+            let (a, x) = (StepRows { data: &da, step: da_step, width: m }, StepRows { data: &xs, step: x_step, width: n });
+            let mut fast = start.clone();
+            accumulate(&mut fast, a, x, steps, rows);
+            let mut slow = start.clone();
+            accumulate_portable(&mut slow, a, x, steps, rows);
+            for (i, (f, s)) in fast.iter().zip(&slow).enumerate() {
+                assert_eq!(f.to_bits(), s.to_bits(), "{m}x{n}, {steps}x{rows}: output {i} differs from the portable path");
+                let (g, j) = (i / n, i % n);
+                let want: f64 = start[i] as f64
+                    + (0..steps).flat_map(|st| (0..rows).map(move |r| (st, r))).map(|(st, r)| da[st * da_step + r * m + g] as f64 * xs[st * x_step + r * n + j] as f64).sum::<f64>();
+                assert!((*f as f64 - want).abs() < 1e-5, "{m}x{n}: output {i} = {f}, f64 sum {want}");
+            }
+        }
+    }
+}
