@@ -3,8 +3,10 @@
 //!
 //! Stepping candle tensor by tensor costs a dozen small ops, allocations and graph nodes per time
 //! step; these kernels run the recurrence in plain loops over contiguous buffers, cache the gate
-//! activations of the forward pass for the backward pass, and compute the recurrent weight
-//! gradient as one large matmul over all steps. The per-step products `h W_hhᵀ` and `dA W_hh`
+//! activations of the forward pass for the backward pass, and compute the weight gradients in
+//! large products: the GRU's as one matmul over all steps after the backward walk, the LSTM's
+//! every few steps during it, from the gate gradients still in cache (see [`lstm_bwd`]). The
+//! per-step products `h W_hhᵀ` and `dA W_hh`
 //! use [`Packed`] weights, packed once per call instead of once per step. The math is the one documented in
 //! [`super::rnn`]; the op-by-op path there stays the reference (and the path on non-CPU devices),
 //! and the tests compare the two.
@@ -380,25 +382,22 @@ impl CustomOp3 for SeqOp {
             let dx = if want_dx { Some(to_tensor(dx, x)?) } else { None };
             return Ok((dx, Some(to_tensor(dw, w)?), Some(to_tensor(dh0, h0)?)));
         }
-        // da: gradient of the gate pre-activations' input part (x W_ih^T + b_ih);
-        // dhh: of the recurrent part (h W_hh^T + b_hh); the same buffer for the LSTM.
-        let gru = self.kind == Kind::Gru;
-        // Every step writes all rows of these.
+        // The GRU. da: gradient of the gate pre-activations' input part (x W_ih^T + b_ih);
+        // dhh: of the recurrent part (h W_hh^T + b_hh). Every step writes all rows of both.
         let mut da = take(tb * gh);
-        let mut dhh_full = if gru { take(tb * gh) } else { Vec::new() };
+        let mut dhh = take(tb * gh);
         let mut dh0 = vec![0f32; d.b * h];
         let parts = batch_parts(d.b);
         // `dh0` is one step of `[B, H]`: each part gets exactly one slice of it.
         let jobs: Vec<BwdPart> = parts
             .iter()
             .zip(split_parts(&mut da, d.b, gh, &parts))
-            .zip(split_parts(&mut dhh_full, d.b, gh, &parts))
+            .zip(split_parts(&mut dhh, d.b, gh, &parts))
             .zip(split_parts(&mut dh0, d.b, h, &parts).into_iter().flatten())
             .map(|(((&part, da), dhh), dh0)| BwdPart { part, da, dhh, dh0 })
             .collect();
         jobs.into_par_iter().for_each(|mut j| gru_backward(cache, yv, dy, &whh, h0v, d, &mut j));
-        let dhh = if gru { &dhh_full } else { &da };
-        let dw_hh = recurrent_weight_grad(dhh, yv, h0v, d);
+        let dw_hh = recurrent_weight_grad(&dhh, yv, h0v, d);
         let mut dw_ih = vec![0f32; gh * inp];
         // The gradient of data (the encoder's input) is never used: skip that pass over `da`.
         let mut dx = vec![0f32; if want_dx { tb * inp } else { 0 }];
@@ -409,7 +408,7 @@ impl CustomOp3 for SeqOp {
             }
         }
         let db_ih = column_sums(&da, gh);
-        let db_hh = if gru { column_sums(dhh, gh) } else { db_ih.clone() };
+        let db_hh = column_sums(&dhh, gh);
         let ld = d.ld();
         let mut dw = vec![0f32; gh * ld];
         for g in 0..gh {
@@ -420,7 +419,7 @@ impl CustomOp3 for SeqOp {
             row[inp + h + 1] = db_hh[g];
         }
         give(da);
-        give(dhh_full);
+        give(dhh);
         let dx = if want_dx { Some(to_tensor(dx, x)?) } else { None };
         Ok((dx, Some(to_tensor(dw, w)?), Some(to_tensor(dh0, h0)?)))
     }

@@ -21,8 +21,9 @@ const NR: usize = 16;
 pub struct Packed {
     k: usize,
     n: usize,
-    /// `ceil(n / 16)` panels of `k x 16`.
-    data: Vec<f32>,
+    /// `ceil(n / 16)` panels of `k x 16`, from a 64-byte boundary so that no panel row straddles
+    /// two cache lines (a split load costs two).
+    data: Aligned,
 }
 
 impl Packed {
@@ -31,7 +32,7 @@ impl Packed {
     pub fn new(src: &[f32], k: usize, n: usize, ld: usize, transposed: bool) -> Self {
         let mut p = Packed::zeros(k, n);
         let panel_len = k * NR;
-        for (pi, panel) in p.data.chunks_exact_mut(panel_len).enumerate() {
+        for (pi, panel) in p.data.as_mut_slice().chunks_exact_mut(panel_len).enumerate() {
             for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
                 for (c, v) in row.iter_mut().enumerate().take(n.saturating_sub(pi * NR)) {
                     let j = pi * NR + c;
@@ -43,7 +44,7 @@ impl Packed {
     }
 
     fn zeros(k: usize, n: usize) -> Self {
-        Packed { k, n, data: vec![0f32; n.div_ceil(NR) * k * NR] }
+        Packed { k, n, data: Aligned::zeros(n.div_ceil(NR) * k * NR) }
     }
 
     /// `C[i][j] (+)= Σ_kk A[i][kk] · B[kk][j]` for `i < m`, with `A` at `a[i * lda + kk]` and `C`
@@ -95,11 +96,38 @@ enum Init<'a> {
     From(&'a [f32]),
 }
 
+/// Zero-initialised f32 values starting at a 64-byte (cache-line) boundary.
+#[derive(Debug, Clone)]
+pub struct Aligned {
+    buf: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    /// `len` zeros.
+    pub fn zeros(len: usize) -> Self {
+        let buf = vec![0f32; len + 15];
+        let start = buf.as_ptr().align_offset(64).min(15);
+        Aligned { buf, start, len }
+    }
+
+    /// The values.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    /// The values, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
 /// The reference path: one output panel at a time, 16 sums in a local array.
 #[inline(always)]
 fn portable(p: &Packed, m: usize, a: &[f32], lda: usize, init: Init<'_>, c: &mut [f32], ldc: usize) {
     let (k, n) = (p.k, p.n);
-    for (pi, panel) in p.data.chunks_exact(k * NR).enumerate() {
+    for (pi, panel) in p.data.as_slice().chunks_exact(k * NR).enumerate() {
         let j0 = pi * NR;
         let cols = (n - j0).min(NR);
         for i in 0..m {
@@ -198,7 +226,7 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     unsafe fn column<const V: usize>(p: &Packed, pi: usize, m: usize, a: &[f32], lda: usize, init: Init<'_>, c: &mut [f32], ldc: usize) {
         let (k, n) = (p.k, p.n);
-        let (j0, b) = (pi * NR, p.data.as_ptr().add(pi * k * NR));
+        let (j0, b) = (pi * NR, p.data.as_slice().as_ptr().add(pi * k * NR));
         let cols = n - j0;
         let (a, c) = (a.as_ptr(), c.as_mut_ptr().add(j0));
         let q = match init {
