@@ -24,6 +24,7 @@ use rayon::prelude::*;
 
 use runtime::math::{sigmoid_inplace, tanh_inplace};
 
+use super::activation::GateActivations;
 use super::packed::Packed;
 use super::weight_grad::{self, StepRows};
 
@@ -565,6 +566,7 @@ fn lstm_forward_body(j: &mut FwdPart, proj: &Projection, w: &Packed, h0: &[f32],
     let (bc, g4) = (j.part.bc, 4 * h);
     let zeros = vec![0f32; bc * h];
     let act = GateActivations::new(h, &[true, true, false, true]);
+    let cell_tanh = GateActivations::new(h, &[false]);
     // The step's input projection, in cache: the product adds onto it as it writes the gate rows.
     let mut pre = vec![0f32; bc * g4];
     for s in 0..j.gates.len() {
@@ -586,7 +588,7 @@ fn lstm_forward_body(j: &mut FwdPart, proj: &Projection, w: &Packed, h0: &[f32],
         }
         let tc = &mut *j.aux2[s];
         tc.copy_from_slice(c);
-        tanh_inplace(tc);
+        cell_tanh.apply(tc);
         let ys = &mut *yrest[0];
         for (r, row) in a.chunks_exact(g4).enumerate() {
             let o = &row[3 * h..];
@@ -595,53 +597,6 @@ fn lstm_forward_body(j: &mut FwdPart, proj: &Projection, w: &Packed, h0: &[f32],
                 yr[k] = o[k] * tr[k];
             }
         }
-    }
-}
-
-/// The activations of a step's gate rows in one pass over the whole `[rows, G·H]` block: σ on
-/// the sigmoid gates and tanh on the others, as `tanh(x) = 2σ(2x) - 1`, which gives
-/// [`runtime::math::tanh`]'s bits (scaling by 2 is exact, so `2·(1/d)` is `2/d` rounded once;
-/// only a result below 1e-38 could differ, and `- 1` then gives -1 either way). Per gate block
-/// calls ran 90-value rows with scalar tails and little overlap between the exp chains; one
-/// uniform loop over a period of whole vectors has neither.
-struct GateActivations {
-    /// Per column over one period (whole rows, a multiple of 16 values): 1 (σ) or 2 (tanh).
-    scale: Vec<f32>,
-    /// 0 (σ) or -1 (tanh).
-    shift: Vec<f32>,
-}
-
-impl GateActivations {
-    /// `sigmoid[g]` says whether gate block `g` (each `h` wide) takes σ (else tanh).
-    fn new(h: usize, sigmoid: &[bool]) -> Self {
-        let width = sigmoid.len() * h;
-        let rows = if width == 0 { 1 } else { 16 / gcd(width, 16) };
-        let (mut scale, mut shift) = (Vec::with_capacity(rows * width), Vec::with_capacity(rows * width));
-        for _ in 0..rows {
-            for &sig in sigmoid {
-                scale.extend(std::iter::repeat_n(if sig { 1.0 } else { 2.0 }, h));
-                shift.extend(std::iter::repeat_n(if sig { 0.0 } else { -1.0 }, h));
-            }
-        }
-        GateActivations { scale, shift }
-    }
-
-    /// Activates `a` (whole rows) in place.
-    #[inline(always)]
-    fn apply(&self, a: &mut [f32]) {
-        for chunk in a.chunks_mut(self.scale.len().max(1)) {
-            for ((v, &k), &t) in chunk.iter_mut().zip(&self.scale).zip(&self.shift) {
-                *v = runtime::math::sigmoid(*v * k) * k + t;
-            }
-        }
-    }
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
     }
 }
 

@@ -11,6 +11,7 @@ pub use vrae::{ModelConfig, Vrae};
 #[cfg(test)]
 mod gradcheck;
 
+mod activation;
 mod fused;
 mod packed;
 mod weight_grad;
