@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use runtime::math::{sigmoid_inplace, tanh_inplace};
 
 use super::activation::GateActivations;
-use super::packed::Packed;
+use super::packed::{Aligned, Packed};
 use super::weight_grad::{self, StepRows};
 
 /// `C (m x n) (+)= A (m x k) · B (k x n)`, all row-major with unit column strides, except where
@@ -740,6 +740,7 @@ fn lstm_bwd(c: &Cache, dy: &[f32], y: &[f32], h0: &[f32], x: &[f32], wv: &Weight
         .zip(split_parts(&mut dh0, b, h, &parts).into_iter().flatten())
         .map(|(((&part, groups), dx), dh0)| LstmBwdPart { part, groups, dx, dh0, dw: Vec::new() })
         .collect();
+    // Each group's sums, `[G·H, ld]` with `ld` padded as in `lstm_backward_body`.
     let sums: Vec<Vec<f32>> = jobs
         .into_par_iter()
         .map(|mut j| {
@@ -748,10 +749,14 @@ fn lstm_bwd(c: &Cache, dy: &[f32], y: &[f32], h0: &[f32], x: &[f32], wv: &Weight
         })
         .flatten_iter()
         .collect();
-    let mut dw = sums[0].clone();
-    for sum in &sums[1..] {
-        for (a, &v) in dw.iter_mut().zip(sum) {
-            *a += v;
+    let (ld, padded) = (d.ld(), d.ld().next_multiple_of(16));
+    let mut dw = vec![0f32; gh * ld];
+    for (g, row) in dw.chunks_exact_mut(ld).enumerate() {
+        row.copy_from_slice(&sums[0][g * padded..g * padded + ld]);
+        for sum in &sums[1..] {
+            for (a, &v) in row.iter_mut().zip(&sum[g * padded..]) {
+                *a += v;
+            }
         }
     }
     (dx, dw, dh0)
@@ -760,7 +765,11 @@ fn lstm_bwd(c: &Cache, dy: &[f32], y: &[f32], h0: &[f32], x: &[f32], wv: &Weight
 #[inline(always)]
 fn lstm_backward_body(c: &Cache, io: &LstmIo, w: &LstmBwdWeights, d: Dims, j: &mut LstmBwdPart) {
     let (b, h, inp, p) = (d.b, d.h, d.inp, j.part);
-    let (bc, g4, ld) = (p.bc, 4 * h, d.ld());
+    let (bc, g4) = (p.bc, 4 * h);
+    // Rows of `x` padded to whole vectors on cache-line boundaries, so the weight-gradient
+    // kernel's loads never straddle two lines (5% faster in a probe); the padding columns are
+    // zeros and their sums are dropped at the end.
+    let ld = d.ld().next_multiple_of(16);
     let mut dh_next = vec![0f32; bc * h];
     let mut dc_next = vec![0f32; bc * h];
     let zeros = vec![0f32; bc * h];
@@ -768,10 +777,11 @@ fn lstm_backward_body(c: &Cache, io: &LstmIo, w: &LstmBwdWeights, d: Dims, j: &m
     // `[x_t, h_{t-1}, 1, 1]`, slot by slot.
     let ring = flush_steps(j.groups);
     let mut ring_da = vec![0f32; ring * bc * g4];
-    let mut ring_x = vec![0f32; ring * bc * ld];
-    for row in ring_x.chunks_exact_mut(ld) {
-        row[inp + h..].fill(1.0);
+    let mut ring_x = Aligned::zeros(ring * bc * ld);
+    for row in ring_x.as_mut_slice().chunks_exact_mut(ld) {
+        row[inp + h..inp + h + 2].fill(1.0);
     }
+    let ring_x = ring_x.as_mut_slice();
     j.dw = j.groups.iter().map(|_| vec![0f32; g4 * ld]).collect();
     let h0p = &io.h0[p.b0 * h..(p.b0 + bc) * h];
     let mut filled = 0;
