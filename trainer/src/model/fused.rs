@@ -154,11 +154,13 @@ struct Cache {
     aux: Vec<f32>,
     /// LSTM: `tanh(c_t)` `[T, B, H]`; GRU: empty.
     aux2: Vec<f32>,
+    /// The hidden states `[T, B, H]` where the op returns only the last step's; else empty.
+    y: Vec<f32>,
 }
 
 impl Drop for Cache {
     fn drop(&mut self) {
-        for v in [&mut self.gates, &mut self.aux, &mut self.aux2] {
+        for v in [&mut self.gates, &mut self.aux, &mut self.aux2, &mut self.y] {
             give(std::mem::take(v));
         }
     }
@@ -220,6 +222,9 @@ impl Weights {
 /// One recurrent layer over a whole sequence (see the module docs for the operands).
 struct SeqOp {
     kind: Kind,
+    /// Return only the last step's hidden state `[B, H]` (an encoder's top layer): candle then
+    /// never builds the mostly-zero `[T, B, H]` gradient of the whole sequence.
+    last_only: bool,
     cache: Mutex<Option<Cache>>,
 }
 
@@ -343,8 +348,13 @@ impl CustomOp3 for SeqOp {
                 Kind::Gru => gru_forward(&mut j, &proj, &whh_t, &w.b_hh, h0p, h),
             }
         });
-        *self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))? = Some(Cache { gates, aux, aux2 });
-        Ok((CpuStorage::F32(y), Shape::from((d.t, d.b, d.h))))
+        let (out, shape, y) = if self.last_only {
+            (y[(t - 1) * b * h..].to_vec(), Shape::from((b, h)), y)
+        } else {
+            (y, Shape::from((t, b, h)), Vec::new())
+        };
+        *self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))? = Some(Cache { gates, aux, aux2, y });
+        Ok((CpuStorage::F32(out), shape))
     }
 
     fn bwd(
@@ -367,7 +377,12 @@ impl CustomOp3 for SeqOp {
             y_c.storage_and_layout(),
         );
         let dy = borrow(&dy_s, dy_l, "gradient")?;
-        let yv = borrow(&y_s, y_l, "output")?;
+        let yv = if self.last_only { &cache.y[..] } else { borrow(&y_s, y_l, "output")? };
+        let zeros = if self.last_only { vec![0f32; d.b * d.h] } else { Vec::new() };
+        let dy = Dy { data: dy, last_only: self.last_only, t: d.t, zeros: &zeros };
+        if dy.data.len() != if self.last_only { d.b * d.h } else { d.t * d.b * d.h } {
+            return Err(candle_core::Error::Msg(format!("{}: output gradient has {} values", self.name(), dy.data.len())));
+        }
         if yv.len() != d.t * d.b * d.h {
             return Err(candle_core::Error::Msg(format!("{}: output has {} values, not T·B·H", self.name(), yv.len())));
         }
@@ -484,20 +499,52 @@ impl<'a> Projection<'a> {
     }
 }
 
-fn run(kind: Kind, x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
-    let op = SeqOp { kind, cache: Mutex::new(None) };
+fn run(kind: Kind, last_only: bool, x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
+    let op = SeqOp { kind, last_only, cache: Mutex::new(None) };
     x.contiguous()?.apply_op3_arc(&w.contiguous()?, &h0.contiguous()?, Arc::new(Box::new(op)))
 }
 
 /// LSTM layer over a sequence: `x` `[T,B,In]`, `w = [W_ih | W_hh | b_ih | b_hh]`
 /// `[4H, In+H+2]`, `h0` `[B,H]`, `c0 = 0`. Returns every hidden state `[T,B,H]`.
 pub fn lstm_seq(x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
-    run(Kind::Lstm, x, w, h0)
+    run(Kind::Lstm, false, x, w, h0)
 }
 
 /// GRU layer over a sequence, operands as for [`lstm_seq`] with `3H` gate rows.
 pub fn gru_seq(x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
-    run(Kind::Gru, x, w, h0)
+    run(Kind::Gru, false, x, w, h0)
+}
+
+/// [`lstm_seq`] that returns only the last hidden state `[B, H]`.
+pub fn lstm_last(x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
+    run(Kind::Lstm, true, x, w, h0)
+}
+
+/// [`gru_seq`] that returns only the last hidden state `[B, H]`.
+pub fn gru_last(x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
+    run(Kind::Gru, true, x, w, h0)
+}
+
+/// The gradient of the op's output: every step's `[T, B, H]`, or only the last step's `[B, H]`
+/// (the others are zero).
+#[derive(Clone, Copy)]
+struct Dy<'a> {
+    data: &'a [f32],
+    last_only: bool,
+    t: usize,
+    /// `[B, H]` zeros where `last_only`.
+    zeros: &'a [f32],
+}
+
+impl<'a> Dy<'a> {
+    /// Part `p`'s rows at step `s`.
+    fn rows(&self, s: usize, b: usize, h: usize, p: Part) -> &'a [f32] {
+        match (self.last_only, s + 1 == self.t) {
+            (false, _) => rows(self.data, s, b, h, p),
+            (true, true) => rows(self.data, 0, b, h, p),
+            (true, false) => &self.zeros[..p.bc * h],
+        }
+    }
 }
 
 /// `dW_hh = Σ_t dA_tᵀ h_{t-1}` as one `[G*H, T*B] x [T*B, H]` matmul ([`super::weight_grad`]'s
@@ -558,7 +605,7 @@ avx512_or_baseline!(
 avx512_or_baseline!(
     /// One part's GRU backward pass: fills its rows of the gradients of the input part
     /// `[T, B, 3H]` (`j.da`), of the recurrent part `h W_hh^T + b_hh` (`j.dhh`), and of `dh0`.
-    fn gru_backward / gru_backward_avx512 => gru_backward_body(c: &Cache, y: &[f32], dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart<'_>)
+    fn gru_backward / gru_backward_avx512 => gru_backward_body(c: &Cache, y: &[f32], dy: Dy<'_>, whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart<'_>)
 );
 
 #[inline(always)]
@@ -670,7 +717,7 @@ fn gru_cell_backward(gates: &[f32], hn: &[f32], hp: &[f32], dy: &[f32], dh_next:
 
 /// The tensors an LSTM backward pass reads besides its cache, each `[T, B, ·]` except `h0`.
 struct LstmIo<'a> {
-    dy: &'a [f32],
+    dy: Dy<'a>,
     y: &'a [f32],
     h0: &'a [f32],
     x: &'a [f32],
@@ -715,7 +762,7 @@ fn flush_steps(groups: &[Part]) -> usize {
 /// `dW = [dW_ih | dW_hh | db_ih | db_hh]` at once), instead of storing `dA` for all steps and
 /// reading it back in three more passes. The groups' sums are added in group order at the end.
 #[allow(clippy::too_many_arguments)]
-fn lstm_bwd(c: &Cache, dy: &[f32], y: &[f32], h0: &[f32], x: &[f32], wv: &Weights, whh: &Packed, want_dx: bool, d: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn lstm_bwd(c: &Cache, dy: Dy<'_>, y: &[f32], h0: &[f32], x: &[f32], wv: &Weights, whh: &Packed, want_dx: bool, d: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (b, h, inp, gh) = (d.b, d.h, d.inp, d.gh());
     let want_dx = want_dx && inp > 0;
     let wih = want_dx.then(|| Packed::new(&wv.w_ih, gh, inp, inp, false));
@@ -789,7 +836,7 @@ fn lstm_backward_body(c: &Cache, io: &LstmIo, w: &LstmBwdWeights, d: Dims, j: &m
         let gates = rows(&c.gates, s, b, g4, p);
         let tc = rows(&c.aux2, s, b, h, p);
         let cprev = if s == 0 { &zeros[..] } else { rows(&c.aux, s - 1, b, h, p) };
-        let dys = rows(io.dy, s, b, h, p);
+        let dys = io.dy.rows(s, b, h, p);
         let das = &mut ring_da[filled * bc * g4..(filled + 1) * bc * g4];
         for r in 0..bc {
             let dr = &mut das[r * g4..(r + 1) * g4];
@@ -871,7 +918,7 @@ fn gru_forward_body(j: &mut FwdPart, proj: &Projection, whh: &Packed, bhh: &[f32
 }
 
 #[inline(always)]
-fn gru_backward_body(c: &Cache, y: &[f32], dy: &[f32], whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart) {
+fn gru_backward_body(c: &Cache, y: &[f32], dy: Dy<'_>, whh: &Packed, h0: &[f32], d: Dims, j: &mut BwdPart) {
     let (b, h, p) = (d.b, d.h, j.part);
     let (bc, g3) = (p.bc, 3 * h);
     let h0p = &h0[p.b0 * h..(p.b0 + p.bc) * h];
@@ -881,7 +928,7 @@ fn gru_backward_body(c: &Cache, y: &[f32], dy: &[f32], whh: &Packed, h0: &[f32],
         let gs = rows(&c.gates, s, b, g3, p);
         let hns = rows(&c.aux, s, b, h, p);
         let hp = if s == 0 { h0p } else { rows(y, s - 1, b, h, p) };
-        let dys = rows(dy, s, b, h, p);
+        let dys = dy.rows(s, b, h, p);
         let dx = &mut *j.da[s];
         let dhs = &mut *j.dhh[s];
         for r in 0..bc {

@@ -141,9 +141,26 @@ impl Rnn {
     ) -> Result<Tensor> {
         let dev = h0[0].device();
         if !self.reference && dev.is_cpu() && h0[0].dtype() == candle_core::DType::F32 {
-            self.forward_fused(x, steps, h0, dropout)
+            self.forward_fused(x, steps, h0, dropout, false)
         } else {
             self.forward_reference(x, steps, h0, dropout)
+        }
+    }
+
+    /// [`Rnn::forward`] that returns only the top layer's last hidden state `[B, H]` (on the fused
+    /// path without building the whole sequence's output and gradient as candle tensors).
+    pub fn forward_last(
+        &self,
+        x: Option<&Tensor>,
+        steps: usize,
+        h0: &[Tensor],
+        dropout: impl FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let dev = h0[0].device();
+        if !self.reference && dev.is_cpu() && h0[0].dtype() == candle_core::DType::F32 {
+            self.forward_fused(x, steps, h0, dropout, true)
+        } else {
+            Ok(self.forward_reference(x, steps, h0, dropout)?.get(steps - 1)?)
         }
     }
 
@@ -158,6 +175,7 @@ impl Rnn {
         steps: usize,
         h0: &[Tensor],
         mut dropout: impl FnMut(&Tensor) -> Result<Tensor>,
+        last_only: bool,
     ) -> Result<Tensor> {
         let mut seq = match x {
             Some(x) => x.clone(),
@@ -169,9 +187,12 @@ impl Rnn {
             parts.push(layer.b_ih.unsqueeze(1)?);
             parts.push(layer.b_hh.unsqueeze(1)?);
             let w = Tensor::cat(&parts, 1)?;
-            let y = match self.kind {
-                CellKind::Lstm => fused::lstm_seq(&seq, &w, &h0[l])?,
-                CellKind::Gru => fused::gru_seq(&seq, &w, &h0[l])?,
+            let top = l + 1 == self.layers.len();
+            let y = match (self.kind, top && last_only) {
+                (CellKind::Lstm, false) => fused::lstm_seq(&seq, &w, &h0[l])?,
+                (CellKind::Gru, false) => fused::gru_seq(&seq, &w, &h0[l])?,
+                (CellKind::Lstm, true) => fused::lstm_last(&seq, &w, &h0[l])?,
+                (CellKind::Gru, true) => fused::gru_last(&seq, &w, &h0[l])?,
             };
             seq = if l + 1 < self.layers.len() { dropout(&y)? } else { y };
         }

@@ -127,11 +127,10 @@ impl Vrae {
         let h = self.cfg.hidden_size;
         let h0 = vec![Tensor::zeros((b, h), x.dtype(), x.device())?; self.encoder.depth()];
         let p = self.cfg.dropout;
-        let y = match rng {
-            Some(rng) if p > 0.0 => self.encoder.forward(Some(x), t, &h0, |h| dropout(h, p, rng))?,
-            _ => self.encoder.forward(Some(x), t, &h0, |h| Ok(h.clone()))?,
-        };
-        Ok(y.get(t - 1)?)
+        Ok(match rng {
+            Some(rng) if p > 0.0 => self.encoder.forward_last(Some(x), t, &h0, |h| dropout(h, p, rng))?,
+            _ => self.encoder.forward_last(Some(x), t, &h0, |h| Ok(h.clone()))?,
+        })
     }
 
     /// Latent means `[B, L]` for `x` `[T, B, F]` (inference: no dropout, no sampling).
