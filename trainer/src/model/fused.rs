@@ -222,9 +222,8 @@ impl Weights {
 /// One recurrent layer over a whole sequence (see the module docs for the operands).
 struct SeqOp {
     kind: Kind,
-    /// Return only the last step's hidden state `[B, H]` (an encoder's top layer): candle then
-    /// never builds the mostly-zero `[T, B, H]` gradient of the whole sequence.
-    last_only: bool,
+    /// What the op returns.
+    out: Output,
     cache: Mutex<Option<Cache>>,
 }
 
@@ -348,10 +347,10 @@ impl CustomOp3 for SeqOp {
                 Kind::Gru => gru_forward(&mut j, &proj, &whh_t, &w.b_hh, h0p, h),
             }
         });
-        let (out, shape, y) = if self.last_only {
-            (y[(t - 1) * b * h..].to_vec(), Shape::from((b, h)), y)
-        } else {
-            (y, Shape::from((t, b, h)), Vec::new())
+        let (out, shape, y) = match self.out {
+            Output::Last => (y[(t - 1) * b * h..].to_vec(), Shape::from((b, h)), y),
+            Output::Seq => (y, Shape::from((t, b, h)), Vec::new()),
+            Output::Flat => (y, Shape::from((t * b, h)), Vec::new()),
         };
         *self.cache.lock().map_err(|_| candle_core::Error::Msg("fused RNN cache poisoned".into()))? = Some(Cache { gates, aux, aux2, y });
         Ok((CpuStorage::F32(out), shape))
@@ -377,10 +376,11 @@ impl CustomOp3 for SeqOp {
             y_c.storage_and_layout(),
         );
         let dy = borrow(&dy_s, dy_l, "gradient")?;
-        let yv = if self.last_only { &cache.y[..] } else { borrow(&y_s, y_l, "output")? };
-        let zeros = if self.last_only { vec![0f32; d.b * d.h] } else { Vec::new() };
-        let dy = Dy { data: dy, last_only: self.last_only, t: d.t, zeros: &zeros };
-        if dy.data.len() != if self.last_only { d.b * d.h } else { d.t * d.b * d.h } {
+        let last_only = self.out == Output::Last;
+        let yv = if last_only { &cache.y[..] } else { borrow(&y_s, y_l, "output")? };
+        let zeros = if last_only { vec![0f32; d.b * d.h] } else { Vec::new() };
+        let dy = Dy { data: dy, last_only, t: d.t, zeros: &zeros };
+        if dy.data.len() != if last_only { d.b * d.h } else { d.t * d.b * d.h } {
             return Err(candle_core::Error::Msg(format!("{}: output gradient has {} values", self.name(), dy.data.len())));
         }
         if yv.len() != d.t * d.b * d.h {
@@ -499,30 +499,32 @@ impl<'a> Projection<'a> {
     }
 }
 
-fn run(kind: Kind, last_only: bool, x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
-    let op = SeqOp { kind, last_only, cache: Mutex::new(None) };
+/// What a fused recurrent layer returns. Candle zero-fills and adds a gradient of the full size
+/// of every tensor in the graph, so returning what the next op needs saves such `[T, B, H]` passes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Output {
+    /// Every hidden state `[T, B, H]`.
+    Seq,
+    /// Every hidden state as rows `[T·B, H]` (for a linear layer applied at every step).
+    Flat,
+    /// The last hidden state `[B, H]` (an encoder's top layer).
+    Last,
+}
+
+fn run(kind: Kind, out: Output, x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
+    let op = SeqOp { kind, out, cache: Mutex::new(None) };
     x.contiguous()?.apply_op3_arc(&w.contiguous()?, &h0.contiguous()?, Arc::new(Box::new(op)))
 }
 
 /// LSTM layer over a sequence: `x` `[T,B,In]`, `w = [W_ih | W_hh | b_ih | b_hh]`
-/// `[4H, In+H+2]`, `h0` `[B,H]`, `c0 = 0`. Returns every hidden state `[T,B,H]`.
-pub fn lstm_seq(x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
-    run(Kind::Lstm, false, x, w, h0)
+/// `[4H, In+H+2]`, `h0` `[B,H]`, `c0 = 0`. Returns the hidden states as `out` says.
+pub fn lstm_seq(x: &Tensor, w: &Tensor, h0: &Tensor, out: Output) -> candle_core::Result<Tensor> {
+    run(Kind::Lstm, out, x, w, h0)
 }
 
 /// GRU layer over a sequence, operands as for [`lstm_seq`] with `3H` gate rows.
-pub fn gru_seq(x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
-    run(Kind::Gru, false, x, w, h0)
-}
-
-/// [`lstm_seq`] that returns only the last hidden state `[B, H]`.
-pub fn lstm_last(x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
-    run(Kind::Lstm, true, x, w, h0)
-}
-
-/// [`gru_seq`] that returns only the last hidden state `[B, H]`.
-pub fn gru_last(x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
-    run(Kind::Gru, true, x, w, h0)
+pub fn gru_seq(x: &Tensor, w: &Tensor, h0: &Tensor, out: Output) -> candle_core::Result<Tensor> {
+    run(Kind::Gru, out, x, w, h0)
 }
 
 /// The gradient of the op's output: every step's `[T, B, H]`, or only the last step's `[B, H]`

@@ -139,9 +139,8 @@ impl Rnn {
         h0: &[Tensor],
         dropout: impl FnMut(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let dev = h0[0].device();
-        if !self.reference && dev.is_cpu() && h0[0].dtype() == candle_core::DType::F32 {
-            self.forward_fused(x, steps, h0, dropout, false)
+        if self.fused_applies(h0) {
+            self.forward_fused(x, steps, h0, dropout, fused::Output::Seq)
         } else {
             self.forward_reference(x, steps, h0, dropout)
         }
@@ -156,12 +155,32 @@ impl Rnn {
         h0: &[Tensor],
         dropout: impl FnMut(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let dev = h0[0].device();
-        if !self.reference && dev.is_cpu() && h0[0].dtype() == candle_core::DType::F32 {
-            self.forward_fused(x, steps, h0, dropout, true)
+        if self.fused_applies(h0) {
+            self.forward_fused(x, steps, h0, dropout, fused::Output::Last)
         } else {
             Ok(self.forward_reference(x, steps, h0, dropout)?.get(steps - 1)?)
         }
+    }
+
+    /// [`Rnn::forward`] with the hidden states as rows `[T·B, H]`.
+    pub fn forward_flat(
+        &self,
+        x: Option<&Tensor>,
+        steps: usize,
+        h0: &[Tensor],
+        dropout: impl FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if self.fused_applies(h0) {
+            self.forward_fused(x, steps, h0, dropout, fused::Output::Flat)
+        } else {
+            let y = self.forward_reference(x, steps, h0, dropout)?;
+            Ok(y.reshape((steps * h0[0].dim(0)?, self.hidden))?)
+        }
+    }
+
+    /// Whether the fused CPU kernels run this stack (f32 on the CPU, not forced off).
+    fn fused_applies(&self, h0: &[Tensor]) -> bool {
+        !self.reference && h0[0].device().is_cpu() && h0[0].dtype() == candle_core::DType::F32
     }
 
     /// Forces the op-by-op path even where the fused kernels apply (for comparisons).
@@ -175,7 +194,7 @@ impl Rnn {
         steps: usize,
         h0: &[Tensor],
         mut dropout: impl FnMut(&Tensor) -> Result<Tensor>,
-        last_only: bool,
+        out: fused::Output,
     ) -> Result<Tensor> {
         let mut seq = match x {
             Some(x) => x.clone(),
@@ -188,11 +207,10 @@ impl Rnn {
             parts.push(layer.b_hh.unsqueeze(1)?);
             let w = Tensor::cat(&parts, 1)?;
             let top = l + 1 == self.layers.len();
-            let y = match (self.kind, top && last_only) {
-                (CellKind::Lstm, false) => fused::lstm_seq(&seq, &w, &h0[l])?,
-                (CellKind::Gru, false) => fused::gru_seq(&seq, &w, &h0[l])?,
-                (CellKind::Lstm, true) => fused::lstm_last(&seq, &w, &h0[l])?,
-                (CellKind::Gru, true) => fused::gru_last(&seq, &w, &h0[l])?,
+            let out = if top { out } else { fused::Output::Seq };
+            let y = match self.kind {
+                CellKind::Lstm => fused::lstm_seq(&seq, &w, &h0[l], out)?,
+                CellKind::Gru => fused::gru_seq(&seq, &w, &h0[l], out)?,
             };
             seq = if l + 1 < self.layers.len() { dropout(&y)? } else { y };
         }

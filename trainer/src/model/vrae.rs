@@ -142,9 +142,8 @@ impl Vrae {
     pub fn decode(&self, z: &Tensor, steps: usize) -> Result<Tensor> {
         let b = z.dim(0)?;
         let h0 = vec![self.latent_to_hidden.forward(z)?; self.decoder.depth()];
-        let y = self.decoder.forward(None, steps, &h0, |h| Ok(h.clone()))?;
-        // One matmul for all steps instead of one per step.
-        let hs = y.reshape((steps * b, self.cfg.hidden_size))?;
+        // All steps' rows at once: one matmul for all steps instead of one per step.
+        let hs = self.decoder.forward_flat(None, steps, &h0, |h| Ok(h.clone()))?;
         Ok(self.to_output.forward(&hs)?.reshape((steps, b, self.cfg.n_features))?)
     }
 
