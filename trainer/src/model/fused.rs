@@ -489,6 +489,17 @@ impl<'a> Projection<'a> {
     /// Part `p`'s rows of step `s` into `out` (`[bc, G·H]`).
     fn step(&self, s: usize, p: Part, out: &mut [f32]) {
         let gh = self.bias.len();
+        if self.inp == 1 {
+            // One input feature: `b + x·w` per value, which is what gemm computes for an inner
+            // dimension of 1 (the product rounded, then added), without a gemm call per step.
+            let xs = rows(self.x, s, self.b, 1, p);
+            for (row, &xv) in out.chunks_exact_mut(gh).zip(xs) {
+                for ((o, &b), &w) in row.iter_mut().zip(&self.bias).zip(self.w_ih) {
+                    *o = b + xv * w;
+                }
+            }
+            return;
+        }
         for row in out.chunks_exact_mut(gh) {
             row.copy_from_slice(&self.bias);
         }
@@ -622,7 +633,10 @@ fn lstm_forward_body(j: &mut FwdPart, proj: &Projection, w: &Packed, h0: &[f32],
         let (ydone, yrest) = j.y.split_at_mut(s);
         let hp: &[f32] = if s == 0 { h0 } else { ydone[s - 1] };
         let a = &mut *j.gates[s];
-        proj.step(s, j.part, &mut pre);
+        // Without inputs the projection is the bias at every step.
+        if s == 0 || proj.inp > 0 {
+            proj.step(s, j.part, &mut pre);
+        }
         w.matmul_onto(bc, hp, h, &pre, a, g4);
         act.apply(a);
         let (cdone, crest) = j.aux.split_at_mut(s);

@@ -108,13 +108,13 @@ fn vrae_loss_gradients_match_finite_differences() {
 
 /// The fused CPU kernels give the same loss and gradients as the op-by-op reference path (which
 /// the tests above check against finite differences), including dropout between layers.
-fn fused_case(cell: CellKind) {
+fn fused_case(cell: CellKind, n_features: usize) {
     let dev = Device::Cpu;
-    let cfg = ModelConfig { cell, n_features: 3, seq_len: 9, hidden_size: 7, hidden_layer_depth: 2, latent_length: 4, dropout: 0.3 };
+    let cfg = ModelConfig { cell, n_features, seq_len: 9, hidden_size: 7, hidden_layer_depth: 2, latent_length: 4, dropout: 0.3 };
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let store = Vrae::init(&cfg, &mut rng, &dev).unwrap();
     // Batch 24 on 3 threads: the fused kernels cut it into 3 slices of 8 rows.
-    let x = Tensor::from_vec(standard_normal(&mut rng, 9 * 24 * 3), (9, 24, 3), &dev).unwrap();
+    let x = Tensor::from_vec(standard_normal(&mut rng, 9 * 24 * n_features), (9, 24, n_features), &dev).unwrap();
     let run = |reference: bool| {
         let mut model = Vrae::bind(&cfg, &store, Path::new("test")).unwrap();
         model.set_reference_kernels(reference);
@@ -137,19 +137,22 @@ fn fused_case(cell: CellKind) {
     for ((name, a), (_, b)) in reference.iter().zip(&fused) {
         let scale = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= 2e-5 * scale.max(1.0), "{cell:?} {name}[{i}]: reference {x} vs fused {y}");
+            assert!((x - y).abs() <= 2e-5 * scale.max(1.0), "{cell:?}, {n_features} features, {name}[{i}]: reference {x} vs fused {y}");
         }
     }
 }
 
 #[test]
 fn fused_lstm_matches_reference() {
-    fused_case(CellKind::Lstm);
+    // One feature takes the projection's shortcut, three the gemm call.
+    fused_case(CellKind::Lstm, 1);
+    fused_case(CellKind::Lstm, 3);
 }
 
 #[test]
 fn fused_gru_matches_reference() {
-    fused_case(CellKind::Gru);
+    fused_case(CellKind::Gru, 1);
+    fused_case(CellKind::Gru, 3);
 }
 
 /// The fused kernels' loss and gradients do not depend on the number of threads: the LSTM keeps
