@@ -64,8 +64,9 @@ impl GateActivations {
     pub fn apply(&self, a: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if runtime::math::has_avx512() && std::is_x86_feature_detected!("fma") {
-            // SAFETY: AVX-512F and FMA are available (checked at run time).
-            return unsafe { self.apply_avx512(a) };
+            // SAFETY: AVX-512F and FMA are available (checked at run time); source and
+            // destination are the same slice.
+            return unsafe { self.apply_avx512(a.as_ptr(), a.as_mut_ptr(), a.len()) };
         }
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -73,6 +74,19 @@ impl GateActivations {
             return unsafe { self.apply_avx2(a) };
         }
         self.apply_portable(a)
+    }
+
+    /// Activates `src` (whole rows) into `dst`: the activation's stores, spread over its
+    /// arithmetic, take the misses on a `dst` that is not in cache.
+    pub fn apply_into(&self, src: &[f32], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len(), "activation: source and destination lengths differ");
+        #[cfg(target_arch = "x86_64")]
+        if runtime::math::has_avx512() && std::is_x86_feature_detected!("fma") {
+            // SAFETY: AVX-512F and FMA are available (checked at run time); the lengths match.
+            return unsafe { self.apply_avx512(src.as_ptr(), dst.as_mut_ptr(), src.len()) };
+        }
+        dst.copy_from_slice(src);
+        self.apply(dst)
     }
 
     #[inline(always)]
@@ -93,16 +107,18 @@ impl GateActivations {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,fma")]
-    unsafe fn apply_avx512(&self, a: &mut [f32]) {
+    /// `len` values from `src` activated into `dst` (the same pointer to work in place).
+    unsafe fn apply_avx512(&self, src: *const f32, dst: *mut f32, len: usize) {
         use std::arch::x86_64::*;
-        for chunk in a.chunks_mut(self.scale.len().max(1)) {
-            let n = chunk.len();
-            let (v, k, t) = (chunk.as_mut_ptr(), self.scale.as_ptr(), self.shift.as_ptr());
+        let period = self.scale.len().max(1);
+        for c0 in (0..len).step_by(period) {
+            let n = period.min(len - c0);
+            let (u, v, k, t) = (src.add(c0), dst.add(c0), self.scale.as_ptr(), self.shift.as_ptr());
             let mut i = 0;
             // Four independent vectors per iteration: one vector's chain of ~20 dependent
             // operations is too long for the out-of-order window to overlap enough of them.
             while i + 64 <= n {
-                let x: [__m512; 4] = std::array::from_fn(|q| _mm512_mul_ps(_mm512_loadu_ps(v.add(i + 16 * q)), _mm512_loadu_ps(k.add(i + 16 * q))));
+                let x: [__m512; 4] = std::array::from_fn(|q| _mm512_mul_ps(_mm512_loadu_ps(u.add(i + 16 * q)), _mm512_loadu_ps(k.add(i + 16 * q))));
                 let y = sigmoid_lanes4(x);
                 for (q, yq) in y.into_iter().enumerate() {
                     let (kv, tv) = (_mm512_loadu_ps(k.add(i + 16 * q)), _mm512_loadu_ps(t.add(i + 16 * q)));
@@ -113,7 +129,7 @@ impl GateActivations {
             while i < n {
                 let m: __mmask16 = if n - i >= 16 { 0xffff } else { ((1u32 << (n - i)) - 1) as __mmask16 };
                 let (kv, tv) = (_mm512_maskz_loadu_ps(m, k.add(i)), _mm512_maskz_loadu_ps(m, t.add(i)));
-                let x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, v.add(i)), kv);
+                let x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, u.add(i)), kv);
                 let y = _mm512_fmadd_ps(sigmoid_lanes(x), kv, tv);
                 _mm512_mask_storeu_ps(v.add(i), m, y);
                 i += 16;

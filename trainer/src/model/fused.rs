@@ -633,12 +633,9 @@ fn lstm_forward_body(j: &mut FwdPart, proj: &Projection, w: &Packed, h0: &[f32],
         let (ydone, yrest) = j.y.split_at_mut(s);
         let hp: &[f32] = if s == 0 { h0 } else { ydone[s - 1] };
         let a = &mut *j.gates[s];
-        // Without inputs the projection is the bias at every step.
-        if s == 0 || proj.inp > 0 {
-            proj.step(s, j.part, &mut pre);
-        }
-        w.matmul_onto(bc, hp, h, &pre, a, g4);
-        act.apply(a);
+        proj.step(s, j.part, &mut pre);
+        w.matmul(bc, hp, h, &mut pre, g4, true);
+        act.apply_into(&pre, a);
         let (cdone, crest) = j.aux.split_at_mut(s);
         let c = &mut *crest[0];
         let cprev: &[f32] = if s == 0 { &zeros } else { cdone[s - 1] };

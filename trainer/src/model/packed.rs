@@ -50,20 +50,6 @@ impl Packed {
     /// `C[i][j] (+)= Σ_kk A[i][kk] · B[kk][j]` for `i < m`, with `A` at `a[i * lda + kk]` and `C`
     /// at `c[i * ldc + j]`; `accumulate` adds to `C`, otherwise `C` is overwritten.
     pub fn matmul(&self, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
-        self.run(m, a, lda, if accumulate { Init::Accumulate } else { Init::Zero }, c, ldc)
-    }
-
-    /// `C[i][j] = P[i][j] + Σ_kk A[i][kk] · B[kk][j]`, `P` laid out as `C`: the same bits as
-    /// copying `P` into `C` and accumulating, without first writing `C` in a separate pass (the
-    /// kernel's few, spread-out stores hide the misses on a `C` that is not in cache).
-    pub fn matmul_onto(&self, m: usize, a: &[f32], lda: usize, p: &[f32], c: &mut [f32], ldc: usize) {
-        if m > 0 {
-            assert!(p.len() >= (m - 1) * ldc + self.n, "packed matmul: initial values too small");
-        }
-        self.run(m, a, lda, Init::From(p), c, ldc)
-    }
-
-    fn run(&self, m: usize, a: &[f32], lda: usize, init: Init<'_>, c: &mut [f32], ldc: usize) {
         let (k, n) = (self.k, self.n);
         if m == 0 || n == 0 {
             return;
@@ -72,28 +58,17 @@ impl Packed {
         assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n, "packed matmul: operand too small");
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx512() {
-            // SAFETY: AVX-512F is available (checked at run time) and the asserts above (and in
-            // `matmul_onto`) bound every element the kernel addresses.
-            return unsafe { x86::matmul(self, m, a, lda, init, c, ldc) };
+            // SAFETY: AVX-512F is available (checked at run time) and the asserts above bound
+            // every element the kernel addresses.
+            return unsafe { x86::matmul(self, m, a, lda, c, ldc, accumulate) };
         }
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2_fma() {
             // SAFETY: AVX2 and FMA are available (checked at run time).
-            return unsafe { x86::portable_avx2(self, m, a, lda, init, c, ldc) };
+            return unsafe { x86::portable_avx2(self, m, a, lda, c, ldc, accumulate) };
         }
-        portable(self, m, a, lda, init, c, ldc)
+        portable(self, m, a, lda, c, ldc, accumulate)
     }
-}
-
-/// What a product's sums are added to.
-#[derive(Clone, Copy)]
-enum Init<'a> {
-    /// Nothing: `C` is overwritten.
-    Zero,
-    /// `C` itself.
-    Accumulate,
-    /// Values laid out as `C`.
-    From(&'a [f32]),
 }
 
 /// Zero-initialised f32 values starting at a 64-byte (cache-line) boundary.
@@ -125,7 +100,7 @@ impl Aligned {
 
 /// The reference path: one output panel at a time, 16 sums in a local array.
 #[inline(always)]
-fn portable(p: &Packed, m: usize, a: &[f32], lda: usize, init: Init<'_>, c: &mut [f32], ldc: usize) {
+fn portable(p: &Packed, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
     let (k, n) = (p.k, p.n);
     for (pi, panel) in p.data.as_slice().chunks_exact(k * NR).enumerate() {
         let j0 = pi * NR;
@@ -138,14 +113,9 @@ fn portable(p: &Packed, m: usize, a: &[f32], lda: usize, init: Init<'_>, c: &mut
                     *sv = x.mul_add(bv, *sv);
                 }
             }
-            let at = i * ldc + j0..i * ldc + j0 + cols;
-            let crow = &mut c[at.clone()];
-            for (q, (cv, sv)) in crow.iter_mut().zip(&s).enumerate() {
-                *cv = match init {
-                    Init::Zero => *sv,
-                    Init::Accumulate => *cv + sv,
-                    Init::From(p) => p[at.start + q] + sv,
-                };
+            let crow = &mut c[i * ldc + j0..i * ldc + j0 + cols];
+            for (cv, sv) in crow.iter_mut().zip(&s) {
+                *cv = if accumulate { *cv + sv } else { *sv };
             }
         }
     }
@@ -153,7 +123,7 @@ fn portable(p: &Packed, m: usize, a: &[f32], lda: usize, init: Init<'_>, c: &mut
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Init, Packed, NR};
+    use super::{Packed, NR};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
@@ -167,8 +137,8 @@ mod x86 {
 
     /// The portable path compiled with FMA instructions (`mul_add` is a libm call without them).
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn portable_avx2(p: &Packed, m: usize, a: &[f32], lda: usize, init: Init<'_>, c: &mut [f32], ldc: usize) {
-        super::portable(p, m, a, lda, init, c, ldc)
+    pub unsafe fn portable_avx2(p: &Packed, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
+        super::portable(p, m, a, lda, c, ldc, accumulate)
     }
 
     /// Rows per register tile.
@@ -177,8 +147,7 @@ mod x86 {
     const NV: usize = 3;
 
     /// One `R x (V·16)` tile of `C`: `R·V` accumulators stay in registers while `kk` runs.
-    /// `b` points at the tile's first panel, `cols` is how many of its columns are real; the sums
-    /// are added to `init` (laid out as `c`; `c` itself to accumulate) unless it is null.
+    /// `b` points at the tile's first panel, `cols` is how many of its columns are real.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile<const R: usize, const V: usize>(
@@ -186,10 +155,10 @@ mod x86 {
         a: *const f32,
         lda: usize,
         b: *const f32,
-        init: *const f32,
         c: *mut f32,
         ldc: usize,
         cols: usize,
+        accumulate: bool,
     ) {
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         let pstride = k * NR;
@@ -214,7 +183,7 @@ mod x86 {
                 let valid = (cols - col0).min(NR);
                 let mask: __mmask16 = if valid == NR { 0xFFFF } else { (1u16 << valid) - 1 };
                 let dst = c.add(r * ldc + col0);
-                let out = if init.is_null() { s } else { _mm512_add_ps(_mm512_maskz_loadu_ps(mask, init.add(r * ldc + col0)), s) };
+                let out = if accumulate { _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), s) } else { s };
                 _mm512_mask_storeu_ps(dst, mask, out);
             }
         }
@@ -224,46 +193,39 @@ mod x86 {
     /// stay in L1 while all rows of `A` pass over them.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn column<const V: usize>(p: &Packed, pi: usize, m: usize, a: &[f32], lda: usize, init: Init<'_>, c: &mut [f32], ldc: usize) {
+    unsafe fn column<const V: usize>(p: &Packed, pi: usize, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
         let (k, n) = (p.k, p.n);
         let (j0, b) = (pi * NR, p.data.as_slice().as_ptr().add(pi * k * NR));
         let cols = n - j0;
         let (a, c) = (a.as_ptr(), c.as_mut_ptr().add(j0));
-        let q = match init {
-            Init::Zero => std::ptr::null(),
-            Init::Accumulate => c as *const f32,
-            Init::From(p) => p.as_ptr().add(j0),
-        };
-        // Row `i` of the initial values (a null pointer stays null).
-        let q_at = |i: usize| if q.is_null() { q } else { q.add(i * ldc) };
         let mut i = 0;
         while i + MR <= m {
-            tile::<MR, V>(k, a.add(i * lda), lda, b, q_at(i), c.add(i * ldc), ldc, cols);
+            tile::<MR, V>(k, a.add(i * lda), lda, b, c.add(i * ldc), ldc, cols, accumulate);
             i += MR;
         }
-        let (a, q, c) = (a.add(i * lda), q_at(i), c.add(i * ldc));
+        let (a, c) = (a.add(i * lda), c.add(i * ldc));
         match m - i {
             0 => {}
-            1 => tile::<1, V>(k, a, lda, b, q, c, ldc, cols),
-            2 => tile::<2, V>(k, a, lda, b, q, c, ldc, cols),
-            3 => tile::<3, V>(k, a, lda, b, q, c, ldc, cols),
-            4 => tile::<4, V>(k, a, lda, b, q, c, ldc, cols),
-            5 => tile::<5, V>(k, a, lda, b, q, c, ldc, cols),
-            6 => tile::<6, V>(k, a, lda, b, q, c, ldc, cols),
-            _ => tile::<7, V>(k, a, lda, b, q, c, ldc, cols),
+            1 => tile::<1, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            2 => tile::<2, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            3 => tile::<3, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            4 => tile::<4, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            5 => tile::<5, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            6 => tile::<6, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            _ => tile::<7, V>(k, a, lda, b, c, ldc, cols, accumulate),
         }
     }
 
     /// AVX-512 path of [`Packed::matmul`]; the caller checked the operand extents.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn matmul(p: &Packed, m: usize, a: &[f32], lda: usize, init: Init<'_>, c: &mut [f32], ldc: usize) {
+    pub unsafe fn matmul(p: &Packed, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
         let panels = p.n.div_ceil(NR);
         let mut pi = 0;
         while pi < panels {
             match panels - pi {
-                1 => column::<1>(p, pi, m, a, lda, init, c, ldc),
-                2 => column::<2>(p, pi, m, a, lda, init, c, ldc),
-                _ => column::<NV>(p, pi, m, a, lda, init, c, ldc),
+                1 => column::<1>(p, pi, m, a, lda, c, ldc, accumulate),
+                2 => column::<2>(p, pi, m, a, lda, c, ldc, accumulate),
+                _ => column::<NV>(p, pi, m, a, lda, c, ldc, accumulate),
             }
             pi += NV;
         }
@@ -287,41 +249,22 @@ mod tests {
     }
 
     /// Every shape class (row remainders 1-7, panel remainders, ragged last panel, padded
-    /// strides), `B` packed either way, overwrite, accumulate and onto separate initial values:
-    /// within f32 rounding of an f64 reference, bit-identical to the portable path, and "onto"
-    /// bit-identical to copying the initial values in and accumulating.
+    /// strides), `B` packed either way, overwrite and accumulate: within f32 rounding of an f64
+    /// reference, and bit-identical to the portable path.
     #[test]
     fn matches_f64_reference_and_portable_path_bit_for_bit() {
         for &(m, k, n) in &[(1, 1, 1), (16, 90, 360), (32, 90, 270), (13, 360, 90), (7, 5, 33), (9, 17, 48), (3, 4, 100)] {
-            for (b_t, mode) in (0..6).map(|bits| (bits & 1 == 1, bits / 2)) {
+            for (b_t, accumulate) in (0..4).map(|bits| (bits & 1 == 1, bits & 2 == 2)) {
                 let (lda, ldc, ldb) = (k + 3, n + 5, if b_t { k + 2 } else { n + 1 });
                 let a = noise(m * lda, 1);
                 let src = noise(if b_t { n * ldb } else { k * ldb }, 2);
                 let c0 = noise(m * ldc, 3);
-                // Initial values for "onto": `C` itself is different (and must not be read).
-                let p0 = noise(m * ldc, 4);
                 let p = Packed::new(&src, k, n, ldb, b_t);
                 let mut fast = c0.clone();
+                p.matmul(m, &a, lda, &mut fast, ldc, accumulate);
                 let mut slow = c0.clone();
-                let init = match mode {
-                    0 => Init::Zero,
-                    1 => Init::Accumulate,
-                    _ => Init::From(&p0),
-                };
-                match mode {
-                    0 | 1 => p.matmul(m, &a, lda, &mut fast, ldc, mode == 1),
-                    _ => p.matmul_onto(m, &a, lda, &p0, &mut fast, ldc),
-                }
-                portable(&p, m, &a, lda, init, &mut slow, ldc);
-                if mode == 2 {
-                    let mut copied = c0.clone();
-                    for i in 0..m {
-                        copied[i * ldc..i * ldc + n].copy_from_slice(&p0[i * ldc..i * ldc + n]);
-                    }
-                    p.matmul(m, &a, lda, &mut copied, ldc, true);
-                    assert!(copied.iter().zip(&fast).all(|(x, y)| x.to_bits() == y.to_bits()), "({m},{k},{n}) b_t {b_t}: onto differs from copy + accumulate");
-                }
-                let case = format!("({m},{k},{n}) b_t {b_t} mode {mode}");
+                portable(&p, m, &a, lda, &mut slow, ldc, accumulate);
+                let case = format!("({m},{k},{n}) b_t {b_t} acc {accumulate}");
                 for i in 0..m {
                     for j in 0..ldc {
                         let (f, s) = (fast[i * ldc + j], slow[i * ldc + j]);
@@ -331,12 +274,7 @@ mod tests {
                         }
                         let b = |kk: usize| if b_t { src[j * ldb + kk] } else { src[kk * ldb + j] };
                         let dot: f64 = (0..k).map(|kk| a[i * lda + kk] as f64 * b(kk) as f64).sum();
-                        let want = dot
-                            + match mode {
-                                0 => 0.0,
-                                1 => c0[i * ldc + j] as f64,
-                                _ => p0[i * ldc + j] as f64,
-                            };
+                        let want = dot + if accumulate { c0[i * ldc + j] as f64 } else { 0.0 };
                         assert!((f as f64 - want).abs() < 1e-5 * (k as f64).sqrt(), "{case} [{i}][{j}] = {f}, want {want}");
                         assert_eq!(f.to_bits(), s.to_bits(), "{case} [{i}][{j}]: kernel and portable path differ");
                     }
