@@ -560,7 +560,7 @@ impl<'a> Dy<'a> {
     }
 }
 
-/// `dW_hh = Σ_t dA_tᵀ h_{t-1}` as one `[G*H, T*B] x [T*B, H]` matmul ([`super::weight_grad`]'s
+/// The GRU's `dW_hh = Σ_t dA_tᵀ h_{t-1}` as one `[G*H, T*B] x [T*B, H]` matmul ([`super::weight_grad`]'s
 /// AVX-512 kernel where it reproduces gemm's bits, gemm otherwise).
 fn recurrent_weight_grad(da: &[f32], y: &[f32], h0: &[f32], d: Dims) -> Vec<f32> {
     let bh = d.b * d.h;

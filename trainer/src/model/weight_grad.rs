@@ -1,8 +1,13 @@
-//! The recurrent weight gradient `dW_hh = Σ_t dA_tᵀ h_{t-1}`: one `[G·H, T·B] x [T·B, H]` product
-//! per layer and training step, the largest single product of a step (a quarter of an LSTM step
-//! through the gemm crate, whose AVX2 kernels are what it picks without its `x86-v4` feature).
+//! Weight gradients of the fused recurrent layers, `dW = Σ_t dA_tᵀ h_{t-1}`, the largest products
+//! of a training step after the per-step ones. Two kernels:
 //!
-//! Summation order, which is what keeps training results unchanged: the gemm crate cuts the inner
+//! - [`accumulate`] (the LSTM): adds a few steps' rows at a time to running sums while the
+//!   backward walk still has them in cache; see its docs.
+//! - [`avx512`] (the GRU): one `[G·H, T·B] x [T·B, H]` product after the walk, in the gemm crate's
+//!   summation order, which keeps the GRU's results (and the shipped model) those of the gemm
+//!   call it replaced (gemm picks AVX2 kernels without its `x86-v4` feature).
+//!
+//! Summation order of [`avx512`]: the gemm crate cuts the inner
 //! dimension `T·B` into `kc`-long blocks (`kc` from `gemm_common::cache::kernel_params`, which
 //! depends on this CPU's caches); within a block every output is `s = fma(a, b, s)` from `s = 0`
 //! in `t·b` order; the first block's sum is stored and each later block's sum `s` becomes
