@@ -24,6 +24,8 @@ const POLY: [f32; 5] = [0.001_388_949_4, 0.008_333_452, 0.041_666_668, 0.166_666
 /// `1 / (1 + e^-x)` in the order [`sigmoid_lanes`] uses (the reference for it).
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
+    // Not `clamp`: `max` turns NaN into -87 as the device functions and `maxps` do.
+    #[allow(clippy::manual_clamp)]
     let t = (-x).max(-87.0).min(88.0);
     let n = (t * LOG2E).round_ties_even();
     let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, t));
