@@ -627,7 +627,8 @@ fn lstm_forward_body(j: &mut FwdPart, proj: &Projection, w: &Packed, h0: &[f32],
     let zeros = vec![0f32; bc * h];
     let act = GateActivations::new(h, &[true, true, false, true]);
     let cell_tanh = GateActivations::new(h, &[false]);
-    // The step's input projection, in cache: the product adds onto it as it writes the gate rows.
+    // A step's pre-activations, computed in cache; the activation pass then writes the gate
+    // cache rows (its stores, spread over its arithmetic, take the misses on them).
     let mut pre = vec![0f32; bc * g4];
     for s in 0..j.gates.len() {
         let (ydone, yrest) = j.y.split_at_mut(s);
