@@ -26,6 +26,7 @@ use runtime::math::{sigmoid_inplace, tanh_inplace};
 
 use super::activation::GateActivations;
 use super::packed::{Aligned, Packed};
+use super::rnn::Output;
 use super::weight_grad::{self, StepRows};
 
 /// `C (m x n) (+)= A (m x k) · B (k x n)`, all row-major with unit column strides, except where
@@ -508,18 +509,6 @@ impl<'a> Projection<'a> {
             matmul_par(p.bc, gh, self.inp, out, true, xs, false, self.w_ih, true, gemm::Parallelism::None);
         }
     }
-}
-
-/// What a fused recurrent layer returns. Candle zero-fills and adds a gradient of the full size
-/// of every tensor in the graph, so returning what the next op needs saves such `[T, B, H]` passes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Output {
-    /// Every hidden state `[T, B, H]`.
-    Seq,
-    /// Every hidden state as rows `[T·B, H]` (for a linear layer applied at every step).
-    Flat,
-    /// The last hidden state `[B, H]` (an encoder's top layer).
-    Last,
 }
 
 fn run(kind: Kind, out: Output, x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {

@@ -39,6 +39,20 @@ impl CellKind {
     }
 }
 
+/// What [`Rnn::forward`] returns. On the fused path the top layer returns exactly this, because
+/// candle zero-fills and adds a gradient of the full size of every tensor in the graph: an
+/// encoder that needs only the last state or a linear layer over every step's rows then never
+/// makes candle build `[T, B, H]` gradients for a reshape or a slice.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Output {
+    /// Every hidden state `[T, B, H]`.
+    Seq,
+    /// Every hidden state as rows `[T·B, H]`.
+    Flat,
+    /// The last hidden state `[B, H]`.
+    Last,
+}
+
 /// A stack of recurrent layers.
 #[derive(Debug, Clone)]
 pub struct Rnn {
@@ -124,8 +138,8 @@ impl Rnn {
         self.layers.len()
     }
 
-    /// Runs the stack over `steps` time steps and returns the top layer's hidden states
-    /// `[T, B, H]`.
+    /// Runs the stack over `steps` time steps and returns the top layer's hidden states in the
+    /// shape `out` names.
     ///
     /// `x` is `[T, B, In]` (`None` for a stack whose first layer has no input weights);
     /// `h0[l]` is layer `l`'s initial hidden state `[B, H]` (cell states start at zero);
@@ -138,44 +152,17 @@ impl Rnn {
         steps: usize,
         h0: &[Tensor],
         dropout: impl FnMut(&Tensor) -> Result<Tensor>,
+        out: Output,
     ) -> Result<Tensor> {
         if self.fused_applies(h0) {
-            self.forward_fused(x, steps, h0, dropout, fused::Output::Seq)
-        } else {
-            self.forward_reference(x, steps, h0, dropout)
+            return self.forward_fused(x, steps, h0, dropout, out);
         }
-    }
-
-    /// [`Rnn::forward`] that returns only the top layer's last hidden state `[B, H]` (on the fused
-    /// path without building the whole sequence's output and gradient as candle tensors).
-    pub fn forward_last(
-        &self,
-        x: Option<&Tensor>,
-        steps: usize,
-        h0: &[Tensor],
-        dropout: impl FnMut(&Tensor) -> Result<Tensor>,
-    ) -> Result<Tensor> {
-        if self.fused_applies(h0) {
-            self.forward_fused(x, steps, h0, dropout, fused::Output::Last)
-        } else {
-            Ok(self.forward_reference(x, steps, h0, dropout)?.get(steps - 1)?)
-        }
-    }
-
-    /// [`Rnn::forward`] with the hidden states as rows `[T·B, H]`.
-    pub fn forward_flat(
-        &self,
-        x: Option<&Tensor>,
-        steps: usize,
-        h0: &[Tensor],
-        dropout: impl FnMut(&Tensor) -> Result<Tensor>,
-    ) -> Result<Tensor> {
-        if self.fused_applies(h0) {
-            self.forward_fused(x, steps, h0, dropout, fused::Output::Flat)
-        } else {
-            let y = self.forward_reference(x, steps, h0, dropout)?;
-            Ok(y.reshape((steps * h0[0].dim(0)?, self.hidden))?)
-        }
+        let y = self.forward_reference(x, steps, h0, dropout)?;
+        Ok(match out {
+            Output::Seq => y,
+            Output::Flat => y.reshape((steps * h0[0].dim(0)?, self.hidden))?,
+            Output::Last => y.get(steps - 1)?,
+        })
     }
 
     /// Whether the fused CPU kernels run this stack (f32 on the CPU, not forced off).
@@ -194,7 +181,7 @@ impl Rnn {
         steps: usize,
         h0: &[Tensor],
         mut dropout: impl FnMut(&Tensor) -> Result<Tensor>,
-        out: fused::Output,
+        out: Output,
     ) -> Result<Tensor> {
         let mut seq = match x {
             Some(x) => x.clone(),
@@ -207,7 +194,7 @@ impl Rnn {
             parts.push(layer.b_hh.unsqueeze(1)?);
             let w = Tensor::cat(&parts, 1)?;
             let top = l + 1 == self.layers.len();
-            let out = if top { out } else { fused::Output::Seq };
+            let out = if top { out } else { Output::Seq };
             let y = match self.kind {
                 CellKind::Lstm => fused::lstm_seq(&seq, &w, &h0[l], out)?,
                 CellKind::Gru => fused::gru_seq(&seq, &w, &h0[l], out)?,

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::params::ParamStore;
-use super::rnn::Rnn;
+use super::rnn::{Output, Rnn};
 use crate::error::Result;
 use crate::params::CellKind;
 
@@ -128,8 +128,8 @@ impl Vrae {
         let h0 = vec![Tensor::zeros((b, h), x.dtype(), x.device())?; self.encoder.depth()];
         let p = self.cfg.dropout;
         Ok(match rng {
-            Some(rng) if p > 0.0 => self.encoder.forward_last(Some(x), t, &h0, |h| dropout(h, p, rng))?,
-            _ => self.encoder.forward_last(Some(x), t, &h0, |h| Ok(h.clone()))?,
+            Some(rng) if p > 0.0 => self.encoder.forward(Some(x), t, &h0, |h| dropout(h, p, rng), Output::Last)?,
+            _ => self.encoder.forward(Some(x), t, &h0, |h| Ok(h.clone()), Output::Last)?,
         })
     }
 
@@ -143,7 +143,7 @@ impl Vrae {
         let b = z.dim(0)?;
         let h0 = vec![self.latent_to_hidden.forward(z)?; self.decoder.depth()];
         // All steps' rows at once: one matmul for all steps instead of one per step.
-        let hs = self.decoder.forward_flat(None, steps, &h0, |h| Ok(h.clone()))?;
+        let hs = self.decoder.forward(None, steps, &h0, |h| Ok(h.clone()), Output::Flat)?;
         Ok(self.to_output.forward(&hs)?.reshape((steps, b, self.cfg.n_features))?)
     }
 

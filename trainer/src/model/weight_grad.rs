@@ -151,7 +151,7 @@ unsafe fn rows_task(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, kc: 
                     macro_rules! shapes {
                         ($($g:literal: $($v:literal)*;)*) => {
                             match (GR.min(gn - gt), nv) {
-                                $($(($g, $v) => tile::<$g, $v>(a, m, b, n, sb, last, out),)*)*
+                                $($(($g, $v) => step_tile::<$g, $v>(a, (0, m), b, (0, n), 1, sb, last, out, JC),)*)*
                                 (g, v) => unreachable!("tile {g} x {v} outside {GR} x {NV}"),
                             }
                         };
@@ -169,43 +169,6 @@ unsafe fn rows_task(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, kc: 
             }
         }
         k0 += kb;
-    }
-}
-
-/// One register tile over rows `0..kb` of a sub-block, continuing the sums at `acc`
-/// (`G` rows of `JC` values): `acc[g][j] += Σ_r a[r·lda + g] · b[r·ldb + j]` for `g < G` and
-/// `j < 16·V` (the last vector's lanes past `last` read nothing), by fused multiply-adds in `r`
-/// order.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-#[inline]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile<const G: usize, const V: usize>(a: *const f32, lda: usize, b: *const f32, ldb: usize, kb: usize, last: std::arch::x86_64::__mmask16, acc: *mut f32) {
-    use std::arch::x86_64::*;
-    let mut s = [[_mm512_setzero_ps(); V]; G];
-    for (g, row) in s.iter_mut().enumerate() {
-        for (v, x) in row.iter_mut().enumerate() {
-            *x = _mm512_loadu_ps(acc.add(g * JC + v * 16));
-        }
-    }
-    for r in 0..kb {
-        let br = b.add(r * ldb);
-        let mut bv = [_mm512_setzero_ps(); V];
-        for (v, x) in bv.iter_mut().enumerate() {
-            *x = if v + 1 == V { _mm512_maskz_loadu_ps(last, br.add(v * 16)) } else { _mm512_loadu_ps(br.add(v * 16)) };
-        }
-        let ar = a.add(r * lda);
-        for (g, row) in s.iter_mut().enumerate() {
-            let av = _mm512_set1_ps(*ar.add(g));
-            for v in 0..V {
-                row[v] = _mm512_fmadd_ps(av, bv[v], row[v]);
-            }
-        }
-    }
-    for (g, row) in s.iter().enumerate() {
-        for (v, &x) in row.iter().enumerate() {
-            _mm512_storeu_ps(acc.add(g * JC + v * 16), x);
-        }
     }
 }
 
@@ -344,7 +307,7 @@ unsafe fn accumulate_avx512(dw: &mut [f32], da: StepRows<'_>, x: StepRows<'_>, s
             macro_rules! shapes {
                 ($($g:literal: $($v:literal)*;)*) => {
                     match (GR.min(m - g0), nv) {
-                        $($(($g, $v) => step_tile::<$g, $v>(a, da, b, x, steps, rows, last, out, n),)*)*
+                        $($(($g, $v) => step_tile::<$g, $v>(a, (da.step, m), b, (x.step, n), steps, rows, last, out, n),)*)*
                         (g, v) => unreachable!("tile {g} x {v} outside {GR} x {NV}"),
                     }
                 };
@@ -354,18 +317,20 @@ unsafe fn accumulate_avx512(dw: &mut [f32], da: StepRows<'_>, x: StepRows<'_>, s
     }
 }
 
-/// One register tile of [`accumulate_avx512`]: `G` gate rows (from `a`) x `V` vectors of columns
-/// (from `b`; lanes of the last one past `last` are neither read nor written), sums loaded from
-/// and stored back to `out` (row stride `ldo`).
+/// One register tile: `G` gate rows (from `a`) x `V` vectors of columns (from `b`; lanes of the
+/// last one past `last` are neither read nor written), over `rows` rows of each of `steps` steps
+/// (row `r` of step `st` at `a + st·a_at.0 + r·a_at.1`, likewise `b`), continuing the sums at
+/// `out` (row stride `ldo`) by fused multiply-adds in (step, row) order. Both weight-gradient
+/// kernels run on it ([`avx512`] with one step per call).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
 unsafe fn step_tile<const G: usize, const V: usize>(
     a: *const f32,
-    da: StepRows<'_>,
+    a_at: (usize, usize),
     b: *const f32,
-    x: StepRows<'_>,
+    b_at: (usize, usize),
     steps: usize,
     rows: usize,
     last: std::arch::x86_64::__mmask16,
@@ -381,14 +346,14 @@ unsafe fn step_tile<const G: usize, const V: usize>(
         }
     }
     for st in 0..steps {
-        let (ast, bst) = (a.add(st * da.step), b.add(st * x.step));
+        let (ast, bst) = (a.add(st * a_at.0), b.add(st * b_at.0));
         for r in 0..rows {
-            let br = bst.add(r * x.width);
+            let br = bst.add(r * b_at.1);
             let mut bv = [_mm512_setzero_ps(); V];
             for (v, xv) in bv.iter_mut().enumerate() {
                 *xv = _mm512_maskz_loadu_ps(mask(v), br.add(v * 16));
             }
-            let ar = ast.add(r * da.width);
+            let ar = ast.add(r * a_at.1);
             for (g, row) in s.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*ar.add(g));
                 for v in 0..V {
