@@ -172,6 +172,17 @@ unsafe fn rows_task(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, kc: 
     }
 }
 
+/// Deterministic test values in [-0.5, 0.5) (xorshift64).
+#[cfg(test)]
+fn test_noise(mut state: u64) -> impl FnMut() -> f32 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -195,13 +206,7 @@ mod tests {
             eprintln!("no AVX-512 here: gemm runs itself, nothing to compare");
             return;
         }
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut next = test_noise(0x2545_f491_4f6c_dd1d);
         for (m, n, k) in [(360, 90, 4480), (270, 90, 4480), (360, 90, 640), (64, 16, 700), (45, 17, 1500), (33, 13, 3)] {
             let da: Vec<f32> = (0..k * m).map(|_| next() * 0.01).collect();
             let hp: Vec<f32> = (0..k * n).map(|_| next()).collect();
@@ -378,13 +383,7 @@ mod accumulate_tests {
     /// an f64 sum.
     #[test]
     fn matches_portable_path_bit_for_bit() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut next = test_noise(0x9e37_79b9_7f4a_7c15);
         for (m, n, steps, rows) in [(360, 93, 4, 16), (360, 92, 8, 8), (28, 10, 3, 5), (7, 17, 2, 3), (5, 100, 1, 1), (4, 16, 5, 2)] {
             // Steps are further apart than their rows (as in the trainer's ring of a part's rows).
             let (da_step, x_step) = (rows * m + 3 * m, rows * n + 5);
