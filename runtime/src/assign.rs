@@ -1,18 +1,20 @@
-//! Nearest-centroid assignment of a latent vector.
+//! Nearest-prototype assignment of a decision vector (the latent, or the latent beside the
+//! window's summary; see [`crate::bundle`]).
 //!
-//! Distance is Euclidean, `d(z, c) = sqrt(sum_j (z_j - c_j)^2)`, the metric k-means minimises
-//! (squared) when the centroids are fitted, so training-time clusters and device-time clusters
-//! agree.
+//! Distance is Euclidean, `d(x, p) = sqrt(sum_j (x_j - p_j)^2)`. Each prototype belongs to a
+//! cluster; the nearest prototype names the cluster, and the runner-up distance is that of the
+//! nearest prototype of any *other* cluster, so a small gap flags a window between two groups.
+//! With one prototype per cluster this is nearest-centroid assignment, the rule k-means fits.
 
 /// Result of assigning one latent vector to the stored centroid table.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Assignment {
-    /// Index of the nearest centroid.
+    /// Cluster of the nearest prototype.
     pub cluster: usize,
-    /// Euclidean distance to that centroid.
+    /// Euclidean distance to that prototype.
     pub distance: f32,
-    /// Distance to the second-nearest centroid (`f32::INFINITY` when there is one centroid);
-    /// a small gap to `distance` flags an ambiguous assignment.
+    /// Distance to the nearest prototype of another cluster (`f32::INFINITY` when there is
+    /// one cluster); a small gap to `distance` flags an ambiguous assignment.
     pub second_distance: f32,
 }
 
@@ -36,35 +38,55 @@ pub enum AssignError {
     NonFinite { index: usize },
 }
 
-/// Assigns `latent` to the nearest row of `centroids` (row-major, `k x dim`).
+/// Assigns `latent` to the nearest row of `centroids` (row-major, `k x dim`; row `i` is
+/// cluster `i`).
 pub fn assign(latent: &[f32], centroids: &[f32], dim: usize) -> Result<Assignment, AssignError> {
+    if latent.len() != dim && dim != 0 {
+        return Err(AssignError::DimMismatch { got: latent.len(), expected: dim });
+    }
+    nearest(|j| latent[j], dim, centroids, &[])
+}
+
+/// Nearest row of `prototypes` (row-major, `n x dim`) to the vector whose value `j` is
+/// `value(j)`; row `i` belongs to cluster `clusters[i]` (or `i` when `clusters` is empty).
+/// Computes each value once per prototype and needs no buffer.
+pub fn nearest(value: impl Fn(usize) -> f32, dim: usize, prototypes: &[f32], clusters: &[f32]) -> Result<Assignment, AssignError> {
     if dim == 0 {
         return Err(AssignError::ZeroDim);
     }
-    if centroids.is_empty() {
+    if prototypes.is_empty() {
         return Err(AssignError::NoCentroids);
     }
-    if centroids.len() % dim != 0 {
-        return Err(AssignError::RaggedCentroids { len: centroids.len(), dim });
+    if prototypes.len() % dim != 0 {
+        return Err(AssignError::RaggedCentroids { len: prototypes.len(), dim });
     }
-    if latent.len() != dim {
-        return Err(AssignError::DimMismatch { got: latent.len(), expected: dim });
-    }
-    if let Some(index) = latent.iter().position(|v| !v.is_finite()) {
+    if let Some(index) = (0..dim).position(|j| !value(j).is_finite()) {
         return Err(AssignError::NonFinite { index });
     }
-    let mut best = (0usize, f32::INFINITY);
+    let cluster_of = |i: usize| if clusters.is_empty() { i } else { clusters[i] as usize };
+    // A new best of another cluster makes the old best the runner-up: every other cluster's
+    // distance was already at least the old best.
+    let mut best = (usize::MAX, f32::INFINITY);
     let mut second = f32::INFINITY;
-    for (k, c) in centroids.chunks_exact(dim).enumerate() {
-        let d2: f32 = latent.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum();
+    for (i, p) in prototypes.chunks_exact(dim).enumerate() {
+        let mut d2 = 0f32;
+        for (j, &pj) in p.iter().enumerate() {
+            let e = value(j) - pj;
+            d2 += e * e;
+        }
+        let c = cluster_of(i);
         if d2 < best.1 {
-            second = best.1;
-            best = (k, d2);
-        } else if d2 < second {
+            if c != best.0 {
+                second = best.1;
+            }
+            best = (c, d2);
+        } else if c != best.0 && d2 < second {
             second = d2;
         }
     }
-    Ok(Assignment { cluster: best.0, distance: sqrt(best.1), second_distance: sqrt(second) })
+    // All distances infinite (values near f32::MAX): the first prototype, as with finite ones.
+    let cluster = if best.0 == usize::MAX { cluster_of(0) } else { best.0 };
+    Ok(Assignment { cluster, distance: sqrt(best.1), second_distance: sqrt(second) })
 }
 
 /// Correctly rounded square root from `libm` (pure Rust): `f32::sqrt` needs std, and a
@@ -85,6 +107,19 @@ mod tests {
         assert_eq!(a.cluster, 1);
         assert!((a.distance - 0.1).abs() < 1e-5);
         assert!((a.second_distance - (2.9f32 * 2.9 + 16.0).sqrt()).abs() < 1e-4);
+    }
+
+    #[test]
+    fn runner_up_is_the_nearest_other_cluster() {
+        // Prototypes 0 and 1 are cluster 0, prototype 2 is cluster 1.
+        let p = [0.0, 1.0, 10.0];
+        let a = nearest(|_| 0.2, 1, &p, &[0.0, 0.0, 1.0]).unwrap();
+        assert_eq!(a.cluster, 0);
+        assert!((a.distance - 0.2).abs() < 1e-6);
+        assert!((a.second_distance - 9.8).abs() < 1e-5, "{a:?}");
+        let a = nearest(|_| 9.0, 1, &p, &[0.0, 0.0, 1.0]).unwrap();
+        assert_eq!((a.cluster, a.distance), (1, 1.0));
+        assert_eq!(a.second_distance, 8.0);
     }
 
     #[test]

@@ -5,7 +5,8 @@ use rayon::prelude::*;
 
 use crate::assign::Assignment;
 use crate::bundle::{Cell, Normalization};
-use crate::encoder::{encodes_cleanly, gru_cell, lstm_cell, EncodeError, Encoder, State, Zscore};
+use crate::encoder::{encodes_cleanly, gru_cell, lstm_cell, EncodeError, Encoder, State, Zscore, SUMMARY_SLOTS};
+use crate::summary::Summary;
 use crate::math::dot;
 
 /// Hidden-unit capacity of host states.
@@ -213,10 +214,55 @@ fn block_group<const B: usize, const N: usize>(out: &mut [f32], init: &[f32], is
     }
 }
 
-/// Nearest centroid of every latent row.
-pub fn assign_all(enc: &Encoder<'_>, latents: &[f32]) -> Result<Vec<Assignment>, EncodeError> {
+fn check_rows(enc: &Encoder<'_>, windows: &[f32], window_values: usize, latents: &[f32]) -> Result<usize, EncodeError> {
+    let hd = enc.bundle().header;
+    let (f, l) = (hd.n_features as usize, hd.latent as usize);
+    if window_values == 0 || window_values % f != 0 || windows.len() % window_values != 0 {
+        return Err(EncodeError::WindowShape { len: window_values, features: f });
+    }
+    let n = windows.len() / window_values;
+    if latents.len() != n * l {
+        return Err(crate::AssignError::DimMismatch { got: latents.len(), expected: n * l }.into());
+    }
+    Ok(n)
+}
+
+/// Cluster of every window (time-major, concatenated, `window_values` each) from its latent row
+/// (as [`embed_windows`] gives them): the window's summary is computed from its values, so this
+/// is what a device that streamed the window decides.
+pub fn assign_all(enc: &Encoder<'_>, windows: &[f32], window_values: usize, latents: &[f32]) -> Result<Vec<Assignment>, EncodeError> {
+    check_rows(enc, windows, window_values, latents)?;
     let l = enc.bundle().header.latent as usize;
-    latents.par_chunks(l).map(|z| enc.assign(z).map_err(EncodeError::from)).collect()
+    latents
+        .par_chunks(l)
+        .zip(windows.par_chunks(window_values))
+        .map_init(
+            || Box::new(Summary::<SUMMARY_SLOTS>::default()),
+            |sm, (z, w)| {
+                enc.summarize_window(sm, w)?;
+                enc.decide_summary(sm, z)
+            },
+        )
+        .collect()
+}
+
+/// Raw decision vectors (latent, then window summary; before the bundle's offsets and scales),
+/// row-major `n x decision_dims`: what the trainer fits the decision tables on.
+pub fn raw_decisions(enc: &Encoder<'_>, windows: &[f32], window_values: usize, latents: &[f32]) -> Result<Vec<f32>, EncodeError> {
+    check_rows(enc, windows, window_values, latents)?;
+    let l = enc.bundle().header.latent as usize;
+    let rows: Result<Vec<Vec<f32>>, EncodeError> = latents
+        .par_chunks(l)
+        .zip(windows.par_chunks(window_values))
+        .map_init(
+            || Box::new(Summary::<SUMMARY_SLOTS>::default()),
+            |sm, (z, w)| {
+                enc.summarize_window(sm, w)?;
+                Ok(enc.raw_decision(z, sm))
+            },
+        )
+        .collect();
+    Ok(rows?.concat())
 }
 
 #[cfg(test)]

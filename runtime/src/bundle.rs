@@ -8,7 +8,10 @@
 //! 16      n     header, postcard-encoded `Header`
 //! ...           zero padding to a multiple of 4
 //! ...     4*W   weights, f32 LE, W = header.weights_len (layout below)
-//! ...     4*C   centroids, f32 LE, row-major k x latent
+//! ...     4*D   decision offsets, f32 LE, D = header.decision_dims()
+//! ...     4*D   decision scales, f32 LE
+//! ...     4*P*D prototypes, f32 LE, row-major P x D, P = header.prototypes
+//! ...     4*P   prototype clusters, f32 LE whole numbers in 0..k
 //! end-4   4     CRC-32 of every byte before it (u32 LE)
 //! ```
 //!
@@ -18,6 +21,15 @@
 //! `W_mean [L, H]`, `b_mean [L]`. The recurrent weights are stored transposed so the step kernel
 //! accumulates `gates += W_hhᵀ[k] · h_k` over contiguous rows of `G*H` outputs: a loop without
 //! horizontal sums, which vectorises on hosts and streams flash linearly on microcontrollers.
+//!
+//! The cluster decision: the raw decision vector is the latent mean followed by the window's
+//! streaming summary ([`crate::summary`], `2 * segments * features` values; none when
+//! `segments` is 0); its value `j` becomes `(raw_j - offset_j) * scale_j`, and the nearest
+//! prototype (Euclidean) names the cluster. Several prototypes may share a cluster, so clusters
+//! need not be round.
+//!
+//! Version 1 bundles (latent only, one centroid per cluster, no decision tables) still load:
+//! they read as offsets 0, scales 1 and prototype `i` = cluster `i`.
 //!
 //! Parsing never panics and never allocates: a short, corrupted or foreign buffer is an `Err`
 //! naming the problem. The weights are read in place (zero-copy) from a 4-byte-aligned buffer,
@@ -30,7 +42,9 @@ use crate::crc::crc32;
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"VRAEBNDL";
 /// Bundle format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest bundle format version this crate still reads.
+pub const OLDEST_VERSION: u32 = 1;
 /// Largest header accepted (a real one is ~30 bytes).
 const MAX_HEADER: usize = 256;
 
@@ -75,7 +89,7 @@ pub struct Header {
     pub layers: u8,
     /// Latent dimension.
     pub latent: u16,
-    /// Number of centroids.
+    /// Number of clusters.
     pub k: u16,
     /// Window length the model was trained on.
     pub seq_len: u32,
@@ -83,6 +97,26 @@ pub struct Header {
     pub normalization: Normalization,
     /// Number of f32 weights.
     pub weights_len: u32,
+    /// Segments of the streaming summary in the decision vector (0 = latent only).
+    pub segments: u16,
+    /// Samples per summary segment (at least 1 when `segments` > 0).
+    pub stride: u32,
+    /// Rows of the prototype table.
+    pub prototypes: u16,
+}
+
+/// The version 1 header (no summary, one centroid per cluster).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct HeaderV1 {
+    cell: Cell,
+    n_features: u16,
+    hidden: u16,
+    layers: u8,
+    latent: u16,
+    k: u16,
+    seq_len: u32,
+    normalization: Normalization,
+    weights_len: u32,
 }
 
 impl Header {
@@ -96,6 +130,16 @@ impl Header {
         }
         n + self.latent as usize * (h + 1)
     }
+
+    /// Values of the streaming summary: `2 * segments * n_features`.
+    pub fn summary_len(&self) -> usize {
+        2 * self.segments as usize * self.n_features as usize
+    }
+
+    /// Length of the decision vector: latent plus summary.
+    pub fn decision_dims(&self) -> usize {
+        self.latent as usize + self.summary_len()
+    }
 }
 
 /// Why a bundle was rejected.
@@ -108,7 +152,7 @@ pub enum BundleError {
     #[error("not a model bundle (bad magic bytes)")]
     BadMagic,
     /// A format version this build cannot read.
-    #[error("bundle format version {found} is not supported (this runtime reads version {FORMAT_VERSION})")]
+    #[error("bundle format version {found} is not supported (this runtime reads versions {OLDEST_VERSION} to {FORMAT_VERSION}); re-export it with `trainer export MODEL --bundle`")]
     UnsupportedVersion {
         /// Version in the file.
         found: u32,
@@ -138,9 +182,17 @@ pub enum BundleError {
     /// The weights section is not 4-byte aligned in memory (place the bundle in an aligned buffer).
     #[error("weights are not 4-byte aligned in memory; store the bundle in an aligned buffer")]
     Misaligned,
-    /// A weight or centroid is NaN or infinite.
-    #[error("weights or centroids contain a non-finite value")]
+    /// A weight or decision-table value is NaN or infinite.
+    #[error("weights or decision tables contain a non-finite value")]
     NonFinite,
+    /// A prototype's cluster is not a whole number below `k`.
+    #[error("prototype {index} does not name a cluster in 0..{k}")]
+    BadPrototypeCluster {
+        /// Prototype row.
+        index: usize,
+        /// Number of clusters.
+        k: u16,
+    },
     /// The model exceeds a compile-time capacity of this build.
     #[error("model needs {what} = {need} but this build's capacity is {have}")]
     Capacity {
@@ -160,8 +212,14 @@ pub struct Bundle<'a> {
     pub header: Header,
     /// All weights (layout in the module docs).
     pub weights: &'a [f32],
-    /// Centroids, row-major `k x latent`.
-    pub centroids: &'a [f32],
+    /// Per decision value, what is subtracted (empty in a version 1 bundle: 0).
+    pub offsets: &'a [f32],
+    /// Per decision value, the factor applied after (empty in a version 1 bundle: 1).
+    pub scales: &'a [f32],
+    /// Prototypes, row-major `prototypes x decision_dims`.
+    pub prototypes: &'a [f32],
+    /// Cluster of each prototype (empty in a version 1 bundle: prototype `i` is cluster `i`).
+    pub prototype_clusters: &'a [f32],
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -196,7 +254,7 @@ impl<'a> Bundle<'a> {
             return Err(BundleError::BadMagic);
         }
         let version = u32_at(bytes, 8);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(BundleError::UnsupportedVersion { found: version });
         }
         let body = bytes.len() - 4;
@@ -209,29 +267,72 @@ impl<'a> Bundle<'a> {
         if hlen == 0 || hlen > MAX_HEADER || 16 + hlen > body {
             return Err(BundleError::BadHeader);
         }
-        let (header, rest) = postcard::take_from_bytes::<Header>(&bytes[16..16 + hlen]).map_err(|_| BundleError::BadHeader)?;
-        if !rest.is_empty() {
-            return Err(BundleError::BadHeader);
-        }
+        let raw = &bytes[16..16 + hlen];
+        let header = if version == 1 {
+            let (v1, rest) = postcard::take_from_bytes::<HeaderV1>(raw).map_err(|_| BundleError::BadHeader)?;
+            if !rest.is_empty() {
+                return Err(BundleError::BadHeader);
+            }
+            Header {
+                cell: v1.cell,
+                n_features: v1.n_features,
+                hidden: v1.hidden,
+                layers: v1.layers,
+                latent: v1.latent,
+                k: v1.k,
+                seq_len: v1.seq_len,
+                normalization: v1.normalization,
+                weights_len: v1.weights_len,
+                segments: 0,
+                stride: 0,
+                prototypes: v1.k,
+            }
+        } else {
+            let (h, rest) = postcard::take_from_bytes::<Header>(raw).map_err(|_| BundleError::BadHeader)?;
+            if !rest.is_empty() {
+                return Err(BundleError::BadHeader);
+            }
+            h
+        };
         let h = header;
         if h.n_features == 0 || h.hidden == 0 || h.layers == 0 || h.latent == 0 || h.k == 0 || h.seq_len == 0 {
             return Err(BundleError::BadDims("every dimension must be at least 1"));
+        }
+        if h.prototypes < h.k {
+            return Err(BundleError::BadDims("fewer prototypes than clusters"));
+        }
+        if h.segments > 0 && h.stride == 0 {
+            return Err(BundleError::BadDims("summary stride must be at least 1"));
         }
         if h.weights_len as usize != h.expected_weights() {
             return Err(BundleError::BadDims("weight count does not match the dimensions"));
         }
         let w_start = padded(16 + hlen);
-        let n_c = h.k as usize * h.latent as usize;
-        let expected = w_start + 4 * (h.weights_len as usize + n_c) + 4;
+        let (d, p) = (h.decision_dims(), h.prototypes as usize);
+        let tables = if version == 1 { p * d } else { 2 * d + p * d + p };
+        let expected = w_start + 4 * (h.weights_len as usize + tables) + 4;
         if expected != bytes.len() {
             return Err(BundleError::Length { expected, got: bytes.len() });
         }
         let all = f32s(&bytes[w_start..body])?;
-        let (weights, centroids) = all.split_at(h.weights_len as usize);
         if all.iter().any(|v| !v.is_finite()) {
             return Err(BundleError::NonFinite);
         }
-        Ok(Bundle { header, weights, centroids })
+        let (weights, rest) = all.split_at(h.weights_len as usize);
+        let (offsets, scales, prototypes, prototype_clusters) = if version == 1 {
+            (&rest[..0], &rest[..0], rest, &rest[..0])
+        } else {
+            let (o, rest) = rest.split_at(d);
+            let (s, rest) = rest.split_at(d);
+            let (pr, c) = rest.split_at(p * d);
+            (o, s, pr, c)
+        };
+        for (index, &value) in prototype_clusters.iter().enumerate() {
+            if value < 0.0 || value >= h.k as f32 || value != (value as u32) as f32 {
+                return Err(BundleError::BadPrototypeCluster { index, k: h.k });
+            }
+        }
+        Ok(Bundle { header, weights, offsets, scales, prototypes, prototype_clusters })
     }
 
     /// Weights of encoder layer `l`: `(W_ihᵀ [In, G*H], W_hhᵀ [H, G*H], b_ih, b_hh)`.
@@ -261,23 +362,58 @@ impl<'a> Bundle<'a> {
     }
 }
 
-/// Serialises a bundle (host side; the trainer writes one next to the ONNX file).
+/// The cluster decision of a bundle being written: per-value offsets and scales of the
+/// decision vector, prototypes (`n x decision_dims`) and their clusters.
 #[cfg(feature = "std")]
-pub fn encode(header: &Header, weights: &[f32], centroids: &[f32]) -> Result<Vec<u8>, BundleError> {
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionTables {
+    /// Subtracted from each raw decision value.
+    pub offsets: Vec<f32>,
+    /// Applied after the offset.
+    pub scales: Vec<f32>,
+    /// Prototype rows, row-major.
+    pub prototypes: Vec<f32>,
+    /// Cluster of each prototype row.
+    pub clusters: Vec<usize>,
+}
+
+#[cfg(feature = "std")]
+impl DecisionTables {
+    /// One prototype per cluster on the latent as it is (offset 0, scale 1): nearest centroid.
+    pub fn centroids(centroids: &[f32], latent: usize) -> Self {
+        let k = if latent == 0 { 0 } else { centroids.len() / latent };
+        DecisionTables { offsets: vec![0.0; latent], scales: vec![1.0; latent], prototypes: centroids.to_vec(), clusters: (0..k).collect() }
+    }
+}
+
+/// Serialises a bundle (host side; the trainer writes one next to the ONNX file). The header's
+/// `prototypes` must equal the table's rows.
+#[cfg(feature = "std")]
+pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Result<Vec<u8>, BundleError> {
     if weights.len() != header.weights_len as usize || weights.len() != header.expected_weights() {
         return Err(BundleError::BadDims("weight count does not match the dimensions"));
     }
-    if centroids.len() != header.k as usize * header.latent as usize {
-        return Err(BundleError::BadDims("centroid table is not k x latent"));
+    let d = header.decision_dims();
+    let p = header.prototypes as usize;
+    if decision.offsets.len() != d || decision.scales.len() != d {
+        return Err(BundleError::BadDims("decision offsets/scales are not one per decision value"));
+    }
+    if decision.prototypes.len() != p * d || decision.clusters.len() != p {
+        return Err(BundleError::BadDims("prototype table is not prototypes x decision values"));
+    }
+    if let Some(index) = decision.clusters.iter().position(|&c| c >= header.k as usize) {
+        return Err(BundleError::BadPrototypeCluster { index, k: header.k });
     }
     let head = postcard::to_allocvec(header).map_err(|_| BundleError::BadHeader)?;
-    let mut out = Vec::with_capacity(padded(16 + head.len()) + 4 * (weights.len() + centroids.len()) + 4);
+    let n = weights.len() + 2 * d + p * d + p;
+    let mut out = Vec::with_capacity(padded(16 + head.len()) + 4 * n + 4);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(head.len() as u32).to_le_bytes());
     out.extend_from_slice(&head);
     out.resize(padded(out.len()), 0);
-    for v in weights.iter().chain(centroids) {
+    let clusters = decision.clusters.iter().map(|&c| c as f32);
+    for v in weights.iter().chain(&decision.offsets).chain(&decision.scales).chain(&decision.prototypes).copied().chain(clusters) {
         out.extend_from_slice(&v.to_le_bytes());
     }
     let crc = crc32(&out);

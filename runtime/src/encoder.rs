@@ -2,25 +2,33 @@
 //! no allocation. Same math as the trainer (see `trainer::model::rnn` for the equations),
 //! computed one hidden unit at a time so the only scratch is the next hidden vector.
 
-use crate::assign::{assign, AssignError, Assignment};
+use crate::assign::{nearest, AssignError, Assignment};
 use crate::bundle::{Bundle, BundleError, Cell, Normalization};
 use crate::math::{dot, sigmoid, tanh};
+use crate::summary::{slots, Summary};
+
+/// Summary slots of every [`State`]: 32 segments of one feature, or 16 of three (see
+/// [`crate::summary::slots`]); the trainer sizes its summary to fit. A crate constant rather
+/// than a third capacity parameter, so the summary costs no caller a change of types.
+pub const SUMMARY_SLOTS: usize = 136;
 
 /// Largest feature count a z-normalised window may have (stack scratch of `encode_window`).
 pub const MAX_ZSCORE_FEATURES: usize = 64;
 
-/// Recurrent state of one device: `h` and `c` for up to `L` layers of up to `H` units.
-/// `size_of::<State<H, L>>()` is what a device stores per stream.
+/// State of one device's window: `h` and `c` for up to `L` layers of up to `H` units, and the
+/// window's streaming summary in [`SUMMARY_SLOTS`] slots. `size_of::<State<H, L>>()` is what a
+/// device stores per stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct State<const H: usize, const L: usize> {
     h: [[f32; H]; L],
     c: [[f32; H]; L],
     steps: u32,
+    summary: Summary<SUMMARY_SLOTS>,
 }
 
 impl<const H: usize, const L: usize> Default for State<H, L> {
     fn default() -> Self {
-        State { h: [[0.0; H]; L], c: [[0.0; H]; L], steps: 0 }
+        State { h: [[0.0; H]; L], c: [[0.0; H]; L], steps: 0, summary: Summary::default() }
     }
 }
 
@@ -33,6 +41,11 @@ impl<const H: usize, const L: usize> State<H, L> {
     /// Samples pushed since the last reset.
     pub fn steps(&self) -> u32 {
         self.steps
+    }
+
+    /// The window's streaming summary.
+    pub fn summary(&self) -> &Summary<SUMMARY_SLOTS> {
+        &self.summary
     }
 }
 
@@ -73,6 +86,9 @@ pub enum EncodeError {
     /// Assignment failed.
     #[error(transparent)]
     Assign(#[from] AssignError),
+    /// The model decides on the latent and the window's summary: use `decide` with the state.
+    #[error("this model's cluster decision needs the window summary: use decide(state, latent), not assign(latent)")]
+    NeedsSummary,
 }
 
 /// The encoder of a bundle, ready to run.
@@ -112,7 +128,18 @@ impl<'a> Encoder<'a> {
         Ok(())
     }
 
-    /// Feeds one sample (`n_features` values) through every layer. O(weights), no allocation.
+    /// Checks that the model's window summary fits `S` slots.
+    pub fn check_summary_capacity<const S: usize>(&self) -> Result<(), BundleError> {
+        let h = &self.bundle.header;
+        let need = slots(h.segments as usize, h.n_features as usize);
+        if need > S {
+            return Err(BundleError::Capacity { what: "summary slots", need, have: S });
+        }
+        Ok(())
+    }
+
+    /// Feeds one sample (`n_features` values) through every layer and into the window summary.
+    /// O(weights), no allocation.
     pub fn push<const H: usize, const L: usize>(&self, s: &mut State<H, L>, sample: &[f32]) -> Result<(), EncodeError> {
         if self.bundle.header.normalization != Normalization::None {
             return Err(EncodeError::NeedsWindow);
@@ -125,12 +152,16 @@ impl<'a> Encoder<'a> {
         if hd.hidden as usize > H || hd.layers as usize > L {
             self.check_capacity::<H, L, { usize::MAX }>()?;
         }
+        self.check_summary_capacity::<SUMMARY_SLOTS>()?;
         let f = hd.n_features as usize;
         if sample.len() != f {
             return Err(EncodeError::FeatureCount { got: sample.len(), expected: f });
         }
         if let Some(index) = sample.iter().position(|v| !v.is_finite()) {
             return Err(EncodeError::NonFinite { index });
+        }
+        if hd.segments > 0 {
+            s.summary.push(sample, hd.segments as usize, hd.stride as usize);
         }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if crate::math::has_avx2() {
@@ -162,9 +193,95 @@ impl<'a> Encoder<'a> {
         Ok(out)
     }
 
-    /// Nearest stored centroid of `latent`.
-    pub fn assign(&self, latent: &[f32]) -> Result<Assignment, AssignError> {
-        assign(latent, self.bundle.centroids, self.bundle.header.latent as usize)
+    /// Raw decision value `j`: the latent, then the summary (see [`crate::bundle`]).
+    fn raw_value<const S: usize>(&self, latent: &[f32], summary: Option<&Summary<S>>, j: usize) -> f32 {
+        let hd = &self.bundle.header;
+        match (j.checked_sub(latent.len()), summary) {
+            (None, _) => latent[j],
+            (Some(i), Some(sm)) => sm.value(i, hd.segments as usize, hd.stride as usize, hd.n_features as usize),
+            (Some(_), None) => 0.0,
+        }
+    }
+
+    /// Decision value `j` as the prototypes see it: `(raw_j - offset_j) * scale_j`.
+    fn value<const S: usize>(&self, latent: &[f32], summary: Option<&Summary<S>>, j: usize) -> f32 {
+        let b = &self.bundle;
+        let raw = self.raw_value(latent, summary, j);
+        let off = b.offsets.get(j).copied().unwrap_or(0.0);
+        let scale = b.scales.get(j).copied().unwrap_or(1.0);
+        (raw - off) * scale
+    }
+
+    fn decide_with<const S: usize>(&self, latent: &[f32], summary: Option<&Summary<S>>) -> Result<Assignment, AssignError> {
+        let hd = &self.bundle.header;
+        let l = hd.latent as usize;
+        if latent.len() != l {
+            return Err(AssignError::DimMismatch { got: latent.len(), expected: l });
+        }
+        let b = &self.bundle;
+        nearest(|j| self.value(latent, summary, j), hd.decision_dims(), b.prototypes, b.prototype_clusters)
+    }
+
+    /// Cluster of a window from its latent and the summary its state streamed: the nearest
+    /// prototype of the decision vector (see [`crate::assign`]).
+    pub fn decide<const H: usize, const L: usize>(&self, s: &State<H, L>, latent: &[f32]) -> Result<Assignment, EncodeError> {
+        self.decide_summary(s.summary(), latent)
+    }
+
+    /// [`Encoder::decide`] from a summary kept apart from the recurrent state.
+    pub fn decide_summary<const S: usize>(&self, summary: &Summary<S>, latent: &[f32]) -> Result<Assignment, EncodeError> {
+        self.check_summary_capacity::<S>()?;
+        Ok(self.decide_with(latent, Some(summary))?)
+    }
+
+    /// Cluster of a latent alone, for models whose decision does not use the window summary
+    /// (else [`EncodeError::NeedsSummary`]).
+    pub fn assign(&self, latent: &[f32]) -> Result<Assignment, EncodeError> {
+        if self.bundle.header.segments > 0 {
+            return Err(EncodeError::NeedsSummary);
+        }
+        Ok(self.decide_with::<0>(latent, None)?)
+    }
+
+    /// Summary of a whole time-major window, z-normalised first when the model expects it: what
+    /// streaming the window through [`Encoder::push`] leaves in the state's summary.
+    pub fn summarize_window<const S: usize>(&self, summary: &mut Summary<S>, window: &[f32]) -> Result<(), EncodeError> {
+        self.check_summary_capacity::<S>()?;
+        let hd = &self.bundle.header;
+        let f = hd.n_features as usize;
+        if window.is_empty() || window.len() % f != 0 {
+            return Err(EncodeError::WindowShape { len: window.len(), features: f });
+        }
+        if let Some(index) = window.iter().position(|v| !v.is_finite()) {
+            return Err(EncodeError::NonFinite { index });
+        }
+        summary.reset();
+        if hd.segments == 0 {
+            return Ok(());
+        }
+        let (p, stride) = (hd.segments as usize, hd.stride as usize);
+        match hd.normalization {
+            Normalization::None => window.chunks_exact(f).for_each(|x| summary.push(x, p, stride)),
+            Normalization::Zscore => {
+                if f > MAX_ZSCORE_FEATURES {
+                    return Err(BundleError::Capacity { what: "z-normalised features", need: f, have: MAX_ZSCORE_FEATURES }.into());
+                }
+                let z = Zscore::of(window, f);
+                let mut buf = [0f32; MAX_ZSCORE_FEATURES];
+                for x in window.chunks_exact(f) {
+                    z.apply(x, &mut buf[..f]);
+                    summary.push(&buf[..f], p, stride);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The raw decision vector (latent, then summary), before offsets and scales: what the
+    /// trainer fits the decision tables on.
+    #[cfg(feature = "std")]
+    pub fn raw_decision<const S: usize>(&self, latent: &[f32], summary: &Summary<S>) -> Vec<f32> {
+        (0..self.bundle.header.decision_dims()).map(|j| self.raw_value(latent, Some(summary), j)).collect()
     }
 
     /// Resets `s`, encodes a whole time-major window (`len * n_features` values, z-normalised
@@ -204,14 +321,14 @@ impl<'a> Encoder<'a> {
         self.finish(s)
     }
 
-    /// Encodes a window and assigns it: `(latent, assignment)`.
+    /// Encodes a window and decides its cluster: `(latent, assignment)`.
     pub fn classify_window<const H: usize, const L: usize, const LAT: usize>(
         &self,
         s: &mut State<H, L>,
         window: &[f32],
     ) -> Result<(heapless::Vec<f32, LAT>, Assignment), EncodeError> {
         let z = self.encode_window::<H, L, LAT>(s, window)?;
-        let a = self.assign(&z)?;
+        let a = self.decide(s, &z)?;
         Ok((z, a))
     }
 }

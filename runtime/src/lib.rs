@@ -11,6 +11,7 @@ pub mod bundle;
 mod crc;
 pub mod encoder;
 pub mod math;
+pub mod summary;
 
 #[cfg(feature = "std")]
 pub mod batch;

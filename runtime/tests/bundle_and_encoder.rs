@@ -1,7 +1,7 @@
 //! Bundle parsing rejects every damaged input without panicking; the streaming encoder matches an
 //! independent f64 implementation of the equations and its own whole-window call.
 
-use runtime::bundle::{encode, AlignedBytes, Bundle, BundleError, Cell, Header, Normalization, FORMAT_VERSION};
+use runtime::bundle::{encode, AlignedBytes, Bundle, BundleError, Cell, DecisionTables, Header, Normalization, FORMAT_VERSION};
 use runtime::encoder::{EncodeError, Encoder, State};
 
 /// Deterministic pseudo-random values in [-a, a].
@@ -18,15 +18,24 @@ fn values(n: usize, seed: u32, a: f32) -> Vec<f32> {
 }
 
 fn header(cell: Cell, f: u16, h: u16, layers: u8, latent: u16, k: u16, norm: Normalization) -> Header {
-    let mut hd = Header { cell, n_features: f, hidden: h, layers, latent, k, seq_len: 20, normalization: norm, weights_len: 0 };
+    let mut hd = Header { cell, n_features: f, hidden: h, layers, latent, k, seq_len: 20, normalization: norm, weights_len: 0, segments: 0, stride: 0, prototypes: k };
     hd.weights_len = hd.expected_weights() as u32;
     hd
 }
 
+/// Random weights; prototypes random, assigned to clusters round-robin; offsets and scales
+/// random too when the decision uses the summary.
 fn bundle(hd: &Header, seed: u32) -> Vec<u8> {
     let w = values(hd.weights_len as usize, seed, 0.4);
-    let c = values(hd.k as usize * hd.latent as usize, seed + 1, 1.0);
-    encode(hd, &w, &c).unwrap()
+    let d = hd.decision_dims();
+    let p = hd.prototypes as usize;
+    let tables = DecisionTables {
+        offsets: values(d, seed + 2, 0.5),
+        scales: values(d, seed + 3, 0.5).iter().map(|v| 1.0 + v).collect(),
+        prototypes: values(p * d, seed + 1, 1.0),
+        clusters: (0..p).map(|i| i % hd.k as usize).collect(),
+    };
+    encode(hd, &w, &tables).unwrap()
 }
 
 #[test]
@@ -36,7 +45,8 @@ fn round_trip() {
     let b = Bundle::parse(bytes.as_bytes()).unwrap();
     assert_eq!(b.header, hd);
     assert_eq!(b.weights, &values(hd.weights_len as usize, 1, 0.4)[..]);
-    assert_eq!(b.centroids.len(), 12);
+    assert_eq!(b.prototypes.len(), 12);
+    assert_eq!(b.prototype_clusters, &[0.0, 1.0, 2.0, 3.0]);
 }
 
 #[test]
@@ -217,4 +227,139 @@ fn bad_samples_are_errors_and_zscore_needs_windows() {
     for (a, b) in got.iter().zip(&want) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
+}
+
+/// Summary-aware model: 5 segments of 4 samples, 2 features, 9 prototypes over 3 clusters.
+fn summary_header(norm: Normalization) -> Header {
+    let mut hd = header(Cell::Gru, 2, 6, 1, 3, 3, norm);
+    hd.segments = 5;
+    hd.stride = 4;
+    hd.prototypes = 9;
+    hd
+}
+
+/// The decision by hand in f64: latent, per-segment means and mean absolute steps of the
+/// (normalised) window, offsets and scales, nearest prototype, nearest other cluster.
+fn reference_decision(b: &Bundle<'_>, latent: &[f32], window: &[f32]) -> (usize, f64, f64) {
+    let hd = b.header;
+    let (f, p, st) = (hd.n_features as usize, hd.segments as usize, hd.stride as usize);
+    let n = window.len() / f;
+    let mut raw: Vec<f64> = latent.iter().map(|v| *v as f64).collect();
+    let seg_of = |t: usize| (t / st).min(p - 1);
+    let mut means = vec![0f64; p * f];
+    let mut steps = vec![0f64; p * f];
+    let mut counts = vec![0usize; p];
+    for t in 0..n {
+        counts[seg_of(t)] += 1;
+        for k in 0..f {
+            means[seg_of(t) * f + k] += window[t * f + k] as f64;
+            if t > 0 {
+                steps[seg_of(t) * f + k] += (window[t * f + k] as f64 - window[(t - 1) * f + k] as f64).abs();
+            }
+        }
+    }
+    for (i, v) in means.iter_mut().chain(steps.iter_mut()).enumerate() {
+        let c = counts[(i % (p * f)) / f];
+        *v = if c == 0 { 0.0 } else { *v / c as f64 };
+    }
+    raw.extend(means);
+    raw.extend(steps);
+    let d = raw.len();
+    let x: Vec<f64> = (0..d).map(|j| (raw[j] - b.offsets[j] as f64) * b.scales[j] as f64).collect();
+    let dist: Vec<f64> = b.prototypes.chunks(d).map(|pr| pr.iter().zip(&x).map(|(a, b)| (*a as f64 - b).powi(2)).sum::<f64>().sqrt()).collect();
+    let best = (0..dist.len()).min_by(|&a, &b| dist[a].total_cmp(&dist[b])).unwrap();
+    let c = b.prototype_clusters[best] as usize;
+    let second = (0..dist.len()).filter(|&i| b.prototype_clusters[i] as usize != c).map(|i| dist[i]).fold(f64::INFINITY, f64::min);
+    (c, dist[best], second)
+}
+
+#[test]
+fn summary_decision_streams_and_matches_reference() {
+    let hd = summary_header(Normalization::None);
+    let bytes = AlignedBytes::new(&bundle(&hd, 11));
+    let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+    assert_eq!(enc.bundle().header.decision_dims(), 3 + 2 * 5 * 2);
+    let mut agree = 0;
+    // 20 samples fill the segments exactly; 13 leave the last segments short or empty; 26 spill
+    // into the last segment.
+    for (i, n) in [20usize, 13, 26, 1].iter().enumerate() {
+        let window = values(n * 2, 40 + i as u32, 2.0);
+        let mut s = State::<8, 1>::default();
+        for x in window.chunks(2) {
+            enc.push(&mut s, x).unwrap();
+        }
+        let z: heapless::Vec<f32, 4> = enc.finish(&s).unwrap();
+        let a = enc.decide(&s, &z).unwrap();
+        let (c, d, second) = reference_decision(enc.bundle(), &z, &window);
+        assert_eq!(a.cluster, c, "{n} samples");
+        assert!((a.distance as f64 - d).abs() < 1e-4 && (a.second_distance as f64 - second).abs() < 1e-4, "{n}: {a:?} vs {d} {second}");
+        agree += 1;
+        // The whole-window path and the host batch path decide the same, bit for bit.
+        let (zw, aw) = enc.classify_window::<8, 1, 4>(&mut State::<8, 1>::default(), &window).unwrap();
+        assert_eq!((zw, aw), (z.clone(), a));
+        let batch = runtime::batch::assign_all(&enc, &window, window.len(), &z).unwrap();
+        assert_eq!(batch, vec![a]);
+    }
+    assert_eq!(agree, 4);
+    // The latent alone is not enough for this model.
+    assert_eq!(enc.assign(&[0.0, 0.0, 0.0]).unwrap_err(), EncodeError::NeedsSummary);
+}
+
+#[test]
+fn summary_of_a_zscore_model_uses_the_normalised_window() {
+    let hz = summary_header(Normalization::Zscore);
+    let bz = AlignedBytes::new(&bundle(&hz, 12));
+    let zenc = Encoder::from_bytes(bz.as_bytes()).unwrap();
+    let window = values(40, 5, 7.0);
+    let (z, a) = zenc.classify_window::<8, 1, 4>(&mut State::<8, 1>::default(), &window).unwrap();
+    // Normalise by hand, then the reference decision on the normalised values.
+    let mut norm = window.clone();
+    for k in 0..2 {
+        let col: Vec<f64> = window.iter().skip(k).step_by(2).map(|v| *v as f64).collect();
+        let m = col.iter().sum::<f64>() / 20.0;
+        let sd = (col.iter().map(|v| (v - m).powi(2)).sum::<f64>() / 20.0).sqrt();
+        for (i, v) in norm.iter_mut().skip(k).step_by(2).enumerate() {
+            *v = ((col[i] - m) / sd) as f32;
+        }
+    }
+    let (c, d, _) = reference_decision(zenc.bundle(), &z, &norm);
+    assert_eq!(a.cluster, c);
+    assert!((a.distance as f64 - d).abs() < 1e-3, "{} vs {d}", a.distance);
+}
+
+#[test]
+fn bad_prototype_clusters_and_old_versions() {
+    let hd = summary_header(Normalization::None);
+    let good = bundle(&hd, 13);
+    // The last prototype's cluster (just before the checksum) set to k, then to 1.5.
+    for bad_value in [3.0f32, 1.5, -1.0] {
+        let mut v = good.clone();
+        let at = good.len() - 8;
+        v[at..at + 4].copy_from_slice(&bad_value.to_le_bytes());
+        assert_eq!(Bundle::parse(AlignedBytes::new(&reseal(v)).as_bytes()).unwrap_err(), BundleError::BadPrototypeCluster { index: 8, k: 3 });
+    }
+    let mut v = good.clone();
+    v[8..12].copy_from_slice(&0u32.to_le_bytes());
+    let e = Bundle::parse(AlignedBytes::new(&reseal(v)).as_bytes()).unwrap_err();
+    assert_eq!(e, BundleError::UnsupportedVersion { found: 0 });
+    assert!(e.to_string().contains("version 0") && e.to_string().contains("trainer export"), "{e}");
+}
+
+/// The version 1 bundle shipped before the decision tables (ECG5000, GRU 90, latent 20, 5
+/// centroids) still loads and assigns by nearest centroid.
+#[test]
+fn version_1_bundle_still_loads() {
+    let bytes = AlignedBytes::new(include_bytes!("fixtures/ecg5000-v1.bundle"));
+    assert_eq!(u32::from_le_bytes(bytes.as_bytes()[8..12].try_into().unwrap()), 1);
+    let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+    let hd = enc.bundle().header;
+    assert_eq!((hd.k, hd.prototypes, hd.segments, hd.latent), (5, 5, 0, 20));
+    assert!(enc.bundle().offsets.is_empty() && enc.bundle().prototype_clusters.is_empty());
+    let window = values(140, 1, 2.0);
+    let (z, a) = enc.classify_window::<96, 1, 32>(&mut State::<96, 1>::default(), &window).unwrap();
+    let c = enc.bundle().prototypes;
+    let d: Vec<f32> = c.chunks(20).map(|r| r.iter().zip(&z).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()).collect();
+    let want = (0..5).min_by(|&i, &j| d[i].total_cmp(&d[j])).unwrap();
+    assert_eq!(a.cluster, want);
+    assert_eq!(enc.assign(&z).unwrap(), a);
 }
