@@ -122,14 +122,23 @@ pub struct Centroids {
     pub centroids: Vec<Vec<f32>>,
     /// Training series per cluster.
     pub sizes: Vec<usize>,
-    /// k-means inertia on the training latents.
+    /// k-means inertia on the training latents (0 when another method clustered).
     pub inertia: f64,
+    /// The cluster decision the bundle carries; absent in directories written before it
+    /// existed (then: nearest row of `centroids` on the latent alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::cluster::decision::Decision>,
 }
 
 impl Centroids {
     /// Row-major `k x latent_length` table.
     pub fn flat(&self) -> Vec<f32> {
         self.centroids.iter().flatten().copied().collect()
+    }
+
+    /// The decision the bundle carries (nearest centroid for old directories).
+    pub fn decision(&self) -> crate::cluster::decision::Decision {
+        self.decision.clone().unwrap_or_else(|| crate::cluster::decision::Decision::centroids(&self.flat(), self.latent_length))
     }
 }
 
@@ -346,10 +355,15 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// The encoder and centroids on the runtime's native kernels.
+    /// The encoder and its cluster decision on the runtime's native kernels (a placeholder
+    /// decision when there is no `centroids.json`: embedding only).
     pub fn native(&self) -> Result<crate::embed::NativeEncoder> {
-        let c = self.centroids.as_ref().map(|c| c.flat());
-        crate::embed::NativeEncoder::new(&self.config.model, self.config.data.normalization, &self.weights, c.as_deref())
+        let m = &self.config.model;
+        let d = match &self.centroids {
+            Some(c) => c.decision(),
+            None => crate::cluster::decision::Decision::placeholder(m.latent_length, m.n_features, 0, 0),
+        };
+        crate::embed::NativeEncoder::new(m, self.config.data.normalization, &self.weights, &d)
     }
 }
 
@@ -404,6 +418,28 @@ pub fn parse_model(dir: &Path, config: &[u8], weights: &[u8], centroids: Option<
             }
             if let Some(i) = c.centroids.iter().position(|r| r.len() != m.latent_length || r.iter().any(|v| !v.is_finite())) {
                 return Err(Error::model(&c_path, format!("centroid {i} has the wrong length or a non-finite value")));
+            }
+            if let Some(d) = &c.decision {
+                let dims = m.latent_length + 2 * d.segments * m.n_features;
+                let n_p = d.prototype_clusters.len();
+                let problem = if d.k != c.k {
+                    Some(format!("decision has k = {}, the centroids {}", d.k, c.k))
+                } else if d.offsets.len() != dims || d.scales.len() != dims {
+                    Some(format!("decision offsets/scales must have {dims} values (latent + summary)"))
+                } else if n_p == 0 || d.prototypes.len() != n_p * dims {
+                    Some(format!("decision prototypes must be rows of {dims} values, one per prototype cluster"))
+                } else if d.segments > 0 && d.stride == 0 {
+                    Some("decision summary stride is 0".to_string())
+                } else if d.prototype_clusters.iter().any(|&p| p >= d.k) {
+                    Some(format!("a decision prototype names a cluster outside 0..{}", d.k))
+                } else if d.offsets.iter().chain(&d.scales).chain(&d.prototypes).any(|v| !v.is_finite()) {
+                    Some("decision tables hold a non-finite value".to_string())
+                } else {
+                    None
+                };
+                if let Some(p) = problem {
+                    return Err(Error::model(&c_path, p));
+                }
             }
             Some(c)
         }

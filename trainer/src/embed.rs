@@ -4,29 +4,30 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use runtime::batch::{assign_all, embed_windows};
+use runtime::batch::{assign_all, embed_windows, raw_decisions};
 use runtime::bundle::AlignedBytes;
 use runtime::{Assignment, Encoder};
 
 use crate::artifacts::{write_atomic, RunConfig};
+use crate::cluster::decision::Decision;
 use crate::data::prep::{resample_all, Normalization};
 use crate::data::{Dataset, Series};
 use crate::error::{Error, Result};
 use crate::export::bundle_bytes;
 use crate::model::{ModelConfig, ParamStore};
 
-/// A trained encoder (and centroids) in the runtime's bundle format, ready to run natively.
+/// A trained encoder and its cluster decision in the runtime's bundle format, ready to run
+/// natively.
 #[derive(Debug, Clone)]
 pub struct NativeEncoder {
     bytes: AlignedBytes,
 }
 
 impl NativeEncoder {
-    /// Bundles `weights`; `centroids` may be `None` before k-means ran (then only `embed` works
-    /// meaningfully).
-    pub fn new(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, centroids: Option<&[f32]>) -> Result<Self> {
-        let zero = vec![0f32; cfg.latent_length];
-        let bytes = bundle_bytes(cfg, norm, weights, centroids.unwrap_or(&zero))?;
+    /// Bundles `weights` with `decision` (a [`Decision::placeholder`] before the clusters exist:
+    /// then `embed` and `raw_decisions` work, `assign` does not mean anything).
+    pub fn new(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, decision: &Decision) -> Result<Self> {
+        let bytes = bundle_bytes(cfg, norm, weights, decision)?;
         Ok(NativeEncoder { bytes: AlignedBytes::new(&bytes) })
     }
 
@@ -36,24 +37,37 @@ impl NativeEncoder {
 
     /// Latent means, row-major `n x latent`, of series all of the model's length.
     pub fn embed(&self, series: &[Series]) -> Result<Vec<f32>> {
-        let Some(first) = series.first() else { return Ok(Vec::new()) };
-        let width = first.values.len();
-        if let Some(i) = series.iter().position(|s| s.values.len() != width) {
-            return Err(Error::Mismatch(format!("series {i} has {} values, series 0 has {width}", series[i].values.len())));
-        }
-        let flat: Vec<f32> = series.iter().flat_map(|s| s.values.iter().copied()).collect();
+        let Some((flat, width)) = windows(series)? else { return Ok(Vec::new()) };
         embed_windows(&self.encoder()?, &flat, width).map_err(|e| Error::Mismatch(e.to_string()))
     }
 
-    /// Nearest centroid of every latent row.
-    pub fn assign(&self, latents: &[f32]) -> Result<Vec<Assignment>> {
-        assign_all(&self.encoder()?, latents).map_err(|e| Error::Mismatch(e.to_string()))
+    /// The device's cluster decision for every series, from its latent row (as `embed` gave it)
+    /// and the summary of its values.
+    pub fn assign(&self, series: &[Series], latents: &[f32]) -> Result<Vec<Assignment>> {
+        let Some((flat, width)) = windows(series)? else { return Ok(Vec::new()) };
+        assign_all(&self.encoder()?, &flat, width, latents).map_err(|e| Error::Mismatch(e.to_string()))
+    }
+
+    /// Raw decision vectors (latent, then summary), row-major `n x decision values`.
+    pub fn raw_decisions(&self, series: &[Series], latents: &[f32]) -> Result<Vec<f32>> {
+        let Some((flat, width)) = windows(series)? else { return Ok(Vec::new()) };
+        raw_decisions(&self.encoder()?, &flat, width, latents).map_err(|e| Error::Mismatch(e.to_string()))
     }
 
     /// The bundle bytes.
     pub fn bytes(&self) -> &[u8] {
         self.bytes.as_bytes()
     }
+}
+
+/// All series' values concatenated, and the common width (`None` when there are none).
+fn windows(series: &[Series]) -> Result<Option<(Vec<f32>, usize)>> {
+    let Some(first) = series.first() else { return Ok(None) };
+    let width = first.values.len();
+    if let Some(i) = series.iter().position(|s| s.values.len() != width) {
+        return Err(Error::Mismatch(format!("series {i} has {} values, series 0 has {width}", series[i].values.len())));
+    }
+    Ok(Some((series.iter().flat_map(|s| s.values.iter().copied()).collect(), width)))
 }
 
 /// Prepares new data for a model: checks the feature count and resamples to the model's length

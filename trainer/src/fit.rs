@@ -1,5 +1,7 @@
-//! `trainer fit` end to end: prepare data -> split -> train -> save -> embed -> k-means ->
-//! scores against labels (with raw-series k-means as the baseline) -> save -> bundle + ONNX export.
+//! `trainer fit` end to end: prepare data -> split -> train -> save -> embed -> decision vectors
+//! (latent + window summary) -> clusters (spectral or k-means) -> prototypes -> the device's
+//! decision on every series -> scores against labels (with raw-series k-means as the baseline)
+//! -> save -> bundle + ONNX export.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, LoadedModel, RunConfig, Staging, FORMAT_VERSION};
 use crate::checkpoint::{self, fingerprint, Checkpoint, CheckpointMeta, RunSettings, CHECKPOINT, CHECKPOINT_VERSION};
 use crate::export::{write_bundle, write_encoder_onnx};
+use crate::cluster::decision::{apply_scaling, cluster, fit_scaling, knn_vote, summary_shape, ClusterMethod, ClusterParams, Decision, DecisionParams};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
 use crate::data::prep::{normalize, resample_all, split, Normalization};
@@ -32,8 +35,13 @@ pub struct FitOptions {
     pub holdout: f64,
     /// Per-series normalisation.
     pub normalization: Normalization,
-    /// Number of clusters; `None` takes the number of distinct labels.
+    /// Number of clusters; `None` takes the number of distinct labels, or picks k by the
+    /// eigengap when the data has none.
     pub clusters: Option<usize>,
+    /// Pick k by the eigengap even when the data has labels.
+    pub auto_clusters: bool,
+    /// Representation and clustering of the cluster decision.
+    pub decision: DecisionParams,
     /// k-means restarts.
     pub n_init: usize,
     /// Draw a progress bar and per-epoch lines on stderr.
@@ -57,6 +65,8 @@ impl FitOptions {
             holdout: 0.1,
             normalization: Normalization::None,
             clusters: None,
+            auto_clusters: false,
+            decision: DecisionParams::default(),
             n_init: 10,
             show_progress: false,
             checkpoint_every: 1,
@@ -67,15 +77,40 @@ impl FitOptions {
     }
 }
 
-/// `metrics.json`: cluster quality of the VRAE latents and of k-means on the raw series.
+/// `metrics.json`: cluster quality of the device's decision and of k-means on the raw series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// Number of clusters.
     pub k: usize,
-    /// VRAE + k-means on the training part (labelled data only).
+    /// How k was chosen: "given", "labels" or "eigengap".
+    #[serde(default)]
+    pub k_from: String,
+    /// Clustering method of the decision vectors.
+    #[serde(default = "default_method")]
+    pub method: ClusterMethod,
+    /// The device's decision (nearest prototype) on the training part (labelled data only).
     pub vrae_train: Option<ClusterScores>,
-    /// VRAE + k-means on the held-out part (nearest centroid fitted on training latents).
+    /// The device's decision on the held-out part.
     pub vrae_holdout: Option<ClusterScores>,
+    /// The offline clustering itself on the training part.
+    #[serde(default)]
+    pub offline_train: Option<ClusterScores>,
+    /// Share of training series where the device's decision equals the offline cluster.
+    #[serde(default)]
+    pub agreement_train: f64,
+    /// Share of held-out series where the device's decision equals the majority cluster of
+    /// their nearest training series (the graph's out-of-sample rule); 1 when none is held out.
+    #[serde(default)]
+    pub agreement_holdout: f64,
+    /// Prototypes in the bundle.
+    #[serde(default)]
+    pub prototypes: usize,
+    /// The kNN graph's top eigenvalues (the eigengap curve), when computed.
+    #[serde(default)]
+    pub eigenvalues: Vec<f64>,
+    /// Seconds spent building the decision (embedding excluded).
+    #[serde(default)]
+    pub cluster_seconds: f64,
     /// k-means on the raw series, training part.
     pub raw_train: Option<ClusterScores>,
     /// k-means on the raw series, held-out part.
@@ -101,6 +136,10 @@ pub struct FitSummary {
     pub n_train: usize,
     /// Series held out.
     pub n_holdout: usize,
+}
+
+fn default_method() -> ClusterMethod {
+    ClusterMethod::Kmeans
 }
 
 fn rows(series: &[Series]) -> Vec<f32> {
@@ -137,14 +176,19 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         resample_all(&mut ds, seq_len);
     }
     let (train_idx, hold_idx) = split(ds.len(), opts.holdout, p.seed);
+    opts.decision.check()?;
     let truth = ds.labels.as_ref().map(|l| encode_labels(l));
-    let k = match (opts.clusters, &truth) {
-        (Some(k), _) => k,
-        (None, Some((_, names))) => names.len(),
-        (None, None) => return Err(Error::Param("the data has no labels: pass --clusters K".into())),
+    let (k_given, k_from) = match (opts.clusters, &truth) {
+        (Some(k), _) if !opts.auto_clusters => (Some(k), "given"),
+        (None, Some((_, names))) if !opts.auto_clusters => (Some(names.len()), "labels"),
+        _ => (None, "eigengap"),
     };
-    if k == 0 || k > train_idx.len() {
-        return Err(Error::Param(format!("cannot make {k} clusters from {} training series", train_idx.len())));
+    if let Some(k) = k_given {
+        if k == 0 || k > train_idx.len() {
+            return Err(Error::Param(format!("cannot make {k} clusters from {} training series", train_idx.len())));
+        }
+    } else if train_idx.len() < 3 {
+        return Err(Error::Param(format!("choosing k needs at least 3 training series, there are {}", train_idx.len())));
     }
     // Checked before training, so hours are not spent on a run that could not be saved.
     let staging = Staging::begin(out)?;
@@ -249,32 +293,84 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     }
 
     let vrae = Vrae::bind(&model_cfg, &weights, &out.join(artifacts::WEIGHTS))?;
-    // Latents come from the runtime's native kernels, the code devices run.
-    let native = NativeEncoder::new(&model_cfg, opts.normalization, &weights, None)?;
+    // Latents and summaries come from the runtime's native kernels, the code devices run.
+    let (segments, stride) = summary_shape(seq_len, ds.n_features, opts.decision.summary_segments);
+    let l = p.latent_length;
+    let stand_in = Decision::placeholder(l, ds.n_features, segments, stride);
+    let native = NativeEncoder::new(&model_cfg, opts.normalization, &weights, &stand_in)?;
     let z_train = native.embed(&train_series)?;
     let z_hold = native.embed(&hold_series)?;
-    let l = p.latent_length;
-    let km_params = KMeansParams { n_init: opts.n_init, ..KMeansParams::new(k, p.seed) };
-    let km = KMeans::fit(&z_train, l, &km_params)?;
-    let hold_assign = km.predict(&z_hold)?;
+    let t_cluster = Instant::now();
+    let raw_train = native.raw_decisions(&train_series, &z_train)?;
+    let dims = stand_in.dims();
+    let half = segments * ds.n_features;
+    let mut blocks = vec![(l, opts.decision.latent_weight)];
+    if segments > 0 {
+        blocks.extend([(half, 1.0), (half, 1.0)]);
+    }
+    let (offsets, scales) = fit_scaling(&raw_train, dims, &blocks)?;
+    let x_train = apply_scaling(&raw_train, &offsets, &scales);
+    let cp = ClusterParams {
+        k: k_given,
+        k_max: opts.decision.max_clusters,
+        method: opts.decision.method,
+        n_neighbors: opts.decision.n_neighbors,
+        n_init: opts.n_init,
+        per_cluster: opts.decision.prototypes_per_cluster,
+        seed: p.seed,
+    };
+    let clustering = cluster(&x_train, dims, &cp)?;
+    let k = clustering.k;
+    let decision = Decision {
+        k,
+        segments,
+        stride,
+        offsets: offsets.clone(),
+        scales: scales.clone(),
+        prototypes: clustering.prototypes.clone(),
+        prototype_clusters: clustering.prototype_clusters.clone(),
+    };
+    let native = NativeEncoder::new(&model_cfg, opts.normalization, &weights, &decision)?;
+    // What a device decides, for every series: the scores below are of this.
+    let train_assign = native.assign(&train_series, &z_train)?;
+    let hold_assign = native.assign(&hold_series, &z_hold)?;
+    let train_pred: Vec<usize> = train_assign.iter().map(|a| a.cluster).collect();
+    let hold_pred: Vec<usize> = hold_assign.iter().map(|a| a.cluster).collect();
+    let agree = |a: &[usize], b: &[usize]| if a.is_empty() { 1.0 } else { a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64 };
+    let agreement_train = agree(&train_pred, &clustering.labels);
+    let hold_vote = if hold_series.is_empty() {
+        Vec::new()
+    } else {
+        let raw_hold = native.raw_decisions(&hold_series, &z_hold)?;
+        knn_vote(&x_train, &clustering.labels, k, &apply_scaling(&raw_hold, &offsets, &scales), dims, opts.decision.n_neighbors)
+    };
+    let agreement_holdout = agree(&hold_pred, &hold_vote);
+    let cluster_seconds = t_cluster.elapsed().as_secs_f64();
     let mut sizes = vec![0usize; k];
-    for &c in &km.labels {
+    let mut latent_means = vec![0f32; k * l];
+    for (&c, z) in train_pred.iter().zip(z_train.chunks(l)) {
         sizes[c] += 1;
+        for (m, v) in latent_means[c * l..(c + 1) * l].iter_mut().zip(z) {
+            *m += v;
+        }
+    }
+    for (c, &n) in sizes.iter().enumerate() {
+        latent_means[c * l..(c + 1) * l].iter_mut().for_each(|m| *m /= n.max(1) as f32);
     }
     let centroids = Centroids {
         k,
         latent_length: l,
-        centroids: km.centroids.chunks(l).map(|c| c.to_vec()).collect(),
+        centroids: latent_means.chunks(l).map(|c| c.to_vec()).collect(),
         sizes: sizes.clone(),
-        inertia: km.inertia,
+        inertia: 0.0,
+        decision: Some(decision.clone()),
     };
     write_json(&stage.join(artifacts::CENTROIDS), &centroids)?;
-    write_bundle(&model_cfg, opts.normalization, &weights, &km.centroids, &stage.join(artifacts::BUNDLE))?;
+    write_bundle(&model_cfg, opts.normalization, &weights, &decision, &stage.join(artifacts::BUNDLE))?;
     let loaded = LoadedModel { dir: stage.clone(), config, vrae, weights, centroids: Some(centroids) };
     write_encoder_onnx(&loaded, &stage.join(artifacts::ENCODER_ONNX))?;
 
     let mut assignments = String::from("index,split,label,cluster,distance\n");
-    let train_assign = km.predict(&z_train)?;
     for (part, idx, asg) in [("train", &train_idx, &train_assign), ("holdout", &hold_idx, &hold_assign)] {
         for (&i, a) in idx.iter().zip(asg.iter()) {
             let label = ds.labels.as_ref().map_or("", |l| l[i].as_str());
@@ -287,8 +383,16 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     epoch_secs.sort_by(f64::total_cmp);
     let mut metrics = Metrics {
         k,
+        k_from: k_from.to_string(),
+        method: opts.decision.method,
         vrae_train: None,
         vrae_holdout: None,
+        offline_train: None,
+        agreement_train,
+        agreement_holdout,
+        prototypes: clustering.prototype_clusters.len(),
+        eigenvalues: clustering.eigenvalues.clone(),
+        cluster_seconds,
         raw_train: None,
         raw_holdout: None,
         seconds_per_epoch: epoch_secs.get(epoch_secs.len() / 2).copied().unwrap_or(0.0),
@@ -296,9 +400,9 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         cluster_sizes: sizes,
     };
     if let Some((truth, _)) = &truth {
-        let hold_pred: Vec<usize> = hold_assign.iter().map(|a| a.cluster).collect();
-        metrics.vrae_train = scores(truth, &train_idx, &km.labels);
+        metrics.vrae_train = scores(truth, &train_idx, &train_pred);
         metrics.vrae_holdout = scores(truth, &hold_idx, &hold_pred);
+        metrics.offline_train = scores(truth, &train_idx, &clustering.labels);
         let dim = seq_len * ds.n_features;
         let raw = KMeans::fit(&rows(&train_series), dim, &KMeansParams { n_init: opts.n_init, ..KMeansParams::new(k, p.seed) })?;
         let raw_hold: Vec<usize> = raw.predict(&rows(&hold_series))?.iter().map(|a| a.cluster).collect();
@@ -312,7 +416,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         let clusters: Vec<(usize, f32)> = train_assign.iter().chain(&hold_assign).map(|a| (a.cluster, a.distance)).collect();
         let series: Vec<Series> = train_series.iter().chain(&hold_series).cloned().collect();
         let labels: Option<Vec<usize>> = truth.as_ref().map(|(t, _)| train_idx.iter().chain(&hold_idx).map(|&i| t[i]).collect());
-        let centroid_series = decode_centroids(&loaded.vrae, &km.centroids, dev)?;
+        let centroid_series = decode_centroids(&loaded.vrae, &latent_means, dev)?;
         let input = PlotInput {
             latents: &latents,
             dim: l,

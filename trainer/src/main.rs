@@ -11,6 +11,7 @@ use trainer::cluster::metrics::encode_labels;
 use trainer::report::tsne::TsneParams;
 use trainer::report::{decode_centroids, write_plots, PlotInput};
 use trainer::checkpoint::Checkpoint;
+use trainer::cluster::decision::{ClusterMethod, DecisionParams};
 use trainer::cluster::ClusterScores;
 use trainer::data::prep::Normalization;
 use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
@@ -124,9 +125,12 @@ struct FitArgs {
     /// Fraction of all series held out from training (shuffled with --seed).
     #[arg(long, default_value_t = 0.1, conflicts_with = "resume")]
     holdout: f64,
-    /// Number of clusters (default: number of distinct labels).
-    #[arg(long, conflicts_with = "resume")]
-    clusters: Option<usize>,
+    /// Number of clusters, or `auto` (eigengap of the kNN graph) [default: the number of
+    /// distinct labels; auto when the data has none].
+    #[arg(long, conflicts_with = "resume", value_parser = parse_clusters)]
+    clusters: Option<Clusters>,
+    #[command(flatten)]
+    decision: DecisionArgs,
     /// k-means restarts (k-means++ seeding each).
     #[arg(long, default_value_t = 10, conflicts_with = "resume")]
     n_init: usize,
@@ -142,6 +146,67 @@ struct FitArgs {
     data_args: DataArgs,
     #[command(flatten)]
     hp: HyperArgs,
+}
+
+/// `--clusters`: a number or `auto`.
+#[derive(Clone, Copy, Debug)]
+enum Clusters {
+    Auto,
+    Fixed(usize),
+}
+
+fn parse_clusters(s: &str) -> std::result::Result<Clusters, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(Clusters::Auto);
+    }
+    s.parse::<usize>().map(Clusters::Fixed).map_err(|_| format!("expected a number of clusters or `auto`, got '{s}'"))
+}
+
+/// One flag per field of `DecisionParams` (how the cluster decision is built).
+#[derive(Args)]
+struct DecisionArgs {
+    /// Clustering of the decision vectors [spectral].
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    cluster_method: Option<ClusterMethod>,
+    /// Segments of the streaming window summary beside the latent, at most; 0 = latent only [32].
+    #[arg(long, conflicts_with = "resume")]
+    summary_segments: Option<usize>,
+    /// Weight of the latent beside the two summary blocks [1].
+    #[arg(long, conflicts_with = "resume")]
+    latent_weight: Option<f64>,
+    /// Neighbours per series in the kNN graph [10].
+    #[arg(long, conflicts_with = "resume")]
+    neighbors: Option<usize>,
+    /// Prototypes per cluster in the bundle, at most [8].
+    #[arg(long, conflicts_with = "resume")]
+    prototypes_per_cluster: Option<usize>,
+    /// Largest k that `--clusters auto` considers [12].
+    #[arg(long, conflicts_with = "resume")]
+    max_clusters: Option<usize>,
+}
+
+impl DecisionArgs {
+    fn apply(&self, mut p: DecisionParams) -> DecisionParams {
+        if let Some(v) = self.cluster_method {
+            p.method = v;
+        }
+        if let Some(v) = self.summary_segments {
+            p.summary_segments = v;
+        }
+        if let Some(v) = self.latent_weight {
+            p.latent_weight = v;
+        }
+        if let Some(v) = self.neighbors {
+            p.n_neighbors = v;
+        }
+        if let Some(v) = self.prototypes_per_cluster {
+            p.prototypes_per_cluster = v;
+        }
+        if let Some(v) = self.max_clusters {
+            p.max_clusters = v;
+        }
+        p
+    }
 }
 
 /// One flag per field of `VraeParams`; unset flags keep the preset's value.
@@ -273,13 +338,17 @@ fn run_fit(a: FitArgs) -> Result<()> {
         }
         None => None,
     };
+    let fixed = match a.clusters {
+        Some(Clusters::Fixed(k)) => Some(k),
+        _ => None,
+    };
     let (params, out, holdout, normalization, clusters, n_init) = match &resume {
         Some(ck) => {
             let s = &ck.meta.settings;
             let dir = a.resume.clone().unwrap_or_default();
             (a.hp.apply(s.params.clone()).check()?, dir, s.holdout, s.normalization, s.clusters, s.n_init)
         }
-        None => (a.hp.apply(VraeParams::preset(a.preset)).check()?, a.out.clone(), a.holdout, a.normalize, a.clusters, a.n_init),
+        None => (a.hp.apply(VraeParams::preset(a.preset)).check()?, a.out.clone(), a.holdout, a.normalize, fixed, a.n_init),
     };
     let ds = load(&a.data, &a.data_args)?;
     eprintln!(
@@ -295,6 +364,8 @@ fn run_fit(a: FitArgs) -> Result<()> {
         holdout,
         normalization,
         clusters,
+        auto_clusters: matches!(a.clusters, Some(Clusters::Auto)),
+        decision: a.decision.apply(DecisionParams::default()),
         n_init,
         show_progress: !a.quiet,
         checkpoint_every: a.checkpoint_every,
@@ -313,11 +384,20 @@ fn run_fit(a: FitArgs) -> Result<()> {
         m.train_seconds,
         s.log.last().map_or(f64::NAN, |e| e.loss)
     );
-    println!("k = {}, cluster sizes {:?}", m.k, m.cluster_sizes);
+    println!(
+        "k = {} ({}), {:?} clustering in {:.1} s, {} prototypes; cluster sizes {:?}",
+        m.k, m.k_from, m.method, m.cluster_seconds, m.prototypes, m.cluster_sizes
+    );
+    println!(
+        "device decision = offline clusters on {:.1}% of training series, = nearest-neighbour vote on {:.1}% held out",
+        100.0 * m.agreement_train,
+        100.0 * m.agreement_holdout
+    );
     if m.vrae_train.is_some() {
         println!("{:<22} {:>6} {:>6} {:>6}", "clusters vs labels", "ARI", "NMI", "purity");
-        println!("{:<22} {}", "VRAE+k-means train", fmt_scores(m.vrae_train));
-        println!("{:<22} {}", "VRAE+k-means held-out", fmt_scores(m.vrae_holdout));
+        println!("{:<22} {}", "VRAE device train", fmt_scores(m.vrae_train));
+        println!("{:<22} {}", "VRAE device held-out", fmt_scores(m.vrae_holdout));
+        println!("{:<22} {}", "VRAE offline train", fmt_scores(m.offline_train));
         println!("{:<22} {}", "raw k-means train", fmt_scores(m.raw_train));
         println!("{:<22} {}", "raw k-means held-out", fmt_scores(m.raw_holdout));
     }
@@ -356,7 +436,7 @@ fn run_infer(a: InferArgs, assign: bool) -> Result<()> {
         bail!("{}: no centroids.json; re-run `trainer fit` to produce one", model.dir.display());
     }
     let mut s = String::from("index,label,cluster,distance,second_distance\n");
-    for (i, a) in native.assign(&z)?.iter().enumerate() {
+    for (i, a) in native.assign(&ds.series, &z)?.iter().enumerate() {
         let _ = writeln!(
             s,
             "{i},{},{},{},{}",
@@ -377,9 +457,9 @@ fn run_export(a: ExportArgs) -> Result<()> {
     if let Some(path) = a.bundle {
         let path = path.unwrap_or_else(|| a.model.join(trainer::artifacts::BUNDLE));
         let Some(c) = &model.centroids else {
-            bail!("{}: no centroids.json; a bundle carries the centroids", model.dir.display());
+            bail!("{}: no centroids.json; a bundle carries the cluster decision", model.dir.display());
         };
-        let n = write_bundle(&model.config.model, model.config.data.normalization, &model.weights, &c.flat(), &path)?;
+        let n = write_bundle(&model.config.model, model.config.data.normalization, &model.weights, &c.decision(), &path)?;
         println!("wrote {} ({n} bytes)", path.display());
     }
     Ok(())
@@ -398,7 +478,7 @@ fn run_plot(a: PlotArgs) -> Result<()> {
     }
     let native = model.native()?;
     let z = native.embed(&ds.series)?;
-    let clusters: Vec<(usize, f32)> = native.assign(&z)?.iter().map(|a| (a.cluster as usize, a.distance)).collect();
+    let clusters: Vec<(usize, f32)> = native.assign(&ds.series, &z)?.iter().map(|a| (a.cluster, a.distance)).collect();
     let labels = ds.labels.as_ref().map(|l| encode_labels(l));
     let log_path = a.model.join(trainer::artifacts::TRAINING_LOG);
     let log = if log_path.exists() { Some(read_training_log(&log_path)?) } else { None };

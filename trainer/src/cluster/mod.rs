@@ -1,7 +1,10 @@
-//! Clustering latent vectors (k-means) and scoring clusters against known labels.
+//! Clustering decision vectors (latent + window summary; spectral or k-means), the prototypes a
+//! device decides with, and scoring clusters against known labels.
 
+pub mod decision;
 pub mod kmeans;
 pub mod metrics;
+pub mod spectral;
 
 pub use kmeans::{KMeans, KMeansParams};
 pub use metrics::{ClusterScores, Contingency};

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use runtime::bundle::{encode, Cell, Header, Normalization as BundleNorm};
 
+use crate::cluster::decision::Decision;
+
 use crate::artifacts::write_atomic;
 use crate::data::prep::Normalization;
 use crate::error::{Error, Result};
@@ -15,11 +17,12 @@ fn dim<T: TryFrom<usize>>(v: usize, what: &str) -> Result<T> {
     T::try_from(v).map_err(|_| Error::Param(format!("{what} = {v} does not fit the bundle format")))
 }
 
-/// Encodes the encoder weights of `weights`, and `centroids` (`k x latent`), as a bundle.
-pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, centroids: &[f32]) -> Result<Vec<u8>> {
+/// Encodes the encoder weights of `weights` and the cluster decision as a bundle.
+pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, decision: &Decision) -> Result<Vec<u8>> {
     let l = cfg.latent_length;
-    if centroids.is_empty() || centroids.len() % l != 0 {
-        return Err(Error::Param(format!("centroid table of {} values is not k x {l}", centroids.len())));
+    let d = l + 2 * decision.segments * cfg.n_features;
+    if decision.dims() != d || decision.prototypes.is_empty() || decision.prototypes.len() % d != 0 {
+        return Err(Error::Param(format!("decision tables of {} values per row do not fit latent {l} + summary", decision.dims())));
     }
     let tensors = weights.tensors();
     let mut flat = Vec::new();
@@ -46,20 +49,23 @@ pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore
         hidden: dim(cfg.hidden_size, "hidden_size")?,
         layers: dim(cfg.hidden_layer_depth, "hidden_layer_depth")?,
         latent: dim(l, "latent_length")?,
-        k: dim(centroids.len() / l, "k")?,
+        k: dim(decision.k, "k")?,
         seq_len: dim(cfg.seq_len, "seq_len")?,
         normalization: match norm {
             Normalization::None => BundleNorm::None,
             Normalization::Zscore => BundleNorm::Zscore,
         },
         weights_len: dim(flat.len(), "weight count")?,
+        segments: dim(decision.segments, "summary segments")?,
+        stride: dim(decision.stride, "summary stride")?,
+        prototypes: dim(decision.prototypes.len() / d, "prototypes")?,
     };
-    encode(&header, &flat, centroids).map_err(|e| Error::Param(format!("bundle: {e}")))
+    encode(&header, &flat, &decision.tables()).map_err(|e| Error::Param(format!("bundle: {e}")))
 }
 
 /// Writes the bundle to `path` atomically; returns its size in bytes.
-pub fn write_bundle(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, centroids: &[f32], path: &Path) -> Result<usize> {
-    let b = bundle_bytes(cfg, norm, weights, centroids)?;
+pub fn write_bundle(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, decision: &Decision, path: &Path) -> Result<usize> {
+    let b = bundle_bytes(cfg, norm, weights, decision)?;
     write_atomic(path, &b)?;
     Ok(b.len())
 }

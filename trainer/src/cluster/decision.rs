@@ -1,0 +1,329 @@
+//! The cluster decision a device runs, fitted on the training series: how the raw decision
+//! vector (latent, then the window summary; `runtime::summary`) is weighted, how the clusters
+//! are found, and the prototypes that stand for them.
+//!
+//! Weighting: each block (latent; segment means; segment mean absolute steps) is centred and
+//! scaled so its total variance, `Σ_j Var(x_j)` over the block, is `w_block²`; so a block's
+//! share of every distance does not depend on its dimension or its units. The latent block's
+//! weight is a parameter, the summary blocks weigh 1.
+//!
+//! Prototypes: up to `per_cluster` k-means centres inside each cluster. The nearest prototype
+//! then reproduces a non-round cluster (spectral clusters follow the data's shape) where one
+//! centroid per cluster could not.
+
+use serde::{Deserialize, Serialize};
+
+use super::kmeans::{KMeans, KMeansParams};
+use super::spectral::{eigengap_k, spectral_on, Graph, SpectralParams};
+use crate::error::{Error, Result};
+
+/// Segments of the streaming summary for a model of `seq_len` steps and `n_features`: up to
+/// 32, as many as the runtime's state holds, none when `segments_max` is 0. Returns
+/// `(segments, stride)` with no empty segment.
+pub fn summary_shape(seq_len: usize, n_features: usize, segments_max: usize) -> (usize, usize) {
+    let room = runtime::encoder::SUMMARY_SLOTS.saturating_sub(n_features) / (2 * n_features.max(1));
+    let p = segments_max.min(room).min(seq_len);
+    if p == 0 {
+        return (0, 0);
+    }
+    let stride = seq_len.div_ceil(p);
+    (seq_len.div_ceil(stride), stride)
+}
+
+/// What the bundle's decision section holds (see `runtime::bundle`), kept in `centroids.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Number of clusters.
+    pub k: usize,
+    /// Summary segments (0: the decision uses the latent alone).
+    pub segments: usize,
+    /// Samples per summary segment.
+    pub stride: usize,
+    /// Subtracted from each raw decision value.
+    pub offsets: Vec<f32>,
+    /// Applied after the offset.
+    pub scales: Vec<f32>,
+    /// Prototypes, row-major `n x decision values`.
+    pub prototypes: Vec<f32>,
+    /// Cluster of each prototype.
+    pub prototype_clusters: Vec<usize>,
+}
+
+impl Decision {
+    /// Nearest centroid on the latent alone (what models before the decision tables did).
+    pub fn centroids(centroids: &[f32], latent: usize) -> Self {
+        let t = runtime::bundle::DecisionTables::centroids(centroids, latent);
+        Decision { k: t.clusters.len(), segments: 0, stride: 0, offsets: t.offsets, scales: t.scales, prototypes: t.prototypes, prototype_clusters: t.clusters }
+    }
+
+    /// A stand-in with the summary's shape and one zero prototype: enough to embed and to read
+    /// raw decision vectors before the clusters exist.
+    pub fn placeholder(latent: usize, n_features: usize, segments: usize, stride: usize) -> Self {
+        let d = latent + 2 * segments * n_features;
+        Decision { k: 1, segments, stride, offsets: vec![0.0; d], scales: vec![1.0; d], prototypes: vec![0.0; d], prototype_clusters: vec![0] }
+    }
+
+    /// Values per decision vector.
+    pub fn dims(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// The runtime's tables.
+    pub fn tables(&self) -> runtime::bundle::DecisionTables {
+        runtime::bundle::DecisionTables {
+            offsets: self.offsets.clone(),
+            scales: self.scales.clone(),
+            prototypes: self.prototypes.clone(),
+            clusters: self.prototype_clusters.clone(),
+        }
+    }
+}
+
+/// How clusters are found in the weighted decision vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterMethod {
+    /// Spectral clustering on a kNN graph (follows the shape of the data).
+    Spectral,
+    /// k-means (round clusters of equal spread).
+    Kmeans,
+}
+
+/// Per-value offsets and scales that weight the blocks of the decision vector (module docs).
+/// `blocks` gives each block's length and weight, in order.
+pub fn fit_scaling(raw: &[f32], dims: usize, blocks: &[(usize, f64)]) -> Result<(Vec<f32>, Vec<f32>)> {
+    if dims == 0 || raw.len() % dims != 0 || raw.is_empty() {
+        return Err(Error::Param(format!("decision: {} values do not form rows of {dims}", raw.len())));
+    }
+    if blocks.iter().map(|b| b.0).sum::<usize>() != dims {
+        return Err(Error::Param("decision: blocks do not cover the decision vector".into()));
+    }
+    let n = raw.len() / dims;
+    let mut mean = vec![0f64; dims];
+    let mut var = vec![0f64; dims];
+    for row in raw.chunks_exact(dims) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += *v as f64;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    for row in raw.chunks_exact(dims) {
+        for j in 0..dims {
+            var[j] += (row[j] as f64 - mean[j]).powi(2);
+        }
+    }
+    var.iter_mut().for_each(|v| *v /= n as f64);
+    let mut scales = vec![0f32; dims];
+    let mut at = 0;
+    for &(len, w) in blocks {
+        let total: f64 = var[at..at + len].iter().sum();
+        let s = if total > 1e-24 { w / total.sqrt() } else { 0.0 };
+        scales[at..at + len].iter_mut().for_each(|x| *x = s as f32);
+        at += len;
+    }
+    Ok((mean.iter().map(|&m| m as f32).collect(), scales))
+}
+
+/// `(raw - offset) * scale` for every row: the vectors the prototypes live among.
+pub fn apply_scaling(raw: &[f32], offsets: &[f32], scales: &[f32]) -> Vec<f32> {
+    let d = offsets.len();
+    raw.chunks_exact(d).flat_map(|r| r.iter().zip(offsets).zip(scales).map(|((x, o), s)| (x - o) * s)).collect()
+}
+
+/// Clusters found and the prototypes that stand for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clustering {
+    /// Number of clusters.
+    pub k: usize,
+    /// Cluster of each training row.
+    pub labels: Vec<usize>,
+    /// Prototypes, row-major `n x dims`.
+    pub prototypes: Vec<f32>,
+    /// Cluster of each prototype.
+    pub prototype_clusters: Vec<usize>,
+    /// Mean of each cluster's rows (`k x dims`), for reports and ONNX users.
+    pub means: Vec<f32>,
+    /// The graph's top eigenvalues, when the spectral method or the eigengap ran.
+    pub eigenvalues: Vec<f64>,
+}
+
+/// How `fit` builds the decision: the representation (summary, latent weight) and the
+/// clustering. Defaults measured on the dev suite (README, "Results").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DecisionParams {
+    /// Clustering method [spectral].
+    pub method: ClusterMethod,
+    /// Summary segments at most; 0 decides on the latent alone [32].
+    pub summary_segments: usize,
+    /// Weight of the latent block beside the two summary blocks [1].
+    pub latent_weight: f64,
+    /// Neighbours in the kNN graph [10].
+    pub n_neighbors: usize,
+    /// Prototypes per cluster at most [8].
+    pub prototypes_per_cluster: usize,
+    /// Largest k `--clusters auto` considers [12].
+    pub max_clusters: usize,
+}
+
+impl Default for DecisionParams {
+    fn default() -> Self {
+        DecisionParams { method: ClusterMethod::Spectral, summary_segments: 32, latent_weight: 1.0, n_neighbors: 10, prototypes_per_cluster: 8, max_clusters: 12 }
+    }
+}
+
+impl DecisionParams {
+    /// Rejects values no fit can use.
+    pub fn check(&self) -> Result<()> {
+        if !(self.latent_weight.is_finite() && self.latent_weight >= 0.0) {
+            return Err(Error::Param(format!("latent weight must be finite and >= 0, got {}", self.latent_weight)));
+        }
+        if self.latent_weight == 0.0 && self.summary_segments == 0 {
+            return Err(Error::Param("latent weight 0 with no summary leaves nothing to cluster on".into()));
+        }
+        if self.n_neighbors == 0 || self.prototypes_per_cluster == 0 || self.max_clusters < 2 {
+            return Err(Error::Param("neighbors and prototypes per cluster must be >= 1, max clusters >= 2".into()));
+        }
+        Ok(())
+    }
+}
+
+/// For each row of `x`, the majority cluster of its `n_neighbors` nearest rows of `train`
+/// (ties: the lowest cluster): the graph clustering's own out-of-sample rule, against which
+/// the device's prototype decision on held-out series is compared.
+pub fn knn_vote(train: &[f32], labels: &[usize], k: usize, x: &[f32], dims: usize, n_neighbors: usize) -> Vec<usize> {
+    use rayon::prelude::*;
+    let rows: Vec<&[f32]> = train.chunks_exact(dims).collect();
+    let nn = n_neighbors.clamp(1, rows.len().max(1));
+    x.par_chunks_exact(dims)
+        .map(|q| {
+            let mut d: Vec<(f32, usize)> = rows.iter().enumerate().map(|(i, r)| (r.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum(), i)).collect();
+            d.select_nth_unstable_by(nn - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut votes = vec![0usize; k];
+            for &(_, i) in &d[..nn] {
+                votes[labels[i]] += 1;
+            }
+            (0..k).max_by(|&a, &b| votes[a].cmp(&votes[b]).then(b.cmp(&a))).unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Settings of [`cluster`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClusterParams {
+    /// Number of clusters; `None` picks it by the eigengap of the kNN graph.
+    pub k: Option<usize>,
+    /// Largest k the eigengap considers.
+    pub k_max: usize,
+    /// Method.
+    pub method: ClusterMethod,
+    /// Neighbours in the kNN graph.
+    pub n_neighbors: usize,
+    /// k-means restarts.
+    pub n_init: usize,
+    /// Prototypes per cluster at most.
+    pub per_cluster: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// Clusters the weighted decision vectors `x` (row-major `n x dims`) and fits prototypes.
+pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> {
+    let n = if dims == 0 { 0 } else { x.len() / dims };
+    if n == 0 {
+        return Err(Error::Param("cannot cluster zero series".into()));
+    }
+    let sp = SpectralParams { n_neighbors: p.n_neighbors, n_init: p.n_init, seed: p.seed };
+    let needs_graph = p.method == ClusterMethod::Spectral || p.k.is_none();
+    let graph = if needs_graph { Some(Graph::knn(x, dims, p.n_neighbors)?) } else { None };
+    let (k, mut eigenvalues) = match (p.k, &graph) {
+        (Some(k), _) => (k, Vec::new()),
+        (None, Some(g)) => eigengap_k(g, p.k_max.min(n - 1).max(2), p.seed),
+        (None, None) => unreachable!("a graph is built whenever k is not given"),
+    };
+    if k == 0 || k > n {
+        return Err(Error::Param(format!("cannot make {k} clusters from {n} training series")));
+    }
+    let labels = match (p.method, &graph) {
+        (ClusterMethod::Spectral, Some(g)) => {
+            if eigenvalues.is_empty() {
+                eigenvalues = g.top_eigen(k + 1, p.seed).0;
+            }
+            spectral_on(g, k, &sp)?
+        }
+        _ => KMeans::fit(x, dims, &KMeansParams { n_init: p.n_init, ..KMeansParams::new(k, p.seed) })?.labels,
+    };
+    let mut prototypes = Vec::new();
+    let mut prototype_clusters = Vec::new();
+    let mut means = vec![0f32; k * dims];
+    for c in 0..k {
+        let rows: Vec<f32> = x.chunks_exact(dims).zip(&labels).filter(|(_, &l)| l == c).flat_map(|(r, _)| r.iter().copied()).collect();
+        let m = rows.len() / dims;
+        if m == 0 {
+            // An empty cluster (possible when k-means on the embedding leaves one empty) gets no
+            // prototype and so no device window.
+            continue;
+        }
+        for r in rows.chunks_exact(dims) {
+            for (acc, v) in means[c * dims..(c + 1) * dims].iter_mut().zip(r) {
+                *acc += v / m as f32;
+            }
+        }
+        let q = p.per_cluster.clamp(1, m);
+        let km = KMeans::fit(&rows, dims, &KMeansParams { n_init: 3, ..KMeansParams::new(q, p.seed.wrapping_add(c as u64)) })?;
+        prototypes.extend(&km.centroids);
+        prototype_clusters.extend(std::iter::repeat_n(c, q));
+    }
+    Ok(Clustering { k, labels, prototypes, prototype_clusters, means, eigenvalues })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_fits_the_state() {
+        assert_eq!(summary_shape(140, 1, 32), (28, 5));
+        assert_eq!(summary_shape(2000, 1, 32), (32, 63));
+        assert_eq!(summary_shape(10, 1, 32), (10, 1));
+        // Three features: 16 segments fill 2*16*3 + 3 = 99 <= 136 slots.
+        let (p, _) = summary_shape(300, 3, 32);
+        assert!(runtime::summary::slots(p, 3) <= runtime::encoder::SUMMARY_SLOTS && p >= 16);
+        assert_eq!(summary_shape(300, 200, 32), (0, 0));
+        assert_eq!(summary_shape(300, 1, 0), (0, 0));
+    }
+
+    #[test]
+    fn each_block_gets_its_weight() {
+        // Block A: 2 dims with variance 4 each; block B: 1 dim with variance 100.
+        let raw: Vec<f32> = (0..100).flat_map(|i| {
+            let s = if i % 2 == 0 { 1.0 } else { -1.0 };
+            [5.0 + 2.0 * s, -2.0 * s, 10.0 * s]
+        }).collect();
+        let (off, sc) = fit_scaling(&raw, 3, &[(2, 0.5), (1, 1.0)]).unwrap();
+        assert!((off[0] - 5.0).abs() < 1e-6 && off[1].abs() < 1e-6);
+        let x = apply_scaling(&raw, &off, &sc);
+        let total = |j0: usize, j1: usize| x.chunks(3).map(|r| r[j0..j1].iter().map(|v| v * v).sum::<f32>()).sum::<f32>() / 100.0;
+        assert!((total(0, 2) - 0.25).abs() < 1e-5, "{}", total(0, 2));
+        assert!((total(2, 3) - 1.0).abs() < 1e-5);
+        assert!(fit_scaling(&raw, 3, &[(2, 1.0)]).is_err());
+    }
+
+    #[test]
+    fn prototypes_reproduce_clusters_and_auto_k_finds_them() {
+        // Three well-separated blobs in 3-D.
+        let x: Vec<f32> = (0..150).flat_map(|i| {
+            let g = (i % 3) as f32;
+            let e = ((i * 7919) % 101) as f32 / 101.0 - 0.5;
+            [10.0 * g + e, -5.0 * g + 0.5 * e, e]
+        }).collect();
+        let p = ClusterParams { k: None, k_max: 8, method: ClusterMethod::Spectral, n_neighbors: 10, n_init: 5, per_cluster: 4, seed: 1 };
+        let c = cluster(&x, 3, &p).unwrap();
+        assert_eq!(c.k, 3);
+        assert_eq!(c.prototype_clusters.len(), 12);
+        let nearest: Vec<usize> = x.chunks(3).map(|r| {
+            let d: Vec<f32> = c.prototypes.chunks(3).map(|q| q.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum()).collect();
+            c.prototype_clusters[(0..d.len()).min_by(|&a, &b| d[a].total_cmp(&d[b])).unwrap()]
+        }).collect();
+        assert_eq!(nearest, c.labels);
+    }
+}
