@@ -161,7 +161,7 @@ fn assign(a: AssignArgs) -> Result<()> {
                 #[cfg(not(feature = "tract"))]
                 Engine::Tract => unreachable!("rejected above"),
             };
-            for (job, asg) in jobs.iter().zip(assign_all(&enc, &z)?) {
+            for (job, asg) in jobs.iter().zip(assign_all(&enc, pending, window * f, &z)?) {
                 writeln!(out, "{},{},{},{},{},{}", job.device, job.start, job.end, asg.cluster, asg.distance, asg.second_distance)?;
             }
             jobs.clear();

@@ -46,7 +46,7 @@ pub fn bundle(data: &[u8]) {
     let Ok(enc) = Encoder::from_bytes(aligned.as_bytes()) else { return };
     let hd = enc.bundle().header;
     assert_eq!(enc.bundle().weights.len(), hd.expected_weights(), "accepted bundle with a wrong weight count");
-    assert_eq!(enc.bundle().centroids.len(), hd.k as usize * hd.latent as usize);
+    assert_eq!(enc.bundle().prototypes.len(), hd.prototypes as usize * hd.decision_dims());
     let mut s = State::<H, LAYERS>::default();
     let f = hd.n_features as usize;
     if f > 4096 {

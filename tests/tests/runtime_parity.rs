@@ -49,8 +49,9 @@ fn native_duo_ort_tract_and_candle_agree_on_all_ecg5000_series() {
         eprintln!("{name}: max abs diff {d:e} over {} latents", a.len());
         assert!(d <= TOL, "{name}: max abs diff {d:e} > {TOL:e}");
     }
-    // Cluster IDs: the same centroid table through the shared assignment code.
-    let ids = |z: &[f32]| -> Vec<usize> { native.assign(z).unwrap().iter().map(|a| a.cluster).collect() };
+    // Cluster IDs: the same decision tables (latent + window summary, prototypes) through the
+    // shared decision code.
+    let ids = |z: &[f32]| -> Vec<usize> { native.assign(&ds.series, z).unwrap().iter().map(|a| a.cluster).collect() };
     let (a, b, c, d) = (ids(&z_native), ids(&z_ort), ids(&z_tract), ids(&z_duo));
     let differ = |o: &[usize]| a.iter().zip(o).filter(|(x, y)| x != y).count();
     let (diff_ort, diff_tract, diff_duo) = (differ(&b), differ(&c), differ(&d));
@@ -70,9 +71,14 @@ fn streaming_equals_whole_window_on_the_shipped_bundle() {
             enc.push(&mut st, std::slice::from_ref(x)).unwrap();
         }
         let streamed: heapless::Vec<f32, 64> = enc.finish(&st).unwrap();
-        let whole: heapless::Vec<f32, 64> = enc.encode_window(&mut State::<128, 2>::default(), &s.values).unwrap();
+        let mut whole_state = State::<128, 2>::default();
+        let (whole, whole_decision) = enc.classify_window::<128, 2, 64>(&mut whole_state, &s.values).unwrap();
         assert_eq!(streamed, whole);
-        assert_eq!(enc.assign(&streamed).unwrap(), enc.assign(&whole).unwrap());
+        // The decision from the state streamed sample by sample (its running summary) equals the
+        // whole-window call's and the host batch path's.
+        let decided = enc.decide(&st, &streamed).unwrap();
+        assert_eq!(decided, whole_decision);
+        assert_eq!(runtime::batch::assign_all(&enc, &s.values, s.values.len(), &streamed).unwrap(), vec![decided]);
     }
 }
 

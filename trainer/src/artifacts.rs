@@ -302,9 +302,10 @@ fn remove_stale_staging(parent: &Path, name: &str) {
 /// Writes `training_log.csv` (one row per epoch).
 pub fn write_training_log(path: &Path, log: &[crate::train::EpochLog]) -> Result<()> {
     use std::fmt::Write as _;
-    let mut s = String::from("epoch,loss,recon,kl,kl_weight,seconds\n");
+    let mut s = String::from("epoch,loss,recon,kl,kl_weight,seconds,val_recon\n");
     for e in log {
-        let _ = writeln!(s, "{},{},{},{},{},{}", e.epoch, e.loss, e.recon, e.kl, e.kl_weight, e.seconds);
+        let val = e.val_recon.map_or(String::new(), |v| v.to_string());
+        let _ = writeln!(s, "{},{},{},{},{},{},{val}", e.epoch, e.loss, e.recon, e.kl, e.kl_weight, e.seconds);
     }
     write_atomic(path, s.as_bytes())
 }
@@ -319,12 +320,16 @@ pub fn read_training_log(path: &Path) -> Result<Vec<crate::train::EpochLog>> {
         }
         let bad = |why: String| Error::data(path, i + 1, why);
         let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 6 {
-            return Err(bad(format!("expected 6 fields (epoch,loss,recon,kl,kl_weight,seconds), found {}", f.len())));
+        if f.len() != 6 && f.len() != 7 {
+            return Err(bad(format!("expected 6 or 7 fields (epoch,loss,recon,kl,kl_weight,seconds[,val_recon]), found {}", f.len())));
         }
         let num = |j: usize| f[j].trim().parse::<f64>().map_err(|_| bad(format!("'{}' is not a number", f[j])));
         let epoch = f[0].trim().parse::<usize>().map_err(|_| bad(format!("epoch '{}' is not a whole number", f[0])))?;
-        out.push(crate::train::EpochLog { epoch, loss: num(1)?, recon: num(2)?, kl: num(3)?, kl_weight: num(4)?, seconds: num(5)? });
+        let val_recon = match f.get(6).map(|v| v.trim()) {
+            None | Some("") => None,
+            Some(_) => Some(num(6)?),
+        };
+        out.push(crate::train::EpochLog { epoch, loss: num(1)?, recon: num(2)?, kl: num(3)?, kl_weight: num(4)?, seconds: num(5)?, val_recon });
     }
     Ok(out)
 }

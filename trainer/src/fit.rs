@@ -24,7 +24,7 @@ use crate::model::{ModelConfig, Vrae};
 use crate::params::VraeValidParams;
 use crate::report::tsne::TsneParams;
 use crate::report::{decode_centroids, write_plots, write_report, PlotInput, Report, ReportData};
-use crate::train::{train_resumable, EpochEnd, EpochLog};
+use crate::train::{train_resumable, EpochEnd, EpochLog, Stop, BEST_PREFIX};
 
 /// Everything `fit` needs besides the data.
 #[derive(Debug, Clone)]
@@ -121,6 +121,9 @@ pub struct Metrics {
     pub train_seconds: f64,
     /// Training series per cluster.
     pub cluster_sizes: Vec<usize>,
+    /// How training ended.
+    #[serde(default)]
+    pub stop: Option<Stop>,
 }
 
 /// What `fit` produced.
@@ -254,6 +257,8 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     };
     let mut on_epoch = |end: EpochEnd<'_>| -> Result<()> {
         let done = end.state.epochs_done;
+        // With early stopping the last epoch is not known in advance: checkpoint every epoch
+        // that the interval asks for, and the final state is saved after training below.
         if opts.checkpoint_every == 0 || (done % opts.checkpoint_every != 0 && done != p.epochs) {
             return Ok(());
         }
@@ -263,7 +268,10 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
                 return Err(Error::Diverged { epoch: done, batch: 0, what: "weights", value: f64::NAN });
             }
         }
-        let (_, opt_tensors) = end.optimizer.state();
+        let (_, mut opt_tensors) = end.optimizer.state();
+        if let Some(best) = end.best {
+            opt_tensors.extend(best.iter().map(|(k, t)| (format!("{BEST_PREFIX}{k}"), t.clone())));
+        }
         let meta = CheckpointMeta { version: CHECKPOINT_VERSION, settings: settings.clone(), state: end.state };
         let bytes = checkpoint::encode(&meta, end.weights, &opt_tensors)?;
         write_atomic(&out.join(CHECKPOINT), &bytes)?;
@@ -272,8 +280,8 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     };
     let resume = opts.resume.as_deref().cloned();
     let trained = train_resumable(p, &model_cfg, &train_series, dev, opts.show_progress, resume, &mut on_epoch);
-    let (weights, log) = match trained {
-        Ok(t) => t,
+    let (weights, log, stop) = match trained {
+        Ok(t) => (t.weights, t.log, t.stop),
         Err(e @ Error::Diverged { .. }) => {
             let kept = match last_checkpoint.as_ref().map(|c| c.0) {
                 Some(k) => {
@@ -398,6 +406,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         seconds_per_epoch: epoch_secs.get(epoch_secs.len() / 2).copied().unwrap_or(0.0),
         train_seconds,
         cluster_sizes: sizes,
+        stop: Some(stop.clone()),
     };
     if let Some((truth, _)) = &truth {
         metrics.vrae_train = scores(truth, &train_idx, &train_pred);

@@ -230,9 +230,25 @@ struct HyperArgs {
     /// Learning rate [default 2e-3, seed 5e-4].
     #[arg(long)]
     learning_rate: Option<f64>,
-    /// Training epochs [default 20, seed 40].
+    /// Training epochs: fixes the count and turns early stopping off [default: stop on
+    /// convergence, at most 300; seed: 40]. On --resume: the new upper bound.
     #[arg(long)]
     epochs: Option<usize>,
+    /// Stop on convergence of a validation split (true/false) [default true, seed false].
+    #[arg(long)]
+    early_stopping: Option<bool>,
+    /// Share of the training part held out for the stopping rule [0.1].
+    #[arg(long)]
+    validation: Option<f64>,
+    /// Epochs without validation improvement before stopping [10].
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Optimiser steps before the stopping rule may stop [600].
+    #[arg(long)]
+    min_steps: Option<usize>,
+    /// Most time steps of training series to process, in millions (rows x length x epochs) [10].
+    #[arg(long)]
+    step_budget: Option<f64>,
     /// Dropout between encoder layers [0.2].
     #[arg(long)]
     dropout: Option<f32>,
@@ -265,7 +281,17 @@ impl HyperArgs {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { p.$f = v; } )* };
         }
         set!(cell, hidden_size, hidden_layer_depth, latent_length, batch_size, learning_rate, epochs, dropout,
-             optimizer, clip_norm, loss, loss_scaling, kl_weight, kl_anneal_epochs, seed);
+             optimizer, clip_norm, loss, loss_scaling, kl_weight, kl_anneal_epochs, seed, early_stopping, validation,
+             patience, min_steps, step_budget);
+        p
+    }
+
+    /// A fresh run: `--epochs N` alone fixes the epoch count (early stopping off unless asked).
+    fn apply_fresh(&self, p: VraeParams) -> VraeParams {
+        let mut p = self.apply(p);
+        if self.epochs.is_some() && self.early_stopping.is_none() {
+            p.early_stopping = false;
+        }
         p
     }
 
@@ -276,7 +302,8 @@ impl HyperArgs {
             ($($f:ident),*) => { $( if self.$f.is_some() { set.push(format!("--{}", stringify!($f).replace('_', "-"))); } )* };
         }
         check!(cell, hidden_size, hidden_layer_depth, latent_length, batch_size, dropout, optimizer, loss,
-               loss_scaling, kl_weight, kl_anneal_epochs, seed);
+               loss_scaling, kl_weight, kl_anneal_epochs, seed, early_stopping, validation, patience, min_steps,
+               step_budget);
         set
     }
 }
@@ -348,7 +375,7 @@ fn run_fit(a: FitArgs) -> Result<()> {
             let dir = a.resume.clone().unwrap_or_default();
             (a.hp.apply(s.params.clone()).check()?, dir, s.holdout, s.normalization, s.clusters, s.n_init)
         }
-        None => (a.hp.apply(VraeParams::preset(a.preset)).check()?, a.out.clone(), a.holdout, a.normalize, fixed, a.n_init),
+        None => (a.hp.apply_fresh(VraeParams::preset(a.preset)).check()?, a.out.clone(), a.holdout, a.normalize, fixed, a.n_init),
     };
     let ds = load(&a.data, &a.data_args)?;
     eprintln!(
@@ -384,6 +411,12 @@ fn run_fit(a: FitArgs) -> Result<()> {
         m.train_seconds,
         s.log.last().map_or(f64::NAN, |e| e.loss)
     );
+    if let Some(st) = &m.stop {
+        println!(
+            "training stopped after {} epochs / {} steps: {}; kept epoch {} ({} validation rows)",
+            st.epochs, st.steps, st.reason, st.kept_epoch, st.validation_rows
+        );
+    }
     println!(
         "k = {} ({}), {:?} clustering in {:.1} s, {} prototypes; cluster sizes {:?}",
         m.k, m.k_from, m.method, m.cluster_seconds, m.prototypes, m.cluster_sizes

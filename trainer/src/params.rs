@@ -77,8 +77,28 @@ pub struct VraeParams {
     pub batch_size: usize,
     /// Optimiser learning rate.
     pub learning_rate: f64,
-    /// Passes over the training series.
+    /// Passes over the training series; with `early_stopping`, the most there may be.
     pub epochs: usize,
+    /// Stop on convergence: train on all but a seeded `validation` share of the training part,
+    /// stop when the validation reconstruction loss has not improved for `patience` epochs
+    /// (after at least `min_steps` optimiser steps) or the `step_budget` is spent, and keep the
+    /// weights of the best epoch. Off: exactly `epochs` epochs on all training series.
+    #[serde(default)]
+    pub early_stopping: bool,
+    /// Share of the training part held out for the stopping rule, in (0, 0.5].
+    #[serde(default = "default_validation")]
+    pub validation: f64,
+    /// Epochs without a validation improvement before stopping.
+    #[serde(default = "default_patience")]
+    pub patience: usize,
+    /// Optimiser steps before the stopping rule may stop (small sets train enough).
+    #[serde(default = "default_min_steps")]
+    pub min_steps: usize,
+    /// Most time steps of training series the run may process, in millions (rows x length
+    /// x epochs): the bound that keeps large sets affordable (ECG5000's seed protocol: 4050
+    /// rows x 140 steps, 17 epochs at 10).
+    #[serde(default = "default_step_budget")]
+    pub step_budget: f64,
     /// Dropout probability between stacked encoder layers (no effect with depth 1), in [0, 1).
     pub dropout: f32,
     /// Optimiser.
@@ -97,6 +117,19 @@ pub struct VraeParams {
     pub seed: u64,
 }
 
+fn default_validation() -> f64 {
+    0.1
+}
+fn default_patience() -> usize {
+    10
+}
+fn default_min_steps() -> usize {
+    600
+}
+fn default_step_budget() -> f64 {
+    10.0
+}
+
 impl Default for VraeParams {
     /// Our defaults: the seed architecture with a GRU, a per-element loss, a light KL weight and
     /// a faster learning rate (measured on ECG5000 over three seeds, see README "Results").
@@ -107,7 +140,8 @@ impl Default for VraeParams {
             kl_weight: 0.1,
             kl_anneal_epochs: 5,
             learning_rate: 2e-3,
-            epochs: 20,
+            epochs: 300,
+            early_stopping: true,
             ..Self::seed()
         }
     }
@@ -125,6 +159,11 @@ impl VraeParams {
             batch_size: 32,
             learning_rate: 5e-4,
             epochs: 40,
+            early_stopping: false,
+            validation: default_validation(),
+            patience: default_patience(),
+            min_steps: default_min_steps(),
+            step_budget: default_step_budget(),
             dropout: 0.2,
             optimizer: OptimizerKind::Adam,
             clip_norm: 5.0,
@@ -170,6 +209,15 @@ impl VraeParams {
         }
         if !(self.kl_weight.is_finite() && self.kl_weight >= 0.0) {
             return bad(format!("kl_weight must be >= 0, got {}", self.kl_weight));
+        }
+        if !(self.validation > 0.0 && self.validation <= 0.5) {
+            return bad(format!("validation must be in (0, 0.5], got {}", self.validation));
+        }
+        if !(self.step_budget.is_finite() && self.step_budget > 0.0) {
+            return bad(format!("step_budget must be a positive number of million steps, got {}", self.step_budget));
+        }
+        if self.patience == 0 {
+            return bad("patience must be >= 1".into());
         }
         Ok(VraeValidParams(self))
     }

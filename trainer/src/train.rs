@@ -47,6 +47,78 @@ pub struct EpochLog {
     pub kl_weight: f64,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Mean reconstruction loss on the validation rows (early stopping only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_recon: Option<f64>,
+}
+
+/// How and when training ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stop {
+    /// Why it stopped, in words.
+    pub reason: String,
+    /// Epochs run.
+    pub epochs: usize,
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// The epoch whose weights were kept (the last one without early stopping).
+    pub kept_epoch: usize,
+    /// Training rows held out for the stopping rule.
+    pub validation_rows: usize,
+}
+
+/// What training returns.
+pub struct Trained {
+    /// The kept weights.
+    pub weights: ParamStore,
+    /// Per-epoch log.
+    pub log: Vec<EpochLog>,
+    /// How it ended.
+    pub stop: Stop,
+}
+
+/// Rows of `n` training series held out for the stopping rule (seeded, sorted); none when early
+/// stopping is off or there are fewer than 10 series.
+pub fn validation_rows(params: &VraeValidParams, n: usize) -> Vec<usize> {
+    if !params.early_stopping || n < 10 {
+        return Vec::new();
+    }
+    let k = ((params.validation * n as f64).round() as usize).clamp(1, n / 2);
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed ^ 0x7a11_da7e));
+    let mut v = idx[..k].to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// Epoch bounds of a run on `fit_rows` rows of `seq_len` steps: `(most, fewest before the
+/// stopping rule may act)`.
+pub fn epoch_bounds(params: &VraeValidParams, fit_rows: usize, seq_len: usize) -> (usize, usize) {
+    if !params.early_stopping {
+        return (params.epochs, params.epochs);
+    }
+    let per_epoch = (fit_rows * seq_len).max(1) as f64;
+    let budget = ((params.step_budget * 1e6 / per_epoch).floor() as usize).max(1);
+    let most = params.epochs.min(budget).max(1);
+    let batches = fit_rows.div_ceil(params.batch_size).max(1);
+    (most, params.min_steps.div_ceil(batches).min(most))
+}
+
+/// Mean squared reconstruction error of `rows` of `train` (no dropout, no sampling).
+fn validation_recon(model: &Vrae, train: &[Series], rows: &[usize], cfg: &ModelConfig, dev: &Device) -> Result<f64> {
+    let (mut sum, mut n) = (0f64, 0usize);
+    for chunk in rows.chunks(256) {
+        let batch: Vec<&Series> = chunk.iter().map(|&i| &train[i]).collect();
+        let x = batch_tensor(&batch, cfg.seq_len, cfg.n_features, dev)?;
+        let recon = model.decode(&model.encode_mean(&x)?, cfg.seq_len)?;
+        sum += (recon - &x)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        n += x.elem_count();
+    }
+    Ok(sum / n.max(1) as f64)
+}
+
+fn snapshot(store: &ParamStore) -> Result<std::collections::BTreeMap<String, Tensor>> {
+    store.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect()
 }
 
 /// Packs series (all of length `t`) into a `[T, B, F]` tensor.
@@ -103,7 +175,12 @@ pub struct EpochEnd<'a> {
     pub optimizer: &'a Optimizer,
     /// Progress, RNG position and log, enough to continue exactly from here.
     pub state: TrainState,
+    /// The best epoch's weights so far (early stopping), which a checkpoint must keep too.
+    pub best: Option<&'a std::collections::BTreeMap<String, Tensor>>,
 }
+
+/// Prefix of the best weights' tensors in a checkpoint.
+pub const BEST_PREFIX: &str = "best.";
 
 /// Trains a fresh model on `train` (all of length `cfg.seq_len`) and returns its weights and log.
 pub fn train(
@@ -113,7 +190,8 @@ pub fn train(
     dev: &Device,
     show_progress: bool,
 ) -> Result<(ParamStore, Vec<EpochLog>)> {
-    train_resumable(params, cfg, train, dev, show_progress, None, &mut |_| Ok(()))
+    let t = train_resumable(params, cfg, train, dev, show_progress, None, &mut |_| Ok(()))?;
+    Ok((t.weights, t.log))
 }
 
 fn diverged(epoch: usize, batch: usize, what: &'static str, value: f64) -> Error {
@@ -142,9 +220,10 @@ fn keep_freed_memory() {
 
 /// Trains from scratch, or from `resume` (a checkpoint of the same settings and data), calling
 /// `on_epoch` after every completed epoch. A run resumed from epoch k ends with the same weights
-/// as an uninterrupted one: weights, optimiser moments, RNG position and shuffle order are all
-/// restored. A non-finite loss or gradient norm stops with [`Error::Diverged`] before the step
-/// that would poison the weights.
+/// as an uninterrupted one: weights, optimiser moments, RNG position, shuffle order and the
+/// best weights so far are all restored. A non-finite loss or gradient norm stops with
+/// [`Error::Diverged`] before the step that would poison the weights. With early stopping (see
+/// [`crate::params::VraeParams::early_stopping`]) the validation rows never enter a batch.
 pub fn train_resumable(
     params: &VraeValidParams,
     cfg: &ModelConfig,
@@ -153,17 +232,23 @@ pub fn train_resumable(
     show_progress: bool,
     resume: Option<Checkpoint>,
     on_epoch: &mut dyn FnMut(EpochEnd<'_>) -> Result<()>,
-) -> Result<(ParamStore, Vec<EpochLog>)> {
+) -> Result<Trained> {
     if train.is_empty() {
         return Err(Error::Training("no training series".into()));
     }
     keep_freed_memory();
+    let val_rows = validation_rows(params, train.len());
+    let mut is_val = vec![false; train.len()];
+    val_rows.iter().for_each(|&i| is_val[i] = true);
+    let fit_rows = train.len() - val_rows.len();
+    let (max_epochs, min_epochs) = epoch_bounds(params, fit_rows, cfg.seq_len);
+    let mut best: Option<(usize, f64, std::collections::BTreeMap<String, Tensor>)> = None;
     let (store, mut rng, mut order, mut log, mut opt) = match resume {
         None => {
             let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
             let store = Vrae::init(cfg, &mut rng, dev)?;
             let opt = Optimizer::new(params.optimizer, params.learning_rate, named(&store))?;
-            (store, rng, (0..train.len()).collect::<Vec<usize>>(), Vec::with_capacity(params.epochs), opt)
+            (store, rng, (0..train.len()).collect::<Vec<usize>>(), Vec::with_capacity(max_epochs), opt)
         }
         Some(ck) => {
             let st = ck.meta.state;
@@ -176,6 +261,15 @@ pub fn train_resumable(
             }
             let mut opt = Optimizer::new(params.optimizer, params.learning_rate, named(&ck.weights))?;
             opt.restore(st.optimizer_steps, &ck.optimizer)?;
+            let kept: std::collections::BTreeMap<String, Tensor> =
+                ck.optimizer.iter().filter_map(|(k, t)| k.strip_prefix(BEST_PREFIX).map(|n| (n.to_string(), t.clone()))).collect();
+            let best_val = st.log.iter().filter_map(|e| e.val_recon.map(|v| (e.epoch, v))).min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            if let Some((epoch, v)) = best_val {
+                if kept.is_empty() {
+                    return Err(Error::Training("the checkpoint has validation losses but not the best epoch's weights".into()));
+                }
+                best = Some((epoch, v, kept));
+            }
             (ck.weights, st.rng.restore()?, st.order, st.log, opt)
         }
     };
@@ -183,20 +277,35 @@ pub fn train_resumable(
     let vars = store.vars();
     let first_epoch = log.len();
 
-    let n_batches = train.len().div_ceil(params.batch_size);
-    let pb = if show_progress { ProgressBar::new((params.epochs * n_batches) as u64) } else { ProgressBar::hidden() };
+    let n_batches = fit_rows.div_ceil(params.batch_size);
+    let pb = if show_progress { ProgressBar::new((max_epochs * n_batches) as u64) } else { ProgressBar::hidden() };
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} batches  {msg}  ETA {eta}")
             .map_err(|e| Error::Training(e.to_string()))?,
     );
-    pb.set_position((first_epoch.min(params.epochs) * n_batches) as u64);
+    pb.set_position((first_epoch.min(max_epochs) * n_batches) as u64);
     pb.reset_eta();
-    for epoch in first_epoch..params.epochs {
+    let mut reason = format!("fixed: {max_epochs} epochs");
+    if params.early_stopping {
+        reason = format!("step budget: {max_epochs} epochs ({} M time steps)", params.step_budget);
+    }
+    let stopped_early = |log: &[EpochLog], best: &Option<(usize, f64, std::collections::BTreeMap<String, Tensor>)>| -> Option<String> {
+        let (done, (b, _, _)) = (log.len(), best.as_ref()?);
+        (done >= min_epochs && done - b >= params.patience)
+            .then(|| format!("converged: validation loss not improved for {} epochs (best at epoch {b})", done - b))
+    };
+    let mut ended_early = stopped_early(&log, &best);
+    for epoch in first_epoch..max_epochs {
+        if let Some(r) = ended_early.take() {
+            reason = r;
+            break;
+        }
         let start = Instant::now();
         let klw = kl_weight_at(params.kl_weight, params.kl_anneal_epochs, epoch);
         order.shuffle(&mut rng);
+        let fit_order: Vec<usize> = order.iter().copied().filter(|&i| !is_val[i]).collect();
         let (mut sl, mut sr, mut sk) = (0f64, 0f64, 0f64);
-        for (bi, chunk) in order.chunks(params.batch_size).enumerate() {
+        for (bi, chunk) in fit_order.chunks(params.batch_size).enumerate() {
             let batch: Vec<&Series> = chunk.iter().map(|&i| &train[i]).collect();
             let x = batch_tensor(&batch, cfg.seq_len, cfg.n_features, dev)?;
             let fw = model.forward_train(&x, &mut rng)?;
@@ -223,7 +332,7 @@ pub fn train_resumable(
             pb.set_message(format!(
                 "epoch {}/{}  loss {:.4}  recon {:.4}  KL {:.4}",
                 epoch + 1,
-                params.epochs,
+                max_epochs,
                 sl / done,
                 sr / done,
                 sk / done
@@ -231,6 +340,18 @@ pub fn train_resumable(
             pb.inc(1);
         }
         let nb = n_batches as f64;
+        let val_recon = if val_rows.is_empty() { None } else { Some(validation_recon(&model, train, &val_rows, cfg, dev)?) };
+        if let Some(v) = val_recon {
+            if !v.is_finite() {
+                pb.abandon();
+                return Err(diverged(epoch, 0, "validation loss", v));
+            }
+            // An improvement must be worth 0.1%, so a loss creeping down by rounding-sized
+            // steps does not keep a converged run going.
+            if best.as_ref().is_none_or(|b| v < b.1 * (1.0 - 1e-3)) {
+                best = Some((epoch + 1, v, snapshot(&store)?));
+            }
+        }
         let e = EpochLog {
             epoch: epoch + 1,
             loss: sl / nb,
@@ -238,10 +359,12 @@ pub fn train_resumable(
             kl: sk / nb,
             kl_weight: klw,
             seconds: start.elapsed().as_secs_f64(),
+            val_recon,
         };
+        let val = val_recon.map_or(String::new(), |v| format!("  val {v:.5}"));
         let line = format!(
-            "epoch {:>3}/{}  loss {:.5}  recon {:.5}  KL {:.5}  ({:.1} s)",
-            e.epoch, params.epochs, e.loss, e.recon, e.kl, e.seconds
+            "epoch {:>3}/{}  loss {:.5}  recon {:.5}  KL {:.5}{val}  ({:.1} s)",
+            e.epoch, max_epochs, e.loss, e.recon, e.kl, e.seconds
         );
         if show_progress {
             if pb.is_hidden() {
@@ -258,10 +381,24 @@ pub fn train_resumable(
             order: order.clone(),
             log: log.clone(),
         };
-        on_epoch(EpochEnd { weights: &store, optimizer: &opt, state })?;
+        on_epoch(EpochEnd { weights: &store, optimizer: &opt, state, best: best.as_ref().map(|b| &b.2) })?;
+        if params.early_stopping && val_rows.is_empty() && log.len() >= min_epochs {
+            reason = format!("minimum steps: {} epochs (too few series to hold out validation rows)", log.len());
+            break;
+        }
+        ended_early = stopped_early(&log, &best);
+    }
+    if let Some(r) = ended_early {
+        reason = r;
     }
     pb.finish_and_clear();
-    Ok((store, log))
+    let epochs = log.len();
+    let (weights, kept_epoch) = match best {
+        Some((e, _, w)) => (ParamStore::from_tensors(w)?, e),
+        None => (store, epochs),
+    };
+    let stop = Stop { reason, epochs, steps: opt.steps(), kept_epoch, validation_rows: val_rows.len() };
+    Ok(Trained { weights, log, stop })
 }
 
 fn named(store: &ParamStore) -> Vec<(String, Var)> {

@@ -107,7 +107,8 @@ fn main() -> ! {
                 process::exit(3);
             }
         }
-        let (cluster, dist) = match enc.finish::<96, 1, LATENT>(&state).map(|z| enc.assign(&z)) {
+        // The decision uses the latent and the window summary the state streamed.
+        let (cluster, dist) = match enc.finish::<96, 1, LATENT>(&state).map(|z| enc.decide(&state, &z)) {
             Ok(Ok(a)) => (a.cluster, a.distance),
             _ => {
                 println!("window={} could not be encoded", w);

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use runtime::bundle::{encode, Cell, Header, Normalization};
+use runtime::bundle::{encode, Cell, DecisionTables, Header, Normalization};
 
 fn put(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).expect("create seed dir");
@@ -30,12 +30,20 @@ fn main() {
     let repo = root.parent().expect("fuzz/ sits in the repo");
 
     // bundle: tiny LSTM and GRU bundles, checksum as stored (mode 0) and re-sealed (mode 1).
-    for (name, cell, norm) in [("lstm", Cell::Lstm, Normalization::None), ("gru_z", Cell::Gru, Normalization::Zscore)] {
-        let mut hd = Header { cell, n_features: 2, hidden: 3, layers: 2, latent: 2, k: 3, seq_len: 8, normalization: norm, weights_len: 0 };
+    // The GRU one decides on the latent beside a 2-segment window summary, with 5 prototypes.
+    for (name, cell, norm, segments) in [("lstm", Cell::Lstm, Normalization::None, 0u16), ("gru_z", Cell::Gru, Normalization::Zscore, 2)] {
+        let prototypes = if segments > 0 { 5 } else { 3 };
+        let mut hd = Header { cell, n_features: 2, hidden: 3, layers: 2, latent: 2, k: 3, seq_len: 8, normalization: norm, weights_len: 0, segments, stride: 4, prototypes };
         hd.weights_len = hd.expected_weights() as u32;
         let w: Vec<f32> = (0..hd.weights_len).map(|i| ((i as f32) * 0.7).sin() * 0.5).collect();
-        let c: Vec<f32> = (0..6).map(|i| i as f32 * 0.25 - 0.5).collect();
-        let b = encode(&hd, &w, &c).expect("valid tiny bundle");
+        let d = hd.decision_dims();
+        let tables = DecisionTables {
+            offsets: vec![0.1; d],
+            scales: vec![0.9; d],
+            prototypes: (0..prototypes as usize * d).map(|i| i as f32 * 0.25 - 0.5).collect(),
+            clusters: (0..prototypes as usize).map(|i| i % 3).collect(),
+        };
+        let b = encode(&hd, &w, &tables).expect("valid tiny bundle");
         put(&seeds.join("bundle"), &format!("{name}_sealed"), &with_selector(0, &b));
         put(&seeds.join("bundle"), &format!("{name}_reseal"), &with_selector(1, &b));
     }
