@@ -6,6 +6,7 @@
 #   bench/quality.sh [SEEDS] [SETS...] [-- extra trainer fit flags]
 #   bench/quality.sh 3                       # seeds 0-2, every set
 #   bench/quality.sh 1 Coffee Trace -- --cluster-method kmeans
+#   RECLUSTER=1 bench/quality.sh 1 -- --cluster-method kmeans   # same trained models, re-clustered
 #
 # Protocols: merged TRAIN+TEST, --holdout 0, k = number of classes, scored on all series (every
 # set, ECG5000 included); ECG5000 also with the seed notebook's 90/10 split, scored on the held-out
@@ -37,7 +38,12 @@ for set in "${sets[@]}"; do
         dir="$out/$set-s$s"
         start=$(date +%s.%N)
         # shellcheck disable=SC2046
-        $t fit $(files "$set") --out "$dir" --holdout $holdout --seed $s --no-plots --quiet "${extra[@]}" > "$dir.log" 2>&1 \
+        if [ -n "${RECLUSTER:-}" ]; then
+            args=(--resume "$dir")
+        else
+            args=(--out "$dir" --holdout $holdout --seed $s)
+        fi
+        $t fit $(files "$set") "${args[@]}" --no-plots --quiet "${extra[@]}" > "$dir.log" 2>&1 \
             || { echo "fit failed for $set seed $s: see $dir.log" >&2; exit 1; }
         awk "BEGIN { print $(date +%s.%N) - $start }" > "$dir.seconds"
         echo "$set seed $s: $(grep -E 'VRAE device (train|held-out)' "$dir.log" | tr -s ' ' | paste -sd ';') ($(cat "$dir.seconds") s)" >&2

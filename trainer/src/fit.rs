@@ -191,7 +191,10 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
             return Err(Error::Param(format!("cannot make {k} clusters from {} training series", train_idx.len())));
         }
     } else if train_idx.len() < 3 {
-        return Err(Error::Param(format!("choosing k needs at least 3 training series, there are {}", train_idx.len())));
+        return Err(Error::Param(format!(
+            "choosing k (--clusters auto) needs at least 3 training series, there are {}; pass --clusters K",
+            train_idx.len()
+        )));
     }
     // Checked before training, so hours are not spent on a run that could not be saved.
     let staging = Staging::begin(out)?;
@@ -417,8 +420,8 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         let raw_hold: Vec<usize> = raw.predict(&rows(&hold_series))?.iter().map(|a| a.cluster).collect();
         metrics.raw_train = scores(truth, &train_idx, &raw.labels);
         metrics.raw_holdout = scores(truth, &hold_idx, &raw_hold);
-        write_json(&stage.join(artifacts::METRICS), &metrics)?;
     }
+    write_json(&stage.join(artifacts::METRICS), &metrics)?;
 
     let plots = if opts.plots {
         let latents: Vec<f32> = z_train.iter().chain(&z_hold).copied().collect();
@@ -442,10 +445,17 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
             eprintln!("drawing the report's figures (t-SNE of {} latents)...", clusters.len());
         }
         // A figure that cannot be drawn (e.g. too few series for t-SNE) must not cost the model.
-        match write_plots(&stage.join(artifacts::PLOTS), &stage, &input) {
-            Ok(info) => Some(info),
-            Err(e) => {
+        // plotters panics on some degenerate axis ranges (an overflow in its tick computation),
+        // so a panic is caught here like an error.
+        let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_plots(&stage.join(artifacts::PLOTS), &stage, &input)));
+        match drawn {
+            Ok(Ok(info)) => Some(info),
+            Ok(Err(e)) => {
                 eprintln!("warning: the report's figures were not drawn: {e}");
+                None
+            }
+            Err(_) => {
+                eprintln!("warning: the report's figures were not drawn (the plotting library panicked)");
                 None
             }
         }

@@ -162,26 +162,27 @@ fn parse_clusters(s: &str) -> std::result::Result<Clusters, String> {
     s.parse::<usize>().map(Clusters::Fixed).map_err(|_| format!("expected a number of clusters or `auto`, got '{s}'"))
 }
 
-/// One flag per field of `DecisionParams` (how the cluster decision is built).
+/// One flag per field of `DecisionParams` (how the cluster decision is built). They may change
+/// on `--resume`: a finished run resumed with other values is re-clustered without training.
 #[derive(Args)]
 struct DecisionArgs {
     /// Clustering of the decision vectors [spectral].
-    #[arg(long, value_enum, conflicts_with = "resume")]
+    #[arg(long, value_enum)]
     cluster_method: Option<ClusterMethod>,
     /// Segments of the streaming window summary beside the latent, at most; 0 = latent only [32].
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long)]
     summary_segments: Option<usize>,
     /// Weight of the latent beside the two summary blocks [1].
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long)]
     latent_weight: Option<f64>,
     /// Neighbours per series in the kNN graph [10].
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long)]
     neighbors: Option<usize>,
     /// Prototypes per cluster in the bundle, at most [8].
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long)]
     prototypes_per_cluster: Option<usize>,
     /// Largest k that `--clusters auto` considers [12].
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long)]
     max_clusters: Option<usize>,
 }
 

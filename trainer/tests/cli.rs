@@ -51,7 +51,7 @@ fn fit_embed_cluster_round_trip() {
     args.extend(TINY);
     args.push("0.2");
     let out = ok(&trainer(&args));
-    assert!(out.contains("VRAE+k-means held-out") && out.contains("raw k-means held-out"), "{out}");
+    assert!(out.contains("VRAE device held-out") && out.contains("raw k-means held-out"), "{out}");
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["k"], 2);
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
@@ -148,4 +148,54 @@ fn bad_invocations_fail_clearly() {
     std::fs::write(&unl, "1,2,3\n4,5,6\n").unwrap();
     let e = err(&trainer(&["fit", unl.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("--clusters"), "{e}");
+}
+
+/// Unlabelled series of `k` shapes (sine, square, ramp, bump), 16 each, small noise.
+fn write_unlabelled(path: &std::path::Path, k: usize) {
+    let mut s = String::new();
+    let mut noise = 12345u32;
+    for i in 0..16 * k {
+        let vals: Vec<String> = (0..40)
+            .map(|t| {
+                noise ^= noise << 13;
+                noise ^= noise >> 17;
+                noise ^= noise << 5;
+                let e = (noise as f32 / u32::MAX as f32 - 0.5) * 0.2;
+                let x = t as f32 / 40.0;
+                let v = match i % k {
+                    0 => (x * 12.0).sin(),
+                    1 => if (x * 4.0).fract() < 0.5 { 1.0 } else { -1.0 },
+                    2 => 2.0 * x - 1.0,
+                    _ => 3.0 * (-((x - 0.5) * 8.0).powi(2)).exp() - 0.5,
+                };
+                format!("{}", v + e)
+            })
+            .collect();
+        s.push_str(&vals.join(","));
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// `--clusters auto` (the default without labels) finds the number of shapes in unlabelled
+/// data from the kNN graph's eigengap, and the metrics show the curve.
+#[test]
+fn auto_clusters_finds_k_in_unlabelled_data() {
+    for k in [3usize, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("u.csv");
+        write_unlabelled(&data, k);
+        let model = dir.path().join("m");
+        let mut args = vec!["fit", data.to_str().unwrap(), "--out", model.to_str().unwrap(), "--no-plots"];
+        args.extend(TINY);
+        args.push("0");
+        let out = ok(&trainer(&args));
+        assert!(out.contains("(eigengap)"), "{out}");
+        let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap()).unwrap();
+        assert_eq!(metrics["k"], k as u64, "{k} shapes: {}", metrics["eigenvalues"]);
+        assert_eq!(metrics["k_from"], "eigengap");
+        assert!(metrics["eigenvalues"].as_array().unwrap().len() > k);
+        let centroids: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("centroids.json")).unwrap()).unwrap();
+        assert_eq!(centroids["decision"]["k"], k as u64);
+    }
 }

@@ -173,3 +173,35 @@ fn fit_refuses_to_replace_a_directory_with_foreign_files() {
     assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "keep me");
     assert!(staging_leftovers(tmp.path()).is_empty());
 }
+
+/// Early stopping across an interruption: the checkpoint keeps the best epoch's weights and the
+/// validation log, so a run stopped by a fault and resumed keeps the same weights as one that
+/// was never interrupted, and stops at the same epoch for the same reason.
+#[test]
+fn early_stopping_resumes_to_the_uninterrupted_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_shapes(tmp.path(), 40, 2, 0.0);
+    let (straight, interrupted) = (tmp.path().join("straight"), tmp.path().join("interrupted"));
+    let args = |out: &Path| {
+        tiny_fit_args(&data, out, &["--batch-size", "8", "--epochs", "40", "--early-stopping", "true", "--patience", "3", "--min-steps", "8", "--learning-rate", "0.02", "--seed", "3"])
+    };
+    ok(&run(&args(&straight), None));
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(straight.join("metrics.json")).unwrap()).unwrap();
+    let stop = &metrics["stop"];
+    let epochs = stop["epochs"].as_u64().unwrap();
+    assert_eq!(stop["validation_rows"], 4);
+    assert!(epochs < 40 && stop["reason"].as_str().unwrap().starts_with("converged"), "{stop}");
+    assert!(stop["kept_epoch"].as_u64().unwrap() < epochs, "{stop}");
+    // Interrupted after the best epoch was found, then resumed.
+    let fault = format!("nan-loss-at-epoch={}", epochs - 1);
+    assert_eq!(run(&args(&interrupted), Some(&fault)).status.code(), Some(1));
+    let o = run(&["fit".into(), data.to_str().unwrap().into(), "--resume".into(), interrupted.to_str().unwrap().into(), "--quiet".into()], None);
+    ok(&o);
+    let (a, b) = (snapshot(&straight), snapshot(&interrupted));
+    for f in ["model.safetensors", "centroids.json", "model.bundle"] {
+        assert!(a[f] == b[f], "{f} differs between the resumed and the uninterrupted early-stopped run");
+    }
+    let resumed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(interrupted.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(resumed["stop"]["kept_epoch"], stop["kept_epoch"]);
+    assert_eq!(resumed["stop"]["reason"], stop["reason"]);
+}

@@ -311,14 +311,16 @@ mod tests {
     #[test]
     fn prototypes_reproduce_clusters_and_auto_k_finds_them() {
         // Three well-separated blobs in 3-D.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let x: Vec<f32> = (0..150).flat_map(|i| {
             let g = (i % 3) as f32;
-            let e = ((i * 7919) % 101) as f32 / 101.0 - 0.5;
-            [10.0 * g + e, -5.0 * g + 0.5 * e, e]
+            let mut e = || rng.gen::<f32>() - 0.5;
+            [10.0 * g + e(), -5.0 * g + e(), e()]
         }).collect();
         let p = ClusterParams { k: None, k_max: 8, method: ClusterMethod::Spectral, n_neighbors: 10, n_init: 5, per_cluster: 4, seed: 1 };
         let c = cluster(&x, 3, &p).unwrap();
-        assert_eq!(c.k, 3);
+        assert_eq!(c.k, 3, "{:?}", c.eigenvalues);
         assert_eq!(c.prototype_clusters.len(), 12);
         let nearest: Vec<usize> = x.chunks(3).map(|r| {
             let d: Vec<f32> = c.prototypes.chunks(3).map(|q| q.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum()).collect();
