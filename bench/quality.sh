@@ -45,7 +45,8 @@ for set in "${sets[@]}"; do
         fi
         $t fit $(files "$set") "${args[@]}" --no-plots --quiet "${extra[@]}" > "$dir.log" 2>&1 \
             || { echo "fit failed for $set seed $s: see $dir.log" >&2; exit 1; }
-        awk "BEGIN { print $(date +%s.%N) - $start }" > "$dir.seconds"
+        # A re-clustered run keeps the fit time of the run that trained it.
+        [ -n "${RECLUSTER:-}" ] || awk "BEGIN { print $(date +%s.%N) - $start }" > "$dir.seconds"
         echo "$set seed $s: $(grep -E 'VRAE device (train|held-out)' "$dir.log" | tr -s ' ' | paste -sd ';') ($(cat "$dir.seconds") s)" >&2
     done
 done
