@@ -96,6 +96,9 @@ pub struct RunSettings {
     pub clusters: Option<usize>,
     /// k-means restarts.
     pub n_init: usize,
+    /// How the cluster decision was built (absent in older checkpoints); may change on resume.
+    #[serde(default)]
+    pub decision: Option<crate::cluster::decision::DecisionParams>,
     /// Training series.
     pub n_train: usize,
     /// FNV-1a 64 of the training series after preparation, hex.
@@ -191,6 +194,7 @@ impl RunSettings {
         a.params.epochs = b.params.epochs;
         a.params.learning_rate = b.params.learning_rate;
         a.params.clip_norm = b.params.clip_norm;
+        a.decision = b.decision;
         let mut out = Vec::new();
         if a.data_fingerprint != b.data_fingerprint || a.n_train != b.n_train {
             out.push(format!(

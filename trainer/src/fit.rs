@@ -236,6 +236,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         normalization: opts.normalization,
         clusters: opts.clusters,
         n_init: opts.n_init,
+        decision: Some(opts.decision),
         n_train: train_series.len(),
         data_fingerprint: fingerprint(&train_series, ds.n_features),
     };

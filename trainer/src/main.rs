@@ -378,6 +378,7 @@ fn run_fit(a: FitArgs) -> Result<()> {
         }
         None => (a.hp.apply_fresh(VraeParams::preset(a.preset)).check()?, a.out.clone(), a.holdout, a.normalize, fixed, a.n_init),
     };
+    let resume_decision = resume.as_ref().map(|ck| ck.meta.settings.decision.unwrap_or_default());
     let ds = load(&a.data, &a.data_args)?;
     eprintln!(
         "data: {} series, {} feature(s), length {}..{}, labels: {}",
@@ -393,7 +394,11 @@ fn run_fit(a: FitArgs) -> Result<()> {
         normalization,
         clusters,
         auto_clusters: matches!(a.clusters, Some(Clusters::Auto)),
-        decision: a.decision.apply(DecisionParams::default()),
+        decision: a.decision.apply(match (&resume_decision, a.preset) {
+            (Some(d), _) => *d,
+            (None, Preset::Seed) => DecisionParams::seed(),
+            (None, Preset::Default) => DecisionParams::default(),
+        }),
         n_init,
         show_progress: !a.quiet,
         checkpoint_every: a.checkpoint_every,

@@ -48,6 +48,7 @@ fn small(cell: CellKind, epochs: usize) -> VraeParams {
         learning_rate: 1e-2,
         epochs,
         kl_anneal_epochs: 0,
+        early_stopping: false,
         ..VraeParams::default()
     }
 }

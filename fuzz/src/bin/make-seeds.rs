@@ -81,6 +81,7 @@ fn main() {
         hidden_size: 4,
         latent_length: 2,
         epochs: 1,
+        early_stopping: false,
         batch_size: 8,
         ..Default::default()
     };

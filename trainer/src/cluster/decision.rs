@@ -172,6 +172,11 @@ impl Default for DecisionParams {
 }
 
 impl DecisionParams {
+    /// The seed notebook's clustering: k-means on the latent alone, one centroid per cluster.
+    pub fn seed() -> Self {
+        DecisionParams { method: ClusterMethod::Kmeans, summary_segments: 0, prototypes_per_cluster: 1, ..Self::default() }
+    }
+
     /// Rejects values no fit can use.
     pub fn check(&self) -> Result<()> {
         if !(self.latent_weight.is_finite() && self.latent_weight >= 0.0) {

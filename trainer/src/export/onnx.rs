@@ -164,7 +164,7 @@ pub fn encoder_onnx_with_gate_blocks(m: &LoadedModel, blocks: &[usize]) -> Resul
     let pad_input = cfg.cell == CellKind::Gru && f == 1;
     if pad_input {
         init.push(int64_tensor("pad_feature", &[0, 0, 0, 0, 0, 1]));
-        nodes.push(node("Pad", "pad_feature", &["x", "pad_feature"], &["x_padded"], vec![]));
+        nodes.push(node("Pad", "pad_x", &["x", "pad_feature"], &["x_padded"], vec![]));
         input = "x_padded".into();
     }
     for layer in 0..depth {
