@@ -227,10 +227,15 @@ fn check_rows(enc: &Encoder<'_>, windows: &[f32], window_values: usize, latents:
     Ok(n)
 }
 
-/// Cluster of every window (time-major, concatenated, `window_values` each) from its latent row
-/// (as [`embed_windows`] gives them): the window's summary is computed from its values, so this
-/// is what a device that streamed the window decides.
-pub fn assign_all(enc: &Encoder<'_>, windows: &[f32], window_values: usize, latents: &[f32]) -> Result<Vec<Assignment>, EncodeError> {
+/// `f(latent, summary)` for every window (time-major, concatenated, `window_values` each) and its
+/// latent row, in parallel, with the window's summary computed from its values.
+fn per_window<T: Send>(
+    enc: &Encoder<'_>,
+    windows: &[f32],
+    window_values: usize,
+    latents: &[f32],
+    f: impl Fn(&[f32], &Summary<SUMMARY_SLOTS>) -> Result<T, EncodeError> + Sync,
+) -> Result<Vec<T>, EncodeError> {
     check_rows(enc, windows, window_values, latents)?;
     let l = enc.bundle().header.latent as usize;
     latents
@@ -240,29 +245,23 @@ pub fn assign_all(enc: &Encoder<'_>, windows: &[f32], window_values: usize, late
             || Box::new(Summary::<SUMMARY_SLOTS>::default()),
             |sm, (z, w)| {
                 enc.summarize_window(sm, w)?;
-                enc.decide_summary(sm, z)
+                f(z, sm)
             },
         )
         .collect()
 }
 
+/// Cluster of every window (time-major, concatenated, `window_values` each) from its latent row
+/// (as [`embed_windows`] gives them): the window's summary is computed from its values, so this
+/// is what a device that streamed the window decides.
+pub fn assign_all(enc: &Encoder<'_>, windows: &[f32], window_values: usize, latents: &[f32]) -> Result<Vec<Assignment>, EncodeError> {
+    per_window(enc, windows, window_values, latents, |z, sm| enc.decide_summary(sm, z))
+}
+
 /// Raw decision vectors (latent, then window summary; before the bundle's offsets and scales),
 /// row-major `n x decision_dims`: what the trainer fits the decision tables on.
 pub fn raw_decisions(enc: &Encoder<'_>, windows: &[f32], window_values: usize, latents: &[f32]) -> Result<Vec<f32>, EncodeError> {
-    check_rows(enc, windows, window_values, latents)?;
-    let l = enc.bundle().header.latent as usize;
-    let rows: Result<Vec<Vec<f32>>, EncodeError> = latents
-        .par_chunks(l)
-        .zip(windows.par_chunks(window_values))
-        .map_init(
-            || Box::new(Summary::<SUMMARY_SLOTS>::default()),
-            |sm, (z, w)| {
-                enc.summarize_window(sm, w)?;
-                Ok(enc.raw_decision(z, sm))
-            },
-        )
-        .collect();
-    Ok(rows?.concat())
+    Ok(per_window(enc, windows, window_values, latents, |z, sm| Ok(enc.raw_decision(z, sm)))?.concat())
 }
 
 #[cfg(test)]

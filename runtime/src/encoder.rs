@@ -260,21 +260,31 @@ impl<'a> Encoder<'a> {
             return Ok(());
         }
         let (p, stride) = (hd.segments as usize, hd.stride as usize);
-        match hd.normalization {
-            Normalization::None => window.chunks_exact(f).for_each(|x| summary.push(x, p, stride)),
+        self.for_each_input(window, |x| {
+            summary.push(x, p, stride);
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with every sample of a checked, time-major window as the model sees it:
+    /// z-normalised with the window's statistics when the model expects it.
+    fn for_each_input(&self, window: &[f32], mut f: impl FnMut(&[f32]) -> Result<(), EncodeError>) -> Result<(), EncodeError> {
+        let nf = self.bundle.header.n_features as usize;
+        match self.bundle.header.normalization {
+            Normalization::None => window.chunks_exact(nf).try_for_each(f),
             Normalization::Zscore => {
-                if f > MAX_ZSCORE_FEATURES {
-                    return Err(BundleError::Capacity { what: "z-normalised features", need: f, have: MAX_ZSCORE_FEATURES }.into());
+                if nf > MAX_ZSCORE_FEATURES {
+                    return Err(BundleError::Capacity { what: "z-normalised features", need: nf, have: MAX_ZSCORE_FEATURES }.into());
                 }
-                let z = Zscore::of(window, f);
+                let z = Zscore::of(window, nf);
                 let mut buf = [0f32; MAX_ZSCORE_FEATURES];
-                for x in window.chunks_exact(f) {
-                    z.apply(x, &mut buf[..f]);
-                    summary.push(&buf[..f], p, stride);
+                for sample in window.chunks_exact(nf) {
+                    z.apply(sample, &mut buf[..nf]);
+                    f(&buf[..nf])?;
                 }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// The raw decision vector (latent, then summary), before offsets and scales: what the
@@ -300,24 +310,7 @@ impl<'a> Encoder<'a> {
             return Err(EncodeError::NonFinite { index });
         }
         s.reset();
-        match self.bundle.header.normalization {
-            Normalization::None => {
-                for sample in window.chunks_exact(f) {
-                    self.push_raw(s, sample)?;
-                }
-            }
-            Normalization::Zscore => {
-                if f > MAX_ZSCORE_FEATURES {
-                    return Err(BundleError::Capacity { what: "z-normalised features", need: f, have: MAX_ZSCORE_FEATURES }.into());
-                }
-                let z = Zscore::of(window, f);
-                let mut buf = [0f32; MAX_ZSCORE_FEATURES];
-                for sample in window.chunks_exact(f) {
-                    z.apply(sample, &mut buf[..f]);
-                    self.push_raw(s, &buf[..f])?;
-                }
-            }
-        }
+        self.for_each_input(window, |x| self.push_raw(s, x))?;
         self.finish(s)
     }
 

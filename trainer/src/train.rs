@@ -286,8 +286,10 @@ pub fn train_resumable(
     pb.set_position((first_epoch.min(max_epochs) * n_batches) as u64);
     pb.reset_eta();
     let mut reason = format!("fixed: {max_epochs} epochs");
-    if params.early_stopping {
+    if params.early_stopping && max_epochs < params.epochs {
         reason = format!("step budget: {max_epochs} epochs ({} M time steps)", params.step_budget);
+    } else if params.early_stopping {
+        reason = format!("epoch cap: {max_epochs} epochs (--epochs)");
     }
     let stopped_early = |log: &[EpochLog], best: &Option<(usize, f64, std::collections::BTreeMap<String, Tensor>)>| -> Option<String> {
         let (done, (b, _, _)) = (log.len(), best.as_ref()?);
