@@ -53,14 +53,30 @@ impl Decision {
     /// Nearest centroid on the latent alone (what models before the decision tables did).
     pub fn centroids(centroids: &[f32], latent: usize) -> Self {
         let t = runtime::bundle::DecisionTables::centroids(centroids, latent);
-        Decision { k: t.clusters.len(), segments: 0, stride: 0, offsets: t.offsets, scales: t.scales, prototypes: t.prototypes, prototype_clusters: t.clusters }
+        Decision {
+            k: t.clusters.len(),
+            segments: 0,
+            stride: 0,
+            offsets: t.offsets,
+            scales: t.scales,
+            prototypes: t.prototypes,
+            prototype_clusters: t.clusters,
+        }
     }
 
     /// A stand-in with the summary's shape and one zero prototype: enough to embed and to read
     /// raw decision vectors before the clusters exist.
     pub fn placeholder(latent: usize, n_features: usize, segments: usize, stride: usize) -> Self {
         let d = latent + 2 * segments * n_features;
-        Decision { k: 1, segments, stride, offsets: vec![0.0; d], scales: vec![1.0; d], prototypes: vec![0.0; d], prototype_clusters: vec![0] }
+        Decision {
+            k: 1,
+            segments,
+            stride,
+            offsets: vec![0.0; d],
+            scales: vec![1.0; d],
+            prototypes: vec![0.0; d],
+            prototype_clusters: vec![0],
+        }
     }
 
     /// Values per decision vector.
@@ -91,12 +107,21 @@ pub enum ClusterMethod {
 
 /// Per-value offsets and scales that weight the blocks of the decision vector (module docs).
 /// `blocks` gives each block's length and weight, in order.
-pub fn fit_scaling(raw: &[f32], dims: usize, blocks: &[(usize, f64)]) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn fit_scaling(
+    raw: &[f32],
+    dims: usize,
+    blocks: &[(usize, f64)],
+) -> Result<(Vec<f32>, Vec<f32>)> {
     if dims == 0 || raw.len() % dims != 0 || raw.is_empty() {
-        return Err(Error::Param(format!("decision: {} values do not form rows of {dims}", raw.len())));
+        return Err(Error::Param(format!(
+            "decision: {} values do not form rows of {dims}",
+            raw.len()
+        )));
     }
     if blocks.iter().map(|b| b.0).sum::<usize>() != dims {
-        return Err(Error::Param("decision: blocks do not cover the decision vector".into()));
+        return Err(Error::Param(
+            "decision: blocks do not cover the decision vector".into(),
+        ));
     }
     let n = raw.len() / dims;
     let mut mean = vec![0f64; dims];
@@ -127,7 +152,14 @@ pub fn fit_scaling(raw: &[f32], dims: usize, blocks: &[(usize, f64)]) -> Result<
 /// `(raw - offset) * scale` for every row: the vectors the prototypes live among.
 pub fn apply_scaling(raw: &[f32], offsets: &[f32], scales: &[f32]) -> Vec<f32> {
     let d = offsets.len();
-    raw.chunks_exact(d).flat_map(|r| r.iter().zip(offsets).zip(scales).map(|((x, o), s)| (x - o) * s)).collect()
+    raw.chunks_exact(d)
+        .flat_map(|r| {
+            r.iter()
+                .zip(offsets)
+                .zip(scales)
+                .map(|((x, o), s)| (x - o) * s)
+        })
+        .collect()
 }
 
 /// Clusters found and the prototypes that stand for them.
@@ -167,26 +199,45 @@ pub struct DecisionParams {
 
 impl Default for DecisionParams {
     fn default() -> Self {
-        DecisionParams { method: ClusterMethod::Spectral, summary_segments: 32, latent_weight: 1.0, n_neighbors: 10, prototypes_per_cluster: 8, max_clusters: 12 }
+        DecisionParams {
+            method: ClusterMethod::Spectral,
+            summary_segments: 32,
+            latent_weight: 1.0,
+            n_neighbors: 10,
+            prototypes_per_cluster: 8,
+            max_clusters: 12,
+        }
     }
 }
 
 impl DecisionParams {
     /// The seed notebook's clustering: k-means on the latent alone, one centroid per cluster.
     pub fn seed() -> Self {
-        DecisionParams { method: ClusterMethod::Kmeans, summary_segments: 0, prototypes_per_cluster: 1, ..Self::default() }
+        DecisionParams {
+            method: ClusterMethod::Kmeans,
+            summary_segments: 0,
+            prototypes_per_cluster: 1,
+            ..Self::default()
+        }
     }
 
     /// Rejects values no fit can use.
     pub fn check(&self) -> Result<()> {
         if !(self.latent_weight.is_finite() && self.latent_weight >= 0.0) {
-            return Err(Error::Param(format!("latent weight must be finite and >= 0, got {}", self.latent_weight)));
+            return Err(Error::Param(format!(
+                "latent weight must be finite and >= 0, got {}",
+                self.latent_weight
+            )));
         }
         if self.latent_weight == 0.0 && self.summary_segments == 0 {
-            return Err(Error::Param("latent weight 0 with no summary leaves nothing to cluster on".into()));
+            return Err(Error::Param(
+                "latent weight 0 with no summary leaves nothing to cluster on".into(),
+            ));
         }
         if self.n_neighbors == 0 || self.prototypes_per_cluster == 0 || self.max_clusters < 2 {
-            return Err(Error::Param("neighbors and prototypes per cluster must be >= 1, max clusters >= 2".into()));
+            return Err(Error::Param(
+                "neighbors and prototypes per cluster must be >= 1, max clusters >= 2".into(),
+            ));
         }
         Ok(())
     }
@@ -195,19 +246,32 @@ impl DecisionParams {
 /// For each row of `x`, the majority cluster of its `n_neighbors` nearest rows of `train`
 /// (ties: the lowest cluster): the graph clustering's own out-of-sample rule, against which
 /// the device's prototype decision on held-out series is compared.
-pub fn knn_vote(train: &[f32], labels: &[usize], k: usize, x: &[f32], dims: usize, n_neighbors: usize) -> Vec<usize> {
+pub fn knn_vote(
+    train: &[f32],
+    labels: &[usize],
+    k: usize,
+    x: &[f32],
+    dims: usize,
+    n_neighbors: usize,
+) -> Vec<usize> {
     use rayon::prelude::*;
     let rows: Vec<&[f32]> = train.chunks_exact(dims).collect();
     let nn = n_neighbors.clamp(1, rows.len().max(1));
     x.par_chunks_exact(dims)
         .map(|q| {
-            let mut d: Vec<(f32, usize)> = rows.iter().enumerate().map(|(i, r)| (r.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum(), i)).collect();
+            let mut d: Vec<(f32, usize)> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum(), i))
+                .collect();
             d.select_nth_unstable_by(nn - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let mut votes = vec![0usize; k];
             for &(_, i) in &d[..nn] {
                 votes[labels[i]] += 1;
             }
-            (0..k).max_by(|&a, &b| votes[a].cmp(&votes[b]).then(b.cmp(&a))).unwrap_or(0)
+            (0..k)
+                .max_by(|&a, &b| votes[a].cmp(&votes[b]).then(b.cmp(&a)))
+                .unwrap_or(0)
         })
         .collect()
 }
@@ -237,16 +301,26 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
     if n == 0 {
         return Err(Error::Param("cannot cluster zero series".into()));
     }
-    let sp = SpectralParams { n_neighbors: p.n_neighbors, n_init: p.n_init, seed: p.seed };
+    let sp = SpectralParams {
+        n_neighbors: p.n_neighbors,
+        n_init: p.n_init,
+        seed: p.seed,
+    };
     let needs_graph = p.method == ClusterMethod::Spectral || p.k.is_none();
-    let graph = if needs_graph { Some(Graph::knn(x, dims, p.n_neighbors)?) } else { None };
+    let graph = if needs_graph {
+        Some(Graph::knn(x, dims, p.n_neighbors)?)
+    } else {
+        None
+    };
     let (k, mut eigenvalues) = match (p.k, &graph) {
         (Some(k), _) => (k, Vec::new()),
         (None, Some(g)) => eigengap_k(g, p.k_max.min(n - 1).max(2), p.seed),
         (None, None) => unreachable!("a graph is built whenever k is not given"),
     };
     if k == 0 || k > n {
-        return Err(Error::Param(format!("cannot make {k} clusters from {n} training series")));
+        return Err(Error::Param(format!(
+            "cannot make {k} clusters from {n} training series"
+        )));
     }
     let labels = match (p.method, &graph) {
         (ClusterMethod::Spectral, Some(g)) => {
@@ -255,13 +329,28 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
             }
             spectral_on(g, k, &sp)?
         }
-        _ => KMeans::fit(x, dims, &KMeansParams { n_init: p.n_init, ..KMeansParams::new(k, p.seed) })?.labels,
+        _ => {
+            KMeans::fit(
+                x,
+                dims,
+                &KMeansParams {
+                    n_init: p.n_init,
+                    ..KMeansParams::new(k, p.seed)
+                },
+            )?
+            .labels
+        }
     };
     let mut prototypes = Vec::new();
     let mut prototype_clusters = Vec::new();
     let mut means = vec![0f32; k * dims];
     for c in 0..k {
-        let rows: Vec<f32> = x.chunks_exact(dims).zip(&labels).filter(|(_, &l)| l == c).flat_map(|(r, _)| r.iter().copied()).collect();
+        let rows: Vec<f32> = x
+            .chunks_exact(dims)
+            .zip(&labels)
+            .filter(|(_, &l)| l == c)
+            .flat_map(|(r, _)| r.iter().copied())
+            .collect();
         let m = rows.len() / dims;
         if m == 0 {
             // An empty cluster (possible when k-means on the embedding leaves one empty) gets no
@@ -274,11 +363,25 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
             }
         }
         let q = p.per_cluster.clamp(1, m);
-        let km = KMeans::fit(&rows, dims, &KMeansParams { n_init: 3, ..KMeansParams::new(q, p.seed.wrapping_add(c as u64)) })?;
+        let km = KMeans::fit(
+            &rows,
+            dims,
+            &KMeansParams {
+                n_init: 3,
+                ..KMeansParams::new(q, p.seed.wrapping_add(c as u64))
+            },
+        )?;
         prototypes.extend(&km.centroids);
         prototype_clusters.extend(std::iter::repeat_n(c, q));
     }
-    Ok(Clustering { k, labels, prototypes, prototype_clusters, means, eigenvalues })
+    Ok(Clustering {
+        k,
+        labels,
+        prototypes,
+        prototype_clusters,
+        means,
+        eigenvalues,
+    })
 }
 
 #[cfg(test)]
@@ -300,14 +403,21 @@ mod tests {
     #[test]
     fn each_block_gets_its_weight() {
         // Block A: 2 dims with variance 4 each; block B: 1 dim with variance 100.
-        let raw: Vec<f32> = (0..100).flat_map(|i| {
-            let s = if i % 2 == 0 { 1.0 } else { -1.0 };
-            [5.0 + 2.0 * s, -2.0 * s, 10.0 * s]
-        }).collect();
+        let raw: Vec<f32> = (0..100)
+            .flat_map(|i| {
+                let s = if i % 2 == 0 { 1.0 } else { -1.0 };
+                [5.0 + 2.0 * s, -2.0 * s, 10.0 * s]
+            })
+            .collect();
         let (off, sc) = fit_scaling(&raw, 3, &[(2, 0.5), (1, 1.0)]).unwrap();
         assert!((off[0] - 5.0).abs() < 1e-6 && off[1].abs() < 1e-6);
         let x = apply_scaling(&raw, &off, &sc);
-        let total = |j0: usize, j1: usize| x.chunks(3).map(|r| r[j0..j1].iter().map(|v| v * v).sum::<f32>()).sum::<f32>() / 100.0;
+        let total = |j0: usize, j1: usize| {
+            x.chunks(3)
+                .map(|r| r[j0..j1].iter().map(|v| v * v).sum::<f32>())
+                .sum::<f32>()
+                / 100.0
+        };
         assert!((total(0, 2) - 0.25).abs() < 1e-5, "{}", total(0, 2));
         assert!((total(2, 3) - 1.0).abs() < 1e-5);
         assert!(fit_scaling(&raw, 3, &[(2, 1.0)]).is_err());
@@ -318,19 +428,36 @@ mod tests {
         // Three well-separated blobs in 3-D.
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let x: Vec<f32> = (0..150).flat_map(|i| {
-            let g = (i % 3) as f32;
-            let mut e = || rng.gen::<f32>() - 0.5;
-            [10.0 * g + e(), -5.0 * g + e(), e()]
-        }).collect();
-        let p = ClusterParams { k: None, k_max: 8, method: ClusterMethod::Spectral, n_neighbors: 10, n_init: 5, per_cluster: 4, seed: 1 };
+        let x: Vec<f32> = (0..150)
+            .flat_map(|i| {
+                let g = (i % 3) as f32;
+                let mut e = || rng.gen::<f32>() - 0.5;
+                [10.0 * g + e(), -5.0 * g + e(), e()]
+            })
+            .collect();
+        let p = ClusterParams {
+            k: None,
+            k_max: 8,
+            method: ClusterMethod::Spectral,
+            n_neighbors: 10,
+            n_init: 5,
+            per_cluster: 4,
+            seed: 1,
+        };
         let c = cluster(&x, 3, &p).unwrap();
         assert_eq!(c.k, 3, "{:?}", c.eigenvalues);
         assert_eq!(c.prototype_clusters.len(), 12);
-        let nearest: Vec<usize> = x.chunks(3).map(|r| {
-            let d: Vec<f32> = c.prototypes.chunks(3).map(|q| q.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum()).collect();
-            c.prototype_clusters[(0..d.len()).min_by(|&a, &b| d[a].total_cmp(&d[b])).unwrap()]
-        }).collect();
+        let nearest: Vec<usize> = x
+            .chunks(3)
+            .map(|r| {
+                let d: Vec<f32> = c
+                    .prototypes
+                    .chunks(3)
+                    .map(|q| q.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum())
+                    .collect();
+                c.prototype_clusters[(0..d.len()).min_by(|&a, &b| d[a].total_cmp(&d[b])).unwrap()]
+            })
+            .collect();
         assert_eq!(nearest, c.labels);
     }
 }
