@@ -177,31 +177,26 @@ impl Graph {
 /// to converge to 1e-8 when the block's next eigenvalue is 0.2 lower.
 const SUBSPACE_ITERATIONS: usize = 300;
 
+/// Removes from column `c` its components along columns `0..c` (one Gram-Schmidt pass).
+fn project_out(x: &mut [Vec<f64>], c: usize) {
+    for prev in 0..c {
+        let (done, rest) = x.split_at_mut(c);
+        let d = dot(&rest[0], &done[prev]);
+        rest[0].iter_mut().zip(&done[prev]).for_each(|(v, p)| *v -= d * p);
+    }
+}
+
 /// Modified Gram-Schmidt, twice for accuracy; a column that vanishes (rank loss) is replaced by a
 /// fresh random one and orthonormalised too.
 fn orthonormalize(x: &mut [Vec<f64>], rng: &mut ChaCha8Rng) {
     for c in 0..x.len() {
         for _pass in 0..2 {
-            for prev in 0..c {
-                let (done, rest) = x.split_at_mut(c);
-                let d = dot(&rest[0], &done[prev]);
-                rest[0]
-                    .iter_mut()
-                    .zip(&done[prev])
-                    .for_each(|(v, p)| *v -= d * p);
-            }
+            project_out(x, c);
         }
         let norm = dot(&x[c], &x[c]).sqrt();
         if norm < 1e-12 {
             x[c].iter_mut().for_each(|v| *v = rng.gen::<f64>() - 0.5);
-            for prev in 0..c {
-                let (done, rest) = x.split_at_mut(c);
-                let d = dot(&rest[0], &done[prev]);
-                rest[0]
-                    .iter_mut()
-                    .zip(&done[prev])
-                    .for_each(|(v, p)| *v -= d * p);
-            }
+            project_out(x, c);
             normalize(&mut x[c]);
         } else {
             x[c].iter_mut().for_each(|v| *v /= norm);
