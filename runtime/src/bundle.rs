@@ -133,12 +133,13 @@ impl Header {
 
     /// Values of the streaming summary: `2 * segments * n_features`.
     pub fn summary_len(&self) -> usize {
-        2 * self.segments as usize * self.n_features as usize
+        // Saturating: a corrupted header must not wrap on 32-bit targets (it fails the length check).
+        (2 * self.segments as usize).saturating_mul(self.n_features as usize)
     }
 
     /// Length of the decision vector: latent plus summary.
     pub fn decision_dims(&self) -> usize {
-        self.latent as usize + self.summary_len()
+        (self.latent as usize).saturating_add(self.summary_len())
     }
 }
 
@@ -309,10 +310,13 @@ impl<'a> Bundle<'a> {
         }
         let w_start = padded(16 + hlen);
         let (d, p) = (h.decision_dims(), h.prototypes as usize);
-        let tables = if version == 1 { p * d } else { 2 * d + p * d + p };
-        let expected = w_start + 4 * (h.weights_len as usize + tables) + 4;
-        if expected != bytes.len() {
-            return Err(BundleError::Length { expected, got: bytes.len() });
+        // In u64: a corrupted header's product must not wrap on 32-bit targets into a length that
+        // happens to match.
+        let (d64, p64) = (d as u64, p as u64);
+        let tables = if version == 1 { p64 * d64 } else { 2 * d64 + p64 * d64 + p64 };
+        let expected = w_start as u64 + 4 * (h.weights_len as u64 + tables) + 4;
+        if expected != bytes.len() as u64 {
+            return Err(BundleError::Length { expected: usize::try_from(expected).unwrap_or(usize::MAX), got: bytes.len() });
         }
         let all = f32s(&bytes[w_start..body])?;
         if all.iter().any(|v| !v.is_finite()) {

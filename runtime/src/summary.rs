@@ -17,7 +17,7 @@ pub const fn slots(segments: usize, features: usize) -> usize {
     if segments == 0 {
         0
     } else {
-        2 * segments * features + features
+        (2 * segments).saturating_mul(features).saturating_add(features)
     }
 }
 
