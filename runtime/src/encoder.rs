@@ -247,14 +247,8 @@ impl<'a> Encoder<'a> {
     /// streaming the window through [`Encoder::push`] leaves in the state's summary.
     pub fn summarize_window<const S: usize>(&self, summary: &mut Summary<S>, window: &[f32]) -> Result<(), EncodeError> {
         self.check_summary_capacity::<S>()?;
+        self.check_window(window)?;
         let hd = &self.bundle.header;
-        let f = hd.n_features as usize;
-        if window.is_empty() || window.len() % f != 0 {
-            return Err(EncodeError::WindowShape { len: window.len(), features: f });
-        }
-        if let Some(index) = window.iter().position(|v| !v.is_finite()) {
-            return Err(EncodeError::NonFinite { index });
-        }
         summary.reset();
         if hd.segments == 0 {
             return Ok(());
@@ -264,6 +258,18 @@ impl<'a> Encoder<'a> {
             summary.push(x, p, stride);
             Ok(())
         })
+    }
+
+    /// A whole window must be a non-empty whole number of samples, every value finite.
+    fn check_window(&self, window: &[f32]) -> Result<(), EncodeError> {
+        let f = self.bundle.header.n_features as usize;
+        if window.is_empty() || window.len() % f != 0 {
+            return Err(EncodeError::WindowShape { len: window.len(), features: f });
+        }
+        if let Some(index) = window.iter().position(|v| !v.is_finite()) {
+            return Err(EncodeError::NonFinite { index });
+        }
+        Ok(())
     }
 
     /// Calls `f` with every sample of a checked, time-major window as the model sees it:
@@ -302,13 +308,7 @@ impl<'a> Encoder<'a> {
         window: &[f32],
     ) -> Result<heapless::Vec<f32, LAT>, EncodeError> {
         self.check_capacity::<H, L, LAT>()?;
-        let f = self.bundle.header.n_features as usize;
-        if window.is_empty() || window.len() % f != 0 {
-            return Err(EncodeError::WindowShape { len: window.len(), features: f });
-        }
-        if let Some(index) = window.iter().position(|v| !v.is_finite()) {
-            return Err(EncodeError::NonFinite { index });
-        }
+        self.check_window(window)?;
         s.reset();
         self.for_each_input(window, |x| self.push_raw(s, x))?;
         self.finish(s)

@@ -261,8 +261,8 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     };
     let mut on_epoch = |end: EpochEnd<'_>| -> Result<()> {
         let done = end.state.epochs_done;
-        // With early stopping the last epoch is not known in advance: checkpoint every epoch
-        // that the interval asks for, and the final state is saved after training below.
+        // With early stopping the last epoch is not known in advance, so with an interval above 1
+        // the checkpoint may be a few epochs behind the stop (a resume then retrains those).
         if opts.checkpoint_every == 0 || (done % opts.checkpoint_every != 0 && done != p.epochs) {
             return Ok(());
         }
@@ -325,8 +325,8 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     let cp = ClusterParams {
         k: k_given,
         k_max: opts.decision.max_clusters,
-        method: opts.decision.method,
-        n_neighbors: opts.decision.n_neighbors,
+        method: opts.decision.cluster_method,
+        n_neighbors: opts.decision.neighbors,
         n_init: opts.n_init,
         per_cluster: opts.decision.prototypes_per_cluster,
         seed: p.seed,
@@ -354,7 +354,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         Vec::new()
     } else {
         let raw_hold = native.raw_decisions(&hold_series, &z_hold)?;
-        knn_vote(&x_train, &clustering.labels, k, &apply_scaling(&raw_hold, &offsets, &scales), dims, opts.decision.n_neighbors)
+        knn_vote(&x_train, &clustering.labels, k, &apply_scaling(&raw_hold, &offsets, &scales), dims, opts.decision.neighbors)
     };
     let agreement_holdout = agree(&hold_pred, &hold_vote);
     let cluster_seconds = t_cluster.elapsed().as_secs_f64();
@@ -396,7 +396,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     let mut metrics = Metrics {
         k,
         k_from: k_from.to_string(),
-        method: opts.decision.method,
+        method: opts.decision.cluster_method,
         vrae_train: None,
         vrae_holdout: None,
         offline_train: None,
@@ -446,17 +446,10 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
             eprintln!("drawing the report's figures (t-SNE of {} latents)...", clusters.len());
         }
         // A figure that cannot be drawn (e.g. too few series for t-SNE) must not cost the model.
-        // plotters panics on some degenerate axis ranges (an overflow in its tick computation),
-        // so a panic is caught here like an error.
-        let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_plots(&stage.join(artifacts::PLOTS), &stage, &input)));
-        match drawn {
-            Ok(Ok(info)) => Some(info),
-            Ok(Err(e)) => {
+        match write_plots(&stage.join(artifacts::PLOTS), &stage, &input) {
+            Ok(info) => Some(info),
+            Err(e) => {
                 eprintln!("warning: the report's figures were not drawn: {e}");
-                None
-            }
-            Err(_) => {
-                eprintln!("warning: the report's figures were not drawn (the plotting library panicked)");
                 None
             }
         }

@@ -148,6 +148,11 @@ struct FitArgs {
     hp: HyperArgs,
 }
 
+/// `p.field = v` for every `Some(v)` in the flag struct's field of the same name.
+macro_rules! override_fields {
+    ($args:ident, $p:ident; $($f:ident),* $(,)?) => { $( if let Some(v) = $args.$f { $p.$f = v; } )* };
+}
+
 /// `--clusters`: a number or `auto`.
 #[derive(Clone, Copy, Debug)]
 enum Clusters {
@@ -188,24 +193,8 @@ struct DecisionArgs {
 
 impl DecisionArgs {
     fn apply(&self, mut p: DecisionParams) -> DecisionParams {
-        if let Some(v) = self.cluster_method {
-            p.method = v;
-        }
-        if let Some(v) = self.summary_segments {
-            p.summary_segments = v;
-        }
-        if let Some(v) = self.latent_weight {
-            p.latent_weight = v;
-        }
-        if let Some(v) = self.neighbors {
-            p.n_neighbors = v;
-        }
-        if let Some(v) = self.prototypes_per_cluster {
-            p.prototypes_per_cluster = v;
-        }
-        if let Some(v) = self.max_clusters {
-            p.max_clusters = v;
-        }
+        override_fields!(self, p; cluster_method, summary_segments, latent_weight, neighbors, prototypes_per_cluster,
+                         max_clusters);
         p
     }
 }
@@ -278,10 +267,7 @@ struct HyperArgs {
 
 impl HyperArgs {
     fn apply(&self, mut p: VraeParams) -> VraeParams {
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { p.$f = v; } )* };
-        }
-        set!(cell, hidden_size, hidden_layer_depth, latent_length, batch_size, learning_rate, epochs, dropout,
+        override_fields!(self, p; cell, hidden_size, hidden_layer_depth, latent_length, batch_size, learning_rate, epochs, dropout,
              optimizer, clip_norm, loss, loss_scaling, kl_weight, kl_anneal_epochs, seed, early_stopping, validation,
              patience, min_steps, step_budget);
         p

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::kmeans::{KMeans, KMeansParams};
-use super::spectral::{eigengap_k, spectral_on, Graph, SpectralParams};
+use super::spectral::{eigengap_k, nearest_rows, spectral_on, Graph, SpectralParams};
 use crate::error::{Error, Result};
 
 /// Segments of the streaming summary for a model of `seq_len` steps and `n_features`: up to
@@ -173,24 +173,23 @@ pub struct Clustering {
     pub prototypes: Vec<f32>,
     /// Cluster of each prototype.
     pub prototype_clusters: Vec<usize>,
-    /// Mean of each cluster's rows (`k x dims`), for reports and ONNX users.
-    pub means: Vec<f32>,
     /// The graph's top eigenvalues, when the spectral method or the eigengap ran.
     pub eigenvalues: Vec<f64>,
 }
 
 /// How `fit` builds the decision: the representation (summary, latent weight) and the
-/// clustering. Defaults measured on the dev suite (README, "Results").
+/// clustering; every field is the `trainer fit` flag of the same name. Defaults measured on the
+/// dev suite (README, "Clustering quality").
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DecisionParams {
     /// Clustering method [spectral].
-    pub method: ClusterMethod,
+    pub cluster_method: ClusterMethod,
     /// Summary segments at most; 0 decides on the latent alone [32].
     pub summary_segments: usize,
     /// Weight of the latent block beside the two summary blocks [1].
     pub latent_weight: f64,
     /// Neighbours in the kNN graph [10].
-    pub n_neighbors: usize,
+    pub neighbors: usize,
     /// Prototypes per cluster at most [8].
     pub prototypes_per_cluster: usize,
     /// Largest k `--clusters auto` considers [12].
@@ -200,10 +199,10 @@ pub struct DecisionParams {
 impl Default for DecisionParams {
     fn default() -> Self {
         DecisionParams {
-            method: ClusterMethod::Spectral,
+            cluster_method: ClusterMethod::Spectral,
             summary_segments: 32,
             latent_weight: 1.0,
-            n_neighbors: 10,
+            neighbors: 10,
             prototypes_per_cluster: 8,
             max_clusters: 12,
         }
@@ -214,7 +213,7 @@ impl DecisionParams {
     /// The seed notebook's clustering: k-means on the latent alone, one centroid per cluster.
     pub fn seed() -> Self {
         DecisionParams {
-            method: ClusterMethod::Kmeans,
+            cluster_method: ClusterMethod::Kmeans,
             summary_segments: 0,
             prototypes_per_cluster: 1,
             ..Self::default()
@@ -234,7 +233,7 @@ impl DecisionParams {
                 "latent weight 0 with no summary leaves nothing to cluster on".into(),
             ));
         }
-        if self.n_neighbors == 0 || self.prototypes_per_cluster == 0 || self.max_clusters < 2 {
+        if self.neighbors == 0 || self.prototypes_per_cluster == 0 || self.max_clusters < 2 {
             return Err(Error::Param(
                 "neighbors and prototypes per cluster must be >= 1, max clusters >= 2".into(),
             ));
@@ -259,14 +258,8 @@ pub fn knn_vote(
     let nn = n_neighbors.clamp(1, rows.len().max(1));
     x.par_chunks_exact(dims)
         .map(|q| {
-            let mut d: Vec<(f32, usize)> = rows
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum(), i))
-                .collect();
-            d.select_nth_unstable_by(nn - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let mut votes = vec![0usize; k];
-            for &(_, i) in &d[..nn] {
+            for i in nearest_rows(&rows, q, nn) {
                 votes[labels[i]] += 1;
             }
             (0..k)
@@ -343,7 +336,6 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
     };
     let mut prototypes = Vec::new();
     let mut prototype_clusters = Vec::new();
-    let mut means = vec![0f32; k * dims];
     for c in 0..k {
         let rows: Vec<f32> = x
             .chunks_exact(dims)
@@ -356,11 +348,6 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
             // An empty cluster (possible when k-means on the embedding leaves one empty) gets no
             // prototype and so no device window.
             continue;
-        }
-        for r in rows.chunks_exact(dims) {
-            for (acc, v) in means[c * dims..(c + 1) * dims].iter_mut().zip(r) {
-                *acc += v / m as f32;
-            }
         }
         let q = p.per_cluster.clamp(1, m);
         let km = KMeans::fit(
@@ -379,7 +366,6 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
         labels,
         prototypes,
         prototype_clusters,
-        means,
         eigenvalues,
     })
 }

@@ -47,6 +47,15 @@ fn d2(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
+/// Indices of the `k` rows nearest `q` (squared Euclidean, ties broken by index, so the result is
+/// deterministic), in no particular order; `1 <= k <= rows.len()`.
+pub(crate) fn nearest_rows(rows: &[&[f32]], q: &[f32], k: usize) -> Vec<usize> {
+    let mut d: Vec<(f32, usize)> = rows.iter().enumerate().map(|(j, r)| (d2(r, q), j)).collect();
+    d.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    d.truncate(k);
+    d.into_iter().map(|(_, j)| j).collect()
+}
+
 impl Graph {
     /// The normalised kNN graph of `data` (row-major `n x dim`). Exact neighbours by brute force
     /// (ties broken by index, so the graph is deterministic).
@@ -63,10 +72,7 @@ impl Graph {
         let nbrs: Vec<Vec<usize>> = (0..n)
             .into_par_iter()
             .map(|i| {
-                let mut d: Vec<(f32, usize)> = (0..n).map(|j| (d2(rows[i], rows[j]), j)).collect();
-                d.select_nth_unstable_by(kk - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                d.truncate(kk);
-                d.into_iter().map(|(_, j)| j).collect()
+                nearest_rows(&rows, rows[i], kk)
             })
             .collect();
         let mut w: Vec<std::collections::BTreeMap<usize, f64>> = vec![Default::default(); n];

@@ -49,6 +49,13 @@ pub trait Figure {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String>;
 }
 
+/// `fig.draw`, with a panic inside plotters turned into an error: its tick computation overflows
+/// integer arithmetic on some axis ranges in builds with overflow checks, and a figure that cannot
+/// be drawn must not cost the caller (`fit` keeps the model, `plot` reports the file).
+fn draw_caught<F: Figure, DB: DrawingBackend>(fig: &F, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fig.draw(root))).unwrap_or_else(|_| Err("the plotting library panicked".into()))
+}
+
 /// Writes `stem.png` and `stem.svg`; returns both paths.
 pub fn save<F: Figure>(fig: &F, stem: &Path) -> Result<[PathBuf; 2]> {
     register_font();
@@ -62,7 +69,7 @@ pub fn save<F: Figure>(fig: &F, stem: &Path) -> Result<[PathBuf; 2]> {
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, fig.size()).into_drawing_area();
-        fig.draw(&root).map_err(|e| fail(&svg, e))?;
+        draw_caught(fig, &root).map_err(|e| fail(&svg, e))?;
         root.present().map_err(|e| fail(&svg, e.to_string()))?;
     }
     write_atomic(&svg, text.as_bytes())?;
@@ -71,7 +78,7 @@ pub fn save<F: Figure>(fig: &F, stem: &Path) -> Result<[PathBuf; 2]> {
     let tmp = png.with_file_name(format!(".{}.{}.tmp.png", png.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()), std::process::id()));
     let drawn = (|| {
         let root = BitMapBackend::new(&tmp, fig.size()).into_drawing_area();
-        fig.draw(&root)?;
+        draw_caught(fig, &root)?;
         root.present().map_err(|e| e.to_string())
     })();
     if let Err(e) = drawn {
