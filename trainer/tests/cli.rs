@@ -129,6 +129,18 @@ fn fit_embed_cluster_round_trip() {
     std::fs::write(broken.join("centroids.json"), "{\"k\": 2, \"latent_length\": 2, \"centroids\": [[1.0, 2.0]], \"sizes\": [], \"inertia\": 0}").unwrap();
     let e = err(&trainer(&["cluster", broken.to_str().unwrap(), data.to_str().unwrap()]));
     assert!(e.contains("centroids.json"), "{e}");
+    // A decision table that does not fit the model: a prototype naming a cluster that does not
+    // exist, and prototypes cut short.
+    let mut cj: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("centroids.json")).unwrap()).unwrap();
+    cj["decision"]["prototype_clusters"][0] = serde_json::json!(7);
+    std::fs::write(broken.join("centroids.json"), cj.to_string()).unwrap();
+    let e = err(&trainer(&["cluster", broken.to_str().unwrap(), data.to_str().unwrap()]));
+    assert!(e.contains("centroids.json") && e.contains("cluster outside 0..2"), "{e}");
+    let mut cj: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("centroids.json")).unwrap()).unwrap();
+    cj["decision"]["prototypes"].as_array_mut().unwrap().pop();
+    std::fs::write(broken.join("centroids.json"), cj.to_string()).unwrap();
+    let e = err(&trainer(&["cluster", broken.to_str().unwrap(), data.to_str().unwrap()]));
+    assert!(e.contains("centroids.json") && e.contains("prototypes must be rows"), "{e}");
 }
 
 #[test]
@@ -138,6 +150,17 @@ fn bad_invocations_fail_clearly() {
     assert!(e.contains("nope") && e.contains("not a directory"), "{e}");
     let e = err(&trainer(&["fit", "--dropout", "1.5", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("dropout"), "{e}");
+    // A flag value clap cannot parse: its usage error (exit status 2) with our message.
+    let o = trainer(&["fit", "--clusters", "many", "--out", dir.path().to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("expected a number of clusters or `auto`") && e.contains("many"), "{e}");
+    let e = err(&trainer(&["fit", "--latent-weight=-1", "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("latent weight must be finite and >= 0"), "{e}");
+    let e = err(&trainer(&["fit", "--neighbors", "0", "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("neighbors and prototypes per cluster must be >= 1"), "{e}");
+    let e = err(&trainer(&["fit", "--validation", "0.9", "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("validation must be in (0, 0.5]"), "{e}");
     let e = err(&trainer(&["fit", "--device", "cuda", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("cuda") || e.contains("CUDA"), "{e}");
     let bad = dir.path().join("bad.csv");
