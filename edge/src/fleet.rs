@@ -1,8 +1,14 @@
 //! Turning a long-format fleet file into per-device windows.
 //!
-//! Input rows are `device_id,timestamp,value[,value...]`: CSV lines through [`Windower::feed`]
-//! (an optional header line whose second field is not a number), or rows already split into
-//! typed fields (Parquet, see [`crate::parquet_input`]) through [`Windower::feed_row`]. Devices
+//! Input rows are `device_id,timestamp,value[,value...]`: CSV records (RFC 4180 quoting, read
+//! by the `csv` crate, so a device id may hold commas, quotes or newlines) through
+//! [`Windower::feed_record`], or rows already split into typed fields (Parquet, see
+//! [`crate::parquet_input`]) through [`Windower::feed_row`].
+//!
+//! The first CSV record must be a header with this model's columns (`device`, `timestamp`, one
+//! column per feature; recognised by a second field that is not a number) or a valid reading;
+//! anything else is an error naming the line, so a wrong file stops at once instead of scoring
+//! nothing. Devices
 //! come interleaved in any order; each device's rows must come in increasing timestamp order.
 //! Memory is bounded by devices x window (one ring buffer per device), not by file size.
 //!
@@ -67,7 +73,7 @@ pub struct ParamsError {
 }
 
 /// Counts over everything fed so far.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Summary {
     /// Data rows seen (header and blank lines excluded).
     pub rows: usize,
@@ -79,6 +85,8 @@ pub struct Summary {
     pub gaps: usize,
     /// Windows emitted.
     pub windows: usize,
+    /// The first row skipped, and why (to explain a file where no row is valid).
+    pub first_skipped: Option<RowError>,
 }
 
 /// A complete window: which device, and the timestamps (as written) of its first and last sample.
@@ -112,9 +120,11 @@ pub struct Windower {
     devices: HashMap<String, Device>,
     summary: Summary,
     lines: usize,
-    /// What `lines` counts in errors: "line" after [`Self::feed`], "row" after [`Self::feed_row`].
+    /// What `lines` counts in errors: "line" after [`Self::feed_record`], "row" after [`Self::feed_row`].
     unit: &'static str,
     vals: Vec<f32>,
+    /// Whether a CSV record was seen (the first one may be the header).
+    started: bool,
 }
 
 impl Windower {
@@ -124,7 +134,7 @@ impl Windower {
             return Err(ParamsError { window: p.window, stride: p.stride, features: p.features });
         }
         let vals = vec![0.0; p.features];
-        Ok(Windower { p, devices: HashMap::new(), summary: Summary::default(), lines: 0, unit: "line", vals })
+        Ok(Windower { p, devices: HashMap::new(), summary: Summary::default(), lines: 0, unit: "line", vals, started: false })
     }
 
     /// Counts so far.
@@ -147,31 +157,51 @@ impl Windower {
         self.devices.values().map(|d| d.samples).sum()
     }
 
-    /// Feeds the next line (with or without its line ending). When it completes a window, the
+    /// Feeds the next CSV record, which starts on 1-based `line`. When it completes a window, the
     /// window's values are appended to `values` and its description returned. Bad rows are
-    /// counted and skipped, or returned as errors in strict mode.
-    pub fn feed(&mut self, raw: &[u8], values: &mut Vec<f32>) -> Result<Option<Window>, RowError> {
-        self.lines += 1;
+    /// counted and skipped, or returned as errors in strict mode; a first record that is neither
+    /// this model's header nor a reading is always an error.
+    pub fn feed_record(&mut self, line: usize, record: &csv::ByteRecord, values: &mut Vec<f32>) -> Result<Option<Window>, RowError> {
         self.unit = "line";
-        let line = self.lines;
-        let text = match std::str::from_utf8(raw) {
-            Ok(t) => t.trim_end_matches(['\n', '\r']),
-            Err(_) => {
-                self.summary.rows += 1;
-                return self.reject(line, "not valid UTF-8".into(), false);
-            }
-        };
-        if text.trim().is_empty() {
+        self.lines = line;
+        if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             return Ok(None);
         }
-        let fields: Vec<&str> = text.split(',').map(str::trim).collect();
-        if line == 1 && fields.len() >= 2 && fields[1].parse::<f64>().is_err() {
-            return Ok(None); // header
+        let first = !std::mem::replace(&mut self.started, true);
+        let f = self.p.features;
+        let fields: Result<Vec<&str>, _> = record.iter().map(|b| std::str::from_utf8(b).map(str::trim)).collect();
+        let Ok(fields) = fields else {
+            if first {
+                return Err(RowError { unit: "line", line, why: "is not UTF-8 text: not a CSV file of readings".into() });
+            }
+            self.summary.rows += 1;
+            return self.reject(line, "not valid UTF-8".into(), false);
+        };
+        if first && fields.len() >= 2 && fields[1].parse::<f64>().is_err() {
+            if fields.len() != 2 + f {
+                let shown: Vec<String> = fields.iter().take(8).map(|c| format!("{c:?}")).collect();
+                let more = if fields.len() > 8 { ", ..." } else { "" };
+                return Err(RowError {
+                    unit: "line",
+                    line,
+                    why: format!(
+                        "the header has {} column(s) ({}{more}); this model reads device, timestamp and {f} value column(s)",
+                        fields.len(),
+                        shown.join(", ")
+                    ),
+                });
+            }
+            return Ok(None);
         }
         self.summary.rows += 1;
         let mut vals = std::mem::take(&mut self.vals);
         let r = match parse_row(&fields, &mut vals) {
             Ok(t) => self.accept(line, Row { device: fields[0], time: t, time_text: fields[1], values: &vals }, values),
+            Err(why) if first => Err(RowError {
+                unit: "line",
+                line,
+                why: format!("is neither a header (device, timestamp, {f} value column(s)) nor a reading: {why}"),
+            }),
             Err(why) => self.reject(line, why, false),
         };
         self.vals = vals;
@@ -245,9 +275,11 @@ impl Windower {
     }
 
     fn reject(&mut self, line: usize, why: String, out_of_order: bool) -> Result<Option<Window>, RowError> {
+        let e = RowError { unit: self.unit, line, why };
         if self.p.strict {
-            return Err(RowError { unit: self.unit, line, why });
+            return Err(e);
         }
+        self.summary.first_skipped.get_or_insert(e);
         if out_of_order {
             self.summary.out_of_order += 1;
         } else {
@@ -293,15 +325,30 @@ mod tests {
         WindowerParams { features: 1, window, stride, max_gap: None, strict: false }
     }
 
+    fn records(text: &[u8]) -> Vec<(usize, csv::ByteRecord)> {
+        let mut r = crate::csv_input::reader(text);
+        let mut rec = csv::ByteRecord::new();
+        let mut out = Vec::new();
+        while r.read_byte_record(&mut rec).unwrap() {
+            out.push((rec.position().map_or(0, |p| p.line() as usize), rec.clone()));
+        }
+        out
+    }
+
     fn feed_all(w: &mut Windower, text: &[u8]) -> (Vec<Window>, Vec<f32>) {
         let mut vals = Vec::new();
         let mut out = Vec::new();
-        for line in text.split_inclusive(|&b| b == b'\n') {
-            if let Some(win) = w.feed(line, &mut vals).expect("lenient mode never fails") {
+        for (line, rec) in records(text) {
+            if let Some(win) = w.feed_record(line, &rec, &mut vals).expect("lenient mode never fails") {
                 out.push(win);
             }
         }
         (out, vals)
+    }
+
+    fn feed(w: &mut Windower, text: &[u8], vals: &mut Vec<f32>) -> Result<Option<Window>, RowError> {
+        let (line, rec) = records(text).pop().unwrap();
+        w.feed_record(line + w.lines, &rec, vals)
     }
 
     #[test]
@@ -320,11 +367,11 @@ mod tests {
     fn strict_mode_names_the_line() {
         let mut w = Windower::new(WindowerParams { strict: true, ..params(2, 2) }).unwrap();
         let mut v = Vec::new();
-        assert!(w.feed(b"a,1,1\n", &mut v).unwrap().is_none());
-        let e = w.feed(b"a,1,2\n", &mut v).unwrap_err();
+        assert!(feed(&mut w, b"a,1,1\n", &mut v).unwrap().is_none());
+        let e = feed(&mut w, b"a,1,2\n", &mut v).unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.why.contains("not after"), "{e}");
-        let e = w.feed(b"a,3\n", &mut v).unwrap_err();
+        let e = feed(&mut w, b"a,3\n", &mut v).unwrap_err();
         assert!(e.to_string().starts_with("line 3: expected 3 fields"), "{e}");
     }
 
@@ -336,6 +383,24 @@ mod tests {
         assert_eq!(ends, ["3", "4", "12"]);
         assert_eq!(vals, vec![1.0, 2.0, 3.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
         assert_eq!(w.summary().gaps, 1);
+    }
+
+    #[test]
+    fn quoted_ids_and_a_wrong_first_line() {
+        let mut w = Windower::new(params(2, 2)).unwrap();
+        let (wins, _) = feed_all(&mut w, "device,t,v\n\"a,\"\"b\"\"\nc ü\",1,1\n\"a,\"\"b\"\"\nc ü\",2,2\n".as_bytes());
+        assert_eq!(wins.len(), 1);
+        assert_eq!(wins[0].device, "a,\"b\"\nc ü");
+        for (text, want) in [
+            (&b"a,b\n1,2\n"[..], "the header has 2 column(s) (\"a\", \"b\"); this model reads device, timestamp and 1 value column(s)"),
+            (b"\xff\xfe\x00garbage,1\n", "is not UTF-8 text"),
+            (b"d,1\nd,2,3\n", "is neither a header"),
+        ] {
+            let mut w = Windower::new(params(2, 2)).unwrap();
+            let (line, rec) = records(text).remove(0);
+            let e = w.feed_record(line, &rec, &mut Vec::new()).unwrap_err();
+            assert!(e.to_string().starts_with("line 1: ") && e.to_string().contains(want), "{e}");
+        }
     }
 
     #[test]

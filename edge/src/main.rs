@@ -1,18 +1,24 @@
-//! `edge assign`: cluster IDs for every window of every device in a recorded fleet file.
+//! `edge assign`: cluster IDs and anomaly flags for every window of every device in a recorded
+//! fleet file, and one row per device.
 //!
-//! Input is long format, `device_id,timestamp,value[,value...]`, as CSV (an optional header line
-//! whose second field is not a number) or as Parquet with the same columns in the same order
-//! (see `edge::parquet_input`), devices interleaved in any order; each device's rows must come in
-//! increasing timestamp order. Memory is bounded by devices x window (one ring buffer per device)
-//! plus one batch of pending windows (and, for Parquet, one row group's pages), not by file size.
+//! Input is long format, `device_id,timestamp,value[,value...]`, as CSV (quoted fields allowed;
+//! an optional header line whose second field is not a number) or as Parquet with the same
+//! columns in the same order (see `edge::parquet_input`), devices interleaved in any order; each
+//! device's rows must come in increasing timestamp order. Memory is bounded by devices x window
+//! (one ring buffer and one totals record per device) plus one batch of pending windows (and, for
+//! Parquet, one row group), not by file size.
+//!
+//! Outputs: the window table at `--out` and the device table (`--devices`, by default beside
+//! `--out` as `NAME.devices.EXT`), each CSV or Parquet by its extension, written atomically: a
+//! failed or killed run leaves earlier files at those paths as they were.
 //!
 //! Rows that are malformed (wrong field count, non-numeric, NaN/inf) or out of time order are
-//! skipped and counted (`--strict` makes them errors). A gap larger than `--max-gap` between two
-//! samples of a device restarts that device's window. Devices with fewer samples than a window
-//! produce no output row and are counted. A summary goes to stderr at the end.
+//! skipped and counted (`--strict` makes them errors). A first CSV line that is neither this
+//! model's header nor a reading, or a file where no row is valid, is an error. A gap larger than
+//! `--max-gap` between two samples of a device restarts that device's window. Devices with fewer
+//! samples than a window produce no output row and are counted. A summary goes to stderr.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -23,8 +29,11 @@ use runtime::batch::{assign_all, embed_windows};
 use runtime::bundle::AlignedBytes;
 use runtime::Encoder;
 
+use edge::devices::DeviceTable;
 use edge::fleet::{Window, Windower, WindowerParams};
+use edge::outputs::{device_cells, device_columns, window_cells, window_columns};
 use edge::parquet_input::{is_parquet, ParquetInputError, ParquetReadings};
+use edge::table::{TableFormat, TableWriter};
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "Score a fleet's recorded readings with a trained model")]
@@ -35,7 +44,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Cluster ID, distance and runner-up distance for every device window.
+    /// Cluster ID, distance, runner-up distance and anomaly flag for every device window, and
+    /// one row per device.
     Assign(AssignArgs),
 }
 
@@ -69,9 +79,15 @@ struct AssignArgs {
     /// Input format.
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     format: Format,
-    /// Output CSV.
+    /// Window table: CSV, or Parquet for a `.parquet` / `.pq` name.
     #[arg(long)]
     out: PathBuf,
+    /// Device table (CSV or Parquet by extension) [default: beside --out, NAME.devices.EXT].
+    #[arg(long, conflicts_with = "no_devices")]
+    devices: Option<PathBuf>,
+    /// Do not write the device table.
+    #[arg(long)]
+    no_devices: bool,
     /// Samples per window [default: the model's training length].
     #[arg(long)]
     window: Option<usize>,
@@ -114,11 +130,22 @@ fn load_bundle(dir: &Path) -> Result<AlignedBytes> {
     Ok(aligned)
 }
 
+/// The device table's default path: `NAME.devices.EXT` beside the window table `NAME.EXT`.
+fn default_devices_path(out: &Path) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match out.extension() {
+        Some(ext) => format!("{stem}.devices.{}", ext.to_string_lossy()),
+        None => format!("{stem}.devices"),
+    };
+    out.with_file_name(name)
+}
+
 fn assign(a: AssignArgs) -> Result<()> {
     let bundle = load_bundle(&a.model)?;
     let enc = Encoder::from_bytes(bundle.as_bytes())?;
     let hd = enc.bundle().header;
     let f = hd.n_features as usize;
+    let k = hd.k as usize;
     let window = a.window.unwrap_or(hd.seq_len as usize);
     let stride = a.stride.unwrap_or(window);
     if window == 0 || stride == 0 || a.batch == 0 {
@@ -136,18 +163,31 @@ fn assign(a: AssignArgs) -> Result<()> {
     if a.engine == Engine::Tract && hd.normalization != runtime::bundle::Normalization::None {
         bail!("--engine tract: the model z-normalises windows, which encoder.onnx does not contain; use --engine native");
     }
+    if !enc.bundle().has_anomaly_thresholds() && !a.quiet {
+        eprintln!(
+            "note: {} has no anomaly thresholds (bundle format version {}, or a model fitted before them): no window is flagged; \
+             `trainer fit --resume {}` re-clusters it and adds them",
+            a.model.join("model.bundle").display(),
+            enc.bundle().version,
+            a.model.display()
+        );
+    }
 
     let parquet = match a.format {
         Format::Csv => false,
         Format::Parquet => true,
         Format::Auto => is_parquet(&a.input).with_context(|| format!("{}: cannot open", a.input.display()))?,
     };
-    let out_file = a.out.with_extension("csv.tmp");
+    let devices_path = if a.no_devices { None } else { Some(a.devices.clone().unwrap_or_else(|| default_devices_path(&a.out))) };
+    if devices_path.as_deref() == Some(a.out.as_path()) {
+        bail!("--devices and --out name the same file {}", a.out.display());
+    }
     let started = Instant::now();
     let mut windower = Windower::new(WindowerParams { features: f, window, stride, max_gap: a.max_gap, strict: a.strict })?;
-    let scored = (|| -> Result<()> {
-        let mut out = BufWriter::new(File::create(&out_file).with_context(|| format!("{}: cannot create", out_file.display()))?);
-        writeln!(out, "device,window_start,window_end,cluster,distance,second_distance")?;
+    let mut table = DeviceTable::new(k);
+    // Nothing appears at --out or --devices unless the whole run succeeds (atomic commits).
+    let mut out = TableWriter::create(&a.out, TableFormat::of(&a.out), &window_columns())?;
+    {
         let mut jobs: Vec<Window> = Vec::new();
         let mut pending: Vec<f32> = Vec::new();
         let mut flush = |jobs: &mut Vec<Window>, pending: &mut Vec<f32>| -> Result<()> {
@@ -162,7 +202,8 @@ fn assign(a: AssignArgs) -> Result<()> {
                 Engine::Tract => unreachable!("rejected above"),
             };
             for (job, asg) in jobs.iter().zip(assign_all(&enc, pending, window * f, &z)?) {
-                writeln!(out, "{},{},{},{},{},{}", job.device, job.start, job.end, asg.cluster, asg.distance, asg.second_distance)?;
+                out.write(&window_cells(job, &asg))?;
+                table.add(job, &asg);
             }
             jobs.clear();
             pending.clear();
@@ -202,45 +243,59 @@ fn assign(a: AssignArgs) -> Result<()> {
             let size = input.metadata().map(|m| m.len()).unwrap_or(0);
             pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(size) };
             pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {msg} ETA {eta}")?);
-            let mut reader = BufReader::with_capacity(1 << 20, input);
-            // Bytes, not `read_line`: one undecodable row must be skipped, not end the run.
-            let mut line = Vec::new();
-            let (mut read, mut lines) = (0u64, 0usize);
-            loop {
-                line.clear();
-                let n = reader.read_until(b'\n', &mut line).with_context(|| format!("{}: read error", a.input.display()))?;
-                if n == 0 {
-                    break;
+            let mut reader = edge::csv_input::reader(input);
+            let mut record = csv::ByteRecord::new();
+            let mut records = 0usize;
+            while reader.read_byte_record(&mut record).with_context(|| format!("{}: read error", a.input.display()))? {
+                records += 1;
+                if records.is_multiple_of(65536) {
+                    pb.set_position(reader.position().byte());
                 }
-                read += n as u64;
-                lines += 1;
-                if lines.is_multiple_of(65536) {
-                    pb.set_position(read);
-                }
-                let job = windower.feed(&line, &mut pending).with_context(|| format!("{}", a.input.display()))?;
+                let line = record.position().map_or(records, |p| p.line() as usize);
+                let job = windower.feed_record(line, &record, &mut pending).with_context(|| format!("{}", a.input.display()))?;
                 take(job, &windower, &mut jobs, &mut pending, &pb)?;
             }
         }
         flush(&mut jobs, &mut pending)?;
-        out.flush()?;
-        out.get_ref().sync_all()?;
         pb.finish_and_clear();
-        Ok(())
-    })();
-    if let Err(e) = scored {
-        // Nothing half-written is left behind; an earlier output at --out is untouched.
-        let _ = std::fs::remove_file(&out_file);
-        return Err(e);
     }
-    std::fs::rename(&out_file, &a.out).with_context(|| format!("{}: cannot write", a.out.display()))?;
+    let s = windower.summary().clone();
+    if windower.samples() == 0 {
+        let why = s.first_skipped.as_ref().map_or(String::new(), |e| format!("; the first skipped: {e}"));
+        bail!(
+            "{}: no valid reading ({} row(s): {} malformed, {} out of time order{why}); expected device, timestamp and {f} value column(s) per row",
+            a.input.display(),
+            s.rows,
+            s.malformed,
+            s.out_of_order
+        );
+    }
+    let mut devices_out = match &devices_path {
+        Some(p) => {
+            let mut w = TableWriter::create(p, TableFormat::of(p), &device_columns(k))?;
+            for r in table.rows() {
+                w.write(&device_cells(&r))?;
+            }
+            Some(w)
+        }
+        None => None,
+    };
+    out.commit()?;
+    if let Some(w) = devices_out.take() {
+        w.commit()?;
+    }
 
     let secs = started.elapsed().as_secs_f64();
-    let s = windower.summary();
+    let flagged: u64 = table.rows().iter().map(|r| r.anomalous_windows).sum();
     eprintln!("rows read             {}", s.rows);
     eprintln!("rows skipped          {} malformed, {} out of time order", s.malformed, s.out_of_order);
     eprintln!("devices               {} ({} with fewer samples than a window of {window})", windower.devices(), windower.short_devices());
     eprintln!("windows restarted     {} (gap > --max-gap)", s.gaps);
     eprintln!("windows scored        {} -> {}", s.windows, a.out.display());
+    eprintln!("windows anomalous     {flagged}");
+    if let Some(p) = &devices_path {
+        eprintln!("device table          {} devices -> {}", table.len(), p.display());
+    }
     eprintln!("time                  {secs:.2} s, {:.0} samples/s", windower.samples() as f64 / secs.max(1e-9));
     Ok(())
 }

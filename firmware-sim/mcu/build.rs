@@ -1,6 +1,7 @@
 //! Generates the firmware's test data on the host: the first ECG5000 TEST beats as f32 windows,
 //! and their expected cluster IDs computed by the runtime's native path (the same crate, built
-//! for the host). `FIRMWARE_CORRUPT_EXPECTED=1` deliberately corrupts the first expectation, to
+//! for the host), then one window of noise, which the model flags as anomalous.
+//! `FIRMWARE_CORRUPT_EXPECTED=1` deliberately corrupts the first expectation, to
 //! prove the firmware's check can fail.
 
 use std::io::Read;
@@ -32,12 +33,23 @@ fn main() {
     let mut windows = Vec::new();
     let mut expected = Vec::new();
     let mut state = Box::new(HostState::default());
-    for line in text.lines().take(WINDOWS) {
-        let w: Vec<f32> = line.split('\t').skip(1).map(|v| v.trim().parse().unwrap()).collect();
+    let beats = text.lines().take(WINDOWS).map(|line| line.split('\t').skip(1).map(|v| v.trim().parse().unwrap()).collect());
+    let mut x = 12345u32;
+    let noise: Vec<f32> = (0..enc.bundle().header.seq_len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as f32 / u32::MAX as f32 - 0.5
+        })
+        .collect();
+    for w in beats.chain(std::iter::once(noise)) {
+        let w: Vec<f32> = w;
         let (_, a) = enc.classify_window::<512, 4, 256>(&mut state, &w).unwrap();
         windows.extend(w.iter().flat_map(|v| v.to_le_bytes()));
         expected.extend((a.cluster as u32).to_le_bytes());
         expected.extend(a.distance.to_le_bytes());
+        expected.extend((a.anomalous as u32).to_le_bytes());
     }
     if std::env::var("FIRMWARE_CORRUPT_EXPECTED").is_ok_and(|v| v == "1") {
         let k = enc.bundle().header.k as u32;

@@ -8,8 +8,8 @@ use runtime::batch::HostState;
 use runtime::bundle::AlignedBytes;
 use runtime::Encoder;
 
-/// Cluster IDs of the first `n` ECG5000 TEST beats, computed here on the host.
-fn host_ids(n: usize) -> Vec<usize> {
+/// Cluster IDs and anomaly flags of the first `n` ECG5000 TEST beats, computed here on the host.
+fn host_ids(n: usize) -> Vec<(usize, bool)> {
     let root = mcu_dir().join("../..");
     let bytes = std::fs::read(root.join("models/ecg5000/model.bundle")).unwrap();
     let aligned = AlignedBytes::new(&bytes);
@@ -22,7 +22,8 @@ fn host_ids(n: usize) -> Vec<usize> {
         .take(n)
         .map(|l| {
             let w: Vec<f32> = l.split('\t').skip(1).map(|v| v.trim().parse().unwrap()).collect();
-            enc.classify_window::<512, 4, 256>(&mut s, &w).unwrap().1.cluster
+            let a = enc.classify_window::<512, 4, 256>(&mut s, &w).unwrap().1;
+            (a.cluster, a.anomalous)
         })
         .collect()
 }
@@ -34,18 +35,24 @@ fn firmware_matches_the_host_and_catches_a_corrupted_expectation() {
     let out = run_qemu(&elf).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let ids: Vec<usize> = stdout
+    let ids: Vec<(usize, bool)> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("window="))
-        .map(|l| l.split(' ').find_map(|f| f.strip_prefix("cluster=")).unwrap().parse().unwrap())
+        .map(|l| {
+            let field = |k: &str| l.split(' ').find_map(|f| f.strip_prefix(k)).unwrap().to_string();
+            (field("cluster=").parse().unwrap(), field("anomalous=") == "1")
+        })
         .collect();
-    assert_eq!(ids.len(), 16, "{stdout}");
+    // 16 ECG beats, then a window of noise the model must flag.
+    assert_eq!(ids.len(), 17, "{stdout}");
+    assert!(ids[16].1, "the noise window is not flagged anomalous:\n{stdout}");
     // Bit-identical arithmetic: the distances printed by the device equal the host's exactly.
     for line in stdout.lines().filter(|l| l.starts_with("window=")) {
         let field = |k: &str| line.split(' ').find_map(|f| f.strip_prefix(k)).unwrap().to_string();
         assert_eq!(field("dist="), field("host_dist="), "{line}");
+        assert_eq!(field("anomalous="), field("host_anomalous="), "{line}");
     }
-    assert_eq!(ids, host_ids(16), "Cortex-M IDs differ from the host's:\n{stdout}");
+    assert_eq!(ids[..16], host_ids(16)[..], "Cortex-M IDs differ from the host's:\n{stdout}");
     let stack: usize = stdout.lines().find_map(|l| l.strip_prefix("stack_high_water_bytes=")).unwrap().parse().unwrap();
     let state: usize = stdout.lines().find_map(|l| l.strip_prefix("state_bytes_per_device=")).unwrap().parse().unwrap();
     assert!(stack > 0 && stack + state <= 16 * 1024, "RAM budget: stack {stack} + state {state} bytes");

@@ -16,6 +16,9 @@ pub struct Assignment {
     /// Distance to the nearest prototype of another cluster (`f32::INFINITY` when there is
     /// one cluster); a small gap to `distance` flags an ambiguous assignment.
     pub second_distance: f32,
+    /// `distance` exceeds the cluster's anomaly threshold (see [`crate::bundle`]); always false
+    /// from [`assign`] / [`nearest`] alone, which know no thresholds.
+    pub anomalous: bool,
 }
 
 /// Why a latent vector could not be assigned.
@@ -33,8 +36,9 @@ pub enum AssignError {
     /// The latent vector has the wrong length.
     #[error("latent vector has {got} values, the centroids have {expected}")]
     DimMismatch { got: usize, expected: usize },
-    /// The latent vector contains NaN or infinity.
-    #[error("latent vector holds a non-finite value at index {index}")]
+    /// The decision vector (latent, then the scaled window summary) contains NaN or infinity;
+    /// finite samples near `f32::MAX` can overflow the window's statistics.
+    #[error("decision vector (latent, then window summary) holds a non-finite value at index {index}")]
     NonFinite { index: usize },
 }
 
@@ -86,7 +90,7 @@ pub fn nearest(value: impl Fn(usize) -> f32, dim: usize, prototypes: &[f32], clu
     }
     // All distances infinite (values near f32::MAX): the first prototype, as with finite ones.
     let cluster = if best.0 == usize::MAX { cluster_of(0) } else { best.0 };
-    Ok(Assignment { cluster, distance: sqrt(best.1), second_distance: sqrt(second) })
+    Ok(Assignment { cluster, distance: sqrt(best.1), second_distance: sqrt(second), anomalous: false })
 }
 
 /// Correctly rounded square root from `libm` (pure Rust): `f32::sqrt` needs std, and a

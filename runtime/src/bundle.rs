@@ -12,6 +12,7 @@
 //! ...     4*D   decision scales, f32 LE
 //! ...     4*P*D prototypes, f32 LE, row-major P x D, P = header.prototypes
 //! ...     4*P   prototype clusters, f32 LE whole numbers in 0..k
+//! ...     4*K   anomaly thresholds, f32 LE, one per cluster (version 3 on)
 //! end-4   4     CRC-32 of every byte before it (u32 LE)
 //! ```
 //!
@@ -28,8 +29,14 @@
 //! prototype (Euclidean) names the cluster. Several prototypes may share a cluster, so clusters
 //! need not be round.
 //!
-//! Version 1 bundles (latent only, one centroid per cluster, no decision tables) still load:
-//! they read as offsets 0, scales 1 and prototype `i` = cluster `i`.
+//! Anomaly flag: a window whose distance to its nearest prototype exceeds its cluster's
+//! threshold (the trainer sets it at a quantile of the training series' distances in that
+//! cluster) is anomalous.
+//!
+//! Older bundles still load. Version 2 (no anomaly thresholds) flags nothing
+//! ([`Bundle::has_anomaly_thresholds`] is false so a host can say so); version 1 (latent only,
+//! one centroid per cluster, no decision tables) reads as offsets 0, scales 1 and prototype `i`
+//! = cluster `i`, and flags nothing either.
 //!
 //! Parsing never panics and never allocates: a short, corrupted or foreign buffer is an `Err`
 //! naming the problem. The weights are read in place (zero-copy) from a 4-byte-aligned buffer,
@@ -42,7 +49,7 @@ use crate::crc::crc32;
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"VRAEBNDL";
 /// Bundle format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest bundle format version this crate still reads.
 pub const OLDEST_VERSION: u32 = 1;
 /// Largest header accepted (a real one is ~30 bytes).
@@ -194,6 +201,12 @@ pub enum BundleError {
         /// Number of clusters.
         k: u16,
     },
+    /// An anomaly threshold is negative.
+    #[error("anomaly threshold of cluster {cluster} is negative")]
+    BadThreshold {
+        /// Cluster whose threshold is wrong.
+        cluster: usize,
+    },
     /// The model exceeds a compile-time capacity of this build.
     #[error("model needs {what} = {need} but this build's capacity is {have}")]
     Capacity {
@@ -221,6 +234,10 @@ pub struct Bundle<'a> {
     pub prototypes: &'a [f32],
     /// Cluster of each prototype (empty in a version 1 bundle: prototype `i` is cluster `i`).
     pub prototype_clusters: &'a [f32],
+    /// Per cluster, the distance above which a window is anomalous (empty before version 3).
+    pub anomaly_thresholds: &'a [f32],
+    /// Format version the bytes were written in.
+    pub version: u32,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -313,7 +330,12 @@ impl<'a> Bundle<'a> {
         // In u64: a corrupted header's product must not wrap on 32-bit targets into a length that
         // happens to match.
         let (d64, p64) = (d as u64, p as u64);
-        let tables = if version == 1 { p64 * d64 } else { 2 * d64 + p64 * d64 + p64 };
+        let k64 = h.k as u64;
+        let tables = match version {
+            1 => p64 * d64,
+            2 => 2 * d64 + p64 * d64 + p64,
+            _ => 2 * d64 + p64 * d64 + p64 + k64,
+        };
         let expected = w_start as u64 + 4 * (h.weights_len as u64 + tables) + 4;
         if expected != bytes.len() as u64 {
             return Err(BundleError::Length { expected: usize::try_from(expected).unwrap_or(usize::MAX), got: bytes.len() });
@@ -323,20 +345,36 @@ impl<'a> Bundle<'a> {
             return Err(BundleError::NonFinite);
         }
         let (weights, rest) = all.split_at(h.weights_len as usize);
-        let (offsets, scales, prototypes, prototype_clusters) = if version == 1 {
-            (&rest[..0], &rest[..0], rest, &rest[..0])
+        let (offsets, scales, prototypes, prototype_clusters, anomaly_thresholds) = if version == 1 {
+            (&rest[..0], &rest[..0], rest, &rest[..0], &rest[..0])
         } else {
             let (o, rest) = rest.split_at(d);
             let (s, rest) = rest.split_at(d);
-            let (pr, c) = rest.split_at(p * d);
-            (o, s, pr, c)
+            let (pr, rest) = rest.split_at(p * d);
+            let (c, t) = rest.split_at(p);
+            (o, s, pr, c, t)
         };
         for (index, &value) in prototype_clusters.iter().enumerate() {
             if value < 0.0 || value >= h.k as f32 || value != (value as u32) as f32 {
                 return Err(BundleError::BadPrototypeCluster { index, k: h.k });
             }
         }
-        Ok(Bundle { header, weights, offsets, scales, prototypes, prototype_clusters })
+        if let Some(cluster) = anomaly_thresholds.iter().position(|&t| t < 0.0) {
+            return Err(BundleError::BadThreshold { cluster });
+        }
+        Ok(Bundle { header, weights, offsets, scales, prototypes, prototype_clusters, anomaly_thresholds, version })
+    }
+
+    /// Whether the bundle can flag a window anomalous: version 3 on, with a threshold below
+    /// `f32::MAX` (what a model fitted before the flag existed is re-exported with).
+    pub fn has_anomaly_thresholds(&self) -> bool {
+        self.anomaly_thresholds.iter().any(|&t| t < f32::MAX)
+    }
+
+    /// Whether a window at `distance` from its nearest prototype of `cluster` is anomalous:
+    /// beyond that cluster's threshold (never, without thresholds).
+    pub fn is_anomalous(&self, cluster: usize, distance: f32) -> bool {
+        self.anomaly_thresholds.get(cluster).is_some_and(|&t| distance > t)
     }
 
     /// Weights of encoder layer `l`: `(W_ihᵀ [In, G*H], W_hhᵀ [H, G*H], b_ih, b_hh)`.
@@ -379,6 +417,8 @@ pub struct DecisionTables {
     pub prototypes: Vec<f32>,
     /// Cluster of each prototype row.
     pub clusters: Vec<usize>,
+    /// Per cluster, the distance above which a window is anomalous; `f32::MAX` never flags.
+    pub anomaly_thresholds: Vec<f32>,
 }
 
 #[cfg(feature = "std")]
@@ -386,7 +426,13 @@ impl DecisionTables {
     /// One prototype per cluster on the latent as it is (offset 0, scale 1): nearest centroid.
     pub fn centroids(centroids: &[f32], latent: usize) -> Self {
         let k = if latent == 0 { 0 } else { centroids.len() / latent };
-        DecisionTables { offsets: vec![0.0; latent], scales: vec![1.0; latent], prototypes: centroids.to_vec(), clusters: (0..k).collect() }
+        DecisionTables {
+            offsets: vec![0.0; latent],
+            scales: vec![1.0; latent],
+            prototypes: centroids.to_vec(),
+            clusters: (0..k).collect(),
+            anomaly_thresholds: vec![f32::MAX; k],
+        }
     }
 }
 
@@ -408,8 +454,14 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     if let Some(index) = decision.clusters.iter().position(|&c| c >= header.k as usize) {
         return Err(BundleError::BadPrototypeCluster { index, k: header.k });
     }
+    if decision.anomaly_thresholds.len() != header.k as usize {
+        return Err(BundleError::BadDims("anomaly thresholds are not one per cluster"));
+    }
+    if let Some(cluster) = decision.anomaly_thresholds.iter().position(|&t| !(t >= 0.0)) {
+        return Err(BundleError::BadThreshold { cluster });
+    }
     let head = postcard::to_allocvec(header).map_err(|_| BundleError::BadHeader)?;
-    let n = weights.len() + 2 * d + p * d + p;
+    let n = weights.len() + 2 * d + p * d + p + header.k as usize;
     let mut out = Vec::with_capacity(padded(16 + head.len()) + 4 * n + 4);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -417,7 +469,8 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     out.extend_from_slice(&head);
     out.resize(padded(out.len()), 0);
     let clusters = decision.clusters.iter().map(|&c| c as f32);
-    for v in weights.iter().chain(&decision.offsets).chain(&decision.scales).chain(&decision.prototypes).copied().chain(clusters) {
+    let tables = decision.offsets.iter().chain(&decision.scales).chain(&decision.prototypes).copied();
+    for v in weights.iter().copied().chain(tables).chain(clusters).chain(decision.anomaly_thresholds.iter().copied()) {
         out.extend_from_slice(&v.to_le_bytes());
     }
     let crc = crc32(&out);

@@ -219,7 +219,9 @@ impl<'a> Encoder<'a> {
             return Err(AssignError::DimMismatch { got: latent.len(), expected: l });
         }
         let b = &self.bundle;
-        nearest(|j| self.value(latent, summary, j), hd.decision_dims(), b.prototypes, b.prototype_clusters)
+        let mut a = nearest(|j| self.value(latent, summary, j), hd.decision_dims(), b.prototypes, b.prototype_clusters)?;
+        a.anomalous = b.is_anomalous(a.cluster, a.distance);
+        Ok(a)
     }
 
     /// Cluster of a window from its latent and the summary its state streamed: the nearest

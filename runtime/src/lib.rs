@@ -14,6 +14,8 @@ pub mod math;
 pub mod summary;
 
 #[cfg(feature = "std")]
+pub mod atomic_file;
+#[cfg(feature = "std")]
 pub mod batch;
 #[cfg(feature = "std")]
 pub mod duo;

@@ -148,6 +148,8 @@ pub fn tanh_inplace(x: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    extern crate std;
+    use std::vec::Vec;
 
     #[test]
     fn activations_match_f64_reference() {

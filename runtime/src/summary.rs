@@ -103,6 +103,8 @@ fn abs(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    extern crate std;
+    use std::vec::Vec;
 
     #[test]
     fn means_and_steps_per_segment() {

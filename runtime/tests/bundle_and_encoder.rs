@@ -34,6 +34,7 @@ fn bundle(hd: &Header, seed: u32) -> Vec<u8> {
         scales: values(d, seed + 3, 0.5).iter().map(|v| 1.0 + v).collect(),
         prototypes: values(p * d, seed + 1, 1.0),
         clusters: (0..p).map(|i| i % hd.k as usize).collect(),
+        anomaly_thresholds: (0..hd.k).map(|c| 0.5 + c as f32).collect(),
     };
     encode(hd, &w, &tables).unwrap()
 }
@@ -61,7 +62,8 @@ fn every_bit_flip_and_truncation_is_rejected() {
             let e = Bundle::parse(a.as_bytes()).expect_err("a flipped bit must be detected");
             match i {
                 0..=7 => assert_eq!(e, BundleError::BadMagic, "byte {i}"),
-                8..=11 => assert!(matches!(e, BundleError::UnsupportedVersion { .. }), "byte {i}: {e:?}"),
+                // A flip to another readable version still fails the checksum.
+                8..=11 => assert!(matches!(e, BundleError::UnsupportedVersion { .. } | BundleError::BadChecksum { .. }), "byte {i}: {e:?}"),
                 _ => assert!(matches!(e, BundleError::BadChecksum { .. }), "byte {i}: {e:?}"),
             }
         }
@@ -331,13 +333,19 @@ fn summary_of_a_zscore_model_uses_the_normalised_window() {
 fn bad_prototype_clusters_and_old_versions() {
     let hd = summary_header(Normalization::None);
     let good = bundle(&hd, 13);
-    // The last prototype's cluster (just before the checksum) set to k, then to 1.5.
+    // The last prototype's cluster (just before the k = 3 thresholds and the checksum) set to
+    // k, then to 1.5.
     for bad_value in [3.0f32, 1.5, -1.0] {
         let mut v = good.clone();
-        let at = good.len() - 8;
+        let at = good.len() - 4 - 12 - 4;
         v[at..at + 4].copy_from_slice(&bad_value.to_le_bytes());
         assert_eq!(Bundle::parse(AlignedBytes::new(&reseal(v)).as_bytes()).unwrap_err(), BundleError::BadPrototypeCluster { index: 8, k: 3 });
     }
+    // A negative anomaly threshold (the last cluster's).
+    let mut v = good.clone();
+    let at = good.len() - 8;
+    v[at..at + 4].copy_from_slice(&(-0.5f32).to_le_bytes());
+    assert_eq!(Bundle::parse(AlignedBytes::new(&reseal(v)).as_bytes()).unwrap_err(), BundleError::BadThreshold { cluster: 2 });
     let mut v = good.clone();
     v[8..12].copy_from_slice(&0u32.to_le_bytes());
     let e = Bundle::parse(AlignedBytes::new(&reseal(v)).as_bytes()).unwrap_err();
@@ -362,4 +370,57 @@ fn version_1_bundle_still_loads() {
     let want = (0..5).min_by(|&i, &j| d[i].total_cmp(&d[j])).unwrap();
     assert_eq!(a.cluster, want);
     assert_eq!(enc.assign(&z).unwrap(), a);
+}
+
+/// A window is anomalous exactly when its distance exceeds its cluster's threshold.
+#[test]
+fn anomaly_flag_follows_the_cluster_threshold() {
+    let hd = summary_header(Normalization::None);
+    let windows: Vec<Vec<f32>> = (0..40).map(|s| values(hd.seq_len as usize * hd.n_features as usize, 100 + s, 0.5 + s as f32 * 0.1)).collect();
+    let decide = |thresholds: Vec<f32>| -> Vec<runtime::Assignment> {
+        let d = hd.decision_dims();
+        let p = hd.prototypes as usize;
+        let tables = DecisionTables {
+            offsets: values(d, 15, 0.5),
+            scales: vec![1.0; d],
+            prototypes: values(p * d, 14, 1.0),
+            clusters: (0..p).map(|i| i % hd.k as usize).collect(),
+            anomaly_thresholds: thresholds,
+        };
+        let bytes = AlignedBytes::new(&encode(&hd, &values(hd.weights_len as usize, 13, 0.4), &tables).unwrap());
+        let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+        assert!(enc.bundle().has_anomaly_thresholds());
+        windows.iter().map(|w| enc.classify_window::<8, 1, 4>(&mut State::<8, 1>::default(), w).unwrap().1).collect()
+    };
+    let never = decide(vec![f32::MAX; 3]);
+    assert!(never.iter().all(|a| !a.anomalous));
+    let mut dist: Vec<f32> = never.iter().map(|a| a.distance).collect();
+    dist.sort_by(f32::total_cmp);
+    let t = [dist[10], dist[20], dist[30]];
+    let flagged = decide(t.to_vec());
+    for (a, b) in never.iter().zip(&flagged) {
+        assert_eq!((a.cluster, a.distance, a.second_distance), (b.cluster, b.distance, b.second_distance));
+        assert_eq!(b.anomalous, b.distance > t[b.cluster], "{b:?} vs thresholds {t:?}");
+    }
+    let n = flagged.iter().filter(|a| a.anomalous).count();
+    // Both outcomes occur, so the check above could fail either way.
+    assert!(n > 0 && n < flagged.len(), "{n} of {} flagged", flagged.len());
+}
+
+/// The version 2 bundle shipped before the anomaly thresholds (ECG5000 with the window summary
+/// and 8 prototypes per cluster) still loads, decides as before and flags nothing.
+#[test]
+fn version_2_bundle_loads_and_flags_nothing() {
+    let bytes = AlignedBytes::new(include_bytes!("fixtures/ecg5000-v2.bundle"));
+    assert_eq!(u32::from_le_bytes(bytes.as_bytes()[8..12].try_into().unwrap()), 2);
+    let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+    assert_eq!(enc.bundle().version, 2);
+    assert!(!enc.bundle().has_anomaly_thresholds());
+    assert!(enc.bundle().header.segments > 0 && enc.bundle().header.prototypes > enc.bundle().header.k);
+    for seed in 0..5 {
+        // Far from every prototype: a version 3 bundle would flag these.
+        let window = values(140, 200 + seed, 50.0);
+        let (_, a) = enc.classify_window::<96, 1, 32>(&mut State::<96, 1>::default(), &window).unwrap();
+        assert!(!a.anomalous && a.cluster < 5);
+    }
 }

@@ -147,27 +147,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+    (|| {
+        let mut f = runtime::atomic_file::AtomicFile::create(path)?;
         if crate::fault::abort_writing(&name) {
             f.write_all(&bytes[..bytes.len() / 2])?;
-            f.sync_all()?;
+            f.flush()?;
             std::process::abort();
         }
         f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Persist the rename itself; not all platforms can open a directory, so best effort.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+        f.commit()
+    })()
+    .map_err(|e| Error::io(path, e))
 }
 
 /// A model directory being built under a hidden name next to its final place, then swapped in
@@ -329,7 +319,7 @@ pub fn read_training_log(path: &Path) -> Result<Vec<crate::train::EpochLog>> {
             None | Some("") => None,
             Some(_) => Some(num(6)?),
         };
-        out.push(crate::train::EpochLog { epoch, loss: num(1)?, recon: num(2)?, kl: num(3)?, kl_weight: num(4)?, seconds: num(5)?, val_recon });
+        out.push(crate::train::EpochLog { epoch, loss: num(1)?, recon: num(2)?, kl: num(3)?, kl_weight: num(4)?, seconds: num(5)?, val_recon, contrastive: None });
     }
     Ok(out)
 }
@@ -437,6 +427,10 @@ pub fn parse_model(dir: &Path, config: &[u8], weights: &[u8], centroids: Option<
                     Some("decision summary stride is 0".to_string())
                 } else if d.prototype_clusters.iter().any(|&p| p >= d.k) {
                     Some(format!("a decision prototype names a cluster outside 0..{}", d.k))
+                } else if !d.anomaly_thresholds.is_empty() && d.anomaly_thresholds.len() != d.k {
+                    Some(format!("decision has {} anomaly thresholds for {} clusters", d.anomaly_thresholds.len(), d.k))
+                } else if d.anomaly_thresholds.iter().any(|t| !(t.is_finite() && *t >= 0.0)) {
+                    Some("an anomaly threshold is negative or not finite".to_string())
                 } else if d.offsets.iter().chain(&d.scales).chain(&d.prototypes).any(|v| !v.is_finite()) {
                     Some("decision tables hold a non-finite value".to_string())
                 } else {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, LoadedModel, RunConfig, Staging, FORMAT_VERSION};
 use crate::checkpoint::{self, fingerprint, Checkpoint, CheckpointMeta, RunSettings, CHECKPOINT, CHECKPOINT_VERSION};
 use crate::export::{write_bundle, write_encoder_onnx};
-use crate::cluster::decision::{apply_scaling, cluster, fit_scaling, knn_vote, summary_shape, ClusterMethod, ClusterParams, Decision, DecisionParams};
+use crate::cluster::decision::{anomaly_thresholds, apply_scaling, cluster, fit_scaling, knn_vote, summary_shape, ClusterMethod, ClusterParams, Decision, DecisionParams};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
 use crate::data::prep::{normalize, resample_all, split, Normalization};
@@ -105,6 +105,12 @@ pub struct Metrics {
     /// Prototypes in the bundle.
     #[serde(default)]
     pub prototypes: usize,
+    /// Training series the device flags as anomalous (beyond their cluster's threshold).
+    #[serde(default)]
+    pub anomalous_train: usize,
+    /// Held-out series the device flags as anomalous.
+    #[serde(default)]
+    pub anomalous_holdout: usize,
     /// The kNN graph's top eigenvalues (the eigengap curve), when computed.
     #[serde(default)]
     pub eigenvalues: Vec<f64>,
@@ -333,7 +339,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     };
     let clustering = cluster(&x_train, dims, &cp)?;
     let k = clustering.k;
-    let decision = Decision {
+    let mut decision = Decision {
         k,
         segments,
         stride,
@@ -341,7 +347,12 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         scales: scales.clone(),
         prototypes: clustering.prototypes.clone(),
         prototype_clusters: clustering.prototype_clusters.clone(),
+        anomaly_thresholds: Vec::new(),
     };
+    // The thresholds come from the distances the device's decision gives the training series.
+    let unflagged = NativeEncoder::new(&model_cfg, opts.normalization, &weights, &decision)?;
+    let distances: Vec<(usize, f32)> = unflagged.assign(&train_series, &z_train)?.iter().map(|a| (a.cluster, a.distance)).collect();
+    decision.anomaly_thresholds = anomaly_thresholds(k, &distances, opts.decision.anomaly_quantile);
     let native = NativeEncoder::new(&model_cfg, opts.normalization, &weights, &decision)?;
     // What a device decides, for every series: the scores below are of this.
     let train_assign = native.assign(&train_series, &z_train)?;
@@ -382,11 +393,11 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     let loaded = LoadedModel { dir: stage.clone(), config, vrae, weights, centroids: Some(centroids) };
     write_encoder_onnx(&loaded, &stage.join(artifacts::ENCODER_ONNX))?;
 
-    let mut assignments = String::from("index,split,label,cluster,distance\n");
+    let mut assignments = String::from("index,split,label,cluster,distance,anomalous\n");
     for (part, idx, asg) in [("train", &train_idx, &train_assign), ("holdout", &hold_idx, &hold_assign)] {
         for (&i, a) in idx.iter().zip(asg.iter()) {
             let label = ds.labels.as_ref().map_or("", |l| l[i].as_str());
-            let _ = writeln!(assignments, "{i},{part},{label},{},{}", a.cluster, a.distance);
+            let _ = writeln!(assignments, "{i},{part},{label},{},{},{}", a.cluster, a.distance, a.anomalous);
         }
     }
     write_atomic(&stage.join(artifacts::ASSIGNMENTS), assignments.as_bytes())?;
@@ -403,6 +414,8 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         agreement_train,
         agreement_holdout,
         prototypes: clustering.prototype_clusters.len(),
+        anomalous_train: train_assign.iter().filter(|a| a.anomalous).count(),
+        anomalous_holdout: hold_assign.iter().filter(|a| a.anomalous).count(),
         eigenvalues: clustering.eigenvalues.clone(),
         cluster_seconds,
         raw_train: None,

@@ -189,12 +189,15 @@ struct DecisionArgs {
     /// Largest k that `--clusters auto` considers [12].
     #[arg(long)]
     max_clusters: Option<usize>,
+    /// Quantile of each cluster's training distances above which a window is anomalous [0.99].
+    #[arg(long)]
+    anomaly_quantile: Option<f64>,
 }
 
 impl DecisionArgs {
     fn apply(&self, mut p: DecisionParams) -> DecisionParams {
         override_fields!(self, p; cluster_method, summary_segments, latent_weight, neighbors, prototypes_per_cluster,
-                         max_clusters);
+                         max_clusters, anomaly_quantile);
         p
     }
 }
@@ -260,6 +263,15 @@ struct HyperArgs {
     /// KL warm-up epochs [default 5, seed 0].
     #[arg(long)]
     kl_anneal_epochs: Option<usize>,
+    /// Weight of the contrastive term on the encoder; 0 disables [default 0, seed 0].
+    #[arg(long)]
+    contrastive_weight: Option<f64>,
+    /// Temperature of the contrastive softmax [0.2].
+    #[arg(long)]
+    contrastive_temperature: Option<f64>,
+    /// Shortest contrastive crop as a share of the series length [0.5].
+    #[arg(long)]
+    contrastive_crop: Option<f64>,
     /// Seed for init, split, shuffling, dropout, sampling and k-means [0].
     #[arg(long)]
     seed: Option<u64>,
@@ -269,7 +281,7 @@ impl HyperArgs {
     fn apply(&self, mut p: VraeParams) -> VraeParams {
         override_fields!(self, p; cell, hidden_size, hidden_layer_depth, latent_length, batch_size, learning_rate, epochs, dropout,
              optimizer, clip_norm, loss, loss_scaling, kl_weight, kl_anneal_epochs, seed, early_stopping, validation,
-             patience, min_steps, step_budget);
+             patience, min_steps, step_budget, contrastive_weight, contrastive_temperature, contrastive_crop);
         p
     }
 
@@ -290,7 +302,7 @@ impl HyperArgs {
         }
         check!(cell, hidden_size, hidden_layer_depth, latent_length, batch_size, dropout, optimizer, loss,
                loss_scaling, kl_weight, kl_anneal_epochs, seed, early_stopping, validation, patience, min_steps,
-               step_budget);
+               step_budget, contrastive_weight, contrastive_temperature, contrastive_crop);
         set
     }
 }
@@ -417,6 +429,10 @@ fn run_fit(a: FitArgs) -> Result<()> {
         "device decision = offline clusters on {:.1}% of training series, = nearest-neighbour vote on {:.1}% held out",
         100.0 * m.agreement_train,
         100.0 * m.agreement_holdout
+    );
+    println!(
+        "anomalous (beyond the cluster's {} quantile of training distances): {} training, {} held-out series",
+        opts.decision.anomaly_quantile, m.anomalous_train, m.anomalous_holdout
     );
     if m.vrae_train.is_some() {
         println!("{:<22} {:>6} {:>6} {:>6}", "clusters vs labels", "ARI", "NMI", "purity");

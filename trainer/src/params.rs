@@ -113,6 +113,18 @@ pub struct VraeParams {
     pub kl_weight: f64,
     /// Epochs over which the KL weight ramps linearly from 0 to `kl_weight` (0: no annealing).
     pub kl_anneal_epochs: usize,
+    /// Weight of the contrastive term on the encoder (0: off; see
+    /// [`crate::model::loss::contrastive_loss`]): each batch's series and a random crop of each
+    /// are encoded, and the crop must be nearer its own series than the batch's other series.
+    #[serde(default)]
+    pub contrastive_weight: f64,
+    /// Temperature of the contrastive term's softmax over cosine similarities, > 0.
+    #[serde(default = "default_contrastive_temperature")]
+    pub contrastive_temperature: f64,
+    /// Shortest contrastive crop as a share of the series length, in (0, 1]; each batch draws one
+    /// crop length uniformly between it and the whole series, and an offset per series.
+    #[serde(default = "default_contrastive_crop")]
+    pub contrastive_crop: f64,
     /// Seed of every random choice: initialisation, split, shuffling, dropout, sampling, k-means.
     pub seed: u64,
 }
@@ -128,6 +140,12 @@ fn default_min_steps() -> usize {
 }
 fn default_step_budget() -> f64 {
     10.0
+}
+fn default_contrastive_temperature() -> f64 {
+    0.2
+}
+fn default_contrastive_crop() -> f64 {
+    0.5
 }
 
 impl Default for VraeParams {
@@ -171,6 +189,9 @@ impl VraeParams {
             loss_scaling: LossScaling::Seed,
             kl_weight: 1.0,
             kl_anneal_epochs: 0,
+            contrastive_weight: 0.0,
+            contrastive_temperature: default_contrastive_temperature(),
+            contrastive_crop: default_contrastive_crop(),
             seed: 0,
         }
     }
@@ -216,6 +237,15 @@ impl VraeParams {
         if !(self.step_budget.is_finite() && self.step_budget > 0.0) {
             return bad(format!("step_budget must be a positive number of million steps, got {}", self.step_budget));
         }
+        if !(self.contrastive_weight.is_finite() && self.contrastive_weight >= 0.0) {
+            return bad(format!("contrastive_weight must be >= 0 (0 disables), got {}", self.contrastive_weight));
+        }
+        if !(self.contrastive_temperature.is_finite() && self.contrastive_temperature > 0.0) {
+            return bad(format!("contrastive_temperature must be > 0, got {}", self.contrastive_temperature));
+        }
+        if !(self.contrastive_crop > 0.0 && self.contrastive_crop <= 1.0) {
+            return bad(format!("contrastive_crop must be in (0, 1], got {}", self.contrastive_crop));
+        }
         if self.patience == 0 {
             return bad("patience must be >= 1".into());
         }
@@ -255,6 +285,9 @@ mod tests {
             VraeParams { learning_rate: f64::NAN, ..Default::default() },
             VraeParams { clip_norm: -1.0, ..Default::default() },
             VraeParams { batch_size: 0, ..Default::default() },
+            VraeParams { contrastive_weight: -1.0, ..Default::default() },
+            VraeParams { contrastive_temperature: 0.0, ..Default::default() },
+            VraeParams { contrastive_crop: 1.5, ..Default::default() },
         ] {
             assert!(matches!(p.check(), Err(Error::Param(_))));
         }

@@ -7,6 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
+use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,7 @@ use crate::checkpoint::{Checkpoint, RngState, TrainState};
 use crate::data::Series;
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::model::loss::vrae_loss;
+use crate::model::loss::{contrastive_loss, vrae_loss};
 use crate::model::{ModelConfig, ParamStore, Vrae};
 use crate::optim::Optimizer;
 use crate::params::VraeValidParams;
@@ -50,6 +51,9 @@ pub struct EpochLog {
     /// Mean reconstruction loss on the validation rows (early stopping only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_recon: Option<f64>,
+    /// Mean contrastive term before its weight (when it is on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contrastive: Option<f64>,
 }
 
 /// How and when training ended.
@@ -144,6 +148,23 @@ pub fn batch_tensor(series: &[&Series], t: usize, nf: usize, dev: &Device) -> Re
         }
     }
     Ok(Tensor::from_vec(data, (t, b, nf), dev)?)
+}
+
+/// A random crop of every series of a batch as a `[C, B, F]` tensor: one crop length `C` drawn
+/// uniformly from `[ceil(min_share * t), t]`, and an offset per series.
+fn crop_tensor(series: &[&Series], t: usize, nf: usize, min_share: f64, rng: &mut ChaCha8Rng, dev: &Device) -> Result<Tensor> {
+    let shortest = ((min_share * t as f64).ceil() as usize).clamp(1, t);
+    let c = rng.gen_range(shortest..=t);
+    let b = series.len();
+    let mut data = vec![0f32; c * b * nf];
+    for (j, s) in series.iter().enumerate() {
+        let start = rng.gen_range(0..=t - c);
+        for step in 0..c {
+            let src = &s.values[(start + step) * nf..(start + step + 1) * nf];
+            data[(step * b + j) * nf..(step * b + j + 1) * nf].copy_from_slice(src);
+        }
+    }
+    Ok(Tensor::from_vec(data, (c, b, nf), dev)?)
 }
 
 /// Scales all gradients so their global L2 norm is at most `max_norm` (PyTorch's
@@ -317,13 +338,22 @@ pub fn train_resumable(
         let klw = kl_weight_at(params.kl_weight, params.kl_anneal_epochs, epoch);
         order.shuffle(&mut rng);
         let fit_order: Vec<usize> = order.iter().copied().filter(|&i| !is_val[i]).collect();
-        let (mut sl, mut sr, mut sk) = (0f64, 0f64, 0f64);
+        let (mut sl, mut sr, mut sk, mut sc) = (0f64, 0f64, 0f64, 0f64);
         for (bi, chunk) in fit_order.chunks(params.batch_size).enumerate() {
             let batch: Vec<&Series> = chunk.iter().map(|&i| &train[i]).collect();
             let x = batch_tensor(&batch, cfg.seq_len, cfg.n_features, dev)?;
             let fw = model.forward_train(&x, &mut rng)?;
             let parts = vrae_loss(&x, &fw.recon, &fw.mean, &fw.logvar, params.loss, params.loss_scaling, klw)?;
-            let mut loss = parts.total.to_scalar::<f32>()? as f64;
+            let total = if params.contrastive_weight > 0.0 {
+                let xc = crop_tensor(&batch, cfg.seq_len, cfg.n_features, params.contrastive_crop, &mut rng, dev)?;
+                let zc = model.encode_mean_train(&xc, &mut rng)?;
+                let c = contrastive_loss(&fw.mean, &zc, params.contrastive_temperature)?;
+                sc += c.to_scalar::<f32>()? as f64;
+                (&parts.total + (c * params.contrastive_weight)?)?
+            } else {
+                parts.total.clone()
+            };
+            let mut loss = total.to_scalar::<f32>()? as f64;
             if fault::nan_loss_at(epoch + 1) {
                 loss = f64::NAN;
             }
@@ -331,7 +361,7 @@ pub fn train_resumable(
                 pb.abandon();
                 return Err(diverged(epoch, bi, "loss", loss));
             }
-            let mut grads = parts.total.backward()?;
+            let mut grads = total.backward()?;
             let norm = clip_grad_norm(&vars, &mut grads, params.clip_norm)?;
             if !norm.is_finite() {
                 pb.abandon();
@@ -371,8 +401,10 @@ pub fn train_resumable(
             kl_weight: klw,
             seconds: start.elapsed().as_secs_f64(),
             val_recon,
+            contrastive: (params.contrastive_weight > 0.0).then_some(sc / nb),
         };
-        let val = val_recon.map_or(String::new(), |v| format!("  val {v:.5}"));
+        let mut val = e.contrastive.map_or(String::new(), |c| format!("  contrastive {c:.4}"));
+        val += &val_recon.map_or(String::new(), |v| format!("  val {v:.5}"));
         let line = format!(
             "epoch {:>3}/{}  loss {:.5}  recon {:.5}  KL {:.5}{val}  ({:.1} s)",
             e.epoch, max_epochs, e.loss, e.recon, e.kl, e.seconds
@@ -423,7 +455,7 @@ mod tests {
     fn log(vals: &[f64]) -> Vec<EpochLog> {
         vals.iter()
             .enumerate()
-            .map(|(i, &v)| EpochLog { epoch: i + 1, loss: 0.0, recon: 0.0, kl: 0.0, kl_weight: 0.0, seconds: 0.0, val_recon: Some(v) })
+            .map(|(i, &v)| EpochLog { epoch: i + 1, loss: 0.0, recon: 0.0, kl: 0.0, kl_weight: 0.0, seconds: 0.0, val_recon: Some(v), contrastive: None })
             .collect()
     }
 

@@ -108,27 +108,31 @@ fn main() -> ! {
             }
         }
         // The decision uses the latent and the window summary the state streamed.
-        let (cluster, dist) = match enc.finish::<96, 1, LATENT>(&state).map(|z| enc.decide(&state, &z)) {
-            Ok(Ok(a)) => (a.cluster, a.distance),
+        let (cluster, dist, anomalous) = match enc.finish::<96, 1, LATENT>(&state).map(|z| enc.decide(&state, &z)) {
+            Ok(Ok(a)) => (a.cluster, a.distance, a.anomalous),
             _ => {
                 println!("window={} could not be encoded", w);
                 process::exit(3)
             }
         };
         total_ticks += ticks_since(t0) as u64;
-        let want = u32::from_le_bytes([EXPECTED[8 * w], EXPECTED[8 * w + 1], EXPECTED[8 * w + 2], EXPECTED[8 * w + 3]]) as usize;
-        let want_dist = f32_at(EXPECTED, 2 * w + 1);
-        let ok = cluster == want;
+        // Per window: cluster (u32), distance (f32), anomalous (u32 0/1).
+        let want = f32_at(EXPECTED, 3 * w).to_bits() as usize;
+        let want_dist = f32_at(EXPECTED, 3 * w + 1);
+        let want_anomalous = f32_at(EXPECTED, 3 * w + 2).to_bits() == 1;
+        let ok = cluster == want && anomalous == want_anomalous;
         if !ok {
             failures += 1;
         }
         println!(
-            "window={} cluster={} dist={} expected={} host_dist={} {}",
+            "window={} cluster={} dist={} anomalous={} expected={} host_dist={} host_anomalous={} {}",
             w,
             cluster,
             dist,
+            anomalous as u8,
             want,
             want_dist,
+            want_anomalous as u8,
             if ok { "ok" } else { "MISMATCH" }
         );
     }

@@ -42,6 +42,7 @@ fn main() {
             scales: vec![0.9; d],
             prototypes: (0..prototypes as usize * d).map(|i| i as f32 * 0.25 - 0.5).collect(),
             clusters: (0..prototypes as usize).map(|i| i % 3).collect(),
+            anomaly_thresholds: vec![1.0, 2.0, 3.0],
         };
         let b = encode(&hd, &w, &tables).expect("valid tiny bundle");
         put(&seeds.join("bundle"), &format!("{name}_sealed"), &with_selector(0, &b));

@@ -47,6 +47,10 @@ pub struct Decision {
     pub prototypes: Vec<f32>,
     /// Cluster of each prototype.
     pub prototype_clusters: Vec<usize>,
+    /// Per cluster, the distance above which a window is anomalous (absent in directories
+    /// written before the anomaly flag: never; `f32::MAX` also never flags).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anomaly_thresholds: Vec<f32>,
 }
 
 impl Decision {
@@ -61,6 +65,7 @@ impl Decision {
             scales: t.scales,
             prototypes: t.prototypes,
             prototype_clusters: t.clusters,
+            anomaly_thresholds: Vec::new(),
         }
     }
 
@@ -76,6 +81,7 @@ impl Decision {
             scales: vec![1.0; d],
             prototypes: vec![0.0; d],
             prototype_clusters: vec![0],
+            anomaly_thresholds: Vec::new(),
         }
     }
 
@@ -91,8 +97,37 @@ impl Decision {
             scales: self.scales.clone(),
             prototypes: self.prototypes.clone(),
             clusters: self.prototype_clusters.clone(),
+            anomaly_thresholds: if self.anomaly_thresholds.is_empty() {
+                vec![f32::MAX; self.k]
+            } else {
+                self.anomaly_thresholds.clone()
+            },
         }
     }
+}
+
+/// Per cluster, the `quantile` of the distances of the training series the device puts in it
+/// (nearest rank: the smallest distance with at least `quantile` of the cluster's distances at
+/// or below it), so about `1 - quantile` of training series are flagged. A cluster no training
+/// series falls in gets `f32::MAX` (never flags).
+pub fn anomaly_thresholds(k: usize, assigned: &[(usize, f32)], quantile: f64) -> Vec<f32> {
+    let mut by_cluster = vec![Vec::new(); k];
+    for &(c, d) in assigned {
+        if let Some(v) = by_cluster.get_mut(c) {
+            v.push(d);
+        }
+    }
+    by_cluster
+        .into_iter()
+        .map(|mut d| {
+            if d.is_empty() {
+                return f32::MAX;
+            }
+            d.sort_by(f32::total_cmp);
+            let rank = ((quantile * d.len() as f64).ceil() as usize).clamp(1, d.len());
+            d[rank - 1]
+        })
+        .collect()
 }
 
 /// How clusters are found in the weighted decision vectors.
@@ -194,6 +229,14 @@ pub struct DecisionParams {
     pub prototypes_per_cluster: usize,
     /// Largest k `--clusters auto` considers [12].
     pub max_clusters: usize,
+    /// Quantile of the training distances in each cluster above which a window is anomalous,
+    /// in (0, 1]; 1 flags only windows farther than every training series of the cluster [0.99].
+    #[serde(default = "default_anomaly_quantile")]
+    pub anomaly_quantile: f64,
+}
+
+fn default_anomaly_quantile() -> f64 {
+    0.99
 }
 
 impl Default for DecisionParams {
@@ -205,6 +248,7 @@ impl Default for DecisionParams {
             neighbors: 10,
             prototypes_per_cluster: 8,
             max_clusters: 12,
+            anomaly_quantile: default_anomaly_quantile(),
         }
     }
 }
@@ -232,6 +276,9 @@ impl DecisionParams {
             return Err(Error::Param(
                 "latent weight 0 with no summary leaves nothing to cluster on".into(),
             ));
+        }
+        if !(self.anomaly_quantile > 0.0 && self.anomaly_quantile <= 1.0) {
+            return Err(Error::Param(format!("anomaly quantile must be in (0, 1], got {}", self.anomaly_quantile)));
         }
         if self.neighbors == 0 || self.prototypes_per_cluster == 0 || self.max_clusters < 2 {
             return Err(Error::Param(
@@ -373,6 +420,17 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anomaly_threshold_is_the_nearest_rank_quantile_per_cluster() {
+        // Cluster 0: distances 1..=100; cluster 1: one series; cluster 2: none.
+        let mut a: Vec<(usize, f32)> = (1..=100).rev().map(|d| (0, d as f32)).collect();
+        a.push((1, 7.0));
+        let t = anomaly_thresholds(3, &a, 0.99);
+        assert_eq!(t, vec![99.0, 7.0, f32::MAX]);
+        assert_eq!(anomaly_thresholds(1, &a[..100], 1.0), vec![100.0]);
+        assert_eq!(anomaly_thresholds(1, &a[..100], 0.5), vec![50.0]);
+    }
 
     #[test]
     fn summary_fits_the_state() {

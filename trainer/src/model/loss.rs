@@ -1,7 +1,7 @@
 //! The VRAE loss: reconstruction plus KL divergence of `N(mean, exp(logvar))` from `N(0, I)`.
 //!
 //! `KL = -0.5 * Σ (1 + logvar - mean² - exp(logvar))`; the scaling of both terms is described on
-//! [`LossScaling`].
+//! [`LossScaling`]. Beside it, an optional contrastive term on the encoder ([`contrastive_loss`]).
 
 use candle_core::Tensor;
 
@@ -48,4 +48,26 @@ pub fn vrae_loss(
         }
     };
     Ok(LossParts { total: (&recon + &kl)?, recon, kl })
+}
+
+/// Symmetric InfoNCE between two views of the same `B` series (`[B, L]` latent means): row `i` of
+/// `anchor` and row `i` of `positive` come from one series, every other row is a negative.
+///
+/// With `a`, `p` the rows scaled to unit length and `S = a pᵀ / τ`:
+/// `loss = ½ mean_i (logsumexp_j S_ij - S_ii) + ½ mean_j (logsumexp_i S_ij - S_jj)`.
+/// Reconstruction alone rewards encoding the shape every series shares; this term asks the latent
+/// to tell series apart and to keep a series' crop near the series (T-Loss, SimCLR), with the
+/// same recurrent encoder, so the device's streaming state is unchanged.
+pub fn contrastive_loss(anchor: &Tensor, positive: &Tensor, temperature: f64) -> Result<Tensor> {
+    let unit = |t: &Tensor| -> Result<Tensor> {
+        let n = (t.sqr()?.sum_keepdim(1)? + 1e-12)?.sqrt()?;
+        Ok(t.broadcast_div(&n)?)
+    };
+    let (a, p) = (unit(anchor)?, unit(positive)?);
+    let s = (a.matmul(&p.t()?)? / temperature)?;
+    let diag = (&a * &p)?.sum(1)? / temperature;
+    let diag = diag?;
+    let rows = (s.log_sum_exp(1)? - &diag)?.mean_all()?;
+    let cols = (s.log_sum_exp(0)? - &diag)?.mean_all()?;
+    Ok(((rows + cols)? * 0.5)?)
 }

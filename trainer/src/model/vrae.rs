@@ -138,6 +138,11 @@ impl Vrae {
         self.to_mean.forward(&self.encode_hidden(x, None)?)
     }
 
+    /// Latent means `[B, L]` with dropout from `rng` (a training view for the contrastive term).
+    pub fn encode_mean_train(&self, x: &Tensor, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        self.to_mean.forward(&self.encode_hidden(x, Some(rng))?)
+    }
+
     /// Decodes latents `z` `[B, L]` into `[T, B, F]` for `steps` time steps.
     pub fn decode(&self, z: &Tensor, steps: usize) -> Result<Tensor> {
         let b = z.dim(0)?;
