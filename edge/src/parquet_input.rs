@@ -1,5 +1,5 @@
 //! Parquet readings: the same long format as the CSV input, as flat columns in this order:
-//! device id (string or integer), timestamp (integer, float or a Parquet TIMESTAMP/DATE, used as
+//! device id (string, surrounding whitespace trimmed as in CSV, or integer), timestamp (integer, float or a Parquet TIMESTAMP/DATE, used as
 //! its stored number), then one numeric column per feature. Column names are free.
 //!
 //! Rows stream row group by row group (memory: one row group's pages, not the file). A row with a
@@ -63,6 +63,10 @@ pub fn is_parquet(path: &Path) -> std::io::Result<bool> {
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     if matches!(ext.as_deref(), Some("parquet" | "pq")) {
         return Ok(true);
+    }
+    // A pipe or FIFO cannot be sniffed without consuming what the reader needs: CSV unless named.
+    if !std::fs::metadata(path)?.is_file() {
+        return Ok(false);
     }
     let mut f = File::open(path)?;
     let mut head = Vec::with_capacity(4096);
@@ -138,7 +142,8 @@ impl ParquetReadings {
 fn split<'a>(row: &'a PqRow, values: &'a mut [f32], device_text: &'a mut String, time_text: &'a mut String) -> Result<Row<'a>, String> {
     let mut cells = row.get_column_iter().map(|(_, f)| f);
     let device: &'a str = match cells.next() {
-        Some(Field::Str(s)) => s,
+        // Trimmed like a CSV cell, so one device has one id whatever the input format.
+        Some(Field::Str(s)) => s.trim(),
         Some(Field::Null) | None => return Err("missing device id".into()),
         Some(f) => {
             let id = number(f).ok_or_else(|| format!("device id {f} is not a string or an integer"))?;
