@@ -19,6 +19,7 @@ rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly -
 # Address sanitizer for the runtime (it has unsafe code), plain coverage-guided runs elsewhere:
 # the other targets are safe Rust, where ASan only slows the search down.
 # FUZZ_SANITIZER=none|address overrides that for every target (CI's smoke run: one build).
+# FUZZ_SEED=N makes libFuzzer's choices repeatable (CI's smoke run); unset, each run differs.
 sanitizer() {
   if [ -n "${FUZZ_SANITIZER:-}" ]; then echo "$FUZZ_SANITIZER"; return; fi
   case $1 in bundle|encoder_stream) echo address ;; *) echo none ;; esac
@@ -29,7 +30,7 @@ for t in "${TARGETS[@]}"; do
   log=$(mktemp)
   start=$(date +%s)
   if cargo +nightly fuzz run --fuzz-dir libfuzzer --sanitizer "$(sanitizer "$t")" -O "$t" "corpus/$t" "seeds/$t" -- \
-      -runs="$N" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
+      -runs="$N" -seed="${FUZZ_SEED:-0}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
     status=ok
   else
     status=FAILED

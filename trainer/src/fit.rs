@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, LoadedModel, RunConfig, Staging, FORMAT_VERSION};
 use crate::checkpoint::{self, fingerprint, Checkpoint, CheckpointMeta, RunSettings, CHECKPOINT, CHECKPOINT_VERSION};
 use crate::export::{write_bundle, write_encoder_onnx};
-use crate::cluster::decision::{anomaly_thresholds, apply_scaling, cluster, fit_scaling, knn_vote, summary_shape, ClusterMethod, ClusterParams, Decision, DecisionParams};
+use crate::cluster::decision::{anomaly_thresholds, apply_scaling, cluster, stability, fit_scaling, knn_vote, summary_shape, ClusterMethod, ClusterParams, Decision, DecisionParams};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
 use crate::data::prep::{normalize, resample_all, split, Normalization};
@@ -105,6 +105,9 @@ pub struct Metrics {
     /// Prototypes in the bundle.
     #[serde(default)]
     pub prototypes: usize,
+    /// Resampling stability (mean ARI) of each decision vector considered, when choosing.
+    #[serde(default)]
+    pub stability: Vec<(String, f64)>,
     /// Training series the device flags as anomalous (beyond their cluster's threshold).
     #[serde(default)]
     pub anomalous_train: usize,
@@ -312,22 +315,15 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
 
     let vrae = Vrae::bind(&model_cfg, &weights, &out.join(artifacts::WEIGHTS))?;
     // Latents and summaries come from the runtime's native kernels, the code devices run.
-    let (segments, stride) = summary_shape(seq_len, ds.n_features, opts.decision.summary_segments);
+    let (full_segments, full_stride) = summary_shape(seq_len, ds.n_features, opts.decision.summary_segments);
     let l = p.latent_length;
-    let stand_in = Decision::placeholder(l, ds.n_features, segments, stride);
+    let stand_in = Decision::placeholder(l, ds.n_features, full_segments, full_stride);
     let native = NativeEncoder::new(&model_cfg, opts.normalization, &weights, &stand_in)?;
     let z_train = native.embed(&train_series)?;
     let z_hold = native.embed(&hold_series)?;
     let t_cluster = Instant::now();
-    let raw_train = native.raw_decisions(&train_series, &z_train)?;
-    let dims = stand_in.dims();
-    let half = segments * ds.n_features;
-    let mut blocks = vec![(l, opts.decision.latent_weight)];
-    if segments > 0 {
-        blocks.extend([(half, 1.0), (half, 1.0)]);
-    }
-    let (offsets, scales) = fit_scaling(&raw_train, dims, &blocks)?;
-    let x_train = apply_scaling(&raw_train, &offsets, &scales);
+    let raw_full = native.raw_decisions(&train_series, &z_train)?;
+    let full_dims = stand_in.dims();
     let cp = ClusterParams {
         k: k_given,
         k_max: opts.decision.max_clusters,
@@ -337,7 +333,33 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         per_cluster: opts.decision.prototypes_per_cluster,
         seed: p.seed,
     };
-    let clustering = cluster(&x_train, dims, &cp)?;
+    // The decision vector with the summary, and (when asked to choose) the latent alone, which
+    // is its first `l` values; the more stable clustering wins.
+    let mut candidates = vec![full_segments];
+    if opts.decision.choose_summary && full_segments > 0 {
+        candidates.push(0);
+    }
+    let mut best: Option<(f64, usize, usize, Vec<f32>, Vec<f32>, Vec<f32>, crate::cluster::decision::Clustering)> = None;
+    let mut stabilities = Vec::new();
+    for &segments in &candidates {
+        let dims = l + 2 * segments * ds.n_features;
+        let raw_train: Vec<f32> = if dims == full_dims { raw_full.clone() } else { raw_full.chunks_exact(full_dims).flat_map(|r| r[..dims].iter().copied()).collect() };
+        let half = segments * ds.n_features;
+        let mut blocks = vec![(l, opts.decision.latent_weight)];
+        if segments > 0 {
+            blocks.extend([(half, 1.0), (half, 1.0)]);
+        }
+        let (offsets, scales) = fit_scaling(&raw_train, dims, &blocks)?;
+        let x_train = apply_scaling(&raw_train, &offsets, &scales);
+        let clustering = cluster(&x_train, dims, &cp)?;
+        let st = if candidates.len() > 1 { stability(&x_train, dims, clustering.k, &cp, 3)? } else { f64::NAN };
+        stabilities.push((if segments > 0 { "latent+summary" } else { "latent" }.to_string(), st));
+        if best.as_ref().is_none_or(|b| st > b.0) {
+            best = Some((st, segments, dims, offsets, scales, x_train, clustering));
+        }
+    }
+    let (_, segments, dims, offsets, scales, x_train, clustering) = best.expect("at least one candidate");
+    let stride = if segments > 0 { full_stride } else { 0 };
     let k = clustering.k;
     let mut decision = Decision {
         k,
@@ -414,6 +436,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         agreement_train,
         agreement_holdout,
         prototypes: clustering.prototype_clusters.len(),
+        stability: stabilities.clone(),
         anomalous_train: train_assign.iter().filter(|a| a.anomalous).count(),
         anomalous_holdout: hold_assign.iter().filter(|a| a.anomalous).count(),
         eigenvalues: clustering.eigenvalues.clone(),

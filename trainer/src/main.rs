@@ -192,12 +192,15 @@ struct DecisionArgs {
     /// Quantile of each cluster's training distances above which a window is anomalous [0.99].
     #[arg(long)]
     anomaly_quantile: Option<f64>,
+    /// Also cluster the latent alone; keep the more stable of it and latent + summary [false].
+    #[arg(long)]
+    choose_summary: Option<bool>,
 }
 
 impl DecisionArgs {
     fn apply(&self, mut p: DecisionParams) -> DecisionParams {
         override_fields!(self, p; cluster_method, summary_segments, latent_weight, neighbors, prototypes_per_cluster,
-                         max_clusters, anomaly_quantile);
+                         max_clusters, anomaly_quantile, choose_summary);
         p
     }
 }
@@ -430,6 +433,10 @@ fn run_fit(a: FitArgs) -> Result<()> {
         100.0 * m.agreement_train,
         100.0 * m.agreement_holdout
     );
+    if !m.stability.is_empty() {
+        let s: Vec<String> = m.stability.iter().map(|(n, v)| format!("{n} {v:.3}")).collect();
+        println!("resampling stability (ARI): {}; kept the most stable", s.join(", "));
+    }
     println!(
         "anomalous (beyond the cluster's {} quantile of training distances): {} training, {} held-out series",
         opts.decision.anomaly_quantile, m.anomalous_train, m.anomalous_holdout

@@ -233,6 +233,10 @@ pub struct DecisionParams {
     /// in (0, 1]; 1 flags only windows farther than every training series of the cluster [0.99].
     #[serde(default = "default_anomaly_quantile")]
     pub anomaly_quantile: f64,
+    /// Also cluster the latent alone and keep whichever of it and latent + summary clusters more
+    /// stably under resampling ([`stability`]) [false].
+    #[serde(default)]
+    pub choose_summary: bool,
 }
 
 fn default_anomaly_quantile() -> f64 {
@@ -249,6 +253,7 @@ impl Default for DecisionParams {
             prototypes_per_cluster: 8,
             max_clusters: 12,
             anomaly_quantile: default_anomaly_quantile(),
+            choose_summary: false,
         }
     }
 }
@@ -417,6 +422,46 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
     })
 }
 
+/// How reproducible the clustering of `x` is (Ben-Hur et al. 2002, Lange et al. 2004): over
+/// `rounds` pairs of seeded 80% subsamples, each clustered on its own with `k` clusters, the
+/// mean adjusted Rand index of the two labelings on the series both contain. Structure that is
+/// there survives resampling; a partition of a featureless cloud does not. Labels play no part.
+pub fn stability(x: &[f32], dims: usize, k: usize, p: &ClusterParams, rounds: usize) -> Result<f64> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let n = if dims == 0 { 0 } else { x.len() / dims };
+    let m = (n * 4) / 5;
+    if m < 2 * k.max(1) || rounds == 0 {
+        return Ok(f64::NAN);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(p.seed ^ 0x5eed_57ab);
+    let sub = ClusterParams { k: Some(k), per_cluster: 1, ..*p };
+    let mut total = 0.0;
+    for _ in 0..rounds {
+        let mut draw = || -> Result<(Vec<usize>, Vec<usize>)> {
+            let mut idx: Vec<usize> = (0..n).collect();
+            idx.shuffle(&mut rng);
+            idx.truncate(m);
+            idx.sort_unstable();
+            let rows: Vec<f32> = idx.iter().flat_map(|&i| x[i * dims..(i + 1) * dims].iter().copied()).collect();
+            Ok((idx, cluster(&rows, dims, &sub)?.labels))
+        };
+        let (ia, la) = draw()?;
+        let (ib, lb) = draw()?;
+        let mut pos_b = vec![usize::MAX; n];
+        ib.iter().enumerate().for_each(|(j, &i)| pos_b[i] = j);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (j, &i) in ia.iter().enumerate() {
+            if pos_b[i] != usize::MAX {
+                a.push(la[j]);
+                b.push(lb[pos_b[i]]);
+            }
+        }
+        total += super::metrics::Contingency::new(&a, &b).ari();
+    }
+    Ok(total / rounds as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +475,24 @@ mod tests {
         assert_eq!(t, vec![99.0, 7.0, f32::MAX]);
         assert_eq!(anomaly_thresholds(1, &a[..100], 1.0), vec![100.0]);
         assert_eq!(anomaly_thresholds(1, &a[..100], 0.5), vec![50.0]);
+    }
+
+    #[test]
+    fn stability_is_high_for_real_clusters_and_low_for_a_cloud() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let blobs: Vec<f32> = (0..300)
+            .flat_map(|i| {
+                let g = (i % 3) as f32;
+                let mut e = || rng.gen::<f32>() - 0.5;
+                [8.0 * g + e(), -4.0 * g + e()]
+            })
+            .collect();
+        let cloud: Vec<f32> = (0..600).map(|_| rng.gen::<f32>()).collect();
+        let p = ClusterParams { k: Some(3), k_max: 8, method: ClusterMethod::Spectral, n_neighbors: 10, n_init: 3, per_cluster: 1, seed: 2 };
+        let (a, b) = (stability(&blobs, 2, 3, &p, 3).unwrap(), stability(&cloud, 2, 3, &p, 3).unwrap());
+        assert!(a > 0.99, "three separated blobs: {a}");
+        assert!(b < a - 0.1, "a uniform square: {b} (blobs {a})");
     }
 
     #[test]

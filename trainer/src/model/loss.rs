@@ -71,3 +71,28 @@ pub fn contrastive_loss(anchor: &Tensor, positive: &Tensor, temperature: f64) ->
     let cols = (s.log_sum_exp(0)? - &diag)?.mean_all()?;
     Ok(((rows + cols)? * 0.5)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn contrastive_loss_rewards_matching_views() {
+        let dev = Device::Cpu;
+        let a = Tensor::new(&[[1f32, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], &dev).unwrap();
+        let near = Tensor::new(&[[0.9f32, 0.1, 0.0], [0.0, 0.9, 0.1], [0.1, 0.0, 0.9]], &dev).unwrap();
+        let swapped = Tensor::new(&[[0.0f32, 0.9, 0.1], [0.1, 0.0, 0.9], [0.9, 0.1, 0.0]], &dev).unwrap();
+        let good = contrastive_loss(&a, &near, 0.2).unwrap().to_scalar::<f32>().unwrap();
+        let bad = contrastive_loss(&a, &swapped, 0.2).unwrap().to_scalar::<f32>().unwrap();
+        // By hand: S_ii = cos / 0.2 ≈ 4.94, S_ij ≈ 0.55 or 0; loss ≈ log(e^4.94 + e^0.55 + 1) - 4.94.
+        let cos = 0.9 / (0.82f32).sqrt();
+        let other = 0.1 / (0.82f32).sqrt();
+        let want = ((cos / 0.2).exp() + (other / 0.2).exp() + 1.0).ln() - cos / 0.2;
+        assert!((good - want).abs() < 1e-4, "{good} vs {want}");
+        assert!(bad > good + 3.0, "mismatched views {bad} vs matched {good}");
+        // One row: nothing to tell apart, the term is zero.
+        let one = contrastive_loss(&a.narrow(0, 0, 1).unwrap(), &near.narrow(0, 0, 1).unwrap(), 0.2).unwrap();
+        assert!(one.to_scalar::<f32>().unwrap().abs() < 1e-6);
+    }
+}
