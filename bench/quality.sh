@@ -7,6 +7,7 @@
 #   bench/quality.sh 3                       # seeds 0-2, every set
 #   bench/quality.sh 1 Coffee Trace -- --cluster-method kmeans
 #   RECLUSTER=1 bench/quality.sh 1 -- --cluster-method kmeans   # same trained models, re-clustered
+#   REUSE=1 bench/quality.sh 3               # keep runs already in QUALITY_OUT
 #
 # Protocols: merged TRAIN+TEST, --holdout 0, k = number of classes, scored on all series (every
 # set, ECG5000 included); ECG5000 also with the seed notebook's 90/10 split, scored on the held-out
@@ -36,6 +37,11 @@ for set in "${sets[@]}"; do
     holdout=0; [ "$set" = ECG5000-seed ] && holdout=0.1
     for ((s = 0; s < seeds; s++)); do
         dir="$out/$set-s$s"
+        # REUSE=1: a run already in the output folder is kept (e.g. after an interrupted harness).
+        if [ -n "${REUSE:-}" ] && [ -z "${RECLUSTER:-}" ] && [ -f "$dir/metrics.json" ] && [ -f "$dir.seconds" ]; then
+            echo "$set seed $s: kept from an earlier run" >&2
+            continue
+        fi
         start=$(date +%s.%N)
         # shellcheck disable=SC2046
         if [ -n "${RECLUSTER:-}" ]; then

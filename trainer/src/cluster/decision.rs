@@ -234,7 +234,7 @@ pub struct DecisionParams {
     #[serde(default = "default_anomaly_quantile")]
     pub anomaly_quantile: f64,
     /// Also cluster the latent alone and keep whichever of it and latent + summary clusters more
-    /// stably under resampling ([`stability`]) [false].
+    /// stably under resampling ([`stability`]) [true].
     #[serde(default)]
     pub choose_summary: bool,
 }
@@ -253,7 +253,7 @@ impl Default for DecisionParams {
             prototypes_per_cluster: 8,
             max_clusters: 12,
             anomaly_quantile: default_anomaly_quantile(),
-            choose_summary: false,
+            choose_summary: true,
         }
     }
 }
@@ -265,6 +265,7 @@ impl DecisionParams {
             cluster_method: ClusterMethod::Kmeans,
             summary_segments: 0,
             prototypes_per_cluster: 1,
+            choose_summary: false,
             ..Self::default()
         }
     }
@@ -422,15 +423,20 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
     })
 }
 
+/// Largest subsample [`stability`] clusters.
+pub const STABILITY_ROWS: usize = 2000;
+
 /// How reproducible the clustering of `x` is (Ben-Hur et al. 2002, Lange et al. 2004): over
-/// `rounds` pairs of seeded 80% subsamples, each clustered on its own with `k` clusters, the
+/// `rounds` pairs of seeded 80% subsamples (at most [`STABILITY_ROWS`] rows), each clustered on its own with `k` clusters, the
 /// mean adjusted Rand index of the two labelings on the series both contain. Structure that is
 /// there survives resampling; a partition of a featureless cloud does not. Labels play no part.
 pub fn stability(x: &[f32], dims: usize, k: usize, p: &ClusterParams, rounds: usize) -> Result<f64> {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     let n = if dims == 0 { 0 } else { x.len() / dims };
-    let m = (n * 4) / 5;
+    // At most STABILITY_ROWS per subsample: large sets stay affordable (each subsample is
+    // clustered on its own), and a few thousand rows estimate the agreement well.
+    let m = ((n * 4) / 5).min(STABILITY_ROWS);
     if m < 2 * k.max(1) || rounds == 0 {
         return Ok(f64::NAN);
     }
