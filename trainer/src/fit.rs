@@ -105,9 +105,10 @@ pub struct Metrics {
     /// Prototypes in the bundle.
     #[serde(default)]
     pub prototypes: usize,
-    /// Resampling stability (mean ARI) of each decision vector considered, when choosing.
+    /// Resampling stability (mean ARI) of each decision vector considered, when choosing
+    /// (`None`: too few series to resample; the first candidate is kept).
     #[serde(default)]
-    pub stability: Vec<(String, f64)>,
+    pub stability: Vec<(String, Option<f64>)>,
     /// Training series the device flags as anomalous (beyond their cluster's threshold).
     #[serde(default)]
     pub anomalous_train: usize,
@@ -353,7 +354,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         let x_train = apply_scaling(&raw_train, &offsets, &scales);
         let clustering = cluster(&x_train, dims, &cp)?;
         let st = if candidates.len() > 1 { stability(&x_train, dims, clustering.k, &cp, 3)? } else { f64::NAN };
-        stabilities.push((if segments > 0 { "latent+summary" } else { "latent" }.to_string(), st));
+        stabilities.push((if segments > 0 { "latent+summary" } else { "latent" }.to_string(), Some(st).filter(|v| v.is_finite())));
         if best.as_ref().is_none_or(|b| st > b.0) {
             best = Some((st, segments, dims, offsets, scales, x_train, clustering));
         }

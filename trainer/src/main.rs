@@ -435,7 +435,7 @@ fn run_fit(a: FitArgs) -> Result<()> {
         100.0 * m.agreement_holdout
     );
     if !m.stability.is_empty() {
-        let s: Vec<String> = m.stability.iter().map(|(n, v)| format!("{n} {v:.3}")).collect();
+        let s: Vec<String> = m.stability.iter().map(|(n, v)| v.map_or(format!("{n} -"), |v| format!("{n} {v:.3}"))).collect();
         println!("resampling stability (ARI): {}; kept the most stable", s.join(", "));
     }
     println!(
