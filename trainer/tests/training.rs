@@ -202,7 +202,18 @@ fn fit_separates_two_clear_classes_and_writes_all_artifacts() {
     let log = std::fs::read_to_string(dir.path().join("training_log.csv")).unwrap();
     assert_eq!(log.lines().count(), 1 + 15);
     let loaded = load_model(dir.path(), &Device::Cpu).unwrap();
-    assert_eq!(loaded.centroids.unwrap().k, 2);
+    let c = loaded.centroids.unwrap();
+    assert_eq!(c.k, 2);
+    // Both decision vectors were weighed and the bundle holds the more stable one.
+    let st = &s.metrics.stability;
+    assert_eq!(st.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["latent+summary", "latent"]);
+    let (with, alone) = (st[0].1.unwrap(), st[1].1.unwrap());
+    assert!((0.0..=1.0).contains(&with.abs()) && (0.0..=1.0).contains(&alone.abs()), "{st:?}");
+    let d = c.decision.unwrap();
+    assert_eq!(d.segments > 0, with >= alone, "kept segments {} with stabilities {st:?}", d.segments);
+    // Every training series is flagged or not by its cluster's threshold.
+    assert_eq!(d.anomaly_thresholds.len(), 2);
+    assert!(s.metrics.anomalous_train <= 60 / 50 + 1, "{} of 60 flagged at the 0.99 quantile", s.metrics.anomalous_train);
 }
 
 #[test]
