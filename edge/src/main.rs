@@ -210,16 +210,17 @@ fn assign(a: AssignArgs) -> Result<()> {
             Ok(())
         };
         // One fed row's window, if it completed one: batched, scored when the batch is full.
-        let mut take = |job: Option<Window>, windower: &Windower, jobs: &mut Vec<Window>, pending: &mut Vec<f32>, pb: &ProgressBar| -> Result<()> {
-            if let Some(job) = job {
-                jobs.push(job);
-                if jobs.len() >= a.batch {
-                    flush(jobs, pending)?;
-                    pb.set_message(format!("{} windows", windower.summary().windows));
+        let mut take =
+            |job: Option<Window>, windower: &Windower, jobs: &mut Vec<Window>, pending: &mut Vec<f32>, pb: &ProgressBar| -> Result<()> {
+                if let Some(job) = job {
+                    jobs.push(job);
+                    if jobs.len() >= a.batch {
+                        flush(jobs, pending)?;
+                        pb.set_message(format!("{} windows", windower.summary().windows));
+                    }
                 }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         let pb;
         if parquet {
             let readings = ParquetReadings::open(&a.input, f).with_context(|| format!("{}", a.input.display()))?;

@@ -38,15 +38,10 @@ pub fn window_cells<'a>(w: &'a Window, a: &Assignment) -> [Cell<'a>; 7] {
 
 /// Columns of the device table for a model of `k` clusters (`windows_in_0` .. per cluster).
 pub fn device_columns(k: usize) -> Vec<(String, Kind)> {
-    let mut c: Vec<(String, Kind)> = [
-        ("device", Kind::Text),
-        ("windows", Kind::I64),
-        ("cluster", Kind::I32),
-        ("cluster_share", Kind::F64),
-    ]
-    .into_iter()
-    .map(|(n, k)| (n.to_string(), k))
-    .collect();
+    let mut c: Vec<(String, Kind)> = [("device", Kind::Text), ("windows", Kind::I64), ("cluster", Kind::I32), ("cluster_share", Kind::F64)]
+        .into_iter()
+        .map(|(n, k)| (n.to_string(), k))
+        .collect();
     c.extend((0..k).map(|i| (format!("windows_in_{i}"), Kind::I64)));
     c.extend(
         [

@@ -101,13 +101,30 @@ impl ParquetReadings {
         let names = || cols.iter().map(|c| c.path().string()).collect::<Vec<_>>().join(", ");
         let flat = schema.root_schema().get_fields().len() == cols.len();
         if cols.len() != 2 + features || !flat {
-            return Err(ParquetInputError::Columns { expected: 2 + features, features, found: schema.root_schema().get_fields().len(), names: names() });
+            return Err(ParquetInputError::Columns {
+                expected: 2 + features,
+                features,
+                found: schema.root_schema().get_fields().len(),
+                names: names(),
+            });
         }
         for (i, c) in cols.iter().enumerate() {
             let (role, allowed, ok) = match i {
-                0 => ("device id", "a string or an integer", matches!(c.physical_type(), Physical::BYTE_ARRAY | Physical::INT32 | Physical::INT64)),
-                1 => ("timestamp", "numeric (integer, float, TIMESTAMP or DATE)", matches!(c.physical_type(), Physical::INT32 | Physical::INT64 | Physical::FLOAT | Physical::DOUBLE)),
-                _ => ("value", "numeric (float or integer)", matches!(c.physical_type(), Physical::INT32 | Physical::INT64 | Physical::FLOAT | Physical::DOUBLE)),
+                0 => (
+                    "device id",
+                    "a string or an integer",
+                    matches!(c.physical_type(), Physical::BYTE_ARRAY | Physical::INT32 | Physical::INT64),
+                ),
+                1 => (
+                    "timestamp",
+                    "numeric (integer, float, TIMESTAMP or DATE)",
+                    matches!(c.physical_type(), Physical::INT32 | Physical::INT64 | Physical::FLOAT | Physical::DOUBLE),
+                ),
+                _ => (
+                    "value",
+                    "numeric (float or integer)",
+                    matches!(c.physical_type(), Physical::INT32 | Physical::INT64 | Physical::FLOAT | Physical::DOUBLE),
+                ),
             };
             if !ok || c.max_rep_level() > 0 {
                 let found = if c.max_rep_level() > 0 { "a repeated (list) column".to_string() } else { format!("{:?}", c.physical_type()) };

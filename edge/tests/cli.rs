@@ -19,7 +19,8 @@ fn run_assign(extra: &[&str]) -> (Vec<Vec<String>>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ids.csv");
     let (model, input) = (root().join("models/ecg5000"), root().join("data/fleet/sample.csv"));
-    let mut args = vec!["assign", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
+    let mut args =
+        vec!["assign", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
     args.extend(extra);
     let o = edge(&args);
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -89,7 +90,16 @@ fn overlapping_windows_and_strict_mode() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.csv");
     let (model, input) = (root().join("models/ecg5000"), root().join("data/fleet/sample.csv"));
-    let o = edge(&["assign", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--strict"]);
+    let o = edge(&[
+        "assign",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--strict",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("sample.csv:") && e.contains("not finite"), "{e}");
@@ -123,7 +133,12 @@ fn sample_as_parquet(path: &Path, group: usize, value_columns: usize) {
         })
         .collect();
     let values: String = (0..value_columns).map(|i| format!("optional double value{i};")).collect();
-    let schema = Arc::new(parquet::schema::parser::parse_message_type(&format!("message readings {{ required binary device_id (UTF8); optional int64 timestamp; {values} }}")).unwrap());
+    let schema = Arc::new(
+        parquet::schema::parser::parse_message_type(&format!(
+            "message readings {{ required binary device_id (UTF8); optional int64 timestamp; {values} }}"
+        ))
+        .unwrap(),
+    );
     let props = Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build());
     let mut w = SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, props).unwrap();
     for chunk in rows.chunks(group) {
@@ -133,12 +148,14 @@ fn sample_as_parquet(path: &Path, group: usize, value_columns: usize) {
         col.typed::<ByteArrayType>().write_batch(&ids, None, None).unwrap();
         col.close().unwrap();
         let mut col = rg.next_column().unwrap().unwrap();
-        let (ts, def): (Vec<i64>, Vec<i16>) = (chunk.iter().filter_map(|r| r.1).collect(), chunk.iter().map(|r| r.1.is_some() as i16).collect());
+        let (ts, def): (Vec<i64>, Vec<i16>) =
+            (chunk.iter().filter_map(|r| r.1).collect(), chunk.iter().map(|r| r.1.is_some() as i16).collect());
         col.typed::<Int64Type>().write_batch(&ts, Some(&def), None).unwrap();
         col.close().unwrap();
         for _ in 0..value_columns {
             let mut col = rg.next_column().unwrap().unwrap();
-            let (vs, def): (Vec<f64>, Vec<i16>) = (chunk.iter().filter_map(|r| r.2).collect(), chunk.iter().map(|r| r.2.is_some() as i16).collect());
+            let (vs, def): (Vec<f64>, Vec<i16>) =
+                (chunk.iter().filter_map(|r| r.2).collect(), chunk.iter().map(|r| r.2.is_some() as i16).collect());
             col.typed::<DoubleType>().write_batch(&vs, Some(&def), None).unwrap();
             col.close().unwrap();
         }
@@ -149,7 +166,8 @@ fn sample_as_parquet(path: &Path, group: usize, value_columns: usize) {
 
 fn assign_file(input: &Path, out: &Path, extra: &[&str]) -> Output {
     let model = root().join("models/ecg5000");
-    let mut args = vec!["assign", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
+    let mut args =
+        vec!["assign", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
     args.extend(extra);
     edge(&args)
 }

@@ -16,7 +16,8 @@ fn edge(args: &[&str]) -> Output {
 
 fn assign(input: &Path, out: &Path, extra: &[&str]) -> Output {
     let model = root().join("models/ecg5000");
-    let mut args = vec!["assign", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
+    let mut args =
+        vec!["assign", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
     args.extend(extra);
     edge(&args)
 }
@@ -24,7 +25,9 @@ fn assign(input: &Path, out: &Path, extra: &[&str]) -> Output {
 /// ECG5000 TEST beats by class label (1..=5).
 fn beats() -> BTreeMap<u32, Vec<Vec<f32>>> {
     let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(root().join("data/ecg5000/ECG5000_TEST.tsv.gz")).unwrap()).read_to_string(&mut text).unwrap();
+    flate2::read::GzDecoder::new(std::fs::File::open(root().join("data/ecg5000/ECG5000_TEST.tsv.gz")).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
     let mut m: BTreeMap<u32, Vec<Vec<f32>>> = BTreeMap::new();
     for line in text.lines() {
         let mut f = line.split('\t');
@@ -65,9 +68,13 @@ fn write_parquet(path: &Path, rows: &[(String, i64, f32)]) {
     use parquet::file::writer::SerializedFileWriter;
     use std::sync::Arc;
     let schema = Arc::new(
-        parquet::schema::parser::parse_message_type("message readings { required binary device (UTF8); required int64 timestamp; required double value; }").unwrap(),
+        parquet::schema::parser::parse_message_type(
+            "message readings { required binary device (UTF8); required int64 timestamp; required double value; }",
+        )
+        .unwrap(),
     );
-    let mut w = SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, Arc::new(WriterProperties::builder().build())).unwrap();
+    let mut w =
+        SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, Arc::new(WriterProperties::builder().build())).unwrap();
     let mut rg = w.next_row_group().unwrap();
     let mut col = rg.next_column().unwrap().unwrap();
     let ids: Vec<ByteArray> = rows.iter().map(|r| ByteArray::from(r.0.as_str())).collect();
@@ -178,7 +185,8 @@ fn device_table_groups_devices_by_class_and_flags_noisy_ones() {
     let p = purity(&cluster_of, &class_of);
     assert!(p >= 0.9, "device clusters do not follow the devices' classes: purity {p}");
     // Negative control: half of each class's devices relabelled, purity must fall.
-    let shuffled: BTreeMap<String, u32> = class_of.iter().map(|(d, &c)| (d.clone(), if d.ends_with(['0', '1', '4', '5', '8', '9']) { c } else { 3 - c })).collect();
+    let shuffled: BTreeMap<String, u32> =
+        class_of.iter().map(|(d, &c)| (d.clone(), if d.ends_with(['0', '1', '4', '5', '8', '9']) { c } else { 3 - c })).collect();
     let q = purity(&cluster_of, &shuffled);
     assert!(q < 0.8, "purity {q} with shuffled classes: the check cannot fail");
     // The window table agrees with the device table's counts.
@@ -192,7 +200,8 @@ fn device_table_groups_devices_by_class_and_flags_noisy_ones() {
 fn odd_device_ids_round_trip_through_csv_and_parquet() {
     let b = beats();
     let ids = ["plain", "a,b", "say \"hi\"", "two\nlines", "Zürich-東京 ☃", " padded "];
-    let devices: Vec<(String, Vec<Vec<f32>>)> = ids.iter().enumerate().map(|(i, d)| (d.to_string(), vec![b[&1][i].clone(), b[&2][i].clone()])).collect();
+    let devices: Vec<(String, Vec<Vec<f32>>)> =
+        ids.iter().enumerate().map(|(i, d)| (d.to_string(), vec![b[&1][i].clone(), b[&2][i].clone()])).collect();
     let rows = interleave(&devices);
     let dir = tempfile::tempdir().unwrap();
     let (csv_in, pq_in) = (dir.path().join("in.csv"), dir.path().join("in.parquet"));
@@ -203,7 +212,11 @@ fn odd_device_ids_round_trip_through_csv_and_parquet() {
         let out = dir.path().join(out);
         let o = assign(input, &out, &[]);
         assert!(o.status.success(), "{}: {}", out.display(), String::from_utf8_lossy(&o.stderr));
-        let devices = out.with_file_name(format!("{}.devices.{}", out.file_stem().unwrap().to_str().unwrap(), out.extension().unwrap().to_str().unwrap()));
+        let devices = out.with_file_name(format!(
+            "{}.devices.{}",
+            out.file_stem().unwrap().to_str().unwrap(),
+            out.extension().unwrap().to_str().unwrap()
+        ));
         tables.push((read_table(&out), read_table(&devices)));
     }
     // Ids are trimmed (like every CSV cell, and so in Parquet too): " padded " reads as "padded".
@@ -216,7 +229,8 @@ fn odd_device_ids_round_trip_through_csv_and_parquet() {
     }
     // Same cells whatever the input and output formats (floats compared as numbers).
     let norm = |t: &Vec<Vec<String>>| -> Vec<Vec<String>> {
-        let mut rows: Vec<Vec<String>> = t.iter().map(|r| r.iter().map(|c| c.parse::<f64>().map_or(c.clone(), |v| format!("{v:.5}"))).collect()).collect();
+        let mut rows: Vec<Vec<String>> =
+            t.iter().map(|r| r.iter().map(|c| c.parse::<f64>().map_or(c.clone(), |v| format!("{v:.5}"))).collect()).collect();
         rows.sort();
         rows
     };
@@ -242,7 +256,11 @@ fn wrong_files_are_errors_and_leave_outputs_alone() {
         .collect();
     let cases: [(&str, &[u8], &str); 4] = [
         ("random.bin", &random, "line 1: is not UTF-8 text"),
-        ("ab.csv", b"a,b\n1,2\n3,4\n", "the header has 2 column(s) (\"a\", \"b\"); this model reads device, timestamp and 1 value column(s)"),
+        (
+            "ab.csv",
+            b"a,b\n1,2\n3,4\n",
+            "the header has 2 column(s) (\"a\", \"b\"); this model reads device, timestamp and 1 value column(s)",
+        ),
         ("allbad.csv", b"device,t,v\nd,x,1\nd,y,2\n", "no valid reading (2 row(s): 2 malformed"),
         ("empty.csv", b"device,timestamp,value\n", "no valid reading (0 row(s)"),
     ];
@@ -256,7 +274,10 @@ fn wrong_files_are_errors_and_leave_outputs_alone() {
     }
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous\n");
     assert_eq!(std::fs::read_to_string(&devices).unwrap(), "previous devices\n");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp")).count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp")).count(),
+        0
+    );
 }
 
 #[test]
@@ -271,7 +292,20 @@ fn a_killed_run_leaves_previous_outputs_intact() {
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let model = root().join("models/ecg5000");
     let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
-        .args(["assign", "--model", model.to_str().unwrap(), "--input", fifo.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--batch", "1", "--format", "csv"])
+        .args([
+            "assign",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            fifo.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--batch",
+            "1",
+            "--format",
+            "csv",
+        ])
         .spawn()
         .unwrap();
     let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
@@ -299,6 +333,12 @@ fn a_killed_run_leaves_previous_outputs_intact() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous\n", "a killed run replaced the window table");
     assert_eq!(std::fs::read_to_string(&devices).unwrap(), "previous devices\n");
     // What it left is a hidden temporary file, never a file at a real output name.
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert!(names.iter().all(|n| ["ids.csv", "ids.devices.csv", "live.csv"].contains(&n.as_str()) || (n.starts_with('.') && n.ends_with(".tmp"))), "{names:?}");
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| ["ids.csv", "ids.devices.csv", "live.csv"].contains(&n.as_str()) || (n.starts_with('.') && n.ends_with(".tmp"))),
+        "{names:?}"
+    );
 }

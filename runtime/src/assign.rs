@@ -137,10 +137,7 @@ mod tests {
     fn rejects_bad_shapes_and_values() {
         assert_eq!(assign(&[1.0], &[1.0], 0), Err(AssignError::ZeroDim));
         assert_eq!(assign(&[1.0], &[], 1), Err(AssignError::NoCentroids));
-        assert_eq!(
-            assign(&[1.0, 2.0], &[1.0, 2.0, 3.0], 2),
-            Err(AssignError::RaggedCentroids { len: 3, dim: 2 })
-        );
+        assert_eq!(assign(&[1.0, 2.0], &[1.0, 2.0, 3.0], 2), Err(AssignError::RaggedCentroids { len: 3, dim: 2 }));
         assert_eq!(assign(&[1.0], &[1.0, 2.0], 2), Err(AssignError::DimMismatch { got: 1, expected: 2 }));
         assert_eq!(assign(&[f32::NAN, 0.0], &[1.0, 2.0], 2), Err(AssignError::NonFinite { index: 0 }));
     }

@@ -6,8 +6,8 @@ use rayon::prelude::*;
 use crate::assign::Assignment;
 use crate::bundle::{Cell, Normalization};
 use crate::encoder::{encodes_cleanly, gru_cell, lstm_cell, EncodeError, Encoder, State, Zscore, SUMMARY_SLOTS};
-use crate::summary::Summary;
 use crate::math::dot;
+use crate::summary::Summary;
 
 /// Hidden-unit capacity of host states.
 pub const HOST_MAX_HIDDEN: usize = 512;

@@ -80,7 +80,15 @@ struct LayerPart {
 impl LayerPart {
     /// `layer` as [`crate::Bundle::layer`] returns it; `own`/`other`: the `(first unit, count)`
     /// of this thread's and the other thread's hidden units.
-    fn pack(layer: (&[f32], &[f32], &[f32], &[f32]), first: bool, hid: usize, gates: usize, own: (usize, usize), other: (usize, usize), wide: usize) -> Self {
+    fn pack(
+        layer: (&[f32], &[f32], &[f32], &[f32]),
+        first: bool,
+        hid: usize,
+        gates: usize,
+        own: (usize, usize),
+        other: (usize, usize),
+        wide: usize,
+    ) -> Self {
         let (src_ih, src_hh, b_ih, b_hh) = layer;
         let (j0, hw) = own;
         let hwp = hw.next_multiple_of(UNIT_PAD);
@@ -286,7 +294,13 @@ impl Scratch {
     fn new(sh: &Shared, t: usize) -> Self {
         let hwp = sh.split[t].1.next_multiple_of(UNIT_PAD);
         let width = sh.cell.gates() * hwp;
-        Scratch { gates: vec![0.0; width], rec: vec![0.0; width], h: vec![0.0; hwp], c: vec![0.0; sh.layers * hwp], full: vec![0.0; sh.layers * sh.hid] }
+        Scratch {
+            gates: vec![0.0; width],
+            rec: vec![0.0; width],
+            h: vec![0.0; hwp],
+            c: vec![0.0; sh.layers * hwp],
+            full: vec![0.0; sh.layers * sh.hid],
+        }
     }
 }
 
@@ -480,11 +494,7 @@ impl<'a> DuoEncoder<'a> {
         let split = [(0, half), (half, hid - half)];
         let wide = wide_block();
         let parts = [(split[0], split[1]), (split[1], split[0])].map(|part| {
-            (0..layers)
-                .map(|l| {
-                    LayerPart::pack(enc.bundle().layer(l), l == 0, hid, g, part.0, part.1, wide)
-                })
-                .collect::<Vec<_>>()
+            (0..layers).map(|l| LayerPart::pack(enc.bundle().layer(l), l == 0, hid, g, part.0, part.1, wide)).collect::<Vec<_>>()
         });
         let per = split.iter().map(|&(_, hw)| hw.div_ceil(LINE_VALS)).max().unwrap_or(0);
         let lines = (0..2 * layers * 2 * per).map(|_| Line { vals: UnsafeCell::new([0.0; LINE_VALS]), phase: AtomicU32::new(0) }).collect();
@@ -502,10 +512,7 @@ impl<'a> DuoEncoder<'a> {
             dead: AtomicBool::new(false),
         });
         let for_helper = sh.clone();
-        let handle = std::thread::Builder::new()
-            .name("runtime-duo".into())
-            .spawn(move || helper(for_helper))
-            .ok();
+        let handle = std::thread::Builder::new().name("runtime-duo".into()).spawn(move || helper(for_helper)).ok();
         if let Some(handle) = handle {
             out.sc = Some(Scratch::new(&sh, 0));
             out.duo = Some((sh, handle));
@@ -528,10 +535,8 @@ impl<'a> DuoEncoder<'a> {
     pub fn encode_window(&mut self, window: &[f32]) -> Result<Vec<f32>, EncodeError> {
         let hd = self.enc.bundle().header;
         let f = hd.n_features as usize;
-        let splittable = self.is_split()
-            && !window.is_empty()
-            && window.len().is_multiple_of(f)
-            && encodes_cleanly(hd.normalization, f, window);
+        let splittable =
+            self.is_split() && !window.is_empty() && window.len().is_multiple_of(f) && encodes_cleanly(hd.normalization, f, window);
         if splittable {
             if let Some(z) = self.encode_split(window) {
                 return Ok(z);
@@ -610,7 +615,11 @@ mod tests {
                     let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
                     let mut duo = DuoEncoder::new(enc).unwrap();
                     let case = format!("{cell:?} hidden {hidden} layers {layers} features {features} {normalization:?}");
-                    assert_eq!(duo.is_split(), hidden as usize >= MIN_SPLIT_HIDDEN && std::thread::available_parallelism().unwrap().get() >= 2, "{case}");
+                    assert_eq!(
+                        duo.is_split(),
+                        hidden as usize >= MIN_SPLIT_HIDDEN && std::thread::available_parallelism().unwrap().get() >= 2,
+                        "{case}"
+                    );
                     for i in 0..6 {
                         let len = (20 + 3 * i) * features as usize;
                         let window: Vec<f32> = (0..len).map(|_| noise.next() * 4.0).collect();

@@ -116,11 +116,9 @@ impl<'a> Encoder<'a> {
     /// Checks that the model fits `State<H, L>` and `LAT` latent values.
     pub fn check_capacity<const H: usize, const L: usize, const LAT: usize>(&self) -> Result<(), BundleError> {
         let h = &self.bundle.header;
-        for (what, need, have) in [
-            ("hidden units", h.hidden as usize, H),
-            ("layers", h.layers as usize, L),
-            ("latent length", h.latent as usize, LAT),
-        ] {
+        for (what, need, have) in
+            [("hidden units", h.hidden as usize, H), ("layers", h.layers as usize, L), ("latent length", h.latent as usize, LAT)]
+        {
             if need > have {
                 return Err(BundleError::Capacity { what, need, have });
             }
@@ -412,7 +410,6 @@ pub(crate) fn gru_cell(gates: &[f32], rec: &[f32], h: &mut [f32]) {
 unsafe fn step_avx2<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
     step::<H, L, BLOCK>(b, s, x)
 }
-
 
 /// Outputs kept in registers per pass of [`matvec_t`]: 8 AVX registers on 64-bit hosts (8
 /// independent add chains hide the add latency), 8 scalars on microcontrollers (their FPU has

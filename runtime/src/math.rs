@@ -17,10 +17,7 @@ pub fn exp(x: f32) -> f32 {
     let n = shifted - magic;
     let ni = shifted.to_bits().wrapping_sub(magic.to_bits()) as i32;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_452 + r * 0.001_388_949_4)))));
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_452 + r * 0.001_388_949_4)))));
     p * f32::from_bits(((ni + 127) as u32) << 23)
 }
 
@@ -183,7 +180,11 @@ mod tests {
                     state ^= state << 13;
                     state ^= state >> 17;
                     state ^= state << 5;
-                    if i % 7 == 3 { specials[(state as usize) % specials.len()] } else { (state as f32 / u32::MAX as f32 - 0.5) * 60.0 }
+                    if i % 7 == 3 {
+                        specials[(state as usize) % specials.len()]
+                    } else {
+                        (state as f32 / u32::MAX as f32 - 0.5) * 60.0
+                    }
                 })
                 .collect();
             let (mut s, mut t) = (xs.clone(), xs.clone());
@@ -199,7 +200,8 @@ mod tests {
         let (mut s, mut t) = (xs.clone(), xs.clone());
         sigmoid_inplace(&mut s);
         tanh_inplace(&mut t);
-        let bad = xs.iter().enumerate().filter(|&(i, &x)| sigmoid(x).to_bits() != s[i].to_bits() || tanh(x).to_bits() != t[i].to_bits()).count();
+        let bad =
+            xs.iter().enumerate().filter(|&(i, &x)| sigmoid(x).to_bits() != s[i].to_bits() || tanh(x).to_bits() != t[i].to_bits()).count();
         assert_eq!(bad, 0, "{bad} of {} values differ between SIMD and scalar", xs.len());
     }
 

@@ -30,10 +30,7 @@ pub struct Summary<const S: usize> {
 
 impl<const S: usize> Default for Summary<S> {
     fn default() -> Self {
-        Summary {
-            acc: [0.0; S],
-            steps: 0,
-        }
+        Summary { acc: [0.0; S], steps: 0 }
     }
 }
 

@@ -20,9 +20,32 @@ impl Noise {
 }
 
 /// A bundle of the given shape (k = 2, zero centroids) with weights drawn from `noise`.
-pub(crate) fn random_bundle(cell: Cell, n_features: u16, hidden: u16, layers: u8, latent: u16, normalization: Normalization, noise: &mut Noise) -> AlignedBytes {
-    let mut hd = Header { cell, n_features, hidden, layers, latent, k: 2, seq_len: 20, normalization, weights_len: 0, segments: 0, stride: 0, prototypes: 2 };
+pub(crate) fn random_bundle(
+    cell: Cell,
+    n_features: u16,
+    hidden: u16,
+    layers: u8,
+    latent: u16,
+    normalization: Normalization,
+    noise: &mut Noise,
+) -> AlignedBytes {
+    let mut hd = Header {
+        cell,
+        n_features,
+        hidden,
+        layers,
+        latent,
+        k: 2,
+        seq_len: 20,
+        normalization,
+        weights_len: 0,
+        segments: 0,
+        stride: 0,
+        prototypes: 2,
+    };
     hd.weights_len = hd.expected_weights() as u32;
     let w: Vec<f32> = (0..hd.weights_len).map(|_| noise.next()).collect();
-    AlignedBytes::new(&encode(&hd, &w, &DecisionTables::centroids(&vec![0.0; 2 * latent as usize], latent as usize)).expect("valid test bundle"))
+    AlignedBytes::new(
+        &encode(&hd, &w, &DecisionTables::centroids(&vec![0.0; 2 * latent as usize], latent as usize)).expect("valid test bundle"),
+    )
 }

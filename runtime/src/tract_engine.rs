@@ -86,9 +86,7 @@ impl TractEncoder {
                     x[dst..dst + self.features].copy_from_slice(&win[t * self.features..(t + 1) * self.features]);
                 }
             }
-            let input: Tensor = tract_ndarray::Array3::from_shape_vec((self.seq_len, b, self.features), x)
-                .map_err(|e| self.err(e))?
-                .into();
+            let input: Tensor = tract_ndarray::Array3::from_shape_vec((self.seq_len, b, self.features), x).map_err(|e| self.err(e))?.into();
             let res = self.plan(b)?.run(tvec!(input.into())).map_err(|e| self.err(e))?;
             out.extend(res[0].to_plain_array_view::<f32>().map_err(|e| self.err(e))?.iter().copied());
         }

@@ -18,7 +18,20 @@ fn values(n: usize, seed: u32, a: f32) -> Vec<f32> {
 }
 
 fn header(cell: Cell, f: u16, h: u16, layers: u8, latent: u16, k: u16, norm: Normalization) -> Header {
-    let mut hd = Header { cell, n_features: f, hidden: h, layers, latent, k, seq_len: 20, normalization: norm, weights_len: 0, segments: 0, stride: 0, prototypes: k };
+    let mut hd = Header {
+        cell,
+        n_features: f,
+        hidden: h,
+        layers,
+        latent,
+        k,
+        seq_len: 20,
+        normalization: norm,
+        weights_len: 0,
+        segments: 0,
+        stride: 0,
+        prototypes: k,
+    };
     hd.weights_len = hd.expected_weights() as u32;
     hd
 }
@@ -91,10 +104,7 @@ fn semantic_errors_are_distinct() {
     let good = bundle(&hd, 3);
     let mut v = good.clone();
     v[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
-    assert_eq!(
-        Bundle::parse(AlignedBytes::new(&v).as_bytes()).unwrap_err(),
-        BundleError::UnsupportedVersion { found: FORMAT_VERSION + 1 }
-    );
+    assert_eq!(Bundle::parse(AlignedBytes::new(&v).as_bytes()).unwrap_err(), BundleError::UnsupportedVersion { found: FORMAT_VERSION + 1 });
     // A header claiming more hidden units than the weights hold.
     let mut wrong = hd;
     wrong.hidden = 5;
@@ -268,7 +278,8 @@ fn reference_decision(b: &Bundle<'_>, latent: &[f32], window: &[f32]) -> (usize,
     raw.extend(steps);
     let d = raw.len();
     let x: Vec<f64> = (0..d).map(|j| (raw[j] - b.offsets[j] as f64) * b.scales[j] as f64).collect();
-    let dist: Vec<f64> = b.prototypes.chunks(d).map(|pr| pr.iter().zip(&x).map(|(a, b)| (*a as f64 - b).powi(2)).sum::<f64>().sqrt()).collect();
+    let dist: Vec<f64> =
+        b.prototypes.chunks(d).map(|pr| pr.iter().zip(&x).map(|(a, b)| (*a as f64 - b).powi(2)).sum::<f64>().sqrt()).collect();
     let best = (0..dist.len()).min_by(|&a, &b| dist[a].total_cmp(&dist[b])).unwrap();
     let c = b.prototype_clusters[best] as usize;
     let second = (0..dist.len()).filter(|&i| b.prototype_clusters[i] as usize != c).map(|i| dist[i]).fold(f64::INFINITY, f64::min);
@@ -339,7 +350,10 @@ fn bad_prototype_clusters_and_old_versions() {
         let mut v = good.clone();
         let at = good.len() - 4 - 12 - 4;
         v[at..at + 4].copy_from_slice(&bad_value.to_le_bytes());
-        assert_eq!(Bundle::parse(AlignedBytes::new(&reseal(v)).as_bytes()).unwrap_err(), BundleError::BadPrototypeCluster { index: 8, k: 3 });
+        assert_eq!(
+            Bundle::parse(AlignedBytes::new(&reseal(v)).as_bytes()).unwrap_err(),
+            BundleError::BadPrototypeCluster { index: 8, k: 3 }
+        );
     }
     // A negative anomaly threshold (the last cluster's).
     let mut v = good.clone();
@@ -376,7 +390,8 @@ fn version_1_bundle_still_loads() {
 #[test]
 fn anomaly_flag_follows_the_cluster_threshold() {
     let hd = summary_header(Normalization::None);
-    let windows: Vec<Vec<f32>> = (0..40).map(|s| values(hd.seq_len as usize * hd.n_features as usize, 100 + s, 0.5 + s as f32 * 0.1)).collect();
+    let windows: Vec<Vec<f32>> =
+        (0..40).map(|s| values(hd.seq_len as usize * hd.n_features as usize, 100 + s, 0.5 + s as f32 * 0.1)).collect();
     let decide = |thresholds: Vec<f32>| -> Vec<runtime::Assignment> {
         let d = hd.decision_dims();
         let p = hd.prototypes as usize;

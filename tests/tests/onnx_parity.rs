@@ -14,7 +14,10 @@ const TOL: f32 = 1e-4;
 
 #[test]
 fn candle_ort_and_tract_agree_on_every_configuration() {
-    let mut table = vec![format!("{:<5} {:>5} {:>3} {:>5} {:>11} {:>11} {:>11}", "cell", "depth", "F", "batch", "candle-ort", "candle-tract", "ort-tract")];
+    let mut table = vec![format!(
+        "{:<5} {:>5} {:>3} {:>5} {:>11} {:>11} {:>11}",
+        "cell", "depth", "F", "batch", "candle-ort", "candle-tract", "ort-tract"
+    )];
     let mut worst = 0f32;
     for (ci, cell) in [CellKind::Lstm, CellKind::Gru].into_iter().enumerate() {
         for depth in [1, 2] {
@@ -28,7 +31,10 @@ fn candle_ort_and_tract_agree_on_every_configuration() {
                     let x = time_major(&series[..b], 140, f);
                     let c = candle_embed(&m, &series[..b]).unwrap();
                     let o = ort.run(&x, 140, b, f).unwrap();
-                    let t = TractEncoder::load(&onnx, 140, b, f).unwrap().run(&x, 140, b, f).unwrap_or_else(|e| panic!("tract, {cell:?} depth {depth} F {f} batch {b}: {e:#}"));
+                    let t = TractEncoder::load(&onnx, 140, b, f)
+                        .unwrap()
+                        .run(&x, 140, b, f)
+                        .unwrap_or_else(|e| panic!("tract, {cell:?} depth {depth} F {f} batch {b}: {e:#}"));
                     let (co, ct, ot) = (max_abs_diff(&c, &o), max_abs_diff(&c, &t), max_abs_diff(&o, &t));
                     table.push(format!("{cell:<5?} {depth:>5} {f:>3} {b:>5} {co:>11.2e} {ct:>11.2e} {ot:>11.2e}"));
                     assert!(
@@ -123,9 +129,8 @@ fn graph_structure_and_metadata_read_back_with_tract_messages() {
 /// found through `ONNX_PYTHONPATH`).
 #[test]
 fn exported_files_pass_the_onnx_checker() {
-    let pythonpath = std::env::var("ONNX_PYTHONPATH").expect(
-        "ONNX_PYTHONPATH is not set: point it at a directory holding the PyPI `onnx` package (scripts/test.sh sets it)",
-    );
+    let pythonpath = std::env::var("ONNX_PYTHONPATH")
+        .expect("ONNX_PYTHONPATH is not set: point it at a directory holding the PyPI `onnx` package (scripts/test.sh sets it)");
     for (cell, depth, f) in [(CellKind::Lstm, 1, 1), (CellKind::Lstm, 2, 3), (CellKind::Gru, 1, 1), (CellKind::Gru, 2, 3)] {
         let dir = tempfile::tempdir().unwrap();
         fixture_model(dir.path(), cell, depth, f, 8, 0).unwrap();
@@ -140,10 +145,5 @@ fn check_with_python(path: &Path, pythonpath: &str) {
         .arg(path)
         .output()
         .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "ONNX checker rejected {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ONNX checker rejected {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
 }

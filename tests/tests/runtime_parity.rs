@@ -55,7 +55,11 @@ fn native_duo_ort_tract_and_candle_agree_on_all_ecg5000_series() {
     let (a, b, c, d) = (ids(&z_native), ids(&z_ort), ids(&z_tract), ids(&z_duo));
     let differ = |o: &[usize]| a.iter().zip(o).filter(|(x, y)| x != y).count();
     let (diff_ort, diff_tract, diff_duo) = (differ(&b), differ(&c), differ(&d));
-    assert_eq!((diff_ort, diff_tract, diff_duo), (0, 0, 0), "cluster IDs differ for {diff_ort} (ort) / {diff_tract} (tract) / {diff_duo} (two-core) of 5000 series");
+    assert_eq!(
+        (diff_ort, diff_tract, diff_duo),
+        (0, 0, 0),
+        "cluster IDs differ for {diff_ort} (ort) / {diff_tract} (tract) / {diff_duo} (two-core) of 5000 series"
+    );
     assert_eq!(z_native.len(), 5000 * l);
 }
 

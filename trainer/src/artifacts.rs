@@ -237,8 +237,7 @@ fn sync_dir(dir: &Path) {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn exchange(a: &Path, b: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let (Ok(ca), Ok(cb)) = (std::ffi::CString::new(a.as_os_str().as_bytes()), std::ffi::CString::new(b.as_os_str().as_bytes()))
-    else {
+    let (Ok(ca), Ok(cb)) = (std::ffi::CString::new(a.as_os_str().as_bytes()), std::ffi::CString::new(b.as_os_str().as_bytes())) else {
         return false;
     };
     // SAFETY: both are valid NUL-terminated paths that outlive the call.
@@ -319,7 +318,16 @@ pub fn read_training_log(path: &Path) -> Result<Vec<crate::train::EpochLog>> {
             None | Some("") => None,
             Some(_) => Some(num(6)?),
         };
-        out.push(crate::train::EpochLog { epoch, loss: num(1)?, recon: num(2)?, kl: num(3)?, kl_weight: num(4)?, seconds: num(5)?, val_recon, contrastive: None });
+        out.push(crate::train::EpochLog {
+            epoch,
+            loss: num(1)?,
+            recon: num(2)?,
+            kl: num(3)?,
+            kl_weight: num(4)?,
+            seconds: num(5)?,
+            val_recon,
+            contrastive: None,
+        });
     }
     Ok(out)
 }

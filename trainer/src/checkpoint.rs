@@ -150,7 +150,10 @@ impl Checkpoint {
         let meta: CheckpointMeta =
             serde_json::from_str(json).map_err(|e| Error::model(path, format!("checkpoint metadata is corrupt: {e}")))?;
         if meta.version != CHECKPOINT_VERSION {
-            return Err(Error::model(path, format!("checkpoint version {} is not supported (this trainer reads {CHECKPOINT_VERSION})", meta.version)));
+            return Err(Error::model(
+                path,
+                format!("checkpoint version {} is not supported (this trainer reads {CHECKPOINT_VERSION})", meta.version),
+            ));
         }
         let s = &meta.state;
         if s.log.len() != s.epochs_done || s.order.len() != meta.settings.n_train {

@@ -12,14 +12,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, LoadedModel, RunConfig, Staging, FORMAT_VERSION};
 use crate::checkpoint::{self, fingerprint, Checkpoint, CheckpointMeta, RunSettings, CHECKPOINT, CHECKPOINT_VERSION};
-use crate::export::{write_bundle, write_encoder_onnx};
-use crate::cluster::decision::{anomaly_thresholds, apply_scaling, cluster, stability, fit_scaling, knn_vote, summary_shape, ClusterMethod, ClusterParams, Decision, DecisionParams};
+use crate::cluster::decision::{
+    anomaly_thresholds, apply_scaling, cluster, fit_scaling, knn_vote, stability, summary_shape, ClusterMethod, ClusterParams, Decision,
+    DecisionParams,
+};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
 use crate::data::prep::{normalize, resample_all, split, Normalization};
 use crate::data::{Dataset, Series};
 use crate::embed::NativeEncoder;
 use crate::error::{Error, Result};
+use crate::export::{write_bundle, write_encoder_onnx};
 use crate::model::{ModelConfig, Vrae};
 use crate::params::VraeValidParams;
 use crate::report::tsne::TsneParams;
@@ -344,7 +347,11 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     let mut stabilities = Vec::new();
     for &segments in &candidates {
         let dims = l + 2 * segments * ds.n_features;
-        let raw_train: Vec<f32> = if dims == full_dims { raw_full.clone() } else { raw_full.chunks_exact(full_dims).flat_map(|r| r[..dims].iter().copied()).collect() };
+        let raw_train: Vec<f32> = if dims == full_dims {
+            raw_full.clone()
+        } else {
+            raw_full.chunks_exact(full_dims).flat_map(|r| r[..dims].iter().copied()).collect()
+        };
         let half = segments * ds.n_features;
         let mut blocks = vec![(l, opts.decision.latent_weight)];
         if segments > 0 {
@@ -382,7 +389,8 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     let hold_assign = native.assign(&hold_series, &z_hold)?;
     let train_pred: Vec<usize> = train_assign.iter().map(|a| a.cluster).collect();
     let hold_pred: Vec<usize> = hold_assign.iter().map(|a| a.cluster).collect();
-    let agree = |a: &[usize], b: &[usize]| if a.is_empty() { 1.0 } else { a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64 };
+    let agree =
+        |a: &[usize], b: &[usize]| if a.is_empty() { 1.0 } else { a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64 };
     let agreement_train = agree(&train_pred, &clustering.labels);
     let hold_vote = if hold_series.is_empty() {
         Vec::new()

@@ -7,18 +7,18 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use trainer::artifacts::{load_model, read_training_log, write_atomic};
-use trainer::cluster::metrics::encode_labels;
-use trainer::report::tsne::TsneParams;
-use trainer::report::{decode_centroids, write_plots, PlotInput};
 use trainer::checkpoint::Checkpoint;
 use trainer::cluster::decision::{ClusterMethod, DecisionParams};
+use trainer::cluster::metrics::encode_labels;
 use trainer::cluster::ClusterScores;
 use trainer::data::prep::Normalization;
 use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
-use trainer::export::{write_bundle, write_encoder_onnx, ONNX_OPSET};
 use trainer::embed::{latents_csv, prepare, write_latents};
+use trainer::export::{write_bundle, write_encoder_onnx, ONNX_OPSET};
 use trainer::fit::{fit, FitOptions};
 use trainer::params::{CellKind, LossScaling, OptimizerKind, Preset, ReconLoss, VraeParams};
+use trainer::report::tsne::TsneParams;
+use trainer::report::{decode_centroids, write_plots, PlotInput};
 
 #[derive(Parser)]
 #[command(name = "trainer", version, about = "Train a variational recurrent autoencoder on time series and cluster its latent space")]
@@ -304,9 +304,28 @@ impl HyperArgs {
         macro_rules! check {
             ($($f:ident),*) => { $( if self.$f.is_some() { set.push(format!("--{}", stringify!($f).replace('_', "-"))); } )* };
         }
-        check!(cell, hidden_size, hidden_layer_depth, latent_length, batch_size, dropout, optimizer, loss,
-               loss_scaling, kl_weight, kl_anneal_epochs, seed, early_stopping, validation, patience, min_steps,
-               step_budget, contrastive_weight, contrastive_temperature, contrastive_crop);
+        check!(
+            cell,
+            hidden_size,
+            hidden_layer_depth,
+            latent_length,
+            batch_size,
+            dropout,
+            optimizer,
+            loss,
+            loss_scaling,
+            kl_weight,
+            kl_anneal_epochs,
+            seed,
+            early_stopping,
+            validation,
+            patience,
+            min_steps,
+            step_budget,
+            contrastive_weight,
+            contrastive_temperature,
+            contrastive_crop
+        );
         set
     }
 }
@@ -486,14 +505,7 @@ fn run_infer(a: InferArgs, assign: bool) -> Result<()> {
     }
     let mut s = String::from("index,label,cluster,distance,second_distance\n");
     for (i, a) in native.assign(&ds.series, &z)?.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "{i},{},{},{},{}",
-            labels.map_or("", |lb| lb[i].as_str()),
-            a.cluster,
-            a.distance,
-            a.second_distance
-        );
+        let _ = writeln!(s, "{i},{},{},{},{}", labels.map_or("", |lb| lb[i].as_str()), a.cluster, a.distance, a.second_distance);
     }
     emit(a.out.as_deref(), &s)
 }

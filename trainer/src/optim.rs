@@ -40,10 +40,9 @@ impl Optimizer {
     /// A fresh optimiser (zero moments, step 0) over `vars`.
     pub fn new(kind: OptimizerKind, lr: f64, vars: Vec<(String, Var)>) -> Result<Self> {
         let moments = match kind {
-            OptimizerKind::Adam => vars
-                .iter()
-                .map(|(_, v)| Ok(Moments { m: v.zeros_like()?, v: v.zeros_like()? }))
-                .collect::<Result<_>>()?,
+            OptimizerKind::Adam => {
+                vars.iter().map(|(_, v)| Ok(Moments { m: v.zeros_like()?, v: v.zeros_like()? })).collect::<Result<_>>()?
+            }
             OptimizerKind::Sgd => Vec::new(),
         };
         Ok(Optimizer { kind, lr, vars, moments, step: 0 })

@@ -130,7 +130,13 @@ fn improves(v: f64, best: Option<f64>) -> bool {
 /// The best epoch and its validation loss by the rule training applies ([`improves`]), replayed
 /// over a checkpoint's log, so a resumed run keeps the epoch an uninterrupted one keeps.
 fn best_in_log(log: &[EpochLog]) -> Option<(usize, f64)> {
-    log.iter().filter_map(|e| e.val_recon.map(|v| (e.epoch, v))).fold(None, |best, (e, v)| if improves(v, best.map(|b| b.1)) { Some((e, v)) } else { best })
+    log.iter().filter_map(|e| e.val_recon.map(|v| (e.epoch, v))).fold(None, |best, (e, v)| {
+        if improves(v, best.map(|b| b.1)) {
+            Some((e, v))
+        } else {
+            best
+        }
+    })
 }
 
 fn snapshot(store: &ParamStore) -> Result<std::collections::BTreeMap<String, Tensor>> {
@@ -455,7 +461,16 @@ mod tests {
     fn log(vals: &[f64]) -> Vec<EpochLog> {
         vals.iter()
             .enumerate()
-            .map(|(i, &v)| EpochLog { epoch: i + 1, loss: 0.0, recon: 0.0, kl: 0.0, kl_weight: 0.0, seconds: 0.0, val_recon: Some(v), contrastive: None })
+            .map(|(i, &v)| EpochLog {
+                epoch: i + 1,
+                loss: 0.0,
+                recon: 0.0,
+                kl: 0.0,
+                kl_weight: 0.0,
+                seconds: 0.0,
+                val_recon: Some(v),
+                contrastive: None,
+            })
             .collect()
     }
 

@@ -37,9 +37,8 @@ fn write_csv(path: &Path, n: usize) {
     std::fs::write(path, s).unwrap();
 }
 
-const TINY: [&str; 12] = [
-    "--hidden-size", "8", "--latent-length", "2", "--epochs", "2", "--batch-size", "8", "--n-init", "3", "--quiet", "--holdout",
-];
+const TINY: [&str; 12] =
+    ["--hidden-size", "8", "--latent-length", "2", "--epochs", "2", "--batch-size", "8", "--n-init", "3", "--quiet", "--holdout"];
 
 #[test]
 fn fit_embed_cluster_round_trip() {
@@ -126,7 +125,11 @@ fn fit_embed_cluster_round_trip() {
     let e = err(&trainer(&["embed", broken.to_str().unwrap(), data.to_str().unwrap()]));
     assert!(e.contains("model.safetensors") && e.contains("shape"), "{e}");
     std::fs::write(broken.join("config.json"), &c).unwrap();
-    std::fs::write(broken.join("centroids.json"), "{\"k\": 2, \"latent_length\": 2, \"centroids\": [[1.0, 2.0]], \"sizes\": [], \"inertia\": 0}").unwrap();
+    std::fs::write(
+        broken.join("centroids.json"),
+        "{\"k\": 2, \"latent_length\": 2, \"centroids\": [[1.0, 2.0]], \"sizes\": [], \"inertia\": 0}",
+    )
+    .unwrap();
     let e = err(&trainer(&["cluster", broken.to_str().unwrap(), data.to_str().unwrap()]));
     assert!(e.contains("centroids.json"), "{e}");
     // A decision table that does not fit the model: a prototype naming a cluster that does not
@@ -187,7 +190,13 @@ fn write_unlabelled(path: &std::path::Path, k: usize) {
                 let x = t as f32 / 40.0;
                 let v = match i % k {
                     0 => (x * 12.0).sin(),
-                    1 => if (x * 4.0).fract() < 0.5 { 1.0 } else { -1.0 },
+                    1 => {
+                        if (x * 4.0).fract() < 0.5 {
+                            1.0
+                        } else {
+                            -1.0
+                        }
+                    }
                     2 => 2.0 * x - 1.0,
                     _ => 3.0 * (-((x - 0.5) * 8.0).powi(2)).exp() - 0.5,
                 };

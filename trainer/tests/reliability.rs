@@ -66,7 +66,10 @@ fn diverging_run_stops_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_res
     assert_eq!(ck.meta.settings.params.seed, 2);
     load_model(&interrupted, &Device::Cpu).expect("previous model still loads");
 
-    let o = run(&["fit".into(), data.to_str().unwrap().into(), "--resume".into(), interrupted.to_str().unwrap().into(), "--quiet".into()], None);
+    let o = run(
+        &["fit".into(), data.to_str().unwrap().into(), "--resume".into(), interrupted.to_str().unwrap().into(), "--quiet".into()],
+        None,
+    );
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stderr).contains("after epoch 3 of 5"));
     let (a, b) = (snapshot(&straight), snapshot(&interrupted));
@@ -78,7 +81,8 @@ fn diverging_run_stops_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_res
 
     // A finished run can be resumed again (nothing to train, the checkpoint stays) or extended.
     let again = |extra: &[&str]| {
-        let mut args: Vec<String> = vec!["fit".into(), data.to_str().unwrap().into(), "--resume".into(), interrupted.to_str().unwrap().into(), "--quiet".into()];
+        let mut args: Vec<String> =
+            vec!["fit".into(), data.to_str().unwrap().into(), "--resume".into(), interrupted.to_str().unwrap().into(), "--quiet".into()];
         args.extend(extra.iter().map(|s| s.to_string()));
         ok(&run(&args, None));
         Checkpoint::load(&interrupted, &Device::Cpu).unwrap().meta.state.epochs_done
@@ -91,7 +95,8 @@ fn diverging_run_stops_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_res
     let other = tempfile::tempdir().unwrap();
     let other_data = write_shapes(other.path(), 24, 2, 0.5);
     let resume = |extra: &[&str]| {
-        let mut args: Vec<String> = vec!["fit".into(), other_data.to_str().unwrap().into(), "--resume".into(), interrupted.to_str().unwrap().into()];
+        let mut args: Vec<String> =
+            vec!["fit".into(), other_data.to_str().unwrap().into(), "--resume".into(), interrupted.to_str().unwrap().into()];
         args.extend(extra.iter().map(|s| s.to_string()));
         run(&args, None)
     };
@@ -142,12 +147,7 @@ fn killed_at_random_moments_the_model_directory_is_always_one_whole_run() {
     let full = started.elapsed();
     let mut seen_new = false;
     for i in 1..=8u32 {
-        let mut child = trainer()
-            .args(fit_args(&data, &dir, "4", "30"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = trainer().args(fit_args(&data, &dir, "4", "30")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(full * i / 8 + Duration::from_millis(5 * i as u64));
         let _ = child.kill(); // SIGKILL; the run may also have finished already
         let _ = child.wait();
@@ -183,7 +183,26 @@ fn early_stopping_resumes_to_the_uninterrupted_result() {
     let data = write_shapes(tmp.path(), 40, 2, 0.0);
     let (straight, interrupted) = (tmp.path().join("straight"), tmp.path().join("interrupted"));
     let args = |out: &Path| {
-        tiny_fit_args(&data, out, &["--batch-size", "8", "--epochs", "40", "--early-stopping", "true", "--patience", "3", "--min-steps", "8", "--learning-rate", "0.02", "--seed", "3"])
+        tiny_fit_args(
+            &data,
+            out,
+            &[
+                "--batch-size",
+                "8",
+                "--epochs",
+                "40",
+                "--early-stopping",
+                "true",
+                "--patience",
+                "3",
+                "--min-steps",
+                "8",
+                "--learning-rate",
+                "0.02",
+                "--seed",
+                "3",
+            ],
+        )
     };
     ok(&run(&args(&straight), None));
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(straight.join("metrics.json")).unwrap()).unwrap();
@@ -195,7 +214,10 @@ fn early_stopping_resumes_to_the_uninterrupted_result() {
     // Interrupted after the best epoch was found, then resumed.
     let fault = format!("nan-loss-at-epoch={}", epochs - 1);
     assert_eq!(run(&args(&interrupted), Some(&fault)).status.code(), Some(1));
-    let o = run(&["fit".into(), data.to_str().unwrap().into(), "--resume".into(), interrupted.to_str().unwrap().into(), "--quiet".into()], None);
+    let o = run(
+        &["fit".into(), data.to_str().unwrap().into(), "--resume".into(), interrupted.to_str().unwrap().into(), "--quiet".into()],
+        None,
+    );
     ok(&o);
     let (a, b) = (snapshot(&straight), snapshot(&interrupted));
     for f in ["model.safetensors", "centroids.json", "model.bundle"] {

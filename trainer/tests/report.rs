@@ -153,7 +153,21 @@ fn too_few_series_for_figures_still_give_a_model_and_a_report() {
     let data = tmp.path().join("three.tsv");
     std::fs::write(&data, "1\t1\t2\t3\n2\t3\t2\t1\n1\t1\t2\t2\n").unwrap();
     let out = tmp.path().join("m");
-    let o = run(&["fit", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--holdout", "0", "--epochs", "1", "--hidden-size", "4", "--latent-length", "2", "--quiet"]);
+    let o = run(&[
+        "fit",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--holdout",
+        "0",
+        "--epochs",
+        "1",
+        "--hidden-size",
+        "4",
+        "--latent-length",
+        "2",
+        "--quiet",
+    ]);
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stderr).contains("t-SNE needs at least 4 points"));
     let r: Report = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();

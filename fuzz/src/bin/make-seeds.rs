@@ -33,7 +33,20 @@ fn main() {
     // The GRU one decides on the latent beside a 2-segment window summary, with 5 prototypes.
     for (name, cell, norm, segments) in [("lstm", Cell::Lstm, Normalization::None, 0u16), ("gru_z", Cell::Gru, Normalization::Zscore, 2)] {
         let prototypes = if segments > 0 { 5 } else { 3 };
-        let mut hd = Header { cell, n_features: 2, hidden: 3, layers: 2, latent: 2, k: 3, seq_len: 8, normalization: norm, weights_len: 0, segments, stride: 4, prototypes };
+        let mut hd = Header {
+            cell,
+            n_features: 2,
+            hidden: 3,
+            layers: 2,
+            latent: 2,
+            k: 3,
+            seq_len: 8,
+            normalization: norm,
+            weights_len: 0,
+            segments,
+            stride: 4,
+            prototypes,
+        };
         hd.weights_len = hd.expected_weights() as u32;
         let w: Vec<f32> = (0..hd.weights_len).map(|i| ((i as f32) * 0.7).sin() * 0.5).collect();
         let d = hd.decision_dims();

@@ -20,11 +20,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Median seconds of `reps` runs of `f`.
 fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     f(); // warm-up
-    median((0..reps).map(|_| {
-        let t = Instant::now();
-        f();
-        t.elapsed().as_secs_f64()
-    }).collect())
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,7 +115,16 @@ fn main() -> anyhow::Result<()> {
         let out = std::env::temp_dir().join("bench-fleet-ids.csv");
         let t = Instant::now();
         let o = std::process::Command::new(&exe)
-            .args(["assign", "--quiet", "--model", dir.to_str().unwrap(), "--input", path.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args([
+                "assign",
+                "--quiet",
+                "--model",
+                dir.to_str().unwrap(),
+                "--input",
+                path.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
             .output()?;
         let secs = t.elapsed().as_secs_f64();
         anyhow::ensure!(o.status.success(), "edge failed: {}", String::from_utf8_lossy(&o.stderr));

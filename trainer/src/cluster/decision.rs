@@ -97,11 +97,7 @@ impl Decision {
             scales: self.scales.clone(),
             prototypes: self.prototypes.clone(),
             clusters: self.prototype_clusters.clone(),
-            anomaly_thresholds: if self.anomaly_thresholds.is_empty() {
-                vec![f32::MAX; self.k]
-            } else {
-                self.anomaly_thresholds.clone()
-            },
+            anomaly_thresholds: if self.anomaly_thresholds.is_empty() { vec![f32::MAX; self.k] } else { self.anomaly_thresholds.clone() },
         }
     }
 }
@@ -142,21 +138,12 @@ pub enum ClusterMethod {
 
 /// Per-value offsets and scales that weight the blocks of the decision vector (module docs).
 /// `blocks` gives each block's length and weight, in order.
-pub fn fit_scaling(
-    raw: &[f32],
-    dims: usize,
-    blocks: &[(usize, f64)],
-) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn fit_scaling(raw: &[f32], dims: usize, blocks: &[(usize, f64)]) -> Result<(Vec<f32>, Vec<f32>)> {
     if dims == 0 || raw.len() % dims != 0 || raw.is_empty() {
-        return Err(Error::Param(format!(
-            "decision: {} values do not form rows of {dims}",
-            raw.len()
-        )));
+        return Err(Error::Param(format!("decision: {} values do not form rows of {dims}", raw.len())));
     }
     if blocks.iter().map(|b| b.0).sum::<usize>() != dims {
-        return Err(Error::Param(
-            "decision: blocks do not cover the decision vector".into(),
-        ));
+        return Err(Error::Param("decision: blocks do not cover the decision vector".into()));
     }
     let n = raw.len() / dims;
     let mut mean = vec![0f64; dims];
@@ -187,14 +174,7 @@ pub fn fit_scaling(
 /// `(raw - offset) * scale` for every row: the vectors the prototypes live among.
 pub fn apply_scaling(raw: &[f32], offsets: &[f32], scales: &[f32]) -> Vec<f32> {
     let d = offsets.len();
-    raw.chunks_exact(d)
-        .flat_map(|r| {
-            r.iter()
-                .zip(offsets)
-                .zip(scales)
-                .map(|((x, o), s)| (x - o) * s)
-        })
-        .collect()
+    raw.chunks_exact(d).flat_map(|r| r.iter().zip(offsets).zip(scales).map(|((x, o), s)| (x - o) * s)).collect()
 }
 
 /// Clusters found and the prototypes that stand for them.
@@ -273,23 +253,16 @@ impl DecisionParams {
     /// Rejects values no fit can use.
     pub fn check(&self) -> Result<()> {
         if !(self.latent_weight.is_finite() && self.latent_weight >= 0.0) {
-            return Err(Error::Param(format!(
-                "latent weight must be finite and >= 0, got {}",
-                self.latent_weight
-            )));
+            return Err(Error::Param(format!("latent weight must be finite and >= 0, got {}", self.latent_weight)));
         }
         if self.latent_weight == 0.0 && self.summary_segments == 0 {
-            return Err(Error::Param(
-                "latent weight 0 with no summary leaves nothing to cluster on".into(),
-            ));
+            return Err(Error::Param("latent weight 0 with no summary leaves nothing to cluster on".into()));
         }
         if !(self.anomaly_quantile > 0.0 && self.anomaly_quantile <= 1.0) {
             return Err(Error::Param(format!("anomaly quantile must be in (0, 1], got {}", self.anomaly_quantile)));
         }
         if self.neighbors == 0 || self.prototypes_per_cluster == 0 || self.max_clusters < 2 {
-            return Err(Error::Param(
-                "neighbors and prototypes per cluster must be >= 1, max clusters >= 2".into(),
-            ));
+            return Err(Error::Param("neighbors and prototypes per cluster must be >= 1, max clusters >= 2".into()));
         }
         Ok(())
     }
@@ -298,14 +271,7 @@ impl DecisionParams {
 /// For each row of `x`, the majority cluster of its `n_neighbors` nearest rows of `train`
 /// (ties: the lowest cluster): the graph clustering's own out-of-sample rule, against which
 /// the device's prototype decision on held-out series is compared.
-pub fn knn_vote(
-    train: &[f32],
-    labels: &[usize],
-    k: usize,
-    x: &[f32],
-    dims: usize,
-    n_neighbors: usize,
-) -> Vec<usize> {
+pub fn knn_vote(train: &[f32], labels: &[usize], k: usize, x: &[f32], dims: usize, n_neighbors: usize) -> Vec<usize> {
     use rayon::prelude::*;
     let rows: Vec<&[f32]> = train.chunks_exact(dims).collect();
     let nn = n_neighbors.clamp(1, rows.len().max(1));
@@ -315,9 +281,7 @@ pub fn knn_vote(
             for i in nearest_rows(&rows, q, nn) {
                 votes[labels[i]] += 1;
             }
-            (0..k)
-                .max_by(|&a, &b| votes[a].cmp(&votes[b]).then(b.cmp(&a)))
-                .unwrap_or(0)
+            (0..k).max_by(|&a, &b| votes[a].cmp(&votes[b]).then(b.cmp(&a))).unwrap_or(0)
         })
         .collect()
 }
@@ -347,26 +311,16 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
     if n == 0 {
         return Err(Error::Param("cannot cluster zero series".into()));
     }
-    let sp = SpectralParams {
-        n_neighbors: p.n_neighbors,
-        n_init: p.n_init,
-        seed: p.seed,
-    };
+    let sp = SpectralParams { n_neighbors: p.n_neighbors, n_init: p.n_init, seed: p.seed };
     let needs_graph = p.method == ClusterMethod::Spectral || p.k.is_none();
-    let graph = if needs_graph {
-        Some(Graph::knn(x, dims, p.n_neighbors)?)
-    } else {
-        None
-    };
+    let graph = if needs_graph { Some(Graph::knn(x, dims, p.n_neighbors)?) } else { None };
     let (k, mut eigenvalues) = match (p.k, &graph) {
         (Some(k), _) => (k, Vec::new()),
         (None, Some(g)) => eigengap_k(g, p.k_max.min(n - 1).max(2), p.seed),
         (None, None) => unreachable!("a graph is built whenever k is not given"),
     };
     if k == 0 || k > n {
-        return Err(Error::Param(format!(
-            "cannot make {k} clusters from {n} training series"
-        )));
+        return Err(Error::Param(format!("cannot make {k} clusters from {n} training series")));
     }
     let labels = match (p.method, &graph) {
         (ClusterMethod::Spectral, Some(g)) => {
@@ -375,27 +329,12 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
             }
             spectral_on(g, k, &sp)?
         }
-        _ => {
-            KMeans::fit(
-                x,
-                dims,
-                &KMeansParams {
-                    n_init: p.n_init,
-                    ..KMeansParams::new(k, p.seed)
-                },
-            )?
-            .labels
-        }
+        _ => KMeans::fit(x, dims, &KMeansParams { n_init: p.n_init, ..KMeansParams::new(k, p.seed) })?.labels,
     };
     let mut prototypes = Vec::new();
     let mut prototype_clusters = Vec::new();
     for c in 0..k {
-        let rows: Vec<f32> = x
-            .chunks_exact(dims)
-            .zip(&labels)
-            .filter(|(_, &l)| l == c)
-            .flat_map(|(r, _)| r.iter().copied())
-            .collect();
+        let rows: Vec<f32> = x.chunks_exact(dims).zip(&labels).filter(|(_, &l)| l == c).flat_map(|(r, _)| r.iter().copied()).collect();
         let m = rows.len() / dims;
         if m == 0 {
             // An empty cluster (possible when k-means on the embedding leaves one empty) gets no
@@ -403,24 +342,11 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
             continue;
         }
         let q = p.per_cluster.clamp(1, m);
-        let km = KMeans::fit(
-            &rows,
-            dims,
-            &KMeansParams {
-                n_init: 3,
-                ..KMeansParams::new(q, p.seed.wrapping_add(c as u64))
-            },
-        )?;
+        let km = KMeans::fit(&rows, dims, &KMeansParams { n_init: 3, ..KMeansParams::new(q, p.seed.wrapping_add(c as u64)) })?;
         prototypes.extend(&km.centroids);
         prototype_clusters.extend(std::iter::repeat_n(c, q));
     }
-    Ok(Clustering {
-        k,
-        labels,
-        prototypes,
-        prototype_clusters,
-        eigenvalues,
-    })
+    Ok(Clustering { k, labels, prototypes, prototype_clusters, eigenvalues })
 }
 
 /// Largest subsample [`stability`] clusters.
@@ -495,7 +421,8 @@ mod tests {
             })
             .collect();
         let cloud: Vec<f32> = (0..600).map(|_| rng.gen::<f32>()).collect();
-        let p = ClusterParams { k: Some(3), k_max: 8, method: ClusterMethod::Spectral, n_neighbors: 10, n_init: 3, per_cluster: 1, seed: 2 };
+        let p =
+            ClusterParams { k: Some(3), k_max: 8, method: ClusterMethod::Spectral, n_neighbors: 10, n_init: 3, per_cluster: 1, seed: 2 };
         let (a, b) = (stability(&blobs, 2, 3, &p, 3).unwrap(), stability(&cloud, 2, 3, &p, 3).unwrap());
         assert!(a > 0.99, "three separated blobs: {a}");
         assert!(b < a - 0.1, "a uniform square: {b} (blobs {a})");
@@ -525,12 +452,7 @@ mod tests {
         let (off, sc) = fit_scaling(&raw, 3, &[(2, 0.5), (1, 1.0)]).unwrap();
         assert!((off[0] - 5.0).abs() < 1e-6 && off[1].abs() < 1e-6);
         let x = apply_scaling(&raw, &off, &sc);
-        let total = |j0: usize, j1: usize| {
-            x.chunks(3)
-                .map(|r| r[j0..j1].iter().map(|v| v * v).sum::<f32>())
-                .sum::<f32>()
-                / 100.0
-        };
+        let total = |j0: usize, j1: usize| x.chunks(3).map(|r| r[j0..j1].iter().map(|v| v * v).sum::<f32>()).sum::<f32>() / 100.0;
         assert!((total(0, 2) - 0.25).abs() < 1e-5, "{}", total(0, 2));
         assert!((total(2, 3) - 1.0).abs() < 1e-5);
         assert!(fit_scaling(&raw, 3, &[(2, 1.0)]).is_err());
@@ -548,26 +470,14 @@ mod tests {
                 [10.0 * g + e(), -5.0 * g + e(), e()]
             })
             .collect();
-        let p = ClusterParams {
-            k: None,
-            k_max: 8,
-            method: ClusterMethod::Spectral,
-            n_neighbors: 10,
-            n_init: 5,
-            per_cluster: 4,
-            seed: 1,
-        };
+        let p = ClusterParams { k: None, k_max: 8, method: ClusterMethod::Spectral, n_neighbors: 10, n_init: 5, per_cluster: 4, seed: 1 };
         let c = cluster(&x, 3, &p).unwrap();
         assert_eq!(c.k, 3, "{:?}", c.eigenvalues);
         assert_eq!(c.prototype_clusters.len(), 12);
         let nearest: Vec<usize> = x
             .chunks(3)
             .map(|r| {
-                let d: Vec<f32> = c
-                    .prototypes
-                    .chunks(3)
-                    .map(|q| q.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum())
-                    .collect();
+                let d: Vec<f32> = c.prototypes.chunks(3).map(|q| q.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum()).collect();
                 c.prototype_clusters[(0..d.len()).min_by(|&a, &b| d[a].total_cmp(&d[b])).unwrap()]
             })
             .collect();

@@ -90,9 +90,7 @@ impl KMeans {
     pub fn predict(&self, data: &[f32]) -> Result<Vec<runtime::Assignment>> {
         data.chunks(self.dim)
             .enumerate()
-            .map(|(i, row)| {
-                runtime::assign(row, &self.centroids, self.dim).map_err(|e| Error::Mismatch(format!("row {i}: {e}")))
-            })
+            .map(|(i, row)| runtime::assign(row, &self.centroids, self.dim).map_err(|e| Error::Mismatch(format!("row {i}: {e}"))))
             .collect()
     }
 }
@@ -108,11 +106,12 @@ fn plus_plus(rows: &[&[f32]], dim: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec
         let total: f64 = dist.iter().sum();
         let pick = if total > 0.0 {
             let mut u = rng.gen::<f64>() * total;
-            dist.iter().position(|&d| {
-                u -= d;
-                u <= 0.0
-            })
-            .unwrap_or(n - 1)
+            dist.iter()
+                .position(|&d| {
+                    u -= d;
+                    u <= 0.0
+                })
+                .unwrap_or(n - 1)
         } else {
             rng.gen_range(0..n) // every point coincides with a centre
         };
@@ -127,10 +126,7 @@ fn plus_plus(rows: &[&[f32]], dim: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec
 
 /// Index of the centroid in `c` (row-major, `dim` wide) nearest to `r`, and its squared distance.
 fn nearest(r: &[f32], c: &[f32], dim: usize) -> (usize, f64) {
-    c.chunks_exact(dim)
-        .map(|cc| d2(r, cc))
-        .enumerate()
-        .fold((0, f64::INFINITY), |acc, (j, d)| if d < acc.1 { (j, d) } else { acc })
+    c.chunks_exact(dim).map(|cc| d2(r, cc)).enumerate().fold((0, f64::INFINITY), |acc, (j, d)| if d < acc.1 { (j, d) } else { acc })
 }
 
 fn lloyd(rows: &[&[f32]], dim: usize, p: &KMeansParams, mut c: Vec<f32>, tol: f64) -> KMeans {

@@ -70,9 +70,7 @@ impl Contingency {
     /// Normalised mutual information (arithmetic mean of the entropies).
     pub fn nmi(&self) -> f64 {
         let n = self.n as f64;
-        let h = |v: Vec<u64>| -> f64 {
-            v.into_iter().filter(|&x| x > 0).map(|x| x as f64 / n).map(|p| -p * p.ln()).sum()
-        };
+        let h = |v: Vec<u64>| -> f64 { v.into_iter().filter(|&x| x > 0).map(|x| x as f64 / n).map(|p| -p * p.ln()).sum() };
         let (rows, cols) = (self.rows(), self.cols());
         let (hu, hv) = (h(rows.clone()), h(cols.clone()));
         if hu == 0.0 && hv == 0.0 {

@@ -61,20 +61,12 @@ impl Graph {
     /// (ties broken by index, so the graph is deterministic).
     pub fn knn(data: &[f32], dim: usize, n_neighbors: usize) -> Result<Graph> {
         if dim == 0 || data.len() % dim != 0 || data.is_empty() {
-            return Err(Error::Param(format!(
-                "spectral: {} values do not form rows of {dim}",
-                data.len()
-            )));
+            return Err(Error::Param(format!("spectral: {} values do not form rows of {dim}", data.len())));
         }
         let n = data.len() / dim;
         let kk = n_neighbors.clamp(1, n);
         let rows: Vec<&[f32]> = data.chunks_exact(dim).collect();
-        let nbrs: Vec<Vec<usize>> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                nearest_rows(&rows, rows[i], kk)
-            })
-            .collect();
+        let nbrs: Vec<Vec<usize>> = (0..n).into_par_iter().map(|i| nearest_rows(&rows, rows[i], kk)).collect();
         let mut w: Vec<std::collections::BTreeMap<usize, f64>> = vec![Default::default(); n];
         for (i, ns) in nbrs.iter().enumerate() {
             for &j in ns {
@@ -83,15 +75,8 @@ impl Graph {
             }
         }
         let deg: Vec<f64> = w.iter().map(|r| r.values().sum::<f64>()).collect();
-        let rows = w
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                r.into_iter()
-                    .map(|(j, v)| (j, v / (deg[i] * deg[j]).sqrt()))
-                    .collect()
-            })
-            .collect();
+        let rows =
+            w.into_iter().enumerate().map(|(i, r)| r.into_iter().map(|(j, v)| (j, v / (deg[i] * deg[j]).sqrt())).collect()).collect();
         Ok(Graph { rows })
     }
 
@@ -125,17 +110,13 @@ impl Graph {
         let b = (count + 8).min(n);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1a2c);
         // Column-major block: x[c] is column c.
-        let mut x: Vec<Vec<f64>> = (0..b)
-            .map(|_| (0..n).map(|_| rng.gen::<f64>() - 0.5).collect())
-            .collect();
+        let mut x: Vec<Vec<f64>> = (0..b).map(|_| (0..n).map(|_| rng.gen::<f64>() - 0.5).collect()).collect();
         orthonormalize(&mut x, &mut rng);
         let mut y = vec![0f64; n];
         for _ in 0..SUBSPACE_ITERATIONS {
             for col in x.iter_mut() {
                 self.mul(col, &mut y);
-                col.iter_mut()
-                    .zip(&y)
-                    .for_each(|(c, m)| *c = 0.5 * (*c + m));
+                col.iter_mut().zip(&y).for_each(|(c, m)| *c = 0.5 * (*c + m));
             }
             orthonormalize(&mut x, &mut rng);
         }
@@ -148,15 +129,10 @@ impl Graph {
                 out
             })
             .collect();
-        let t =
-            DMatrix::<f64>::from_fn(b, b, |i, j| 0.5 * (dot(&x[i], &mx[j]) + dot(&x[j], &mx[i])));
+        let t = DMatrix::<f64>::from_fn(b, b, |i, j| 0.5 * (dot(&x[i], &mx[j]) + dot(&x[j], &mx[i])));
         let eig = SymmetricEigen::new(t);
         let mut order: Vec<usize> = (0..b).collect();
-        order.sort_by(|&a, &c| {
-            eig.eigenvalues[c]
-                .total_cmp(&eig.eigenvalues[a])
-                .then(a.cmp(&c))
-        });
+        order.sort_by(|&a, &c| eig.eigenvalues[c].total_cmp(&eig.eigenvalues[a]).then(a.cmp(&c)));
         let values: Vec<f64> = order[..count].iter().map(|&i| eig.eigenvalues[i]).collect();
         let mut vectors = vec![0f64; n * count];
         for (c, &i) in order[..count].iter().enumerate() {
@@ -166,10 +142,7 @@ impl Graph {
                 col.iter_mut().zip(xj).for_each(|(v, xv)| *v += yj * xv);
             }
             // Fixed sign (largest entry positive), so the embedding is reproducible.
-            let big = col
-                .iter()
-                .copied()
-                .fold(0f64, |m, v| if v.abs() > m.abs() { v } else { m });
+            let big = col.iter().copied().fold(0f64, |m, v| if v.abs() > m.abs() { v } else { m });
             let sign = if big < 0.0 { -1.0 } else { 1.0 };
             for (r, v) in col.iter().enumerate() {
                 vectors[r * count + c] = sign * v;
@@ -231,9 +204,7 @@ pub fn spectral(data: &[f32], dim: usize, k: usize, p: &SpectralParams) -> Resul
 pub fn spectral_on(g: &Graph, k: usize, p: &SpectralParams) -> Result<Vec<usize>> {
     let n = g.len();
     if k == 0 || k > n {
-        return Err(Error::Param(format!(
-            "spectral: cannot make {k} clusters of {n} points"
-        )));
+        return Err(Error::Param(format!("spectral: cannot make {k} clusters of {n} points")));
     }
     let (_, vecs) = g.top_eigen(k, p.seed);
     let kk = vecs.len() / n;
@@ -245,14 +216,7 @@ pub fn spectral_on(g: &Graph, k: usize, p: &SpectralParams) -> Result<Vec<usize>
             emb[i * kk + c] = (row[c] / norm) as f32;
         }
     }
-    let km = KMeans::fit(
-        &emb,
-        kk,
-        &KMeansParams {
-            n_init: p.n_init,
-            ..KMeansParams::new(k, p.seed)
-        },
-    )?;
+    let km = KMeans::fit(&emb, kk, &KMeansParams { n_init: p.n_init, ..KMeansParams::new(k, p.seed) })?;
     Ok(km.labels)
 }
 
@@ -282,11 +246,7 @@ mod tests {
         for i in 0..c * 40 {
             let g = i % c;
             for j in 0..5 {
-                let centre = if j == g % 5 {
-                    6.0 * (1 + g / 5) as f32
-                } else {
-                    0.0
-                };
+                let centre = if j == g % 5 { 6.0 * (1 + g / 5) as f32 } else { 0.0 };
                 x.push(centre + (rng.gen::<f32>() - 0.5) * 2.0);
             }
             y.push(g);
@@ -305,11 +265,7 @@ mod tests {
                 dense[(i, j)] = v;
             }
         }
-        let mut want: Vec<f64> = SymmetricEigen::new(dense)
-            .eigenvalues
-            .iter()
-            .copied()
-            .collect();
+        let mut want: Vec<f64> = SymmetricEigen::new(dense).eigenvalues.iter().copied().collect();
         want.sort_by(|a, b| b.total_cmp(a));
         let (got, vecs) = g.top_eigen(5, 0);
         for (a, b) in got.iter().zip(&want) {
@@ -320,10 +276,7 @@ mod tests {
         let mut mv = vec![0f64; n];
         let v: Vec<f64> = (0..n).map(|r| vecs[r * 5 + 1]).collect();
         g.mul(&v, &mut mv);
-        assert!(mv
-            .iter()
-            .zip(&v)
-            .all(|(a, b)| (a - got[1] * b).abs() < 1e-7));
+        assert!(mv.iter().zip(&v).all(|(a, b)| (a - got[1] * b).abs() < 1e-7));
     }
 
     #[test]
@@ -333,11 +286,7 @@ mod tests {
             let g = Graph::knn(&x, 5, 10).unwrap();
             let (k, vals) = eigengap_k(&g, 12, 0);
             assert_eq!(k, c, "eigengap picked {k} for {c} blobs: {vals:?}");
-            let p = SpectralParams {
-                n_neighbors: 10,
-                n_init: 5,
-                seed: 0,
-            };
+            let p = SpectralParams { n_neighbors: 10, n_init: 5, seed: 0 };
             let labels = spectral_on(&g, c, &p).unwrap();
             let s = crate::cluster::Contingency::new(&y, &labels).scores();
             assert!(s.ari > 0.99, "{c} blobs: ARI {}", s.ari);
@@ -352,52 +301,22 @@ mod tests {
         for i in 0..300 {
             let r = if i % 2 == 0 { 1.0 } else { 4.0 };
             let a = rng.gen::<f32>() * std::f32::consts::TAU;
-            x.extend([
-                r * a.cos() + (rng.gen::<f32>() - 0.5) * 0.2,
-                r * a.sin() + (rng.gen::<f32>() - 0.5) * 0.2,
-            ]);
+            x.extend([r * a.cos() + (rng.gen::<f32>() - 0.5) * 0.2, r * a.sin() + (rng.gen::<f32>() - 0.5) * 0.2]);
             y.push(i % 2);
         }
-        let labels = spectral(
-            &x,
-            2,
-            2,
-            &SpectralParams {
-                n_neighbors: 10,
-                n_init: 5,
-                seed: 0,
-            },
-        )
-        .unwrap();
+        let labels = spectral(&x, 2, 2, &SpectralParams { n_neighbors: 10, n_init: 5, seed: 0 }).unwrap();
         let s = crate::cluster::Contingency::new(&y, &labels).scores();
         assert!(s.ari > 0.99, "rings: ARI {}", s.ari);
         let km = KMeans::fit(&x, 2, &KMeansParams::new(2, 0)).unwrap();
-        assert!(
-            crate::cluster::Contingency::new(&y, &km.labels)
-                .scores()
-                .ari
-                < 0.2
-        );
+        assert!(crate::cluster::Contingency::new(&y, &km.labels).scores().ari < 0.2);
     }
 
     #[test]
     fn same_labels_on_one_and_two_threads() {
         let (x, _) = blobs(4, 9);
-        let p = SpectralParams {
-            n_neighbors: 10,
-            n_init: 5,
-            seed: 4,
-        };
-        let one = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap()
-            .install(|| spectral(&x, 5, 4, &p).unwrap());
-        let two = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap()
-            .install(|| spectral(&x, 5, 4, &p).unwrap());
+        let p = SpectralParams { n_neighbors: 10, n_init: 5, seed: 4 };
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| spectral(&x, 5, 4, &p).unwrap());
+        let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| spectral(&x, 5, 4, &p).unwrap());
         assert_eq!(one, two);
     }
 }

@@ -76,11 +76,7 @@ pub(super) fn parse(path: &Path, text: &str, opts: &CsvOptions) -> Result<Datase
     for (line, raw) in rows {
         let c = cells(raw);
         if c.len() != ncols {
-            return Err(Error::data(
-                path,
-                line,
-                format!("has {} columns but line {first_no} has {ncols} (ragged rows)", c.len()),
-            ));
+            return Err(Error::data(path, line, format!("has {} columns but line {first_no} has {ncols} (ragged rows)", c.len())));
         }
         let mut values = Vec::with_capacity(ncols);
         let mut ended_at: Option<usize> = None;
@@ -108,12 +104,7 @@ pub(super) fn parse(path: &Path, text: &str, opts: &CsvOptions) -> Result<Datase
         let len = values.len();
         series.push(Series { values, len });
     }
-    Ok(Dataset {
-        series,
-        labels: label_col.map(|_| labels),
-        n_features: 1,
-        sources: vec![path.to_path_buf()],
-    })
+    Ok(Dataset { series, labels: label_col.map(|_| labels), n_features: 1, sources: vec![path.to_path_buf()] })
 }
 
 fn parse_long<'a>(path: &Path, header: &[String], rows: impl Iterator<Item = (usize, &'a str)>) -> Result<Dataset> {
@@ -169,11 +160,7 @@ fn parse_long<'a>(path: &Path, header: &[String], rows: impl Iterator<Item = (us
         let mut acc = by_id.remove(id).expect("every id in `order` was inserted");
         acc.steps.sort_by(|a, b| a.0.total_cmp(&b.0));
         if let Some(w) = acc.steps.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(Error::data(
-                path,
-                w[1].1,
-                format!("series '{id}' repeats time {} (also on line {})", w[1].0, w[0].1),
-            ));
+            return Err(Error::data(path, w[1].1, format!("series '{id}' repeats time {} (also on line {})", w[1].0, w[0].1)));
         }
         let len = acc.steps.len();
         series.push(Series { values: acc.steps.into_iter().flat_map(|s| s.2).collect(), len });
@@ -181,10 +168,5 @@ fn parse_long<'a>(path: &Path, header: &[String], rows: impl Iterator<Item = (us
             labels.push(l);
         }
     }
-    Ok(Dataset {
-        series,
-        labels: label_col.map(|_| labels),
-        n_features: nf,
-        sources: vec![path.to_path_buf()],
-    })
+    Ok(Dataset { series, labels: label_col.map(|_| labels), n_features: nf, sources: vec![path.to_path_buf()] })
 }

@@ -2,11 +2,11 @@
 //!
 //! A series is stored time-major: `values[t * n_features + f]`.
 
+pub mod bundled;
 mod csv;
+pub mod prep;
 mod ts;
 mod ucr;
-pub mod bundled;
-pub mod prep;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -153,9 +153,7 @@ fn decode_text(path: &Path, bytes: &[u8]) -> Result<String> {
 /// Parses one numeric cell; NaN and infinity are rejected because they would poison training.
 pub(crate) fn parse_value(path: &Path, line: usize, col: usize, cell: &str) -> Result<f32> {
     let cell = cell.trim();
-    let v: f32 = cell.parse().map_err(|_| {
-        Error::data(path, line, format!("column {col}: '{cell}' is not a number"))
-    })?;
+    let v: f32 = cell.parse().map_err(|_| Error::data(path, line, format!("column {col}: '{cell}' is not a number")))?;
     if !v.is_finite() {
         return Err(Error::data(path, line, format!("column {col}: non-finite value '{cell}'")));
     }

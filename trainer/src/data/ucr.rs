@@ -32,11 +32,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Dataset> {
         match columns {
             None => columns = Some((cells.len(), line)),
             Some((n, first)) if n != cells.len() => {
-                return Err(Error::data(
-                    path,
-                    line,
-                    format!("has {} columns but line {first} has {n} (ragged rows)", cells.len()),
-                ))
+                return Err(Error::data(path, line, format!("has {} columns but line {first} has {n} (ragged rows)", cells.len())))
             }
             _ => {}
         }
@@ -46,11 +42,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Dataset> {
         if len == 0 {
             return Err(Error::data(path, line, "series has no values (all NaN)"));
         }
-        let values = body[..len]
-            .iter()
-            .enumerate()
-            .map(|(j, c)| parse_value(path, line, j + 2, c))
-            .collect::<Result<Vec<f32>>>()?;
+        let values = body[..len].iter().enumerate().map(|(j, c)| parse_value(path, line, j + 2, c)).collect::<Result<Vec<f32>>>()?;
         series.push(Series { values, len });
     }
     Ok(Dataset { series, labels: Some(labels), n_features: 1, sources: vec![path.to_path_buf()] })

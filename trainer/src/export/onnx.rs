@@ -244,13 +244,12 @@ pub fn encoder_onnx_with_gate_blocks(m: &LoadedModel, blocks: &[usize]) -> Resul
         producer_version: Some(c.trainer_version.clone()),
         domain: Some("ai.edge-vrae".into()),
         model_version: Some(1),
-        doc_string: Some("Encoder of a variational recurrent autoencoder: series -> latent mean; assign to the centroids in centroids.json".into()),
+        doc_string: Some(
+            "Encoder of a variational recurrent autoencoder: series -> latent mean; assign to the centroids in centroids.json".into(),
+        ),
         graph: Some(graph),
         opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(ONNX_OPSET) }],
-        metadata_props: meta
-            .into_iter()
-            .map(|(k, v)| StringStringEntryProto { key: Some(k), value: Some(v) })
-            .collect(),
+        metadata_props: meta.into_iter().map(|(k, v)| StringStringEntryProto { key: Some(k), value: Some(v) }).collect(),
     })
 }
 
@@ -263,11 +262,7 @@ pub fn write_encoder_onnx(m: &LoadedModel, path: &Path) -> Result<usize> {
 
 /// Metadata entries of an encoded model, for readers that want them back.
 pub fn metadata(model: &ModelProto) -> HashMap<String, String> {
-    model
-        .metadata_props
-        .iter()
-        .filter_map(|e| Some((e.key.clone()?, e.value.clone()?)))
-        .collect()
+    model.metadata_props.iter().filter_map(|e| Some((e.key.clone()?, e.value.clone()?))).collect()
 }
 
 #[cfg(test)]

@@ -120,7 +120,8 @@ impl GateActivations {
             // Four independent vectors per iteration: one vector's chain of ~20 dependent
             // operations is too long for the out-of-order window to overlap enough of them.
             while i + 64 <= n {
-                let x: [__m512; 4] = std::array::from_fn(|q| _mm512_mul_ps(_mm512_loadu_ps(u.add(i + 16 * q)), _mm512_loadu_ps(k.add(i + 16 * q))));
+                let x: [__m512; 4] =
+                    std::array::from_fn(|q| _mm512_mul_ps(_mm512_loadu_ps(u.add(i + 16 * q)), _mm512_loadu_ps(k.add(i + 16 * q))));
                 let y = sigmoid_lanes4(x);
                 for (q, yq) in y.into_iter().enumerate() {
                     let (kv, tv) = (_mm512_loadu_ps(k.add(i + 16 * q)), _mm512_loadu_ps(t.add(i + 16 * q)));
@@ -171,9 +172,19 @@ unsafe fn sigmoid_lanes4(x: [std::arch::x86_64::__m512; 4]) -> [std::arch::x86_6
     use std::arch::x86_64::*;
     let sign = _mm512_set1_epi32(i32::MIN);
     let each = |f: &dyn Fn(__m512) -> __m512, a: [__m512; 4]| [f(a[0]), f(a[1]), f(a[2]), f(a[3])];
-    let t = each(&|x| _mm512_min_ps(_mm512_max_ps(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), sign)), _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0)), x);
-    let n = each(&|t| _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(t, _mm512_set1_ps(LOG2E))), t);
-    let r: [__m512; 4] = std::array::from_fn(|q| _mm512_fnmadd_ps(n[q], _mm512_set1_ps(LN2_LO), _mm512_fnmadd_ps(n[q], _mm512_set1_ps(LN2_HI), t[q])));
+    let t = each(
+        &|x| {
+            _mm512_min_ps(
+                _mm512_max_ps(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), sign)), _mm512_set1_ps(-87.0)),
+                _mm512_set1_ps(88.0),
+            )
+        },
+        x,
+    );
+    let n =
+        each(&|t| _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(t, _mm512_set1_ps(LOG2E))), t);
+    let r: [__m512; 4] =
+        std::array::from_fn(|q| _mm512_fnmadd_ps(n[q], _mm512_set1_ps(LN2_LO), _mm512_fnmadd_ps(n[q], _mm512_set1_ps(LN2_HI), t[q])));
     let mut p = [_mm512_set1_ps(POLY[0]); 4];
     for c in &POLY[1..] {
         p = std::array::from_fn(|q| _mm512_fmadd_ps(p[q], r[q], _mm512_set1_ps(*c)));
@@ -205,7 +216,22 @@ mod tests {
             let edge = (n as f32 + 0.5) / LOG2E;
             v.extend([edge, f32::from_bits(edge.to_bits() + 1), f32::from_bits(edge.to_bits().wrapping_sub(1))]);
         }
-        v.extend([0.0, -0.0, 87.0, -87.0, 88.0, -88.0, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-40, -1e-40, f32::MIN_POSITIVE]);
+        v.extend([
+            0.0,
+            -0.0,
+            87.0,
+            -87.0,
+            88.0,
+            -88.0,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1e-40,
+            -1e-40,
+            f32::MIN_POSITIVE,
+        ]);
         v
     }
 

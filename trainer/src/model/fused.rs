@@ -86,9 +86,7 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&
     let CpuStorage::F32(v) = s else {
         return Err(candle_core::Error::Msg(format!("fused RNN: {what} must be f32")));
     };
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("fused RNN: {what} must be contiguous")))?;
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("fused RNN: {what} must be contiguous")))?;
     Ok(&v[a..b])
 }
 
@@ -690,7 +688,16 @@ fn lstm_cell_backward(
 /// r, z, n) and recurrent part (`dhh`), and `dh ⊙ z` for the next step into `carry`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gru_cell_backward(gates: &[f32], hn: &[f32], hp: &[f32], dy: &[f32], dh_next: &[f32], dx: &mut [f32], dhh: &mut [f32], carry: &mut [f32]) {
+fn gru_cell_backward(
+    gates: &[f32],
+    hn: &[f32],
+    hp: &[f32],
+    dy: &[f32],
+    dh_next: &[f32],
+    dx: &mut [f32],
+    dhh: &mut [f32],
+    carry: &mut [f32],
+) {
     let n = carry.len();
     let (gr, rest) = gates.split_at(n);
     let (gz, gn) = rest.split_at(n);
@@ -765,7 +772,17 @@ fn flush_steps(groups: &[Part]) -> usize {
 /// `dW = [dW_ih | dW_hh | db_ih | db_hh]` at once), instead of storing `dA` for all steps and
 /// reading it back in three more passes. The groups' sums are added in group order at the end.
 #[allow(clippy::too_many_arguments)]
-fn lstm_bwd(c: &Cache, dy: Dy<'_>, y: &[f32], h0: &[f32], x: &[f32], wv: &Weights, whh: &Packed, want_dx: bool, d: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn lstm_bwd(
+    c: &Cache,
+    dy: Dy<'_>,
+    y: &[f32],
+    h0: &[f32],
+    x: &[f32],
+    wv: &Weights,
+    whh: &Packed,
+    want_dx: bool,
+    d: Dims,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (b, h, inp, gh) = (d.b, d.h, d.inp, d.gh());
     let want_dx = want_dx && inp > 0;
     let wih = want_dx.then(|| Packed::new(&wv.w_ih, gh, inp, inp, false));

@@ -25,7 +25,8 @@ fn check(vars: &[(String, Var)], loss: &dyn Fn() -> Tensor) {
     let eps = 1e-6;
     let mut worst = 0f64;
     for (name, var) in vars {
-        let analytic: Vec<f64> = grads.get(var).unwrap_or_else(|| panic!("no gradient for {name}")).flatten_all().unwrap().to_vec1().unwrap();
+        let analytic: Vec<f64> =
+            grads.get(var).unwrap_or_else(|| panic!("no gradient for {name}")).flatten_all().unwrap().to_vec1().unwrap();
         let base: Vec<f64> = var.flatten_all().unwrap().to_vec1().unwrap();
         for i in 0..base.len() {
             let eval = |delta: f64| {

@@ -34,15 +34,9 @@ impl ParamStore {
 
     /// The tensor called `name`, checked to have `shape`; `origin` names the file in errors.
     pub fn get(&self, name: &str, shape: &[usize], origin: &Path) -> Result<Tensor> {
-        let v = self
-            .vars
-            .get(name)
-            .ok_or_else(|| Error::model(origin, format!("weights lack tensor '{name}'")))?;
+        let v = self.vars.get(name).ok_or_else(|| Error::model(origin, format!("weights lack tensor '{name}'")))?;
         if v.dims() != shape {
-            return Err(Error::model(
-                origin,
-                format!("tensor '{name}' has shape {:?}, the config implies {shape:?}", v.dims()),
-            ));
+            return Err(Error::model(origin, format!("tensor '{name}' has shape {:?}, the config implies {shape:?}", v.dims())));
         }
         Ok(v.as_tensor().clone())
     }
@@ -82,11 +76,8 @@ impl ParamStore {
 
     /// A copy with every tensor converted to `dtype` (f64 for finite-difference checks).
     pub fn to_dtype(&self, dtype: DType) -> Result<ParamStore> {
-        let vars = self
-            .vars
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?)))
-            .collect::<Result<_>>()?;
+        let vars =
+            self.vars.iter().map(|(k, v)| Ok((k.clone(), Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?))).collect::<Result<_>>()?;
         Ok(ParamStore { vars })
     }
 
@@ -121,10 +112,10 @@ pub fn tensors_from_safetensors(
     origin: &Path,
     dev: &Device,
 ) -> Result<(BTreeMap<String, Tensor>, Option<HashMap<String, String>>)> {
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| Error::model(origin, format!("not a valid safetensors file: {e}")))?;
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::model(origin, format!("not a valid safetensors file: {e}")))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::model(origin, format!("not a valid safetensors file: {e}")))?;
+    let st =
+        safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::model(origin, format!("not a valid safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {

@@ -255,11 +255,7 @@ impl Rnn {
                 };
                 out.push(h.clone());
             }
-            seq = if l + 1 < self.layers.len() {
-                out.iter().map(&mut dropout).collect::<Result<_>>()?
-            } else {
-                out
-            };
+            seq = if l + 1 < self.layers.len() { out.iter().map(&mut dropout).collect::<Result<_>>()? } else { out };
         }
         Ok(Tensor::stack(&seq, 0)?)
     }

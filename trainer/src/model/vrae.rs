@@ -70,10 +70,7 @@ struct Linear {
 
 impl Linear {
     fn bind(store: &ParamStore, name: &str, out: usize, inp: usize, origin: &Path) -> Result<Self> {
-        Ok(Linear {
-            w: store.get(&format!("{name}.weight"), &[out, inp], origin)?,
-            b: store.get(&format!("{name}.bias"), &[out], origin)?,
-        })
+        Ok(Linear { w: store.get(&format!("{name}.weight"), &[out, inp], origin)?, b: store.get(&format!("{name}.bias"), &[out], origin)? })
     }
 
     /// Xavier-uniform weight (as the seed initialises every linear layer), PyTorch's default bias

@@ -192,7 +192,27 @@ mod tests {
         let mut c = vec![0f32; m * n];
         // SAFETY: the strides address `da` as `[k, m]` transposed and `hp` as `[k, n]`, both in bounds.
         unsafe {
-            gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, da.as_ptr(), m as isize, 1, hp.as_ptr(), 1, n as isize, 0.0, 1.0, false, false, false, par);
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                da.as_ptr(),
+                m as isize,
+                1,
+                hp.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
         }
         c
     }
@@ -217,7 +237,13 @@ mod tests {
                     let rows = Rows { head: &hp[..head * n], tail: &hp[head * n..] };
                     let got = avx512(&da, rows, m, n, k, threads);
                     let diff = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-                    assert_eq!(diff, 0, "{m}x{n}x{k}, {threads} thread(s), head {head}: {diff} of {} outputs differ from gemm (kc {})", m * n, gemm_kc(m, n, k));
+                    assert_eq!(
+                        diff,
+                        0,
+                        "{m}x{n}x{k}, {threads} thread(s), head {head}: {diff} of {} outputs differ from gemm (kc {})",
+                        m * n,
+                        gemm_kc(m, n, k)
+                    );
                 }
             }
             let par = gemm_ref(&da, &hp, m, n, k, gemm::Parallelism::Rayon(2));
@@ -399,7 +425,10 @@ mod accumulate_tests {
                 assert_eq!(f.to_bits(), s.to_bits(), "{m}x{n}, {steps}x{rows}: output {i} differs from the portable path");
                 let (g, j) = (i / n, i % n);
                 let want: f64 = start[i] as f64
-                    + (0..steps).flat_map(|st| (0..rows).map(move |r| (st, r))).map(|(st, r)| da[st * da_step + r * m + g] as f64 * xs[st * x_step + r * n + j] as f64).sum::<f64>();
+                    + (0..steps)
+                        .flat_map(|st| (0..rows).map(move |r| (st, r)))
+                        .map(|(st, r)| da[st * da_step + r * m + g] as f64 * xs[st * x_step + r * n + j] as f64)
+                        .sum::<f64>();
                 assert!((*f as f64 - want).abs() < 1e-5, "{m}x{n}: output {i} = {f}, f64 sum {want}");
             }
         }

@@ -95,7 +95,8 @@ pub fn write_plots(dir: &Path, rel_to: &Path, inp: &PlotInput<'_>) -> Result<Plo
 
     let pca = Pca::fit(inp.latents, inp.dim)?;
     let pts = pca.transform(inp.latents);
-    let axes = |name: &str, r: [f64; 2]| [format!("{name} 1 ({:.0}% of variance)", r[0] * 100.0), format!("{name} 2 ({:.0}%)", r[1] * 100.0)];
+    let axes =
+        |name: &str, r: [f64; 2]| [format!("{name} 1 ({:.0}% of variance)", r[0] * 100.0), format!("{name} 2 ({:.0}%)", r[1] * 100.0)];
     let t0 = Instant::now();
     let ts = tsne(inp.latents, inp.dim, &inp.tsne)?;
     let tsne_seconds = t0.elapsed().as_secs_f64();
@@ -282,7 +283,9 @@ img{{max-width:100%;border:1px solid #ddd;margin:6px 0}}.grid{{display:grid;grid
                 pl.tsne_seconds
             );
         }
-        None => h.push_str("<p>Figures were not drawn for this run (<code>--no-plots</code>, or too few series; see the run's warnings).</p>\n"),
+        None => {
+            h.push_str("<p>Figures were not drawn for this run (<code>--no-plots</code>, or too few series; see the run's warnings).</p>\n")
+        }
     }
     h.push_str("<h2>Clusters</h2>\n");
     let _ = writeln!(h, "<p>Up to {EXAMPLES_PER_CLUSTER} series nearest each centroid (coloured) and the decoder's reconstruction of the centroid (black).</p>");

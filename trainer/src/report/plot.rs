@@ -53,7 +53,8 @@ pub trait Figure {
 /// integer arithmetic on some axis ranges in builds with overflow checks, and a figure that cannot
 /// be drawn must not cost the caller (`fit` keeps the model, `plot` reports the file).
 fn draw_caught<F: Figure, DB: DrawingBackend>(fig: &F, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fig.draw(root))).unwrap_or_else(|_| Err("the plotting library panicked".into()))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fig.draw(root)))
+        .unwrap_or_else(|_| Err("the plotting library panicked".into()))
 }
 
 /// Writes `stem.png` and `stem.svg`; returns both paths.
@@ -75,7 +76,11 @@ pub fn save<F: Figure>(fig: &F, stem: &Path) -> Result<[PathBuf; 2]> {
     write_atomic(&svg, text.as_bytes())?;
 
     // The image encoder picks the format from the extension, so the temp name ends in .png.
-    let tmp = png.with_file_name(format!(".{}.{}.tmp.png", png.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()), std::process::id()));
+    let tmp = png.with_file_name(format!(
+        ".{}.{}.tmp.png",
+        png.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        std::process::id()
+    ));
     let drawn = (|| {
         let root = BitMapBackend::new(&tmp, fig.size()).into_drawing_area();
         draw_caught(fig, &root)?;
@@ -188,18 +193,9 @@ impl Figure for LossCurve<'_> {
             .y_label_area_size(60)
             .build_cartesian_2d(first.min(last - 1).max(0)..last, y)
             .map_err(s)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("loss")
-            .label_style((FONT, 13))
-            .draw()
-            .map_err(s)?;
-        let series: [(&str, fn(&EpochLog) -> f64, RGBColor); 3] = [
-            ("total", |e| e.loss, BLACK),
-            ("reconstruction", |e| e.recon, color(0)),
-            ("KL (weighted)", |e| e.kl, color(1)),
-        ];
+        chart.configure_mesh().x_desc("epoch").y_desc("loss").label_style((FONT, 13)).draw().map_err(s)?;
+        let series: [(&str, fn(&EpochLog) -> f64, RGBColor); 3] =
+            [("total", |e| e.loss, BLACK), ("reconstruction", |e| e.recon, color(0)), ("KL (weighted)", |e| e.kl, color(1))];
         for (name, f, c) in series {
             let pts: Vec<(i64, f64)> = self.log.iter().map(|e| (e.epoch as i64, f(e))).collect();
             chart
@@ -263,12 +259,7 @@ impl Figure for ClusterExamples<'_> {
                 .y_label_area_size(38)
                 .build_cartesian_2d(0i64..steps.saturating_sub(1).max(1) as i64, y.clone())
                 .map_err(s)?;
-            chart
-                .configure_mesh()
-                .label_style((FONT, 11))
-                .max_light_lines(0)
-                .draw()
-                .map_err(s)?;
+            chart.configure_mesh().label_style((FONT, 11)).max_light_lines(0).draw().map_err(s)?;
             let c = color(k);
             for m in members {
                 let pts = feature0(m).into_iter().enumerate().map(|(t, v)| (t as i64, v));
