@@ -24,8 +24,13 @@ done
 dev=${DEVSUITE:-../shared/data/devsuite}
 out=${QUALITY_OUT:-target/quality}
 mkdir -p "$out"
-cargo build --release -q -p trainer
-t=target/release/trainer
+# TRAINER=path runs another trainer binary (e.g. a copy, while this checkout is rebuilt).
+if [ -n "${TRAINER:-}" ]; then
+    t=$TRAINER
+else
+    cargo build --release -q -p trainer
+    t=target/release/trainer
+fi
 files() {
     case $1 in
         ECG5000|ECG5000-seed) echo data/ecg5000/ECG5000_TRAIN.tsv.gz data/ecg5000/ECG5000_TEST.tsv.gz ;;

@@ -192,8 +192,7 @@ struct DecisionArgs {
     /// Quantile of each cluster's training distances above which a window is anomalous [0.99].
     #[arg(long)]
     anomaly_quantile: Option<f64>,
-    /// Also cluster the latent alone; keep the more stable of it and latent + summary
-    /// [default true, seed false].
+    /// Also cluster the latent alone; keep the more stable of it and latent + summary [false].
     #[arg(long)]
     choose_summary: Option<bool>,
 }
@@ -267,7 +266,7 @@ struct HyperArgs {
     /// KL warm-up epochs [default 5, seed 0].
     #[arg(long)]
     kl_anneal_epochs: Option<usize>,
-    /// Weight of the contrastive term on the encoder; 0 disables [default 1, seed 0].
+    /// Weight of the contrastive term on the encoder; 0 disables [0].
     #[arg(long)]
     contrastive_weight: Option<f64>,
     /// Temperature of the contrastive softmax [0.2].

@@ -185,6 +185,7 @@ fn fit_separates_two_clear_classes_and_writes_all_artifacts() {
         normalization: Normalization::Zscore,
         clusters: None,
         n_init: 5,
+        decision: trainer::cluster::decision::DecisionParams { choose_summary: true, ..Default::default() },
         ..FitOptions::new(small(CellKind::Gru, 1).check().unwrap())
     };
     let dir = tempfile::tempdir().unwrap();
