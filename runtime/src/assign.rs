@@ -61,7 +61,7 @@ pub fn nearest(value: impl Fn(usize) -> f32, dim: usize, prototypes: &[f32], clu
     if prototypes.is_empty() {
         return Err(AssignError::NoCentroids);
     }
-    if prototypes.len() % dim != 0 {
+    if !prototypes.len().is_multiple_of(dim) {
         return Err(AssignError::RaggedCentroids { len: prototypes.len(), dim });
     }
     if let Some(index) = (0..dim).position(|j| !value(j).is_finite()) {

@@ -31,7 +31,7 @@ pub fn embed_windows(enc: &Encoder<'_>, windows: &[f32], window_values: usize) -
     let hd = enc.bundle().header;
     enc.check_capacity::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>()?;
     let f = hd.n_features as usize;
-    if window_values == 0 || window_values % f != 0 || windows.len() % window_values != 0 {
+    if window_values == 0 || !window_values.is_multiple_of(f) || !windows.len().is_multiple_of(window_values) {
         return Err(EncodeError::WindowShape { len: window_values, features: f });
     }
     let l = hd.latent as usize;
@@ -217,7 +217,7 @@ fn block_group<const B: usize, const N: usize>(out: &mut [f32], init: &[f32], is
 fn check_rows(enc: &Encoder<'_>, windows: &[f32], window_values: usize, latents: &[f32]) -> Result<usize, EncodeError> {
     let hd = enc.bundle().header;
     let (f, l) = (hd.n_features as usize, hd.latent as usize);
-    if window_values == 0 || window_values % f != 0 || windows.len() % window_values != 0 {
+    if window_values == 0 || !window_values.is_multiple_of(f) || !windows.len().is_multiple_of(window_values) {
         return Err(EncodeError::WindowShape { len: window_values, features: f });
     }
     let n = windows.len() / window_values;

@@ -254,7 +254,7 @@ fn f32s(bytes: &[u8]) -> Result<&[f32], BundleError> {
         // Big-endian targets would need a byte swap (a copy); none is supported yet.
         return Err(BundleError::Misaligned);
     }
-    if bytes.as_ptr().align_offset(core::mem::align_of::<f32>()) != 0 || bytes.len() % 4 != 0 {
+    if bytes.as_ptr().align_offset(core::mem::align_of::<f32>()) != 0 || !bytes.len().is_multiple_of(4) {
         return Err(BundleError::Misaligned);
     }
     // SAFETY: alignment and length are checked above, every bit pattern is a valid f32, and the
@@ -425,7 +425,7 @@ pub struct DecisionTables {
 impl DecisionTables {
     /// One prototype per cluster on the latent as it is (offset 0, scale 1): nearest centroid.
     pub fn centroids(centroids: &[f32], latent: usize) -> Self {
-        let k = if latent == 0 { 0 } else { centroids.len() / latent };
+        let k = centroids.len().checked_div(latent).unwrap_or(0);
         DecisionTables {
             offsets: vec![0.0; latent],
             scales: vec![1.0; latent],
@@ -457,7 +457,7 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     if decision.anomaly_thresholds.len() != header.k as usize {
         return Err(BundleError::BadDims("anomaly thresholds are not one per cluster"));
     }
-    if let Some(cluster) = decision.anomaly_thresholds.iter().position(|&t| !(t >= 0.0)) {
+    if let Some(cluster) = decision.anomaly_thresholds.iter().position(|&t| t.is_nan() || t < 0.0) {
         return Err(BundleError::BadThreshold { cluster });
     }
     let head = postcard::to_allocvec(header).map_err(|_| BundleError::BadHeader)?;

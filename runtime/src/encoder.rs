@@ -263,7 +263,7 @@ impl<'a> Encoder<'a> {
     /// A whole window must be a non-empty whole number of samples, every value finite.
     fn check_window(&self, window: &[f32]) -> Result<(), EncodeError> {
         let f = self.bundle.header.n_features as usize;
-        if window.is_empty() || window.len() % f != 0 {
+        if window.is_empty() || !window.len().is_multiple_of(f) {
             return Err(EncodeError::WindowShape { len: window.len(), features: f });
         }
         if let Some(index) = window.iter().position(|v| !v.is_finite()) {

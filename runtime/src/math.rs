@@ -8,6 +8,8 @@
 /// `e^x` for f32 (inputs clamped to [-87, 88], so the result is always finite and normal).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    // Not `clamp`: max/min send NaN to a bound (a finite result), clamp would keep the NaN.
+    #[allow(clippy::manual_clamp)]
     let x = x.max(-87.0).min(88.0);
     // Round to nearest with the 1.5·2^23 trick: after adding `magic` the integer sits in the low
     // mantissa bits, so both `n` and its integer value come out of plain adds and bit operations

@@ -72,7 +72,7 @@ impl TractEncoder {
     /// Latent means (row-major `n x latent`) of concatenated time-major windows.
     pub fn embed(&self, windows: &[f32]) -> Result<Vec<f32>, TractError> {
         let per = self.seq_len * self.features;
-        if windows.len() % per != 0 {
+        if !windows.len().is_multiple_of(per) {
             return Err(TractError::Shape { got: windows.len(), seq_len: self.seq_len, features: self.features });
         }
         let mut out = Vec::new();
