@@ -56,7 +56,7 @@ pub fn bundle(data: &[u8]) {
     match enc.classify_window::<H, LAYERS, LAT>(&mut s, &window) {
         Ok((z, a)) => {
             assert!(z.iter().all(|v| v.is_finite()), "finite weights and inputs gave a non-finite latent");
-            assert!((a.cluster as usize) < hd.k as usize);
+            assert!(a.cluster < hd.k as usize);
         }
         Err(runtime::EncodeError::Bundle(BundleError::Capacity { .. })) => {}
         // Extreme (finite) decision scales can overflow a decision value: an error, not a cluster.

@@ -276,7 +276,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         let done = end.state.epochs_done;
         // With early stopping the last epoch is not known in advance, so with an interval above 1
         // the checkpoint may be a few epochs behind the stop (a resume then retrains those).
-        if opts.checkpoint_every == 0 || (done % opts.checkpoint_every != 0 && done != p.epochs) {
+        if opts.checkpoint_every == 0 || (!done.is_multiple_of(opts.checkpoint_every) && done != p.epochs) {
             return Ok(());
         }
         // A step can turn weights non-finite without the loss showing it yet; never save those.
@@ -343,7 +343,10 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     if opts.decision.choose_summary && full_segments > 0 {
         candidates.push(0);
     }
-    let mut best: Option<(f64, usize, usize, Vec<f32>, Vec<f32>, Vec<f32>, crate::cluster::decision::Clustering)> = None;
+    /// One decision vector considered: its stability, summary segments, width, scaling, the
+    /// scaled training rows and their clustering.
+    type Candidate = (f64, usize, usize, Vec<f32>, Vec<f32>, Vec<f32>, crate::cluster::decision::Clustering);
+    let mut best: Option<Candidate> = None;
     let mut stabilities = Vec::new();
     for &segments in &candidates {
         let dims = l + 2 * segments * ds.n_features;

@@ -17,6 +17,8 @@ use trainer::train::{batch_tensor, train};
 
 /// Two classes of noisy waves: a sine and a sawtooth-like ramp, `n` of each, `t` steps, `nf`
 /// features (feature f is the wave shifted by f).
+// The rounded constants are part of the test data (the generated waves), not approximations.
+#[allow(clippy::approx_constant)]
 fn waves(n: usize, t: usize, nf: usize, seed: u64) -> Dataset {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut series = Vec::new();

@@ -139,7 +139,7 @@ pub enum ClusterMethod {
 /// Per-value offsets and scales that weight the blocks of the decision vector (module docs).
 /// `blocks` gives each block's length and weight, in order.
 pub fn fit_scaling(raw: &[f32], dims: usize, blocks: &[(usize, f64)]) -> Result<(Vec<f32>, Vec<f32>)> {
-    if dims == 0 || raw.len() % dims != 0 || raw.is_empty() {
+    if dims == 0 || !raw.len().is_multiple_of(dims) || raw.is_empty() {
         return Err(Error::Param(format!("decision: {} values do not form rows of {dims}", raw.len())));
     }
     if blocks.iter().map(|b| b.0).sum::<usize>() != dims {
@@ -308,7 +308,7 @@ pub struct ClusterParams {
 
 /// Clusters the weighted decision vectors `x` (row-major `n x dims`) and fits prototypes.
 pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> {
-    let n = if dims == 0 { 0 } else { x.len() / dims };
+    let n = x.len().checked_div(dims).unwrap_or(0);
     if n == 0 {
         return Err(Error::Param("cannot cluster zero series".into()));
     }
@@ -360,7 +360,7 @@ pub const STABILITY_ROWS: usize = 2000;
 pub fn stability(x: &[f32], dims: usize, k: usize, p: &ClusterParams, rounds: usize) -> Result<f64> {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
-    let n = if dims == 0 { 0 } else { x.len() / dims };
+    let n = x.len().checked_div(dims).unwrap_or(0);
     // At most STABILITY_ROWS per subsample: large sets stay affordable (each subsample is
     // clustered on its own), and a few thousand rows estimate the agreement well.
     let m = ((n * 4) / 5).min(STABILITY_ROWS);

@@ -51,7 +51,7 @@ fn d2(a: &[f32], b: &[f32]) -> f64 {
 impl KMeans {
     /// Fits on `data` (row-major `n x dim`).
     pub fn fit(data: &[f32], dim: usize, p: &KMeansParams) -> Result<KMeans> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(Error::Param(format!("k-means: {} values do not form rows of {dim}", data.len())));
         }
         let n = data.len() / dim;

@@ -60,7 +60,7 @@ impl Graph {
     /// The normalised kNN graph of `data` (row-major `n x dim`). Exact neighbours by brute force
     /// (ties broken by index, so the graph is deterministic).
     pub fn knn(data: &[f32], dim: usize, n_neighbors: usize) -> Result<Graph> {
-        if dim == 0 || data.len() % dim != 0 || data.is_empty() {
+        if dim == 0 || !data.len().is_multiple_of(dim) || data.is_empty() {
             return Err(Error::Param(format!("spectral: {} values do not form rows of {dim}", data.len())));
         }
         let n = data.len() / dim;

@@ -50,18 +50,14 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Dataset> {
             };
             match key.as_str() {
                 "@data" => in_data = true,
-                "@timestamps" => {
-                    if flag(arg)? {
-                        return Err(Error::data(path, line, "time-stamped .ts files are not supported"));
-                    }
+                "@timestamps" if flag(arg)? => {
+                    return Err(Error::data(path, line, "time-stamped .ts files are not supported"));
                 }
                 "@dimension" | "@dimensions" => h.dimensions = Some(count(arg)?),
                 "@equallength" => h.equal_length = Some(flag(arg)?),
                 "@serieslength" => h.series_length = Some(count(arg)?),
-                "@univariate" => {
-                    if flag(arg)? {
-                        h.dimensions.get_or_insert(1);
-                    }
+                "@univariate" if flag(arg)? => {
+                    h.dimensions.get_or_insert(1);
                 }
                 "@classlabel" => {
                     h.class_label = flag(arg)?;

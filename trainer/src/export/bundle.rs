@@ -21,7 +21,7 @@ fn dim<T: TryFrom<usize>>(v: usize, what: &str) -> Result<T> {
 pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, decision: &Decision) -> Result<Vec<u8>> {
     let l = cfg.latent_length;
     let d = l + 2 * decision.segments * cfg.n_features;
-    if decision.dims() != d || decision.prototypes.is_empty() || decision.prototypes.len() % d != 0 {
+    if decision.dims() != d || decision.prototypes.is_empty() || !decision.prototypes.len().is_multiple_of(d) {
         return Err(Error::Param(format!("decision tables of {} values per row do not fit latent {l} + summary", decision.dims())));
     }
     let tensors = weights.tensors();

@@ -143,7 +143,7 @@ pub fn write_plots(dir: &Path, rel_to: &Path, inp: &PlotInput<'_>) -> Result<Plo
 pub fn decode_centroids(vrae: &Vrae, centroids: &[f32], dev: &Device) -> Result<Vec<Vec<f32>>> {
     let c = vrae.config();
     let (l, t, f) = (c.latent_length, c.seq_len, c.n_features);
-    if centroids.is_empty() || centroids.len() % l != 0 {
+    if centroids.is_empty() || !centroids.len().is_multiple_of(l) {
         return Err(Error::Mismatch(format!("{} centroid values are not rows of {l}", centroids.len())));
     }
     let k = centroids.len() / l;
@@ -258,7 +258,7 @@ img{{max-width:100%;border:1px solid #ddd;margin:6px 0}}.grid{{display:grid;grid
     let _ = writeln!(h, "<p>Training series per cluster: {}.</p>", esc(&sizes.join(", ")));
     let img = |h: &mut String, stem: &str, alt: &str| {
         let svg = format!("{PLOTS}/{stem}.svg");
-        if r.plots.as_ref().is_some_and(|pl| pl.files.iter().any(|f| *f == svg)) {
+        if r.plots.as_ref().is_some_and(|pl| pl.files.contains(&svg)) {
             let _ = writeln!(h, "<div><img src=\"{svg}\" alt=\"{}\"></div>", esc(alt));
         }
     };
@@ -294,7 +294,7 @@ img{{max-width:100%;border:1px solid #ddd;margin:6px 0}}.grid{{display:grid;grid
     let params = serde_json::to_value(p).unwrap_or_default();
     if let Some(obj) = params.as_object() {
         for (k, v) in obj {
-            let _ = writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v.to_string().trim_matches('"').to_string()));
+            let _ = writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(v.to_string().trim_matches('"')));
         }
     }
     let _ = writeln!(h, "</table>\n<p>Data: {}.</p>\n</body></html>", esc(&r.data.sources.join(", ")));

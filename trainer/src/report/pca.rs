@@ -27,7 +27,7 @@ pub struct Pca {
 impl Pca {
     /// Fits on `data`, `n` rows of `dim` values (row-major).
     pub fn fit(data: &[f32], dim: usize) -> Result<Self> {
-        if dim == 0 || data.len() % dim != 0 || data.len() < 2 * dim {
+        if dim == 0 || !data.len().is_multiple_of(dim) || data.len() < 2 * dim {
             return Err(Error::Param(format!("PCA needs at least 2 rows of {dim} values, got {} values", data.len())));
         }
         let n = data.len() / dim;

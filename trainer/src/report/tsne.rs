@@ -45,7 +45,7 @@ pub struct Tsne {
 
 /// Embeds `data` (`n` rows of `dim` values) in 2-D.
 pub fn tsne(data: &[f32], dim: usize, p: &TsneParams) -> Result<Tsne> {
-    if dim == 0 || data.len() % dim != 0 {
+    if dim == 0 || !data.len().is_multiple_of(dim) {
         return Err(Error::Param(format!("t-SNE input of {} values is not rows of {dim}", data.len())));
     }
     let n = data.len() / dim;
