@@ -400,11 +400,12 @@ fn anomaly_flag_follows_the_cluster_threshold() {
             scales: vec![1.0; d],
             prototypes: values(p * d, 14, 1.0),
             clusters: (0..p).map(|i| i % hd.k as usize).collect(),
-            anomaly_thresholds: thresholds,
+            anomaly_thresholds: thresholds.clone(),
         };
         let bytes = AlignedBytes::new(&encode(&hd, &values(hd.weights_len as usize, 13, 0.4), &tables).unwrap());
         let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
-        assert!(enc.bundle().has_anomaly_thresholds());
+        // All thresholds at f32::MAX (what a model without them is exported with) flag nothing.
+        assert_eq!(enc.bundle().has_anomaly_thresholds(), thresholds.iter().any(|&t| t < f32::MAX));
         windows.iter().map(|w| enc.classify_window::<8, 1, 4>(&mut State::<8, 1>::default(), w).unwrap().1).collect()
     };
     let never = decide(vec![f32::MAX; 3]);
