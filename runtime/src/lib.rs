@@ -3,7 +3,7 @@
 //! `no_std` and allocation-free: a [`bundle`] (weights + centroids, checksummed) is parsed in
 //! place, the [`encoder`] consumes one sample at a time into a fixed-size [`encoder::State`], and
 //! [`assign`] picks the nearest centroid. With `std`, [`batch`] runs many windows on all cores
-//! and [`duo`] runs one window's steps on two cores (lowest latency); with `tract`, [`tract_engine`] runs the exported ONNX file instead of the native kernels.
+//! and [`duo`] runs one window's steps on two cores (lowest latency), and [`atomic_file`] writes files that appear whole or not at all (every artifact of the tool chain); with `tract`, [`tract_engine`] runs the exported ONNX file instead of the native kernels.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod assign;
