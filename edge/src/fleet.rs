@@ -8,8 +8,8 @@
 //! The first CSV record must be a header with this model's columns (`device`, `timestamp`, one
 //! column per feature; recognised by a second field that is not a number) or a valid reading;
 //! anything else is an error naming the line, so a wrong file stops at once instead of scoring
-//! nothing. Devices
-//! come interleaved in any order; each device's rows must come in increasing timestamp order.
+//! nothing. Devices come interleaved in any order; each device's rows must come in increasing
+//! timestamp order.
 //! Memory is bounded by devices x window (one ring buffer per device), not by file size.
 //!
 //! A row that is not UTF-8, has the wrong field count, a missing, non-numeric or non-finite cell,
@@ -140,6 +140,11 @@ impl Windower {
     /// Counts so far.
     pub fn summary(&self) -> &Summary {
         &self.summary
+    }
+
+    /// Whether a non-blank CSV record was fed (the next one is no longer the first).
+    pub fn started(&self) -> bool {
+        self.started
     }
 
     /// Devices seen so far.

@@ -260,7 +260,7 @@ fn assign(a: AssignArgs) -> Result<()> {
         flush(&mut jobs, &mut pending)?;
         pb.finish_and_clear();
     }
-    let s = windower.summary().clone();
+    let s = windower.summary();
     if windower.samples() == 0 {
         let why = s.first_skipped.as_ref().map_or(String::new(), |e| format!("; the first skipped: {e}"));
         bail!(
@@ -271,23 +271,24 @@ fn assign(a: AssignArgs) -> Result<()> {
             s.out_of_order
         );
     }
-    let mut devices_out = match &devices_path {
+    let rows = table.rows();
+    let devices_out = match &devices_path {
         Some(p) => {
             let mut w = TableWriter::create(p, TableFormat::of(p), &device_columns(k))?;
-            for r in table.rows() {
-                w.write(&device_cells(&r))?;
+            for r in &rows {
+                w.write(&device_cells(r))?;
             }
             Some(w)
         }
         None => None,
     };
     out.commit()?;
-    if let Some(w) = devices_out.take() {
+    if let Some(w) = devices_out {
         w.commit()?;
     }
 
     let secs = started.elapsed().as_secs_f64();
-    let flagged: u64 = table.rows().iter().map(|r| r.anomalous_windows).sum();
+    let flagged: u64 = rows.iter().map(|r| r.anomalous_windows).sum();
     eprintln!("rows read             {}", s.rows);
     eprintln!("rows skipped          {} malformed, {} out of time order", s.malformed, s.out_of_order);
     eprintln!("devices               {} ({} with fewer samples than a window of {window})", windower.devices(), windower.short_devices());

@@ -7,9 +7,14 @@ use crate::devices::DeviceRow;
 use crate::fleet::Window;
 use crate::table::{Cell, Kind};
 
+/// Owned column names for a fixed list.
+fn named(columns: &[(&str, Kind)]) -> Vec<(String, Kind)> {
+    columns.iter().map(|&(n, k)| (n.to_string(), k)).collect()
+}
+
 /// Columns of the window table.
 pub fn window_columns() -> Vec<(String, Kind)> {
-    [
+    named(&[
         ("device", Kind::Text),
         ("window_start", Kind::Text),
         ("window_end", Kind::Text),
@@ -17,10 +22,7 @@ pub fn window_columns() -> Vec<(String, Kind)> {
         ("distance", Kind::F32),
         ("second_distance", Kind::F32),
         ("anomalous", Kind::Bool),
-    ]
-    .into_iter()
-    .map(|(n, k)| (n.to_string(), k))
-    .collect()
+    ])
 }
 
 /// One window's row.
@@ -38,23 +40,16 @@ pub fn window_cells<'a>(w: &'a Window, a: &Assignment) -> [Cell<'a>; 7] {
 
 /// Columns of the device table for a model of `k` clusters (`windows_in_0` .. per cluster).
 pub fn device_columns(k: usize) -> Vec<(String, Kind)> {
-    let mut c: Vec<(String, Kind)> = [("device", Kind::Text), ("windows", Kind::I64), ("cluster", Kind::I32), ("cluster_share", Kind::F64)]
-        .into_iter()
-        .map(|(n, k)| (n.to_string(), k))
-        .collect();
+    let mut c = named(&[("device", Kind::Text), ("windows", Kind::I64), ("cluster", Kind::I32), ("cluster_share", Kind::F64)]);
     c.extend((0..k).map(|i| (format!("windows_in_{i}"), Kind::I64)));
-    c.extend(
-        [
-            ("mean_distance", Kind::F64),
-            ("max_distance", Kind::F32),
-            ("anomalous_windows", Kind::I64),
-            ("first_timestamp", Kind::Text),
-            ("last_timestamp", Kind::Text),
-            ("latest_cluster", Kind::I32),
-        ]
-        .into_iter()
-        .map(|(n, k)| (n.to_string(), k)),
-    );
+    c.extend(named(&[
+        ("mean_distance", Kind::F64),
+        ("max_distance", Kind::F32),
+        ("anomalous_windows", Kind::I64),
+        ("first_timestamp", Kind::Text),
+        ("last_timestamp", Kind::Text),
+        ("latest_cluster", Kind::I32),
+    ]));
     c
 }
 

@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use parquet::basic::{Compression, ConvertedType, Repetition, Type as Physical};
-use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, FloatType, Int32Type, Int64Type};
+use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DataType, DoubleType, FloatType, Int32Type, Int64Type};
 use parquet::file::properties::WriterProperties;
-use parquet::file::writer::SerializedFileWriter;
+use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
 use parquet::schema::types::Type;
 use runtime::atomic_file::AtomicFile;
 
@@ -101,6 +101,14 @@ pub enum Cell<'a> {
     F64(f64),
     /// Boolean.
     Bool(bool),
+}
+
+/// Writes one column's buffered values into the row group and empties the buffer (its
+/// capacity is kept for the next group).
+fn write_and_clear<T: DataType>(col: &mut SerializedColumnWriter<'_>, values: &mut Vec<T::T>) -> parquet::errors::Result<usize> {
+    let written = col.typed::<T>().write_batch(values, None, None);
+    values.clear();
+    written
 }
 
 /// Buffered values of one Parquet column.
@@ -230,23 +238,15 @@ impl TableWriter {
         for b in buffers.iter_mut() {
             let mut col = rg.next_column().map_err(pq)?.expect("one column writer per schema column");
             let written = match b {
-                Buffer::Text(v) => col.typed::<ByteArrayType>().write_batch(v, None, None),
-                Buffer::I32(v) => col.typed::<Int32Type>().write_batch(v, None, None),
-                Buffer::I64(v) => col.typed::<Int64Type>().write_batch(v, None, None),
-                Buffer::F32(v) => col.typed::<FloatType>().write_batch(v, None, None),
-                Buffer::F64(v) => col.typed::<DoubleType>().write_batch(v, None, None),
-                Buffer::Bool(v) => col.typed::<BoolType>().write_batch(v, None, None),
+                Buffer::Text(v) => write_and_clear::<ByteArrayType>(&mut col, v),
+                Buffer::I32(v) => write_and_clear::<Int32Type>(&mut col, v),
+                Buffer::I64(v) => write_and_clear::<Int64Type>(&mut col, v),
+                Buffer::F32(v) => write_and_clear::<FloatType>(&mut col, v),
+                Buffer::F64(v) => write_and_clear::<DoubleType>(&mut col, v),
+                Buffer::Bool(v) => write_and_clear::<BoolType>(&mut col, v),
             };
             written.map_err(pq)?;
             col.close().map_err(pq)?;
-            match b {
-                Buffer::Text(v) => v.clear(),
-                Buffer::I32(v) => v.clear(),
-                Buffer::I64(v) => v.clear(),
-                Buffer::F32(v) => v.clear(),
-                Buffer::F64(v) => v.clear(),
-                Buffer::Bool(v) => v.clear(),
-            }
         }
         rg.close().map_err(pq)?;
         *rows = 0;

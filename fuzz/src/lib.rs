@@ -172,11 +172,10 @@ pub fn fleet_rows(data: &[u8]) {
         let mut emitted = 0;
         let mut reader = edge::csv_input::reader(rest);
         let mut record = csv::ByteRecord::new();
-        let mut first = true;
         let mut stopped = false;
         while reader.read_byte_record(&mut record).expect("reading from memory cannot fail") {
             let line = record.position().map_or(0, |p| p.line() as usize);
-            let blank = record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace));
+            let first = !win.started();
             match win.feed_record(line, &record, &mut vals) {
                 Ok(Some(_)) => emitted += 1,
                 Ok(None) => {}
@@ -192,7 +191,6 @@ pub fn fleet_rows(data: &[u8]) {
                 }
                 Err(e) => panic!("lenient mode returned an error after the first record: {e}"),
             }
-            first &= blank;
         }
         assert_eq!(vals.len(), emitted * w * f);
         let s = win.summary();

@@ -52,6 +52,9 @@ pub const MAGIC: [u8; 8] = *b"VRAEBNDL";
 pub const FORMAT_VERSION: u32 = 3;
 /// Oldest bundle format version this crate still reads.
 pub const OLDEST_VERSION: u32 = 1;
+/// The anomaly threshold that never flags: a model fitted before the flag existed is exported
+/// with it.
+pub const NO_THRESHOLD: f32 = f32::MAX;
 /// Largest header accepted (a real one is ~30 bytes).
 const MAX_HEADER: usize = 256;
 
@@ -366,9 +369,9 @@ impl<'a> Bundle<'a> {
     }
 
     /// Whether the bundle can flag a window anomalous: version 3 on, with a threshold below
-    /// `f32::MAX` (what a model fitted before the flag existed is re-exported with).
+    /// [`NO_THRESHOLD`].
     pub fn has_anomaly_thresholds(&self) -> bool {
-        self.anomaly_thresholds.iter().any(|&t| t < f32::MAX)
+        self.anomaly_thresholds.iter().any(|&t| t < NO_THRESHOLD)
     }
 
     /// Whether a window at `distance` from its nearest prototype of `cluster` is anomalous:
@@ -417,7 +420,7 @@ pub struct DecisionTables {
     pub prototypes: Vec<f32>,
     /// Cluster of each prototype row.
     pub clusters: Vec<usize>,
-    /// Per cluster, the distance above which a window is anomalous; `f32::MAX` never flags.
+    /// Per cluster, the distance above which a window is anomalous; [`NO_THRESHOLD`] never flags.
     pub anomaly_thresholds: Vec<f32>,
 }
 
@@ -431,7 +434,7 @@ impl DecisionTables {
             scales: vec![1.0; latent],
             prototypes: centroids.to_vec(),
             clusters: (0..k).collect(),
-            anomaly_thresholds: vec![f32::MAX; k],
+            anomaly_thresholds: vec![NO_THRESHOLD; k],
         }
     }
 }

@@ -48,7 +48,7 @@ pub struct Decision {
     /// Cluster of each prototype.
     pub prototype_clusters: Vec<usize>,
     /// Per cluster, the distance above which a window is anomalous (absent in directories
-    /// written before the anomaly flag: never; `f32::MAX` also never flags).
+    /// written before the anomaly flag: never; `runtime::bundle::NO_THRESHOLD` also never flags).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anomaly_thresholds: Vec<f32>,
 }
@@ -97,7 +97,11 @@ impl Decision {
             scales: self.scales.clone(),
             prototypes: self.prototypes.clone(),
             clusters: self.prototype_clusters.clone(),
-            anomaly_thresholds: if self.anomaly_thresholds.is_empty() { vec![f32::MAX; self.k] } else { self.anomaly_thresholds.clone() },
+            anomaly_thresholds: if self.anomaly_thresholds.is_empty() {
+                vec![runtime::bundle::NO_THRESHOLD; self.k]
+            } else {
+                self.anomaly_thresholds.clone()
+            },
         }
     }
 }
@@ -105,7 +109,7 @@ impl Decision {
 /// Per cluster, the `quantile` of the distances of the training series the device puts in it
 /// (nearest rank: the smallest distance with at least `quantile` of the cluster's distances at
 /// or below it), so about `1 - quantile` of training series are flagged. A cluster no training
-/// series falls in gets `f32::MAX` (never flags).
+/// series falls in gets [`runtime::bundle::NO_THRESHOLD`] (never flags).
 pub fn anomaly_thresholds(k: usize, assigned: &[(usize, f32)], quantile: f64) -> Vec<f32> {
     let mut by_cluster = vec![Vec::new(); k];
     for &(c, d) in assigned {
@@ -117,7 +121,7 @@ pub fn anomaly_thresholds(k: usize, assigned: &[(usize, f32)], quantile: f64) ->
         .into_iter()
         .map(|mut d| {
             if d.is_empty() {
-                return f32::MAX;
+                return runtime::bundle::NO_THRESHOLD;
             }
             d.sort_by(f32::total_cmp);
             let rank = ((quantile * d.len() as f64).ceil() as usize).clamp(1, d.len());
