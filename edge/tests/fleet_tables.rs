@@ -272,6 +272,10 @@ fn wrong_files_are_errors_and_leave_outputs_alone() {
         assert_eq!(o.status.code(), Some(1), "{name}: {e}");
         assert!(e.contains(name) && e.contains(want), "{name}: {e}");
     }
+    // Both tables at one path would overwrite each other.
+    let o = assign(&root().join("data/fleet/sample.csv"), &out, &["--devices", out.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && e.contains("--devices and --out name the same file"), "{e}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous\n");
     assert_eq!(std::fs::read_to_string(&devices).unwrap(), "previous devices\n");
     assert_eq!(

@@ -164,6 +164,12 @@ fn bad_invocations_fail_clearly() {
     assert!(e.contains("neighbors and prototypes per cluster must be >= 1"), "{e}");
     let e = err(&trainer(&["fit", "--validation", "0.9", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("validation must be in (0, 0.5]"), "{e}");
+    let e = err(&trainer(&["fit", "--anomaly-quantile", "1.5", "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("anomaly quantile must be in (0, 1], got 1.5"), "{e}");
+    let e = err(&trainer(&["fit", "--contrastive-temperature", "0", "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("contrastive_temperature must be > 0, got 0"), "{e}");
+    let e = err(&trainer(&["fit", "--contrastive-crop", "1.5", "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("contrastive_crop must be in (0, 1], got 1.5"), "{e}");
     let e = err(&trainer(&["fit", "--device", "cuda", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("cuda") || e.contains("CUDA"), "{e}");
     let bad = dir.path().join("bad.csv");
