@@ -13,6 +13,7 @@
 //! ...     4*P*D prototypes, f32 LE, row-major P x D, P = header.prototypes
 //! ...     4*P   prototype clusters, f32 LE whole numbers in 0..k
 //! ...     4*K   anomaly thresholds, f32 LE, one per cluster (version 3 on)
+//! ...     4*E   step edges of the summary, f32 LE, E = step_edges * n_features (version 4 on)
 //! end-4   4     CRC-32 of every byte before it (u32 LE)
 //! ```
 //!
@@ -24,8 +25,8 @@
 //! horizontal sums, which vectorises on hosts and streams flash linearly on microcontrollers.
 //!
 //! The cluster decision: the raw decision vector is the latent mean followed by the window's
-//! streaming summary ([`crate::summary`], `2 * segments * features` values; none when
-//! `segments` is 0); its value `j` becomes `(raw_j - offset_j) * scale_j`, and the nearest
+//! streaming summary ([`crate::summary`]: `(2 * segments + freqs + step_edges) * features`
+//! values, none when all three are 0); its value `j` becomes `(raw_j - offset_j) * scale_j`, and the nearest
 //! prototype (Euclidean) names the cluster. Several prototypes may share a cluster, so clusters
 //! need not be round.
 //!
@@ -33,7 +34,8 @@
 //! threshold (the trainer sets it at a quantile of the training series' distances in that
 //! cluster) is anomalous.
 //!
-//! Older bundles still load. Version 2 (no anomaly thresholds) flags nothing
+//! Older bundles still load. Version 3 (summary of segment means and steps only) reads as
+//! `freqs` 0 and no step edges, and decides as it did. Version 2 (no anomaly thresholds) flags nothing
 //! ([`Bundle::has_anomaly_thresholds`] is false so a host can say so); version 1 (latent only,
 //! one centroid per cluster, no decision tables) reads as offsets 0, scales 1 and prototype `i`
 //! = cluster `i`, and flags nothing either.
@@ -49,7 +51,7 @@ use crate::crc::crc32;
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"VRAEBNDL";
 /// Bundle format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Oldest bundle format version this crate still reads.
 pub const OLDEST_VERSION: u32 = 1;
 /// The anomaly threshold that never flags: a model fitted before the flag existed is exported
@@ -113,6 +115,27 @@ pub struct Header {
     pub stride: u32,
     /// Rows of the prototype table.
     pub prototypes: u16,
+    /// Spectrum frequencies per feature in the summary (0 = none; version 4 on).
+    pub freqs: u16,
+    /// Step-distribution edges per feature in the summary (0 = none; version 4 on).
+    pub step_edges: u16,
+}
+
+/// The version 2-3 header (summary of segment means and steps only).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct HeaderV3 {
+    cell: Cell,
+    n_features: u16,
+    hidden: u16,
+    layers: u8,
+    latent: u16,
+    k: u16,
+    seq_len: u32,
+    normalization: Normalization,
+    weights_len: u32,
+    segments: u16,
+    stride: u32,
+    prototypes: u16,
 }
 
 /// The version 1 header (no summary, one centroid per cluster).
@@ -141,10 +164,15 @@ impl Header {
         n + self.latent as usize * (h + 1)
     }
 
-    /// Values of the streaming summary: `2 * segments * n_features`.
+    /// Values of the streaming summary: `(2 * segments + freqs + step_edges) * n_features`.
     pub fn summary_len(&self) -> usize {
         // Saturating: a corrupted header must not wrap on 32-bit targets (it fails the length check).
-        (2 * self.segments as usize).saturating_mul(self.n_features as usize)
+        (2 * self.segments as usize + self.freqs as usize + self.step_edges as usize).saturating_mul(self.n_features as usize)
+    }
+
+    /// Step edges in the bundle's table: `step_edges * n_features`.
+    pub fn step_edges_len(&self) -> usize {
+        (self.step_edges as usize).saturating_mul(self.n_features as usize)
     }
 
     /// Length of the decision vector: latent plus summary.
@@ -239,6 +267,8 @@ pub struct Bundle<'a> {
     pub prototype_clusters: &'a [f32],
     /// Per cluster, the distance above which a window is anomalous (empty before version 3).
     pub anomaly_thresholds: &'a [f32],
+    /// The summary's step edges, edge-major then feature (empty before version 4).
+    pub step_edges: &'a [f32],
     /// Format version the bytes were written in.
     pub version: u32,
 }
@@ -307,6 +337,29 @@ impl<'a> Bundle<'a> {
                 segments: 0,
                 stride: 0,
                 prototypes: v1.k,
+                freqs: 0,
+                step_edges: 0,
+            }
+        } else if version < 4 {
+            let (v, rest) = postcard::take_from_bytes::<HeaderV3>(raw).map_err(|_| BundleError::BadHeader)?;
+            if !rest.is_empty() {
+                return Err(BundleError::BadHeader);
+            }
+            Header {
+                cell: v.cell,
+                n_features: v.n_features,
+                hidden: v.hidden,
+                layers: v.layers,
+                latent: v.latent,
+                k: v.k,
+                seq_len: v.seq_len,
+                normalization: v.normalization,
+                weights_len: v.weights_len,
+                segments: v.segments,
+                stride: v.stride,
+                prototypes: v.prototypes,
+                freqs: 0,
+                step_edges: 0,
             }
         } else {
             let (h, rest) = postcard::take_from_bytes::<Header>(raw).map_err(|_| BundleError::BadHeader)?;
@@ -334,10 +387,12 @@ impl<'a> Bundle<'a> {
         // happens to match.
         let (d64, p64) = (d as u64, p as u64);
         let k64 = h.k as u64;
+        let e64 = h.step_edges_len() as u64;
         let tables = match version {
             1 => p64 * d64,
             2 => 2 * d64 + p64 * d64 + p64,
-            _ => 2 * d64 + p64 * d64 + p64 + k64,
+            3 => 2 * d64 + p64 * d64 + p64 + k64,
+            _ => 2 * d64 + p64 * d64 + p64 + k64 + e64,
         };
         let expected = w_start as u64 + 4 * (h.weights_len as u64 + tables) + 4;
         if expected != bytes.len() as u64 {
@@ -348,14 +403,15 @@ impl<'a> Bundle<'a> {
             return Err(BundleError::NonFinite);
         }
         let (weights, rest) = all.split_at(h.weights_len as usize);
-        let (offsets, scales, prototypes, prototype_clusters, anomaly_thresholds) = if version == 1 {
-            (&rest[..0], &rest[..0], rest, &rest[..0], &rest[..0])
+        let (offsets, scales, prototypes, prototype_clusters, anomaly_thresholds, step_edges) = if version == 1 {
+            (&rest[..0], &rest[..0], rest, &rest[..0], &rest[..0], &rest[..0])
         } else {
             let (o, rest) = rest.split_at(d);
             let (s, rest) = rest.split_at(d);
             let (pr, rest) = rest.split_at(p * d);
-            let (c, t) = rest.split_at(p);
-            (o, s, pr, c, t)
+            let (c, rest) = rest.split_at(p);
+            let (t, e) = rest.split_at(if version >= 3 { h.k as usize } else { 0 });
+            (o, s, pr, c, t, e)
         };
         for (index, &value) in prototype_clusters.iter().enumerate() {
             if value < 0.0 || value >= h.k as f32 || value != (value as u32) as f32 {
@@ -365,7 +421,20 @@ impl<'a> Bundle<'a> {
         if let Some(cluster) = anomaly_thresholds.iter().position(|&t| t < 0.0) {
             return Err(BundleError::BadThreshold { cluster });
         }
-        Ok(Bundle { header, weights, offsets, scales, prototypes, prototype_clusters, anomaly_thresholds, version })
+        Ok(Bundle { header, weights, offsets, scales, prototypes, prototype_clusters, anomaly_thresholds, step_edges, version })
+    }
+
+    /// Layout of the window summary the decision uses.
+    pub fn summary_shape(&self) -> crate::summary::Shape<'a> {
+        let h = &self.header;
+        crate::summary::Shape {
+            features: h.n_features as usize,
+            segments: h.segments as usize,
+            stride: h.stride as usize,
+            freqs: h.freqs as usize,
+            period: h.seq_len as usize,
+            edges: self.step_edges,
+        }
     }
 
     /// Whether the bundle can flag a window anomalous: version 3 on, with a threshold below
@@ -422,6 +491,8 @@ pub struct DecisionTables {
     pub clusters: Vec<usize>,
     /// Per cluster, the distance above which a window is anomalous; [`NO_THRESHOLD`] never flags.
     pub anomaly_thresholds: Vec<f32>,
+    /// The summary's step edges, edge-major then feature (`header.step_edges * n_features`).
+    pub step_edges: Vec<f32>,
 }
 
 #[cfg(feature = "std")]
@@ -435,6 +506,7 @@ impl DecisionTables {
             prototypes: centroids.to_vec(),
             clusters: (0..k).collect(),
             anomaly_thresholds: vec![NO_THRESHOLD; k],
+            step_edges: Vec::new(),
         }
     }
 }
@@ -463,8 +535,14 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     if let Some(cluster) = decision.anomaly_thresholds.iter().position(|&t| t.is_nan() || t < 0.0) {
         return Err(BundleError::BadThreshold { cluster });
     }
+    if decision.step_edges.len() != header.step_edges_len() {
+        return Err(BundleError::BadDims("step edges are not step_edges x features"));
+    }
+    if decision.step_edges.iter().any(|v| !v.is_finite()) {
+        return Err(BundleError::NonFinite);
+    }
     let head = postcard::to_allocvec(header).map_err(|_| BundleError::BadHeader)?;
-    let n = weights.len() + 2 * d + p * d + p + header.k as usize;
+    let n = weights.len() + 2 * d + p * d + p + header.k as usize + decision.step_edges.len();
     let mut out = Vec::with_capacity(padded(16 + head.len()) + 4 * n + 4);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -473,7 +551,14 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     out.resize(padded(out.len()), 0);
     let clusters = decision.clusters.iter().map(|&c| c as f32);
     let tables = decision.offsets.iter().chain(&decision.scales).chain(&decision.prototypes).copied();
-    for v in weights.iter().copied().chain(tables).chain(clusters).chain(decision.anomaly_thresholds.iter().copied()) {
+    for v in weights
+        .iter()
+        .copied()
+        .chain(tables)
+        .chain(clusters)
+        .chain(decision.anomaly_thresholds.iter().copied())
+        .chain(decision.step_edges.iter().copied())
+    {
         out.extend_from_slice(&v.to_le_bytes());
     }
     let crc = crc32(&out);

@@ -5,12 +5,13 @@
 use crate::assign::{nearest, AssignError, Assignment};
 use crate::bundle::{Bundle, BundleError, Cell, Normalization};
 use crate::math::{dot, sigmoid, tanh};
-use crate::summary::{slots, Summary};
+use crate::summary::Summary;
 
-/// Summary slots of every [`State`]: 32 segments of one feature, or 16 of three (see
-/// [`crate::summary::slots`]); the trainer sizes its summary to fit. A crate constant rather
+/// Summary slots of every [`State`]: 32 segments, 32 frequencies and 16 step edges of one
+/// feature, or 16 segments, 21 frequencies and 10 edges of three (see
+/// [`crate::summary::Shape::slots`]); the trainer sizes its summary to fit. A crate constant rather
 /// than a third capacity parameter, so the summary costs no caller a change of types.
-pub const SUMMARY_SLOTS: usize = 136;
+pub const SUMMARY_SLOTS: usize = 256;
 
 /// Largest feature count a z-normalised window may have (stack scratch of `encode_window`).
 pub const MAX_ZSCORE_FEATURES: usize = 64;
@@ -128,8 +129,7 @@ impl<'a> Encoder<'a> {
 
     /// Checks that the model's window summary fits `S` slots.
     pub fn check_summary_capacity<const S: usize>(&self) -> Result<(), BundleError> {
-        let h = &self.bundle.header;
-        let need = slots(h.segments as usize, h.n_features as usize);
+        let need = self.bundle.summary_shape().slots();
         if need > S {
             return Err(BundleError::Capacity { what: "summary slots", need, have: S });
         }
@@ -158,8 +158,9 @@ impl<'a> Encoder<'a> {
         if let Some(index) = sample.iter().position(|v| !v.is_finite()) {
             return Err(EncodeError::NonFinite { index });
         }
-        if hd.segments > 0 {
-            s.summary.push(sample, hd.segments as usize, hd.stride as usize);
+        let shape = self.bundle.summary_shape();
+        if !shape.is_empty() {
+            s.summary.push(sample, &shape);
         }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if crate::math::has_avx2() {
@@ -193,10 +194,9 @@ impl<'a> Encoder<'a> {
 
     /// Raw decision value `j`: the latent, then the summary (see [`crate::bundle`]).
     fn raw_value<const S: usize>(&self, latent: &[f32], summary: Option<&Summary<S>>, j: usize) -> f32 {
-        let hd = &self.bundle.header;
         match (j.checked_sub(latent.len()), summary) {
             (None, _) => latent[j],
-            (Some(i), Some(sm)) => sm.value(i, hd.segments as usize, hd.stride as usize, hd.n_features as usize),
+            (Some(i), Some(sm)) => sm.value(i, &self.bundle.summary_shape()),
             (Some(_), None) => 0.0,
         }
     }
@@ -237,7 +237,7 @@ impl<'a> Encoder<'a> {
     /// Cluster of a latent alone, for models whose decision does not use the window summary
     /// (else [`EncodeError::NeedsSummary`]).
     pub fn assign(&self, latent: &[f32]) -> Result<Assignment, EncodeError> {
-        if self.bundle.header.segments > 0 {
+        if self.bundle.header.summary_len() > 0 {
             return Err(EncodeError::NeedsSummary);
         }
         Ok(self.decide_with::<0>(latent, None)?)
@@ -248,14 +248,13 @@ impl<'a> Encoder<'a> {
     pub fn summarize_window<const S: usize>(&self, summary: &mut Summary<S>, window: &[f32]) -> Result<(), EncodeError> {
         self.check_summary_capacity::<S>()?;
         self.check_window(window)?;
-        let hd = &self.bundle.header;
         summary.reset();
-        if hd.segments == 0 {
+        let shape = self.bundle.summary_shape();
+        if shape.is_empty() {
             return Ok(());
         }
-        let (p, stride) = (hd.segments as usize, hd.stride as usize);
         self.for_each_input(window, |x| {
-            summary.push(x, p, stride);
+            summary.push(x, &shape);
             Ok(())
         })
     }

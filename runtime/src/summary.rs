@@ -1,27 +1,82 @@
-//! A streaming summary of a window, kept beside the recurrent state: per segment of `stride`
-//! consecutive samples and per feature, the mean value and the mean absolute step
-//! `|x_t - x_{t-1}|` (0 for the window's first sample).
+//! A streaming summary of a window, kept beside the recurrent state. Four blocks, each per
+//! feature:
+//!
+//! 1. **Segment means**: per segment of `stride` consecutive samples, the mean value
+//!    (piecewise aggregate approximation).
+//! 2. **Segment mean absolute steps**: per segment, the mean of `|x_t - x_{t-1}|` (0 for the
+//!    window's first sample).
+//! 3. **Spectrum**: for frequencies `f = 1..=freqs`, `|Σ_t x_t e^{-2πi f t / P}| / n` over the
+//!    `n` samples seen, `P` the model's window length: the magnitude of the window's discrete
+//!    Fourier transform at its `freqs` lowest frequencies.
+//! 4. **Step distribution**: for each edge `e_j` of the bundle's step-edge table, the share of
+//!    steps `x_t - x_{t-1}` below `e_j` (the empirical CDF of the first differences at fixed
+//!    levels the trainer took from the training data's quantiles).
 //!
 //! Why: the VRAE latent is trained to reconstruct, which rewards encoding the shape every series
-//! shares; what tells groups apart is often the level in a part of the window (stride averages,
-//! i.e. piecewise aggregate approximation) or how busy the signal is there (mean absolute step).
-//! Both stream in O(segments x features) memory with one add per sample, so the device computes
-//! them while it runs the encoder and the cluster decision uses them beside the latent.
+//! shares. What tells groups apart is often the level in a part of the window or how busy the
+//! signal is there (blocks 1-2: position-bound), or which shape occurs wherever it occurs
+//! (blocks 3-4: unchanged when the pattern moves in time; measured on the dev suite, the
+//! position-bound blocks alone tie raw k-means on Trace, whose classes differ by a transient
+//! that moves, while the spectrum and step distribution separate them). All four stream in
+//! O(features x (segments + freqs + edges)) memory with a few operations per sample, so the
+//! device computes them while it runs the encoder and the cluster decision uses them beside the
+//! latent.
 //!
 //! Segment `j` holds steps `j*stride .. (j+1)*stride`; steps at or past `(segments-1)*stride` go
 //! to the last segment, so a window longer than the model's never overflows. A segment that saw
-//! no sample reads 0.
+//! no sample reads 0. The spectrum's phase `2π (t mod P) / P` is computed afresh each sample
+//! (one `sincosf`), its harmonics by complex multiplication, so no error builds up over a long
+//! window.
 
-/// Slots a summary of `segments` x `features` needs (sums, step sums, previous sample).
-pub const fn slots(segments: usize, features: usize) -> usize {
-    if segments == 0 {
-        0
-    } else {
-        (2 * segments).saturating_mul(features).saturating_add(features)
+/// Layout of one model's summary: the bundle header's numbers and its step-edge table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape<'a> {
+    /// Values per sample.
+    pub features: usize,
+    /// Segments of blocks 1-2 (0: none).
+    pub segments: usize,
+    /// Samples per segment (at least 1 when `segments` > 0).
+    pub stride: usize,
+    /// Frequencies of the spectrum (0: none).
+    pub freqs: usize,
+    /// Period `P` of the spectrum's frequencies: the model's window length (at least 1).
+    pub period: usize,
+    /// Step edges, edge-major then feature (`edges.len()` a multiple of `features`; empty: none).
+    pub edges: &'a [f32],
+}
+
+impl Shape<'_> {
+    /// No summary at all.
+    pub const NONE: Shape<'static> = Shape { features: 1, segments: 0, stride: 0, freqs: 0, period: 1, edges: &[] };
+
+    /// Step edges per feature.
+    pub fn edges_per_feature(&self) -> usize {
+        self.edges.len().checked_div(self.features).unwrap_or(0)
+    }
+
+    /// Whether the summary has any value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values of the summary: `features x (2 segments + freqs + edges)`.
+    pub fn len(&self) -> usize {
+        let f = self.features;
+        (2 * self.segments).saturating_add(self.freqs).saturating_mul(f).saturating_add(self.edges.len())
+    }
+
+    /// Slots a summary of this shape needs (sums, step sums, previous sample, spectrum real and
+    /// imaginary parts, step counts).
+    pub fn slots(&self) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
+        let f = self.features;
+        (2 * self.segments).saturating_add(2 * self.freqs).saturating_add(1).saturating_mul(f).saturating_add(self.edges.len())
     }
 }
 
-/// Running sums of one window, for up to `S` f32 slots (see [`slots`]).
+/// Running sums of one window, for up to `S` f32 slots (see [`Shape::slots`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary<const S: usize> {
     acc: [f32; S],
@@ -45,22 +100,51 @@ impl<const S: usize> Summary<S> {
         self.steps
     }
 
-    /// Adds one sample (`features` values) of a window cut into `segments` segments of
-    /// `stride` samples. The caller checked `slots(segments, features) <= S`, `segments >= 1`
-    /// and `stride >= 1`.
-    pub(crate) fn push(&mut self, sample: &[f32], segments: usize, stride: usize) {
+    /// Adds one sample (`shape.features` values). The caller checked `shape.slots() <= S`,
+    /// `shape.stride >= 1` when there are segments and `shape.period >= 1`.
+    pub(crate) fn push(&mut self, sample: &[f32], shape: &Shape) {
         let f = sample.len();
-        let seg = (self.steps as usize / stride).min(segments - 1);
-        let (sums, rest) = self.acc.split_at_mut(segments * f);
-        let (steps, rest) = rest.split_at_mut(segments * f);
-        let prev = &mut rest[..f];
-        for (k, &v) in sample.iter().enumerate() {
-            sums[seg * f + k] += v;
-            if self.steps > 0 {
-                steps[seg * f + k] += abs(v - prev[k]);
+        let (p, m) = (shape.segments, shape.freqs);
+        let t = self.steps as usize;
+        let (sums, rest) = self.acc.split_at_mut(p * f);
+        let (steps, rest) = rest.split_at_mut(p * f);
+        let (prev, rest) = rest.split_at_mut(f);
+        let (re, rest) = rest.split_at_mut(m * f);
+        let (im, rest) = rest.split_at_mut(m * f);
+        let counts = &mut rest[..shape.edges.len()];
+        if p > 0 {
+            let seg = (t / shape.stride).min(p - 1);
+            for (k, &v) in sample.iter().enumerate() {
+                sums[seg * f + k] += v;
+                if t > 0 {
+                    steps[seg * f + k] += abs(v - prev[k]);
+                }
             }
-            prev[k] = v;
         }
+        if m > 0 {
+            let phase = (t % shape.period) as f32 * (core::f32::consts::TAU / shape.period as f32);
+            let (s, c) = libm::sincosf(phase);
+            // e^{-iθ} and its powers e^{-i f θ}, f = 1..=m.
+            let (br, bi) = (c, -s);
+            let (mut wr, mut wi) = (br, bi);
+            for j in 0..m {
+                for (k, &v) in sample.iter().enumerate() {
+                    re[j * f + k] += v * wr;
+                    im[j * f + k] += v * wi;
+                }
+                (wr, wi) = (wr * br - wi * bi, wr * bi + wi * br);
+            }
+        }
+        if t > 0 {
+            for (j, edge) in shape.edges.chunks_exact(f).enumerate() {
+                for (k, (&v, &e)) in sample.iter().zip(edge).enumerate() {
+                    if v - prev[k] < e {
+                        counts[j * f + k] += 1.0;
+                    }
+                }
+            }
+        }
+        prev.copy_from_slice(sample);
         self.steps += 1;
     }
 
@@ -76,16 +160,33 @@ impl<const S: usize> Summary<S> {
         }
     }
 
-    /// Value `i` of the summary (`0 <= i < 2 * segments * features`): first the segment means
-    /// (segment-major, then feature), then the mean absolute steps in the same order.
-    pub(crate) fn value(&self, i: usize, segments: usize, stride: usize, features: usize) -> f32 {
+    /// Value `i` of the summary (`0 <= i < shape.len()`): the segment means (segment-major,
+    /// then feature), the mean absolute steps in the same order, the spectrum (frequency-major,
+    /// then feature), then the step distribution (edge-major, then feature).
+    pub(crate) fn value(&self, i: usize, shape: &Shape) -> f32 {
         let n = self.steps as usize;
-        let j = (i % (segments * features)) / features;
-        let c = Self::count(n, j, segments, stride);
-        if c == 0 {
+        let f = shape.features;
+        let pf = shape.segments * f;
+        let mf = shape.freqs * f;
+        if i < 2 * pf {
+            let j = (i % pf) / f;
+            let c = Self::count(n, j, shape.segments, shape.stride);
+            return if c == 0 { 0.0 } else { self.acc[i] / c as f32 };
+        }
+        let base = 2 * pf + f;
+        if i < 2 * pf + mf {
+            let j = i - 2 * pf;
+            if n == 0 {
+                return 0.0;
+            }
+            let (re, im) = (self.acc[base + j], self.acc[base + mf + j]);
+            return libm::sqrtf(re * re + im * im) / n as f32;
+        }
+        let j = i - 2 * pf - mf;
+        if n <= 1 {
             return 0.0;
         }
-        self.acc[i] / c as f32
+        self.acc[base + 2 * mf + j] / (n - 1) as f32
     }
 }
 
@@ -103,15 +204,20 @@ mod tests {
     extern crate std;
     use std::vec::Vec;
 
+    fn shape(features: usize, segments: usize, stride: usize) -> Shape<'static> {
+        Shape { features, segments, stride, freqs: 0, period: 1, edges: &[] }
+    }
+
     #[test]
     fn means_and_steps_per_segment() {
         // 7 samples, stride 3, 2 segments: segment 0 = steps 0..3, segment 1 = steps 3..7.
         let x = [1.0f32, 3.0, 2.0, 10.0, 10.0, 12.0, 8.0];
+        let sh = shape(1, 2, 3);
         let mut s = Summary::<16>::default();
         for v in x {
-            s.push(&[v], 2, 3);
+            s.push(&[v], &sh);
         }
-        let v: Vec<f32> = (0..4).map(|i| s.value(i, 2, 3, 1)).collect();
+        let v: Vec<f32> = (0..4).map(|i| s.value(i, &sh)).collect();
         assert_eq!(v[0], 2.0);
         assert_eq!(v[1], 10.0);
         // Steps: |3-1| + |2-3| = 3 over 3 samples (the first has no step); |10-2| + 0 + 2 + 4 = 14 over 4.
@@ -121,14 +227,62 @@ mod tests {
 
     #[test]
     fn two_features_and_an_empty_segment() {
+        let sh = shape(2, 3, 2);
         let mut s = Summary::<32>::default();
         for t in 0..2 {
-            s.push(&[t as f32, -(t as f32)], 3, 2);
+            s.push(&[t as f32, -(t as f32)], &sh);
         }
         // Only segment 0 saw samples.
-        assert_eq!((s.value(0, 3, 2, 2), s.value(1, 3, 2, 2)), (0.5, -0.5));
-        assert_eq!(s.value(2, 3, 2, 2), 0.0);
-        assert_eq!((s.value(6, 3, 2, 2), s.value(7, 3, 2, 2)), (0.5, 0.5));
-        assert_eq!(slots(3, 2), 14);
+        assert_eq!((s.value(0, &sh), s.value(1, &sh)), (0.5, -0.5));
+        assert_eq!(s.value(2, &sh), 0.0);
+        assert_eq!((s.value(6, &sh), s.value(7, &sh)), (0.5, 0.5));
+        assert_eq!(sh.slots(), 14);
+        assert_eq!(Shape::NONE.slots(), 0);
+    }
+
+    fn spectrum(x: &[f32], freqs: usize) -> Vec<f32> {
+        let sh = Shape { features: 1, segments: 0, stride: 0, freqs, period: x.len(), edges: &[] };
+        let mut s = Summary::<64>::default();
+        x.iter().for_each(|&v| s.push(&[v], &sh));
+        (0..freqs).map(|i| s.value(i, &sh)).collect()
+    }
+
+    #[test]
+    fn spectrum_finds_the_frequency_wherever_the_pattern_sits() {
+        // cos(2π 3 t / P): magnitude 1/2 at f = 3, ~0 elsewhere.
+        let p = 140;
+        let x: Vec<f32> = (0..p).map(|t| libm::cosf(core::f32::consts::TAU * 3.0 * t as f32 / p as f32)).collect();
+        let m = spectrum(&x, 8);
+        for (f, v) in m.iter().enumerate() {
+            let want = if f + 1 == 3 { 0.5 } else { 0.0 };
+            assert!((v - want).abs() < 1e-4, "frequency {}: {v}", f + 1);
+        }
+        // A transient and the same transient 40 steps later: equal magnitudes (it moved, its
+        // shape did not), unlike the segment means.
+        let bump = |at: usize| -> Vec<f32> { (0..p).map(|t| if (at..at + 20).contains(&t) { 1.0 } else { 0.0 }).collect() };
+        let (a, b) = (spectrum(&bump(10), 16), spectrum(&bump(50), 16));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-4, "{a:?} vs {b:?}");
+        }
+        assert!(a.iter().any(|v| *v > 0.05));
+    }
+
+    #[test]
+    fn step_distribution_counts_steps_below_each_edge() {
+        // Steps: +1, -2, +0.5, 0; edges per feature -1 and 0.25 (edge-major, two features).
+        let edges = [-1.0f32, -1.0, 0.25, 0.25];
+        let sh = Shape { features: 2, segments: 0, stride: 0, freqs: 0, period: 5, edges: &edges };
+        let mut s = Summary::<16>::default();
+        for v in [0.0f32, 1.0, -1.0, -0.5, -0.5] {
+            s.push(&[v, 0.0], &sh);
+        }
+        assert_eq!(sh.len(), 4);
+        let v: Vec<f32> = (0..4).map(|i| s.value(i, &sh)).collect();
+        // Feature 0: below -1: one of four steps; below 0.25: -2 and 0 -> 2 of 4. Feature 1
+        // (all steps 0): none below -1, all below 0.25.
+        assert_eq!(v, [0.25, 0.0, 0.5, 1.0]);
+        let mut one = Summary::<16>::default();
+        one.push(&[3.0, 3.0], &sh);
+        assert_eq!(one.value(0, &sh), 0.0, "one sample has no step");
     }
 }

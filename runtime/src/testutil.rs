@@ -42,6 +42,8 @@ pub(crate) fn random_bundle(
         segments: 0,
         stride: 0,
         prototypes: 2,
+        freqs: 0,
+        step_edges: 0,
     };
     hd.weights_len = hd.expected_weights() as u32;
     let w: Vec<f32> = (0..hd.weights_len).map(|_| noise.next()).collect();

@@ -31,6 +31,8 @@ fn header(cell: Cell, f: u16, h: u16, layers: u8, latent: u16, k: u16, norm: Nor
         segments: 0,
         stride: 0,
         prototypes: k,
+        freqs: 0,
+        step_edges: 0,
     };
     hd.weights_len = hd.expected_weights() as u32;
     hd
@@ -48,6 +50,8 @@ fn bundle(hd: &Header, seed: u32) -> Vec<u8> {
         prototypes: values(p * d, seed + 1, 1.0),
         clusters: (0..p).map(|i| i % hd.k as usize).collect(),
         anomaly_thresholds: (0..hd.k).map(|c| 0.5 + c as f32).collect(),
+        // Ascending per feature, around the steps of the test windows.
+        step_edges: (0..hd.step_edges_len()).map(|i| (i / hd.n_features as usize) as f32 - 0.5).collect(),
     };
     encode(hd, &w, &tables).unwrap()
 }
@@ -241,17 +245,21 @@ fn bad_samples_are_errors_and_zscore_needs_windows() {
     }
 }
 
-/// Summary-aware model: 5 segments of 4 samples, 2 features, 9 prototypes over 3 clusters.
+/// Summary-aware model: 5 segments of 4 samples, 3 frequencies, 2 step edges, 2 features, 9
+/// prototypes over 3 clusters.
 fn summary_header(norm: Normalization) -> Header {
     let mut hd = header(Cell::Gru, 2, 6, 1, 3, 3, norm);
     hd.segments = 5;
     hd.stride = 4;
+    hd.freqs = 3;
+    hd.step_edges = 2;
     hd.prototypes = 9;
     hd
 }
 
 /// The decision by hand in f64: latent, per-segment means and mean absolute steps of the
-/// (normalised) window, offsets and scales, nearest prototype, nearest other cluster.
+/// (normalised) window, its DFT magnitudes and step distribution, offsets and scales, nearest
+/// prototype, nearest other cluster.
 fn reference_decision(b: &Bundle<'_>, latent: &[f32], window: &[f32]) -> (usize, f64, f64) {
     let hd = b.header;
     let (f, p, st) = (hd.n_features as usize, hd.segments as usize, hd.stride as usize);
@@ -276,6 +284,25 @@ fn reference_decision(b: &Bundle<'_>, latent: &[f32], window: &[f32]) -> (usize,
     }
     raw.extend(means);
     raw.extend(steps);
+    let period = hd.seq_len as f64;
+    for fr in 1..=hd.freqs as usize {
+        for k in 0..f {
+            let (mut re, mut im) = (0f64, 0f64);
+            for t in 0..n {
+                let a = std::f64::consts::TAU * fr as f64 * (t as f64 % period) / period;
+                re += window[t * f + k] as f64 * a.cos();
+                im -= window[t * f + k] as f64 * a.sin();
+            }
+            raw.push((re * re + im * im).sqrt() / n as f64);
+        }
+    }
+    for j in 0..hd.step_edges as usize {
+        for k in 0..f {
+            let e = b.step_edges[j * f + k] as f64;
+            let below = (1..n).filter(|&t| (window[t * f + k] as f64 - window[(t - 1) * f + k] as f64) < e).count();
+            raw.push(if n > 1 { below as f64 / (n - 1) as f64 } else { 0.0 });
+        }
+    }
     let d = raw.len();
     let x: Vec<f64> = (0..d).map(|j| (raw[j] - b.offsets[j] as f64) * b.scales[j] as f64).collect();
     let dist: Vec<f64> =
@@ -291,7 +318,7 @@ fn summary_decision_streams_and_matches_reference() {
     let hd = summary_header(Normalization::None);
     let bytes = AlignedBytes::new(&bundle(&hd, 11));
     let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
-    assert_eq!(enc.bundle().header.decision_dims(), 3 + 2 * 5 * 2);
+    assert_eq!(enc.bundle().header.decision_dims(), 3 + (2 * 5 + 3 + 2) * 2);
     let mut agree = 0;
     // 20 samples fill the segments exactly; 13 leave the last segments short or empty; 26 spill
     // into the last segment.
@@ -344,11 +371,12 @@ fn summary_of_a_zscore_model_uses_the_normalised_window() {
 fn bad_prototype_clusters_and_old_versions() {
     let hd = summary_header(Normalization::None);
     let good = bundle(&hd, 13);
-    // The last prototype's cluster (just before the k = 3 thresholds and the checksum) set to
-    // k, then to 1.5.
+    // The last prototype's cluster (just before the k = 3 thresholds, the step edges and the
+    // checksum) set to k, then to 1.5.
+    let edges = 4 * hd.step_edges_len();
     for bad_value in [3.0f32, 1.5, -1.0] {
         let mut v = good.clone();
-        let at = good.len() - 4 - 12 - 4;
+        let at = good.len() - 4 - edges - 12 - 4;
         v[at..at + 4].copy_from_slice(&bad_value.to_le_bytes());
         assert_eq!(
             Bundle::parse(AlignedBytes::new(&reseal(v)).as_bytes()).unwrap_err(),
@@ -357,7 +385,7 @@ fn bad_prototype_clusters_and_old_versions() {
     }
     // A negative anomaly threshold (the last cluster's).
     let mut v = good.clone();
-    let at = good.len() - 8;
+    let at = good.len() - 4 - edges - 4;
     v[at..at + 4].copy_from_slice(&(-0.5f32).to_le_bytes());
     assert_eq!(Bundle::parse(AlignedBytes::new(&reseal(v)).as_bytes()).unwrap_err(), BundleError::BadThreshold { cluster: 2 });
     let mut v = good.clone();
@@ -401,6 +429,7 @@ fn anomaly_flag_follows_the_cluster_threshold() {
             prototypes: values(p * d, 14, 1.0),
             clusters: (0..p).map(|i| i % hd.k as usize).collect(),
             anomaly_thresholds: thresholds.clone(),
+            step_edges: (0..hd.step_edges_len()).map(|i| i as f32 * 0.1).collect(),
         };
         let bytes = AlignedBytes::new(&encode(&hd, &values(hd.weights_len as usize, 13, 0.4), &tables).unwrap());
         let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
@@ -439,4 +468,24 @@ fn version_2_bundle_loads_and_flags_nothing() {
         let (_, a) = enc.classify_window::<96, 1, 32>(&mut State::<96, 1>::default(), &window).unwrap();
         assert!(!a.anomalous && a.cluster < 5);
     }
+}
+
+/// The version 3 bundle shipped before the spectrum and step distribution (ECG5000, summary of
+/// segment means and steps, anomaly thresholds) still loads, with no spectrum, and still flags.
+#[test]
+fn version_3_bundle_loads_without_the_new_summary_blocks() {
+    let bytes = AlignedBytes::new(include_bytes!("fixtures/ecg5000-v3.bundle"));
+    let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+    let hd = enc.bundle().header;
+    assert_eq!(enc.bundle().version, 3);
+    assert_eq!((hd.freqs, hd.step_edges, enc.bundle().step_edges.len()), (0, 0, 0));
+    assert_eq!(hd.decision_dims(), hd.latent as usize + 2 * hd.segments as usize);
+    assert!(enc.bundle().has_anomaly_thresholds());
+    let flagged = (0..5)
+        .filter(|&seed| {
+            let window = values(140, 200 + seed, 50.0);
+            enc.classify_window::<96, 1, 32>(&mut State::<96, 1>::default(), &window).unwrap().1.anomalous
+        })
+        .count();
+    assert_eq!(flagged, 5, "windows far from every prototype are anomalous");
 }

@@ -364,7 +364,12 @@ impl LoadedModel {
         let m = &self.config.model;
         let d = match &self.centroids {
             Some(c) => c.decision(),
-            None => crate::cluster::decision::Decision::placeholder(m.latent_length, m.n_features, 0, 0),
+            None => crate::cluster::decision::Decision::placeholder(
+                m.latent_length,
+                m.n_features,
+                &crate::cluster::decision::SummaryLayout::NONE,
+                Vec::new(),
+            ),
         };
         crate::embed::NativeEncoder::new(m, self.config.data.normalization, &self.weights, &d)
     }
@@ -423,7 +428,7 @@ pub fn parse_model(dir: &Path, config: &[u8], weights: &[u8], centroids: Option<
                 return Err(Error::model(&c_path, format!("centroid {i} has the wrong length or a non-finite value")));
             }
             if let Some(d) = &c.decision {
-                let dims = m.latent_length + 2 * d.segments * m.n_features;
+                let dims = d.expected_dims(m.latent_length, m.n_features);
                 let n_p = d.prototype_clusters.len();
                 let problem = if d.k != c.k {
                     Some(format!("decision has k = {}, the centroids {}", d.k, c.k))
@@ -433,6 +438,10 @@ pub fn parse_model(dir: &Path, config: &[u8], weights: &[u8], centroids: Option<
                     Some(format!("decision prototypes must be rows of {dims} values, one per prototype cluster"))
                 } else if d.segments > 0 && d.stride == 0 {
                     Some("decision summary stride is 0".to_string())
+                } else if !d.step_edges.len().is_multiple_of(m.n_features.max(1)) {
+                    Some(format!("decision has {} step edges, not a multiple of {} features", d.step_edges.len(), m.n_features))
+                } else if d.step_edges.iter().any(|v| !v.is_finite()) {
+                    Some("a step edge is not finite".to_string())
                 } else if d.prototype_clusters.iter().any(|&p| p >= d.k) {
                     Some(format!("a decision prototype names a cluster outside 0..{}", d.k))
                 } else if !d.anomaly_thresholds.is_empty() && d.anomaly_thresholds.len() != d.k {

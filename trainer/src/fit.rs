@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, LoadedModel, RunConfig, Staging, FORMAT_VERSION};
 use crate::checkpoint::{self, fingerprint, Checkpoint, CheckpointMeta, RunSettings, CHECKPOINT, CHECKPOINT_VERSION};
 use crate::cluster::decision::{
-    anomaly_thresholds, apply_scaling, cluster, fit_scaling, knn_vote, stability, summary_shape, ClusterMethod, ClusterParams, Decision,
-    DecisionParams,
+    anomaly_thresholds, apply_scaling, cluster, fit_scaling, knn_vote, stability, step_edges, summary_layout, ClusterMethod, ClusterParams,
+    Decision, DecisionParams, SummaryLayout,
 };
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
@@ -319,9 +319,12 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
 
     let vrae = Vrae::bind(&model_cfg, &weights, &out.join(artifacts::WEIGHTS))?;
     // Latents and summaries come from the runtime's native kernels, the code devices run.
-    let (full_segments, full_stride) = summary_shape(seq_len, ds.n_features, opts.decision.summary_segments);
+    let layout = summary_layout(seq_len, ds.n_features, &opts.decision);
     let l = p.latent_length;
-    let stand_in = Decision::placeholder(l, ds.n_features, full_segments, full_stride);
+    let train_values: Vec<&[f32]> = train_series.iter().map(|s| s.values.as_slice()).collect();
+    let edges = step_edges(&train_values, ds.n_features, layout.step_levels);
+    let layout = if edges.is_empty() { SummaryLayout { step_levels: 0, ..layout } } else { layout };
+    let stand_in = Decision::placeholder(l, ds.n_features, &layout, edges.clone());
     let native = NativeEncoder::new(&model_cfg, opts.normalization, &weights, &stand_in)?;
     let z_train = native.embed(&train_series)?;
     let z_hold = native.embed(&hold_series)?;
@@ -339,43 +342,53 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     };
     // The decision vector with the summary, and (when asked to choose) the latent alone, which
     // is its first `l` values; the more stable clustering wins.
-    let mut candidates = vec![full_segments];
-    if opts.decision.choose_summary && full_segments > 0 {
-        candidates.push(0);
+    let mut candidates = vec![layout];
+    if opts.decision.choose_summary && layout != SummaryLayout::NONE {
+        candidates.push(SummaryLayout::NONE);
     }
-    /// One decision vector considered: its stability, summary segments, width, scaling, the
+    /// One decision vector considered: its stability, summary layout, width, scaling, the
     /// scaled training rows and their clustering.
-    type Candidate = (f64, usize, usize, Vec<f32>, Vec<f32>, Vec<f32>, crate::cluster::decision::Clustering);
+    type Candidate = (f64, SummaryLayout, usize, Vec<f32>, Vec<f32>, Vec<f32>, crate::cluster::decision::Clustering);
     let mut best: Option<Candidate> = None;
     let mut stabilities = Vec::new();
-    for &segments in &candidates {
-        let dims = l + 2 * segments * ds.n_features;
+    let nf = ds.n_features;
+    let dp = &opts.decision;
+    for &lay in &candidates {
+        let dims = l + lay.len(nf);
         let raw_train: Vec<f32> = if dims == full_dims {
             raw_full.clone()
         } else {
             raw_full.chunks_exact(full_dims).flat_map(|r| r[..dims].iter().copied()).collect()
         };
-        let half = segments * ds.n_features;
-        let mut blocks = vec![(l, opts.decision.latent_weight)];
-        if segments > 0 {
-            blocks.extend([(half, 1.0), (half, 1.0)]);
-        }
+        let seg = lay.segments * nf;
+        let blocks: Vec<(usize, f64)> = [
+            (l, dp.latent_weight),
+            (seg, dp.position_weight),
+            (seg, dp.position_weight),
+            (lay.freqs * nf, dp.spectrum_weight),
+            (lay.step_levels * nf, dp.step_weight),
+        ]
+        .into_iter()
+        .filter(|b| b.0 > 0)
+        .collect();
         let (offsets, scales) = fit_scaling(&raw_train, dims, &blocks)?;
         let x_train = apply_scaling(&raw_train, &offsets, &scales);
         let clustering = cluster(&x_train, dims, &cp)?;
         let st = if candidates.len() > 1 { stability(&x_train, dims, clustering.k, &cp, 3)? } else { f64::NAN };
-        stabilities.push((if segments > 0 { "latent+summary" } else { "latent" }.to_string(), Some(st).filter(|v| v.is_finite())));
+        let name = if lay == SummaryLayout::NONE { "latent" } else { "latent+summary" };
+        stabilities.push((name.to_string(), Some(st).filter(|v| v.is_finite())));
         if best.as_ref().is_none_or(|b| st > b.0) {
-            best = Some((st, segments, dims, offsets, scales, x_train, clustering));
+            best = Some((st, lay, dims, offsets, scales, x_train, clustering));
         }
     }
-    let (_, segments, dims, offsets, scales, x_train, clustering) = best.expect("at least one candidate");
-    let stride = if segments > 0 { full_stride } else { 0 };
+    let (_, lay, dims, offsets, scales, x_train, clustering) = best.expect("at least one candidate");
     let k = clustering.k;
     let mut decision = Decision {
         k,
-        segments,
-        stride,
+        segments: lay.segments,
+        stride: lay.stride,
+        freqs: lay.freqs,
+        step_edges: if lay.step_levels > 0 { edges } else { Vec::new() },
         offsets: offsets.clone(),
         scales: scales.clone(),
         prototypes: clustering.prototypes.clone(),

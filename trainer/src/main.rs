@@ -174,12 +174,27 @@ struct DecisionArgs {
     /// Clustering of the decision vectors [spectral].
     #[arg(long, value_enum)]
     cluster_method: Option<ClusterMethod>,
-    /// Segments of the streaming window summary beside the latent, at most; 0 = latent only [32].
+    /// Segments of the window summary (means and mean absolute steps), at most; 0 = none [32].
     #[arg(long)]
     summary_segments: Option<usize>,
-    /// Weight of the latent beside the two summary blocks [1].
+    /// Spectrum frequencies per feature in the window summary, at most; 0 = none [32].
+    #[arg(long)]
+    spectrum_freqs: Option<usize>,
+    /// Step-distribution edges per feature in the window summary, at most; 0 = none [16].
+    #[arg(long)]
+    step_levels: Option<usize>,
+    /// Weight of the latent in the decision vector [0.5].
     #[arg(long)]
     latent_weight: Option<f64>,
+    /// Weight of each segment block (means, mean absolute steps) [0.5].
+    #[arg(long)]
+    position_weight: Option<f64>,
+    /// Weight of the spectrum block [1].
+    #[arg(long)]
+    spectrum_weight: Option<f64>,
+    /// Weight of the step-distribution block [1].
+    #[arg(long)]
+    step_weight: Option<f64>,
     /// Neighbours per series in the kNN graph [10].
     #[arg(long)]
     neighbors: Option<usize>,
@@ -199,7 +214,8 @@ struct DecisionArgs {
 
 impl DecisionArgs {
     fn apply(&self, mut p: DecisionParams) -> DecisionParams {
-        override_fields!(self, p; cluster_method, summary_segments, latent_weight, neighbors, prototypes_per_cluster,
+        override_fields!(self, p; cluster_method, summary_segments, spectrum_freqs, step_levels, latent_weight,
+                         position_weight, spectrum_weight, step_weight, neighbors, prototypes_per_cluster,
                          max_clusters, anomaly_quantile, choose_summary);
         p
     }

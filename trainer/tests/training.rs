@@ -160,7 +160,7 @@ fn save_load_gives_identical_latents_and_every_row_is_embedded() {
     let dir = tempfile::tempdir().unwrap();
     save_model(dir.path(), &config_for(&c, &p), &store).unwrap();
     let loaded = load_model(dir.path(), &Device::Cpu).unwrap();
-    let stand_in = trainer::cluster::decision::Decision::placeholder(3, 2, 0, 0);
+    let stand_in = trainer::cluster::decision::Decision::placeholder(3, 2, &trainer::cluster::decision::SummaryLayout::NONE, Vec::new());
     let a = NativeEncoder::new(&c, Normalization::None, &store, &stand_in).unwrap().embed(&ds.series).unwrap();
     let b = loaded.native().unwrap().embed(&ds.series).unwrap();
     assert_eq!(a.len(), 600 * 3);

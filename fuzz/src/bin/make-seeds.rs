@@ -30,7 +30,8 @@ fn main() {
     let repo = root.parent().expect("fuzz/ sits in the repo");
 
     // bundle: tiny LSTM and GRU bundles, checksum as stored (mode 0) and re-sealed (mode 1).
-    // The GRU one decides on the latent beside a 2-segment window summary, with 5 prototypes.
+    // The GRU one decides on the latent beside a window summary (2 segments, 2 frequencies, 1
+    // step edge), with 5 prototypes.
     for (name, cell, norm, segments) in [("lstm", Cell::Lstm, Normalization::None, 0u16), ("gru_z", Cell::Gru, Normalization::Zscore, 2)] {
         let prototypes = if segments > 0 { 5 } else { 3 };
         let mut hd = Header {
@@ -46,6 +47,8 @@ fn main() {
             segments,
             stride: 4,
             prototypes,
+            freqs: segments,
+            step_edges: segments / 2,
         };
         hd.weights_len = hd.expected_weights() as u32;
         let w: Vec<f32> = (0..hd.weights_len).map(|i| ((i as f32) * 0.7).sin() * 0.5).collect();
@@ -56,6 +59,7 @@ fn main() {
             prototypes: (0..prototypes as usize * d).map(|i| i as f32 * 0.25 - 0.5).collect(),
             clusters: (0..prototypes as usize).map(|i| i % 3).collect(),
             anomaly_thresholds: vec![1.0, 2.0, 3.0],
+            step_edges: (0..hd.step_edges_len()).map(|i| i as f32 * 0.1 - 0.05).collect(),
         };
         let b = encode(&hd, &w, &tables).expect("valid tiny bundle");
         put(&seeds.join("bundle"), &format!("{name}_sealed"), &with_selector(0, &b));

@@ -2,10 +2,10 @@
 //! vector (latent, then the window summary; `runtime::summary`) is weighted, how the clusters
 //! are found, and the prototypes that stand for them.
 //!
-//! Weighting: each block (latent; segment means; segment mean absolute steps) is centred and
-//! scaled so its total variance, `Σ_j Var(x_j)` over the block, is `w_block²`; so a block's
-//! share of every distance does not depend on its dimension or its units. The latent block's
-//! weight is a parameter, the summary blocks weigh 1.
+//! Weighting: each block (latent; segment means; segment mean absolute steps; spectrum; step
+//! distribution) is centred and scaled so its total variance, `Σ_j Var(x_j)` over the block, is
+//! `w_block²`; so a block's share of every distance does not depend on its dimension or its
+//! units. Every block's weight is a parameter ([`DecisionParams`]).
 //!
 //! Prototypes: up to `per_cluster` k-means centres inside each cluster. The nearest prototype
 //! then reproduces a non-round cluster (spectral clusters follow the data's shape) where one
@@ -17,17 +17,75 @@ use super::kmeans::{KMeans, KMeansParams};
 use super::spectral::{eigengap_k, nearest_rows, spectral_on, Graph, SpectralParams};
 use crate::error::{Error, Result};
 
-/// Segments of the streaming summary for a model of `seq_len` steps and `n_features`: up to
-/// 32, as many as the runtime's state holds, none when `segments_max` is 0. Returns
-/// `(segments, stride)` with no empty segment.
-pub fn summary_shape(seq_len: usize, n_features: usize, segments_max: usize) -> (usize, usize) {
-    let room = runtime::encoder::SUMMARY_SLOTS.saturating_sub(n_features) / (2 * n_features.max(1));
-    let p = segments_max.min(room).min(seq_len);
-    if p == 0 {
-        return (0, 0);
+/// Sizes of the streaming summary's blocks (see `runtime::summary`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryLayout {
+    /// Segments (blocks 1-2; 0: none).
+    pub segments: usize,
+    /// Samples per segment.
+    pub stride: usize,
+    /// Spectrum frequencies per feature.
+    pub freqs: usize,
+    /// Step-distribution edges per feature.
+    pub step_levels: usize,
+}
+
+impl SummaryLayout {
+    /// No summary.
+    pub const NONE: SummaryLayout = SummaryLayout { segments: 0, stride: 0, freqs: 0, step_levels: 0 };
+
+    /// Summary values for `n_features`.
+    pub fn len(&self, n_features: usize) -> usize {
+        (2 * self.segments + self.freqs + self.step_levels) * n_features
     }
-    let stride = seq_len.div_ceil(p);
-    (seq_len.div_ceil(stride), stride)
+}
+
+/// The summary for a model of `seq_len` steps and `n_features`, within the runtime's state
+/// ([`runtime::encoder::SUMMARY_SLOTS`]): per feature a budget of `SUMMARY_SLOTS / features - 1`
+/// slots, of which the spectrum (2 slots per frequency, at most `seq_len / 2` frequencies) takes
+/// up to half and the step distribution up to an eighth; the segments (2 slots each) take what is
+/// left.
+/// Each block is capped by its maximum in `p` (0 turns it off). No segment is empty.
+pub fn summary_layout(seq_len: usize, n_features: usize, p: &DecisionParams) -> SummaryLayout {
+    let f = n_features.max(1);
+    let budget = (runtime::encoder::SUMMARY_SLOTS / f).saturating_sub(1);
+    let freqs = p.spectrum_freqs.min(seq_len / 2).min(budget / 4);
+    let step_levels = if seq_len > 1 { p.step_levels.min(budget / 8) } else { 0 };
+    let room = budget.saturating_sub(2 * freqs + step_levels) / 2;
+    let segments = p.summary_segments.min(room).min(seq_len);
+    if segments == 0 {
+        return SummaryLayout { segments: 0, stride: 0, freqs, step_levels };
+    }
+    let stride = seq_len.div_ceil(segments);
+    SummaryLayout { segments: seq_len.div_ceil(stride), stride, freqs, step_levels }
+}
+
+/// The step distribution's edges, edge-major then feature: per feature, the quantiles
+/// `j / (levels + 1)`, `j = 1..=levels`, of the first differences `x_t - x_{t-1}` over all
+/// `series` (time-major rows of `n_features`), so each edge splits the training steps at a
+/// fixed share. Empty when `levels` is 0 or there is no step.
+pub fn step_edges(series: &[&[f32]], n_features: usize, levels: usize) -> Vec<f32> {
+    let f = n_features.max(1);
+    let mut per_feature: Vec<Vec<f32>> = vec![Vec::new(); f];
+    for x in series {
+        for (a, b) in x.chunks_exact(f).zip(x.chunks_exact(f).skip(1)) {
+            for k in 0..f {
+                per_feature[k].push(b[k] - a[k]);
+            }
+        }
+    }
+    if levels == 0 || per_feature[0].is_empty() {
+        return Vec::new();
+    }
+    per_feature.iter_mut().for_each(|d| d.sort_by(f32::total_cmp));
+    let mut edges = Vec::with_capacity(levels * f);
+    for j in 1..=levels {
+        for d in &per_feature {
+            let at = ((j as f64 / (levels + 1) as f64) * (d.len() - 1) as f64).round() as usize;
+            edges.push(d[at.min(d.len() - 1)]);
+        }
+    }
+    edges
 }
 
 /// What the bundle's decision section holds (see `runtime::bundle`), kept in `centroids.json`.
@@ -35,10 +93,16 @@ pub fn summary_shape(seq_len: usize, n_features: usize, segments_max: usize) -> 
 pub struct Decision {
     /// Number of clusters.
     pub k: usize,
-    /// Summary segments (0: the decision uses the latent alone).
+    /// Summary segments (0: none).
     pub segments: usize,
     /// Samples per summary segment.
     pub stride: usize,
+    /// Spectrum frequencies per feature (absent before the spectrum: 0).
+    #[serde(default)]
+    pub freqs: usize,
+    /// Step-distribution edges, edge-major then feature (absent before it: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_edges: Vec<f32>,
     /// Subtracted from each raw decision value.
     pub offsets: Vec<f32>,
     /// Applied after the offset.
@@ -61,6 +125,8 @@ impl Decision {
             k: t.clusters.len(),
             segments: 0,
             stride: 0,
+            freqs: 0,
+            step_edges: Vec::new(),
             offsets: t.offsets,
             scales: t.scales,
             prototypes: t.prototypes,
@@ -71,12 +137,14 @@ impl Decision {
 
     /// A stand-in with the summary's shape and one zero prototype: enough to embed and to read
     /// raw decision vectors before the clusters exist.
-    pub fn placeholder(latent: usize, n_features: usize, segments: usize, stride: usize) -> Self {
-        let d = latent + 2 * segments * n_features;
+    pub fn placeholder(latent: usize, n_features: usize, layout: &SummaryLayout, step_edges: Vec<f32>) -> Self {
+        let d = latent + layout.len(n_features);
         Decision {
             k: 1,
-            segments,
-            stride,
+            segments: layout.segments,
+            stride: layout.stride,
+            freqs: layout.freqs,
+            step_edges,
             offsets: vec![0.0; d],
             scales: vec![1.0; d],
             prototypes: vec![0.0; d],
@@ -88,6 +156,16 @@ impl Decision {
     /// Values per decision vector.
     pub fn dims(&self) -> usize {
         self.offsets.len()
+    }
+
+    /// Values the decision vector of a model with `latent` and `n_features` must have.
+    pub fn expected_dims(&self, latent: usize, n_features: usize) -> usize {
+        latent + (2 * self.segments + self.freqs) * n_features + self.step_edges.len()
+    }
+
+    /// Step-distribution edges per feature.
+    pub fn step_levels(&self, n_features: usize) -> usize {
+        self.step_edges.len() / n_features.max(1)
     }
 
     /// The runtime's tables.
@@ -102,6 +180,7 @@ impl Decision {
             } else {
                 self.anomaly_thresholds.clone()
             },
+            step_edges: self.step_edges.clone(),
         }
     }
 }
@@ -203,10 +282,25 @@ pub struct Clustering {
 pub struct DecisionParams {
     /// Clustering method [spectral].
     pub cluster_method: ClusterMethod,
-    /// Summary segments at most; 0 decides on the latent alone [32].
+    /// Summary segments at most (segment means and mean absolute steps); 0: none [32].
     pub summary_segments: usize,
-    /// Weight of the latent block beside the two summary blocks [1].
+    /// Spectrum frequencies per feature at most; 0: none [32].
+    #[serde(default = "default_spectrum_freqs")]
+    pub spectrum_freqs: usize,
+    /// Step-distribution edges per feature at most; 0: none [16].
+    #[serde(default = "default_step_levels")]
+    pub step_levels: usize,
+    /// Weight of the latent block [[`LATENT_WEIGHT`]].
     pub latent_weight: f64,
+    /// Weight of each of the two segment blocks (means, mean absolute steps) [0.5].
+    #[serde(default = "default_position_weight")]
+    pub position_weight: f64,
+    /// Weight of the spectrum block [1].
+    #[serde(default = "one")]
+    pub spectrum_weight: f64,
+    /// Weight of the step-distribution block [1].
+    #[serde(default = "one")]
+    pub step_weight: f64,
     /// Neighbours in the kNN graph [10].
     pub neighbors: usize,
     /// Prototypes per cluster at most [8].
@@ -224,8 +318,28 @@ pub struct DecisionParams {
     pub choose_summary: bool,
 }
 
+/// Default weight of the latent block beside the summary (measured on the dev suite: README,
+/// "Clustering quality").
+pub const LATENT_WEIGHT: f64 = 0.5;
+
 fn default_anomaly_quantile() -> f64 {
     0.99
+}
+
+fn default_spectrum_freqs() -> usize {
+    32
+}
+
+fn default_step_levels() -> usize {
+    16
+}
+
+fn default_position_weight() -> f64 {
+    0.5
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for DecisionParams {
@@ -233,7 +347,12 @@ impl Default for DecisionParams {
         DecisionParams {
             cluster_method: ClusterMethod::Spectral,
             summary_segments: 32,
-            latent_weight: 1.0,
+            spectrum_freqs: default_spectrum_freqs(),
+            step_levels: default_step_levels(),
+            latent_weight: LATENT_WEIGHT,
+            position_weight: default_position_weight(),
+            spectrum_weight: 1.0,
+            step_weight: 1.0,
             neighbors: 10,
             prototypes_per_cluster: 8,
             max_clusters: 12,
@@ -249,6 +368,9 @@ impl DecisionParams {
         DecisionParams {
             cluster_method: ClusterMethod::Kmeans,
             summary_segments: 0,
+            spectrum_freqs: 0,
+            step_levels: 0,
+            latent_weight: 1.0,
             prototypes_per_cluster: 1,
             choose_summary: false,
             ..Self::default()
@@ -257,11 +379,23 @@ impl DecisionParams {
 
     /// Rejects values no fit can use.
     pub fn check(&self) -> Result<()> {
-        if !(self.latent_weight.is_finite() && self.latent_weight >= 0.0) {
-            return Err(Error::Param(format!("latent weight must be finite and >= 0, got {}", self.latent_weight)));
+        for (what, w) in [
+            ("latent", self.latent_weight),
+            ("position", self.position_weight),
+            ("spectrum", self.spectrum_weight),
+            ("step", self.step_weight),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(Error::Param(format!("{what} weight must be finite and >= 0, got {w}")));
+            }
         }
-        if self.latent_weight == 0.0 && self.summary_segments == 0 {
-            return Err(Error::Param("latent weight 0 with no summary leaves nothing to cluster on".into()));
+        let summary = [
+            (self.summary_segments, self.position_weight),
+            (self.spectrum_freqs, self.spectrum_weight),
+            (self.step_levels, self.step_weight),
+        ];
+        if self.latent_weight == 0.0 && summary.iter().all(|&(n, w)| n == 0 || w == 0.0) {
+            return Err(Error::Param("latent weight 0 with no weighted summary block leaves nothing to cluster on".into()));
         }
         if !(self.anomaly_quantile > 0.0 && self.anomaly_quantile <= 1.0) {
             return Err(Error::Param(format!("anomaly quantile must be in (0, 1], got {}", self.anomaly_quantile)));
@@ -435,14 +569,36 @@ mod tests {
 
     #[test]
     fn summary_fits_the_state() {
-        assert_eq!(summary_shape(140, 1, 32), (28, 5));
-        assert_eq!(summary_shape(2000, 1, 32), (32, 63));
-        assert_eq!(summary_shape(10, 1, 32), (10, 1));
-        // Three features: 16 segments fill 2*16*3 + 3 = 99 <= 136 slots.
-        let (p, _) = summary_shape(300, 3, 32);
-        assert!(runtime::summary::slots(p, 3) <= runtime::encoder::SUMMARY_SLOTS && p >= 16);
-        assert_eq!(summary_shape(300, 200, 32), (0, 0));
-        assert_eq!(summary_shape(300, 1, 0), (0, 0));
+        let d = DecisionParams::default();
+        let lay = |t, f, p: &DecisionParams| {
+            let l = summary_layout(t, f, p);
+            (l.segments, l.stride, l.freqs, l.step_levels)
+        };
+        assert_eq!(lay(140, 1, &d), (28, 5, 32, 16));
+        assert_eq!(lay(2000, 1, &d), (32, 63, 32, 16));
+        // Short: at most seq_len / 2 frequencies.
+        assert_eq!(lay(10, 1, &d), (10, 1, 5, 16));
+        // Three features: 16 segments, 21 frequencies, 10 edges fill 255 of 256 slots.
+        let l = summary_layout(300, 3, &d);
+        assert_eq!((l.segments, l.freqs, l.step_levels), (16, 21, 10));
+        let edges = vec![0.0; l.step_levels * 3];
+        let shape =
+            runtime::summary::Shape { features: 3, segments: l.segments, stride: l.stride, freqs: l.freqs, period: 300, edges: &edges };
+        assert!(shape.slots() <= runtime::encoder::SUMMARY_SLOTS, "{}", shape.slots());
+        assert_eq!(lay(300, 200, &d), (0, 0, 0, 0));
+        let off = DecisionParams { summary_segments: 0, spectrum_freqs: 0, step_levels: 0, ..d };
+        assert_eq!(lay(300, 1, &off), (0, 0, 0, 0));
+        assert_eq!(lay(300, 1, &DecisionParams { summary_segments: 0, ..d }), (0, 0, 32, 16));
+    }
+
+    #[test]
+    fn step_edges_split_the_training_steps_at_fixed_shares() {
+        // Feature 0 steps 1..=99 (x_t = t(t+1)/2), feature 1 constant: edges at the quartiles.
+        let x: Vec<f32> = (0..100).flat_map(|t| [(t * (t + 1) / 2) as f32, 5.0]).collect();
+        let e = step_edges(&[&x], 2, 3);
+        assert_eq!(e, vec![26.0, 0.0, 50.0, 0.0, 74.0, 0.0]);
+        assert!(step_edges(&[&x], 2, 0).is_empty());
+        assert!(step_edges(&[&x[..2]], 2, 3).is_empty(), "one sample has no step");
     }
 
     #[test]

@@ -20,7 +20,7 @@ fn dim<T: TryFrom<usize>>(v: usize, what: &str) -> Result<T> {
 /// Encodes the encoder weights of `weights` and the cluster decision as a bundle.
 pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, decision: &Decision) -> Result<Vec<u8>> {
     let l = cfg.latent_length;
-    let d = l + 2 * decision.segments * cfg.n_features;
+    let d = decision.expected_dims(l, cfg.n_features);
     if decision.dims() != d || decision.prototypes.is_empty() || !decision.prototypes.len().is_multiple_of(d) {
         return Err(Error::Param(format!("decision tables of {} values per row do not fit latent {l} + summary", decision.dims())));
     }
@@ -59,6 +59,8 @@ pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore
         segments: dim(decision.segments, "summary segments")?,
         stride: dim(decision.stride, "summary stride")?,
         prototypes: dim(decision.prototypes.len() / d, "prototypes")?,
+        freqs: dim(decision.freqs, "spectrum frequencies")?,
+        step_edges: dim(decision.step_levels(cfg.n_features), "step edges")?,
     };
     encode(&header, &flat, &decision.tables()).map_err(|e| Error::Param(format!("bundle: {e}")))
 }
