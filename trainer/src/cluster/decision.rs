@@ -596,7 +596,8 @@ mod tests {
         // Feature 0 steps 1..=99 (x_t = t(t+1)/2), feature 1 constant: edges at the quartiles.
         let x: Vec<f32> = (0..100).flat_map(|t| [(t * (t + 1) / 2) as f32, 5.0]).collect();
         let e = step_edges(&[&x], 2, 3);
-        assert_eq!(e, vec![26.0, 0.0, 50.0, 0.0, 74.0, 0.0]);
+        // Sorted steps d[i] = i + 1; edge j at d[round(j / 4 * 98)] = d[25], d[49], d[74].
+        assert_eq!(e, vec![26.0, 0.0, 50.0, 0.0, 75.0, 0.0]);
         assert!(step_edges(&[&x], 2, 0).is_empty());
         assert!(step_edges(&[&x[..2]], 2, 3).is_empty(), "one sample has no step");
     }
