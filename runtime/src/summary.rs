@@ -25,7 +25,7 @@
 //! Segment `j` holds steps `j*stride .. (j+1)*stride`; steps at or past `(segments-1)*stride` go
 //! to the last segment, so a window longer than the model's never overflows. A segment that saw
 //! no sample reads 0. The spectrum's phase `2π (t mod P) / P` is computed afresh each sample
-//! (one `sincosf`), its harmonics by complex multiplication, so no error builds up over a long
+//! ([`sincos_turn`]), its harmonics by complex multiplication, so no error builds up over a long
 //! window.
 
 /// Layout of one model's summary: the bundle header's numbers and its step-edge table.
@@ -122,8 +122,7 @@ impl<const S: usize> Summary<S> {
             }
         }
         if m > 0 {
-            let phase = (t % shape.period) as f32 * (core::f32::consts::TAU / shape.period as f32);
-            let (s, c) = libm::sincosf(phase);
+            let (s, c) = sincos_turn(t % shape.period, shape.period);
             // e^{-iθ} and its powers e^{-i f θ}, f = 1..=m.
             let (br, bi) = (c, -s);
             let (mut wr, mut wi) = (br, bi);
@@ -187,6 +186,27 @@ impl<const S: usize> Summary<S> {
             return 0.0;
         }
         self.acc[base + 2 * mf + j] / (n - 1) as f32
+    }
+}
+
+/// `(sin θ, cos θ)` of `θ = 2π r / p` for `0 <= r < p`. Why not `libm::sincosf`: its reduction
+/// of arbitrary arguments costs ~15 KB of flash, and this angle is a known fraction of a turn.
+/// The quadrant `q` is the nearest quarter turn, found in integers, so the remaining angle
+/// `x = (π / 2) (4r - qp) / p` lies in `[-π/4, π/4]` with no rounding of the reduction; there
+/// the Cephes `sinf`/`cosf` polynomials are accurate to about 1e-7.
+pub(crate) fn sincos_turn(r: usize, p: usize) -> (f32, f32) {
+    let (r, p) = (r as u64, p.max(1) as u64);
+    let q = (8 * r + p) / (2 * p); // round(4r / p), in 0..=4
+    let x = (4 * r) as f32 - (q * p) as f32;
+    let x = x * (core::f32::consts::FRAC_PI_2 / p as f32);
+    let z = x * x;
+    let sin = x + x * z * (-1.666_665_5e-1 + z * (8.332_161e-3 + z * -1.951_529_6e-4));
+    let cos = 1.0 - 0.5 * z + z * z * (4.166_664_6e-2 + z * (-1.388_731_6e-3 + z * 2.443_315_7e-5));
+    match q % 4 {
+        0 => (sin, cos),
+        1 => (cos, -sin),
+        2 => (-sin, -cos),
+        _ => (-cos, sin),
     }
 }
 
@@ -265,6 +285,17 @@ mod tests {
             assert!((x - y).abs() < 1e-4, "{a:?} vs {b:?}");
         }
         assert!(a.iter().any(|v| *v > 0.05));
+    }
+
+    #[test]
+    fn sincos_of_a_fraction_of_a_turn_is_accurate() {
+        for p in [1usize, 2, 3, 7, 140, 286, 1460, 2000, 65_536] {
+            for r in (0..p).step_by((p / 97).max(1)).chain([p - 1]) {
+                let (s, c) = sincos_turn(r, p);
+                let a = core::f64::consts::TAU * r as f64 / p as f64;
+                assert!((s as f64 - libm::sin(a)).abs() < 3e-7 && (c as f64 - libm::cos(a)).abs() < 3e-7, "{r}/{p}: {s} {c}");
+            }
+        }
     }
 
     #[test]
