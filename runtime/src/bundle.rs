@@ -121,18 +121,11 @@ pub struct Header {
     pub step_edges: u16,
 }
 
-/// The version 2-3 header (summary of segment means and steps only).
+/// The version 2-3 header (summary of segment means and steps only). postcard writes a nested
+/// struct's fields in order with no framing, so this is the version 1 fields, then these.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct HeaderV3 {
-    cell: Cell,
-    n_features: u16,
-    hidden: u16,
-    layers: u8,
-    latent: u16,
-    k: u16,
-    seq_len: u32,
-    normalization: Normalization,
-    weights_len: u32,
+    v1: HeaderV1,
     segments: u16,
     stride: u32,
     prototypes: u16,
@@ -150,6 +143,29 @@ struct HeaderV1 {
     seq_len: u32,
     normalization: Normalization,
     weights_len: u32,
+}
+
+impl HeaderV3 {
+    /// The current header with no spectrum and no step distribution.
+    fn upgrade(self) -> Header {
+        let v = self.v1;
+        Header {
+            cell: v.cell,
+            n_features: v.n_features,
+            hidden: v.hidden,
+            layers: v.layers,
+            latent: v.latent,
+            k: v.k,
+            seq_len: v.seq_len,
+            normalization: v.normalization,
+            weights_len: v.weights_len,
+            segments: self.segments,
+            stride: self.stride,
+            prototypes: self.prototypes,
+            freqs: 0,
+            step_edges: 0,
+        }
+    }
 }
 
 impl Header {
@@ -319,54 +335,19 @@ impl<'a> Bundle<'a> {
             return Err(BundleError::BadHeader);
         }
         let raw = &bytes[16..16 + hlen];
-        let header = if version == 1 {
-            let (v1, rest) = postcard::take_from_bytes::<HeaderV1>(raw).map_err(|_| BundleError::BadHeader)?;
-            if !rest.is_empty() {
-                return Err(BundleError::BadHeader);
+        fn exact<'de, T: Deserialize<'de>>(raw: &'de [u8]) -> Result<T, BundleError> {
+            match postcard::take_from_bytes::<T>(raw) {
+                Ok((v, rest)) if rest.is_empty() => Ok(v),
+                _ => Err(BundleError::BadHeader),
             }
-            Header {
-                cell: v1.cell,
-                n_features: v1.n_features,
-                hidden: v1.hidden,
-                layers: v1.layers,
-                latent: v1.latent,
-                k: v1.k,
-                seq_len: v1.seq_len,
-                normalization: v1.normalization,
-                weights_len: v1.weights_len,
-                segments: 0,
-                stride: 0,
-                prototypes: v1.k,
-                freqs: 0,
-                step_edges: 0,
+        }
+        let header = match version {
+            1 => {
+                let v1: HeaderV1 = exact(raw)?;
+                HeaderV3 { v1, segments: 0, stride: 0, prototypes: v1.k }.upgrade()
             }
-        } else if version < 4 {
-            let (v, rest) = postcard::take_from_bytes::<HeaderV3>(raw).map_err(|_| BundleError::BadHeader)?;
-            if !rest.is_empty() {
-                return Err(BundleError::BadHeader);
-            }
-            Header {
-                cell: v.cell,
-                n_features: v.n_features,
-                hidden: v.hidden,
-                layers: v.layers,
-                latent: v.latent,
-                k: v.k,
-                seq_len: v.seq_len,
-                normalization: v.normalization,
-                weights_len: v.weights_len,
-                segments: v.segments,
-                stride: v.stride,
-                prototypes: v.prototypes,
-                freqs: 0,
-                step_edges: 0,
-            }
-        } else {
-            let (h, rest) = postcard::take_from_bytes::<Header>(raw).map_err(|_| BundleError::BadHeader)?;
-            if !rest.is_empty() {
-                return Err(BundleError::BadHeader);
-            }
-            h
+            2 | 3 => exact::<HeaderV3>(raw)?.upgrade(),
+            _ => exact::<Header>(raw)?,
         };
         let h = header;
         if h.n_features == 0 || h.hidden == 0 || h.layers == 0 || h.latent == 0 || h.k == 0 || h.seq_len == 0 {
