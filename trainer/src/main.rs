@@ -198,7 +198,7 @@ struct DecisionArgs {
     /// Neighbours per series in the kNN graph [10].
     #[arg(long)]
     neighbors: Option<usize>,
-    /// Prototypes per cluster in the bundle, at most [8].
+    /// Prototypes per cluster in the bundle, at most [16].
     #[arg(long)]
     prototypes_per_cluster: Option<usize>,
     /// Largest k that `--clusters auto` considers [12].
