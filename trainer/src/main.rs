@@ -468,7 +468,8 @@ fn run_fit(a: FitArgs) -> Result<()> {
         100.0 * m.agreement_train,
         100.0 * m.agreement_holdout
     );
-    if !m.stability.is_empty() {
+    // Only a choice between decision vectors (`--choose-summary true`) measures stability.
+    if m.stability.len() > 1 {
         let s: Vec<String> = m.stability.iter().map(|(n, v)| v.map_or(format!("{n} -"), |v| format!("{n} {v:.3}"))).collect();
         println!("resampling stability (ARI): {}; kept the most stable", s.join(", "));
     }
