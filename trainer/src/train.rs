@@ -109,11 +109,10 @@ pub fn epoch_bounds(params: &VraeValidParams, fit_rows: usize, seq_len: usize) -
 }
 
 /// Mean squared reconstruction error of `rows` of `train` (no dropout, no sampling).
-fn validation_recon(model: &Vrae, train: &[Series], rows: &[usize], cfg: &ModelConfig, dev: &Device) -> Result<f64> {
+fn validation_recon(model: &Vrae, data: &Batches, rows: &[usize], cfg: &ModelConfig) -> Result<f64> {
     let (mut sum, mut n) = (0f64, 0usize);
     for chunk in rows.chunks(256) {
-        let batch: Vec<&Series> = chunk.iter().map(|&i| &train[i]).collect();
-        let x = batch_tensor(&batch, cfg.seq_len, cfg.n_features, dev)?;
+        let x = data.batch(chunk)?;
         let recon = model.decode(&model.encode_mean(&x)?, cfg.seq_len)?;
         sum += (recon - &x)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
         n += x.elem_count();
@@ -141,6 +140,47 @@ fn best_in_log(log: &[EpochLog]) -> Option<(usize, f64)> {
 
 fn snapshot(store: &ParamStore) -> Result<std::collections::BTreeMap<String, Tensor>> {
     store.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect()
+}
+
+/// Where training batches come from. On the CPU each batch is packed from the series (no second
+/// copy of the data set); on another device the series are uploaded once as `[N, T, F]` and a
+/// batch is an `index_select` of its rows, so a step moves only the row indices and the noise to
+/// the device, not the batch.
+pub enum Batches<'a> {
+    /// Packed per batch on the CPU.
+    Host { series: &'a [Series], t: usize, nf: usize, dev: Device },
+    /// Every series on the device.
+    Device(Tensor),
+}
+
+impl<'a> Batches<'a> {
+    /// Batches of `series` (all of length `t`, `nf` features) on `dev`.
+    pub fn new(series: &'a [Series], t: usize, nf: usize, dev: &Device) -> Result<Self> {
+        if dev.is_cpu() {
+            return Ok(Batches::Host { series, t, nf, dev: dev.clone() });
+        }
+        Self::on_device(series, t, nf, dev)
+    }
+
+    /// The uploaded form on any device (the CPU included, for tests).
+    pub fn on_device(series: &[Series], t: usize, nf: usize, dev: &Device) -> Result<Self> {
+        let flat: Vec<f32> = series.iter().flat_map(|s| s.values.iter().copied()).collect();
+        Ok(Batches::Device(Tensor::from_vec(flat, (series.len(), t, nf), dev)?))
+    }
+
+    /// Rows `rows` as a `[T, B, F]` tensor.
+    pub fn batch(&self, rows: &[usize]) -> Result<Tensor> {
+        match self {
+            Batches::Host { series, t, nf, dev } => {
+                let batch: Vec<&Series> = rows.iter().map(|&i| &series[i]).collect();
+                batch_tensor(&batch, *t, *nf, dev)
+            }
+            Batches::Device(all) => {
+                let idx = Tensor::from_vec(rows.iter().map(|&i| i as u32).collect::<Vec<u32>>(), rows.len(), all.device())?;
+                Ok(all.index_select(&idx, 0)?.transpose(0, 1)?.contiguous()?)
+            }
+        }
+    }
 }
 
 /// Packs series (all of length `t`) into a `[T, B, F]` tensor.
@@ -334,6 +374,8 @@ pub fn train_resumable(
         (done >= min_epochs && done - b >= params.patience)
             .then(|| format!("converged: validation loss not improved for {} epochs (best at epoch {b})", done - b))
     };
+    // On a GPU the series go to the device once, here, not batch by batch.
+    let data = Batches::new(train, cfg.seq_len, cfg.n_features, dev)?;
     let mut ended_early = stopped_early(&log, &best);
     for epoch in first_epoch..max_epochs {
         if let Some(r) = ended_early.take() {
@@ -347,7 +389,7 @@ pub fn train_resumable(
         let (mut sl, mut sr, mut sk, mut sc) = (0f64, 0f64, 0f64, 0f64);
         for (bi, chunk) in fit_order.chunks(params.batch_size).enumerate() {
             let batch: Vec<&Series> = chunk.iter().map(|&i| &train[i]).collect();
-            let x = batch_tensor(&batch, cfg.seq_len, cfg.n_features, dev)?;
+            let x = data.batch(chunk)?;
             let fw = model.forward_train(&x, &mut rng)?;
             let parts = vrae_loss(&x, &fw.recon, &fw.mean, &fw.logvar, params.loss, params.loss_scaling, klw)?;
             let total = if params.contrastive_weight > 0.0 {
@@ -389,7 +431,7 @@ pub fn train_resumable(
             pb.inc(1);
         }
         let nb = n_batches as f64;
-        let val_recon = if val_rows.is_empty() { None } else { Some(validation_recon(&model, train, &val_rows, cfg, dev)?) };
+        let val_recon = if val_rows.is_empty() { None } else { Some(validation_recon(&model, &data, &val_rows, cfg)?) };
         if let Some(v) = val_recon {
             if !v.is_finite() {
                 pb.abandon();

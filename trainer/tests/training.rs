@@ -296,3 +296,19 @@ fn shift_invariant_summary_separates_a_moving_transient() {
     let without = run(DecisionParams { spectrum_freqs: 0, step_levels: 0, ..Default::default() });
     assert!(without.nmi < 0.3, "{without:?}");
 }
+
+/// The uploaded batches a GPU trains on (`Batches::on_device`) hold exactly what the packed CPU
+/// batches hold, rows in the order asked for.
+#[test]
+fn device_batches_equal_packed_batches() {
+    let ds = waves(5, 12, 2, 9);
+    let rows = [7usize, 0, 3, 9, 3];
+    let refs: Vec<&Series> = rows.iter().map(|&i| &ds.series[i]).collect();
+    let packed: Vec<f32> = batch_tensor(&refs, 12, 2, &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let up = trainer::train::Batches::on_device(&ds.series, 12, 2, &Device::Cpu).unwrap();
+    let x = up.batch(&rows).unwrap();
+    assert_eq!(x.dims(), [12, 5, 2]);
+    assert_eq!(x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), packed);
+    let other: Vec<f32> = up.batch(&[0, 7, 3, 9, 3]).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert_ne!(other, packed, "row order matters");
+}
