@@ -337,7 +337,7 @@ impl<'a> Bundle<'a> {
         let raw = &bytes[16..16 + hlen];
         fn exact<'de, T: Deserialize<'de>>(raw: &'de [u8]) -> Result<T, BundleError> {
             match postcard::take_from_bytes::<T>(raw) {
-                Ok((v, rest)) if rest.is_empty() => Ok(v),
+                Ok((v, [])) => Ok(v),
                 _ => Err(BundleError::BadHeader),
             }
         }
