@@ -282,7 +282,7 @@ struct HyperArgs {
     /// KL warm-up epochs [default 5, seed 0].
     #[arg(long)]
     kl_anneal_epochs: Option<usize>,
-    /// Weight of the contrastive term on the encoder; 0 disables [0].
+    /// Weight of the contrastive term on the encoder; 0 disables [default 1, seed 0].
     #[arg(long)]
     contrastive_weight: Option<f64>,
     /// Temperature of the contrastive softmax [0.2].
