@@ -10,3 +10,4 @@ pub mod fleet;
 pub mod outputs;
 pub mod parquet_input;
 pub mod table;
+pub mod serve;

@@ -48,6 +48,46 @@ impl<const H: usize, const L: usize> State<H, L> {
     pub fn summary(&self) -> &Summary<SUMMARY_SLOTS> {
         &self.summary
     }
+
+    /// 32-bit words [`State::save`] writes for a model of `hidden` units and `layers` layers.
+    pub const fn saved_words(hidden: usize, layers: usize) -> usize {
+        2 * hidden * layers + 2 + SUMMARY_SLOTS
+    }
+
+    /// Writes the part a model of `hidden` units and `layers` layers uses (`h` and `c` of each
+    /// layer, the step count, the summary) as [`State::saved_words`] words, so a gateway can keep
+    /// a device's half-finished window across a restart. `None` if the model exceeds `H`/`L`.
+    pub fn save(&self, hidden: usize, layers: usize, mut put: impl FnMut(u32)) -> Option<()> {
+        if hidden > H || layers > L {
+            return None;
+        }
+        for l in 0..layers {
+            self.h[l][..hidden].iter().chain(&self.c[l][..hidden]).for_each(|v| put(v.to_bits()));
+        }
+        put(self.steps);
+        self.summary.save(&mut put);
+        Some(())
+    }
+
+    /// The state [`State::save`] wrote, from its words in order; `None` if `get` runs out first
+    /// or the model exceeds `H`/`L`. Units and layers the model does not use stay zero.
+    pub fn load(hidden: usize, layers: usize, mut get: impl FnMut() -> Option<u32>) -> Option<Self> {
+        if hidden > H || layers > L {
+            return None;
+        }
+        let mut s = Self::default();
+        for l in 0..layers {
+            for v in s.h[l][..hidden].iter_mut() {
+                *v = f32::from_bits(get()?);
+            }
+            for v in s.c[l][..hidden].iter_mut() {
+                *v = f32::from_bits(get()?);
+            }
+        }
+        s.steps = get()?;
+        s.summary = Summary::load(&mut get)?;
+        Some(s)
+    }
 }
 
 /// Why a sample or window could not be encoded.
@@ -527,6 +567,35 @@ mod tests {
                 assert_eq!(bits(&a), bits(&c), "{cell:?} hidden {hidden}: dispatched vs 8-wide");
                 assert_eq!(bits(&a), bits(&d), "{cell:?} hidden {hidden}: dispatched vs 128-wide");
             }
+        }
+    }
+
+    /// A state saved halfway through a window and loaded (into another capacity) finishes the
+    /// window with the same latent and decision bits as one that never stopped; a cut-short
+    /// word stream is refused.
+    #[test]
+    fn saved_state_resumes_bit_identically() {
+        let mut noise = Noise::new(77);
+        for cell in [Cell::Lstm, Cell::Gru] {
+            let bytes = random_bundle(cell, 2, 40, 2, 4, Normalization::None, &mut noise);
+            let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+            let xs: Vec<[f32; 2]> = (0..30).map(|_| [noise.next() * 3.0, noise.next()]).collect();
+            let mut whole = State::<64, 2>::default();
+            xs.iter().for_each(|x| enc.push(&mut whole, x).unwrap());
+            let mut first = State::<64, 2>::default();
+            xs[..13].iter().for_each(|x| enc.push(&mut first, x).unwrap());
+            let mut words = Vec::new();
+            first.save(40, 2, |w| words.push(w)).unwrap();
+            assert_eq!(words.len(), State::<64, 2>::saved_words(40, 2));
+            let mut it = words.iter().copied();
+            let mut resumed = State::<40, 2>::load(40, 2, || it.next()).unwrap();
+            xs[13..].iter().for_each(|x| enc.push(&mut resumed, x).unwrap());
+            let (za, zb) = (enc.finish::<64, 2, 4>(&whole).unwrap(), enc.finish::<40, 2, 4>(&resumed).unwrap());
+            assert_eq!(za.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), zb.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            assert_eq!(whole.summary(), resumed.summary());
+            let mut short = words[..words.len() - 1].iter().copied();
+            assert!(State::<40, 2>::load(40, 2, || short.next()).is_none());
+            assert!(State::<32, 2>::load(40, 2, || None).is_none() && first.save(65, 2, |_| ()).is_none());
         }
     }
 }

@@ -100,6 +100,22 @@ impl<const S: usize> Summary<S> {
         self.steps
     }
 
+    /// Writes the slots and the step count as `S + 1` words (see `State::save`).
+    pub(crate) fn save(&self, put: &mut impl FnMut(u32)) {
+        self.acc.iter().for_each(|v| put(v.to_bits()));
+        put(self.steps);
+    }
+
+    /// The summary [`Summary::save`] wrote; `None` if `get` runs out first.
+    pub(crate) fn load(get: &mut impl FnMut() -> Option<u32>) -> Option<Self> {
+        let mut s = Self::default();
+        for v in s.acc.iter_mut() {
+            *v = f32::from_bits(get()?);
+        }
+        s.steps = get()?;
+        Some(s)
+    }
+
     /// Adds one sample (`shape.features` values). The caller checked `shape.slots() <= S`,
     /// `shape.stride >= 1` when there are segments and `shape.period >= 1`.
     pub(crate) fn push(&mut self, sample: &[f32], shape: &Shape) {

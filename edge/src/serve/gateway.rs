@@ -1,0 +1,462 @@
+//! The gateway's durable core, without the network: messages in, scored windows out, state on
+//! disk. [`crate::serve::mqtt`] drives it from the broker; tests drive it directly.
+//!
+//! # What is durable when
+//!
+//! [`Gateway::apply`] appends the message's samples to the log (buffered) and applies them;
+//! [`Gateway::sync`] makes the log durable and hands back the windows those samples completed.
+//! The caller acknowledges messages to the broker only after the `sync` that follows their
+//! `apply`, and publishes a window only after the `sync` that made its samples durable. So after
+//! a crash at any point:
+//! - every acknowledged sample is in the snapshot or the log and is applied again on restart
+//!   (the log is replayed through the same code, which is deterministic: same states, same
+//!   evictions, same windows, same result numbers);
+//! - an unacknowledged message comes again from the broker; a sample whose timestamp is not
+//!   after its device's last applied one is recognised as already applied and skipped, so
+//!   nothing is applied twice;
+//! - a window's result stays in the outbox (snapshot + log) until the broker acknowledged its
+//!   publication ([`Gateway::published`]); unacknowledged results are sent again after a restart
+//!   or reconnect. A result can therefore be published twice (when the process dies between the
+//!   broker's acknowledgement and the next sync), always with the same `seq`, device and window:
+//!   consumers that need exactly-once keep the last `seq` per gateway.
+//!
+//! Memory is bounded by `max_devices` live devices; the least recently active one is evicted to
+//! `devices/` when another arrives, and read back when it sends again.
+//! The bundles the log was written with are kept in `models/`, so a restart replays with the
+//! model that produced the log even if the model directory changed meanwhile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::payload::Sample;
+use super::store::{Store, StoreError, MAX_DEVICE_ID};
+use super::streams::{DeviceStream, Model, ModelError, Pushed, SavedStream, Scored, Windowing};
+
+/// Limits and windowing of a gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayParams {
+    /// The `edge assign` windows.
+    pub windowing: Windowing,
+    /// Devices kept in memory.
+    pub max_devices: usize,
+}
+
+/// A scored window waiting for (or being sent to) the broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outgoing {
+    /// This gateway's number for the result, increasing; the same after a restart.
+    pub seq: u64,
+    /// Device id.
+    pub device: String,
+    /// Id of the model that scored it.
+    pub model: u32,
+    /// The window and its assignment.
+    pub window: Scored,
+}
+
+impl Outgoing {
+    /// The JSON that is published.
+    pub fn to_json(&self) -> String {
+        let w = &self.window;
+        serde_json::json!({
+            "device": self.device,
+            "window_start": w.start,
+            "window_end": w.end,
+            "cluster": w.cluster,
+            "distance": w.distance,
+            "second_distance": if w.second_distance.is_finite() { Some(w.second_distance) } else { None },
+            "anomalous": w.anomalous,
+            "model": format!("{:08x}", self.model),
+            "seq": self.seq,
+        })
+        .to_string()
+    }
+}
+
+/// A gateway failure.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The state directory.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A model kept in the state directory cannot be loaded.
+    #[error("{path}: {source}")]
+    Model {
+        /// The bundle copy.
+        path: PathBuf,
+        /// Why.
+        source: ModelError,
+    },
+    /// Encoding a sample failed (a model/state mismatch; samples are checked before).
+    #[error("device '{device}': {source}")]
+    Encode {
+        /// Device id.
+        device: String,
+        /// Why.
+        source: runtime::EncodeError,
+    },
+    /// Bad parameters.
+    #[error("{0}")]
+    Params(String),
+}
+
+/// What one message did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Samples applied.
+    pub samples: u64,
+    /// Samples skipped as already applied (redelivered) or older than the device's last.
+    pub stale: u64,
+    /// Streams restarted by a gap.
+    pub gaps: u64,
+    /// Windows completed.
+    pub windows: u64,
+    /// Devices evicted to disk to make room.
+    pub evicted: u64,
+}
+
+/// What opening found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Log records replayed.
+    pub records: usize,
+    /// Bytes of a torn log tail cut off.
+    pub truncated_bytes: u64,
+    /// Devices in memory.
+    pub devices: usize,
+    /// Devices on disk.
+    pub evicted_devices: usize,
+    /// Results still to publish.
+    pub pending_results: usize,
+    /// Open windows dropped because the model or the windowing changed.
+    pub windows_restarted: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Record {
+    Samples { device: String, samples: Vec<Sample> },
+    Published { seq: u64 },
+    Model { id: u32 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    generation: u64,
+    model: u32,
+    windowing: Windowing,
+    max_devices: usize,
+    clock: u64,
+    next_seq: u64,
+    devices: Vec<SavedDevice>,
+    evicted: Vec<(String, u32)>,
+    outbox: Vec<Outgoing>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedDevice {
+    id: String,
+    active: u64,
+    evictions: u32,
+    stream: SavedStream,
+}
+
+#[derive(Debug)]
+struct Live {
+    stream: DeviceStream,
+    /// Clock at its last sample (eviction order).
+    active: u64,
+    /// Times it was evicted (its next file's number).
+    evictions: u32,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Gateway {
+    dir: PathBuf,
+    store: Store,
+    model: Model,
+    windowing: Windowing,
+    max_devices: usize,
+    clock: u64,
+    next_seq: u64,
+    devices: HashMap<String, Live>,
+    evicted: HashMap<String, u32>,
+    outbox: BTreeMap<u64, Outgoing>,
+    /// Results whose samples are not yet durable.
+    unreleased: Vec<u64>,
+}
+
+impl Gateway {
+    /// Opens `dir` (creating it), restores the snapshot, replays the log with the models it was
+    /// written with, then switches to `model` and `p` (dropping open windows if either changed)
+    /// and snapshots.
+    pub fn open(dir: &Path, p: &GatewayParams, model: Model, bundle: &[u8]) -> Result<(Self, Recovery), GatewayError> {
+        if p.windowing.window == 0 || p.windowing.stride == 0 || p.max_devices == 0 {
+            return Err(GatewayError::Params("--window, --stride and --max-devices must be at least 1".into()));
+        }
+        if p.windowing.max_gap.is_some_and(|g| g.is_nan() || g <= 0.0) {
+            return Err(GatewayError::Params("--max-gap must be a positive number".into()));
+        }
+        let opened = Store::open::<Snapshot, Record>(dir, |s| s.generation)?;
+        let mut rec = Recovery { records: opened.records.len(), truncated_bytes: opened.truncated, ..Recovery::default() };
+        std::fs::create_dir_all(dir.join("models")).map_err(|source| StoreError::Io { path: dir.join("models"), source })?;
+        let mut g = Gateway {
+            dir: dir.to_path_buf(),
+            store: opened.store,
+            model,
+            windowing: p.windowing,
+            max_devices: p.max_devices,
+            clock: 0,
+            next_seq: 0,
+            devices: HashMap::new(),
+            evicted: HashMap::new(),
+            outbox: BTreeMap::new(),
+            unreleased: Vec::new(),
+        };
+        if let Some(s) = opened.snapshot {
+            g.model = g.kept_model(s.model)?;
+            g.windowing = s.windowing;
+            g.max_devices = s.max_devices;
+            g.clock = s.clock;
+            g.next_seq = s.next_seq;
+            for d in s.devices {
+                let stream = DeviceStream::load(d.stream, &g.model).ok_or_else(|| StoreError::Corrupt {
+                    path: dir.join("snapshot.bin"),
+                    why: format!("device '{}': saved window state does not fit model {:08x}", d.id, g.model.id),
+                })?;
+                g.devices.insert(d.id, Live { stream, active: d.active, evictions: d.evictions });
+            }
+            g.evicted = s.evicted.into_iter().collect();
+            g.outbox = s.outbox.into_iter().map(|o| (o.seq, o)).collect();
+        }
+        for r in opened.records {
+            match r {
+                Record::Samples { device, samples } => {
+                    g.apply_samples(&device, &samples)?;
+                }
+                Record::Published { seq } => {
+                    g.outbox.remove(&seq);
+                }
+                Record::Model { id } => {
+                    let m = g.kept_model(id)?;
+                    g.switch_model(m);
+                }
+            }
+        }
+        g.unreleased.clear();
+        // Now the settings of this run.
+        if g.model.id != model.id {
+            g.keep_bundle(model.id, bundle)?;
+            rec.windows_restarted += g.switch_model(model);
+        }
+        if g.windowing != p.windowing {
+            rec.windows_restarted += g.devices.values_mut().map(|d| d.stream.restart()).sum::<usize>();
+            g.windowing = p.windowing;
+        }
+        g.max_devices = p.max_devices;
+        g.keep_bundle(model.id, bundle)?;
+        g.snapshot()?;
+        rec.devices = g.devices.len();
+        rec.evicted_devices = g.evicted.len();
+        rec.pending_results = g.outbox.len();
+        Ok((g, rec))
+    }
+
+    fn bundle_path(&self, id: u32) -> PathBuf {
+        self.dir.join("models").join(format!("{id:08x}.bundle"))
+    }
+
+    /// A copy of the served bundle in the state directory (what a later replay needs).
+    fn keep_bundle(&self, id: u32, bytes: &[u8]) -> Result<(), GatewayError> {
+        let path = self.bundle_path(id);
+        if path.exists() {
+            return Ok(());
+        }
+        let io = |source| GatewayError::Store(StoreError::Io { path: path.clone(), source });
+        let mut f = runtime::atomic_file::AtomicFile::create(&path).map_err(io)?;
+        std::io::Write::write_all(&mut f, bytes).map_err(io)?;
+        f.commit().map_err(io)
+    }
+
+    fn kept_model(&self, id: u32) -> Result<Model, GatewayError> {
+        let path = self.bundle_path(id);
+        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        Model::load(&bytes).map_err(|source| GatewayError::Model { path, source })
+    }
+
+    /// Open windows are dropped: they were computed by the old model. Returns how many.
+    fn switch_model(&mut self, m: Model) -> usize {
+        self.model = m;
+        self.devices.values_mut().map(|d| d.stream.restart()).sum()
+    }
+
+    /// The model serving now.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Devices in memory.
+    pub fn live_devices(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Bytes in the log since the last snapshot.
+    pub fn log_bytes(&self) -> u64 {
+        self.store.log_bytes()
+    }
+
+    /// Results not yet acknowledged by the broker.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Results whose samples are not durable yet (released by the next sync).
+    pub fn unreleased_seqs(&self) -> &[u64] {
+        &self.unreleased
+    }
+
+    /// Results whose samples are durable and that the broker has not acknowledged, oldest first
+    /// (what to send again after a reconnect).
+    pub fn releasable(&self) -> Vec<Outgoing> {
+        self.outbox.values().filter(|o| !self.unreleased.contains(&o.seq)).cloned().collect()
+    }
+
+    /// Logs and applies one message's samples for `device` (see the module docs: durable, and
+    /// its windows releasable, after the next [`Gateway::sync`]).
+    pub fn apply(&mut self, device: &str, samples: &[Sample]) -> Result<Applied, GatewayError> {
+        if device.len() > MAX_DEVICE_ID {
+            return Err(GatewayError::Params(format!("device id of {} bytes: at most {MAX_DEVICE_ID}", device.len())));
+        }
+        self.store.append(&Record::Samples { device: device.to_string(), samples: samples.to_vec() })?;
+        self.apply_samples(device, samples)
+    }
+
+    fn apply_samples(&mut self, device: &str, samples: &[Sample]) -> Result<Applied, GatewayError> {
+        let mut out = Applied::default();
+        if !self.devices.contains_key(device) {
+            out.evicted += self.make_room()?;
+            let live = match self.evicted.remove(device) {
+                Some(n) => {
+                    let (model, saved): (u32, SavedStream) = self.store.read_device(device, n)?;
+                    // Saved under an older model: its open windows cannot continue.
+                    let saved = if model == self.model.id { saved } else { saved.without_windows() };
+                    let stream = DeviceStream::load(saved, &self.model).ok_or_else(|| StoreError::Corrupt {
+                        path: self.dir.join("devices"),
+                        why: format!("device '{device}' (file {n}): saved window state does not fit model {:08x}", self.model.id),
+                    })?;
+                    Live { stream, active: 0, evictions: n + 1 }
+                }
+                None => Live { stream: DeviceStream::default(), active: 0, evictions: 0 },
+            };
+            self.devices.insert(device.to_string(), live);
+        }
+        self.clock += 1;
+        let d = self.devices.get_mut(device).expect("inserted above");
+        d.active = self.clock;
+        for s in samples {
+            match d.stream.push(&self.model, &self.windowing, s) {
+                Ok(Pushed::Stale) => out.stale += 1,
+                Ok(Pushed::Applied { gap, window }) => {
+                    out.samples += 1;
+                    out.gaps += gap as u64;
+                    if let Some(window) = window {
+                        out.windows += 1;
+                        let seq = self.next_seq;
+                        self.next_seq += 1;
+                        self.outbox.insert(seq, Outgoing { seq, device: device.to_string(), model: self.model.id, window });
+                        self.unreleased.push(seq);
+                    }
+                }
+                Err(source) => return Err(GatewayError::Encode { device: device.to_string(), source }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Evicts the least recently active device when memory is full.
+    fn make_room(&mut self) -> Result<u64, GatewayError> {
+        if self.devices.len() < self.max_devices {
+            return Ok(0);
+        }
+        let Some(id) = self.devices.iter().min_by_key(|(id, d)| (d.active, id.as_str())).map(|(id, _)| id.clone()) else {
+            return Ok(0);
+        };
+        let d = self.devices.remove(&id).expect("found above");
+        self.store.write_device(&id, d.evictions, &(self.model.id, d.stream.save(&self.model)))?;
+        self.evicted.insert(id, d.evictions);
+        Ok(1)
+    }
+
+    /// Makes everything applied so far durable; returns the windows that became publishable.
+    pub fn sync(&mut self) -> Result<Vec<Outgoing>, GatewayError> {
+        self.store.sync()?;
+        let out = self.unreleased.drain(..).filter_map(|s| self.outbox.get(&s).cloned()).collect();
+        Ok(out)
+    }
+
+    /// The broker acknowledged result `seq` (durable at the next sync or snapshot).
+    pub fn published(&mut self, seq: u64) -> Result<(), GatewayError> {
+        if self.outbox.remove(&seq).is_some() {
+            self.store.append(&Record::Published { seq })?;
+        }
+        Ok(())
+    }
+
+    /// Serves `model` from now on (SIGHUP); open windows restart. Returns how many were dropped,
+    /// or `None` when it is the model already served.
+    pub fn reload(&mut self, model: Model, bundle: &[u8]) -> Result<Option<usize>, GatewayError> {
+        if model.id == self.model.id {
+            return Ok(None);
+        }
+        if model.features() != self.model.features() {
+            return Err(GatewayError::Params(format!(
+                "the new model reads {} feature(s) per sample, the served one {}: restart edge serve to change the input",
+                model.features(),
+                self.model.features()
+            )));
+        }
+        self.keep_bundle(model.id, bundle)?;
+        self.store.append(&Record::Model { id: model.id })?;
+        self.store.sync()?;
+        Ok(Some(self.switch_model(model)))
+    }
+
+    /// Writes a snapshot and starts a new log (also a [`Gateway::sync`]: what was applied is
+    /// durable afterwards); returns the windows that became publishable.
+    pub fn snapshot(&mut self) -> Result<Vec<Outgoing>, GatewayError> {
+        let mut devices: Vec<SavedDevice> = self
+            .devices
+            .iter()
+            .map(|(id, d)| SavedDevice { id: id.clone(), active: d.active, evictions: d.evictions, stream: d.stream.save(&self.model) })
+            .collect();
+        devices.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut evicted: Vec<(String, u32)> = self.evicted.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        evicted.sort();
+        let snap = Snapshot {
+            generation: self.store.generation() + 1,
+            model: self.model.id,
+            windowing: self.windowing,
+            max_devices: self.max_devices,
+            clock: self.clock,
+            next_seq: self.next_seq,
+            devices,
+            evicted,
+            outbox: self.outbox.values().cloned().collect(),
+        };
+        self.store.snapshot(&snap)?;
+        let evicted = &self.evicted;
+        self.store.prune_devices(|d, n| evicted.get(d) == Some(&n))?;
+        let keep = format!("{:08x}.bundle", self.model.id);
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("models")) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy() != keep {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let out = self.unreleased.drain(..).filter_map(|s| self.outbox.get(&s).cloned()).collect();
+        Ok(out)
+    }
+}

@@ -1,0 +1,319 @@
+//! The state directory: a snapshot, the log since it, and the files of evicted devices.
+//!
+//! - `snapshot.bin`: everything in memory at one moment (devices, results not yet published,
+//!   counters), written atomically (`runtime::atomic_file`). It names its log generation `g`.
+//! - `log-g.bin`: what happened since, appended in order: [`Record`]s framed as
+//!   `[length u32 LE][CRC-32 u32 LE][postcard bytes]`. A power cut can leave a torn last
+//!   record; opening stops at the first frame that is short or fails its CRC and truncates the
+//!   file there (what it held was never acknowledged, so the broker sends it again).
+//! - `devices/HEX-N.bin`: device HEX (its id's bytes in hex) as it was at its N-th eviction.
+//! - `LOCK`: held (flock) while a process serves from the directory.
+//!
+//! Written by hand rather than with an embedded database: the data is a few records per message
+//! and one snapshot, and the crash behaviour (what is durable when, what a torn tail means) has
+//! to be exact and documented; a frame with a checksum and fsync at known points states it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use runtime::atomic_file::AtomicFile;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Longest device id (bytes): its hex name must fit a file name.
+pub const MAX_DEVICE_ID: usize = 100;
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"EDGESRV1";
+
+/// A state-directory failure, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A file that is not what this version writes.
+    #[error("{path}: {why}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// Another process serves from this directory.
+    #[error("{0}: another edge serve process holds this state directory")]
+    Locked(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// The state directory, locked for this process.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    _lock: File,
+    log: BufWriter<File>,
+    log_path: PathBuf,
+    log_bytes: u64,
+    generation: u64,
+}
+
+/// The snapshot and log records found when opening.
+#[derive(Debug)]
+pub struct Opened<S, R> {
+    /// The directory, ready to append.
+    pub store: Store,
+    /// The last snapshot, if any.
+    pub snapshot: Option<S>,
+    /// Records after it, in order.
+    pub records: Vec<R>,
+    /// Bytes of a torn or corrupt tail cut off the log.
+    pub truncated: u64,
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+impl Store {
+    /// Opens (creating) `dir`, locks it, reads the snapshot and its log.
+    pub fn open<S: DeserializeOwned, R: DeserializeOwned>(dir: &Path, generation_of: impl Fn(&S) -> u64) -> Result<Opened<S, R>, StoreError> {
+        std::fs::create_dir_all(dir.join("devices")).map_err(io_err(dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+        if let Err(e) = lock.try_lock() {
+            return match e {
+                std::fs::TryLockError::WouldBlock => Err(StoreError::Locked(dir.to_path_buf())),
+                std::fs::TryLockError::Error(source) => Err(StoreError::Io { path: lock_path, source }),
+            };
+        }
+        let snap_path = dir.join("snapshot.bin");
+        let snapshot: Option<S> = match std::fs::read(&snap_path) {
+            Ok(bytes) => Some(decode_snapshot(&bytes).map_err(|why| StoreError::Corrupt { path: snap_path.clone(), why })?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::Io { path: snap_path, source: e }),
+        };
+        let generation = snapshot.as_ref().map_or(0, &generation_of);
+        let log_path = dir.join(format!("log-{generation}.bin"));
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&log_path).map_err(io_err(&log_path))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io_err(&log_path))?;
+        let (records, good) = read_frames::<R>(&bytes);
+        let truncated = bytes.len() as u64 - good;
+        if truncated > 0 {
+            file.set_len(good).map_err(io_err(&log_path))?;
+            file.sync_all().map_err(io_err(&log_path))?;
+        }
+        file.seek(SeekFrom::Start(good)).map_err(io_err(&log_path))?;
+        fsync_dir(dir)?;
+        let store = Store { dir: dir.to_path_buf(), _lock: lock, log: BufWriter::new(file), log_path, log_bytes: good, generation };
+        store.remove_other_logs()?;
+        Ok(Opened { store, snapshot, records, truncated })
+    }
+
+    /// The current log generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Bytes in the current log.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
+    }
+
+    /// Appends a record (buffered; durable after [`Store::sync`]).
+    pub fn append<R: Serialize>(&mut self, r: &R) -> Result<(), StoreError> {
+        let payload = postcard::to_allocvec(r).map_err(|e| StoreError::Corrupt { path: self.log_path.clone(), why: e.to_string() })?;
+        let mut frame = Vec::with_capacity(8 + payload.len());
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&runtime::crc32(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        self.log.write_all(&frame).map_err(io_err(&self.log_path))?;
+        self.log_bytes += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Makes every appended record durable (write + fdatasync).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.log.flush().map_err(io_err(&self.log_path))?;
+        self.log.get_ref().sync_data().map_err(io_err(&self.log_path))
+    }
+
+    /// Writes `snapshot` (which must name generation [`Store::generation`] + 1) atomically,
+    /// starts the next log and removes the old one.
+    pub fn snapshot<S: Serialize>(&mut self, snapshot: &S) -> Result<(), StoreError> {
+        let next = self.generation + 1;
+        let snap_path = self.dir.join("snapshot.bin");
+        let bytes = encode_snapshot(snapshot).map_err(|why| StoreError::Corrupt { path: snap_path.clone(), why })?;
+        let log_path = self.dir.join(format!("log-{next}.bin"));
+        // The new log exists before the snapshot that names it.
+        let file = OpenOptions::new().create(true).truncate(true).write(true).open(&log_path).map_err(io_err(&log_path))?;
+        file.sync_all().map_err(io_err(&log_path))?;
+        let mut f = AtomicFile::create(&snap_path).map_err(io_err(&snap_path))?;
+        f.write_all(&bytes).map_err(io_err(&snap_path))?;
+        f.commit().map_err(io_err(&snap_path))?;
+        self.log = BufWriter::new(file);
+        self.log_path = log_path;
+        self.log_bytes = 0;
+        self.generation = next;
+        self.remove_other_logs()
+    }
+
+    fn remove_other_logs(&self) -> Result<(), StoreError> {
+        let keep = format!("log-{}.bin", self.generation);
+        for e in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let e = e.map_err(io_err(&self.dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("log-") && name.ends_with(".bin") && name != keep {
+                std::fs::remove_file(e.path()).map_err(io_err(&e.path()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn device_path(&self, device: &str, n: u32) -> PathBuf {
+        let hex: String = device.bytes().map(|b| format!("{b:02x}")).collect();
+        self.dir.join("devices").join(format!("{hex}-{n}.bin"))
+    }
+
+    /// Writes an evicted device's state (atomically, durably).
+    pub fn write_device<D: Serialize>(&self, device: &str, n: u32, d: &D) -> Result<(), StoreError> {
+        let path = self.device_path(device, n);
+        let bytes = encode_snapshot(d).map_err(|why| StoreError::Corrupt { path: path.clone(), why })?;
+        let mut f = AtomicFile::create(&path).map_err(io_err(&path))?;
+        f.write_all(&bytes).map_err(io_err(&path))?;
+        f.commit().map_err(io_err(&path))
+    }
+
+    /// Reads an evicted device's state.
+    pub fn read_device<D: DeserializeOwned>(&self, device: &str, n: u32) -> Result<D, StoreError> {
+        let path = self.device_path(device, n);
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        decode_snapshot(&bytes).map_err(|why| StoreError::Corrupt { path, why })
+    }
+
+    /// Removes device files other than `keep(device, n)`'s (after a snapshot no longer needs them).
+    pub fn prune_devices(&self, keep: impl Fn(&str, u32) -> bool) -> Result<usize, StoreError> {
+        let dir = self.dir.join("devices");
+        let mut removed = 0;
+        for e in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let e = e.map_err(io_err(&dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((hex, n)) = name.strip_suffix(".bin").and_then(|s| s.rsplit_once('-')) else { continue };
+            let id = (0..hex.len() / 2).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("zz"), 16)).collect::<Result<Vec<u8>, _>>();
+            let (Ok(id), Ok(n)) = (id, n.parse::<u32>()) else { continue };
+            let Ok(id) = String::from_utf8(id) else { continue };
+            if !keep(&id, n) {
+                std::fs::remove_file(e.path()).map_err(io_err(&e.path()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// `magic, crc32(payload), payload`.
+fn encode_snapshot<S: Serialize>(s: &S) -> Result<Vec<u8>, String> {
+    let payload = postcard::to_allocvec(s).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(12 + payload.len());
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&runtime::crc32(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+fn decode_snapshot<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, String> {
+    if bytes.len() < 12 || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err("not an edge serve state file (bad magic)".into());
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if runtime::crc32(&bytes[12..]) != crc {
+        return Err("checksum mismatch: the file is damaged".into());
+    }
+    postcard::from_bytes(&bytes[12..]).map_err(|e| format!("cannot decode: {e}"))
+}
+
+/// The records of a log and the length of its good prefix.
+fn read_frames<R: DeserializeOwned>(bytes: &[u8]) -> (Vec<R>, u64) {
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    while bytes.len() - at >= 8 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let Some(payload) = bytes.get(at + 8..at + 8 + len) else { break };
+        if runtime::crc32(payload) != crc {
+            break;
+        }
+        let Ok(r) = postcard::from_bytes(payload) else { break };
+        records.push(r);
+        at += 8 + len;
+    }
+    (records, at as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Snap {
+        generation: u64,
+        note: String,
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_snapshots_start_a_new_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let o = Store::open::<Snap, String>(dir.path(), |s| s.generation).unwrap();
+            assert!(o.snapshot.is_none() && o.records.is_empty());
+            let mut st = o.store;
+            for r in ["a", "b", "c"] {
+                st.append(&r.to_string()).unwrap();
+            }
+            st.sync().unwrap();
+            assert!(matches!(Store::open::<Snap, String>(dir.path(), |s| s.generation), Err(StoreError::Locked(_))));
+        }
+        // A power cut in the middle of the last frame.
+        let log = dir.path().join("log-0.bin");
+        let len = std::fs::metadata(&log).unwrap().len();
+        OpenOptions::new().write(true).open(&log).unwrap().set_len(len - 1).unwrap();
+        let o = Store::open::<Snap, String>(dir.path(), |s| s.generation).unwrap();
+        assert_eq!(o.records, ["a", "b"]);
+        assert_eq!(o.truncated, 8 + 2 - 1);
+        let mut st = o.store;
+        st.append(&"d".to_string()).unwrap();
+        st.snapshot(&Snap { generation: 1, note: "x".into() }).unwrap();
+        st.append(&"e".to_string()).unwrap();
+        st.sync().unwrap();
+        drop(st);
+        // A flipped byte in a record ends the log there too.
+        let o = Store::open::<Snap, String>(dir.path(), |s| s.generation).unwrap();
+        assert_eq!((o.snapshot, o.records), (Some(Snap { generation: 1, note: "x".into() }), vec!["e".to_string()]));
+        assert!(!log.exists());
+        drop(o.store);
+        let mut bytes = std::fs::read(dir.path().join("snapshot.bin")).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(dir.path().join("snapshot.bin"), bytes).unwrap();
+        let e = Store::open::<Snap, String>(dir.path(), |s| s.generation).unwrap_err().to_string();
+        assert!(e.contains("snapshot.bin") && e.contains("checksum mismatch"), "{e}");
+    }
+
+    #[test]
+    fn device_files_round_trip_and_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Store::open::<Snap, String>(dir.path(), |s| s.generation).unwrap().store;
+        st.write_device("pump/7 ü", 0, &"old".to_string()).unwrap();
+        st.write_device("pump/7 ü", 1, &"new".to_string()).unwrap();
+        assert_eq!(st.read_device::<String>("pump/7 ü", 1).unwrap(), "new");
+        assert_eq!(st.prune_devices(|d, n| d == "pump/7 ü" && n == 1).unwrap(), 1);
+        assert!(st.read_device::<String>("pump/7 ü", 0).is_err());
+        assert_eq!(st.read_device::<String>("pump/7 ü", 1).unwrap(), "new");
+    }
+}

@@ -1,0 +1,244 @@
+//! One device's live windows, pushed one sample at a time through the runtime's streaming
+//! encoder: no buffer of past samples, only the open windows' [`State`]s.
+//!
+//! The windows are `edge assign`'s: a window of `window` samples starts every `stride` samples
+//! since the device's stream (re)started, so `ceil(window / stride)` of them are open at once; a
+//! timestamp gap larger than `max_gap` closes them all and restarts the stream. The encoder and
+//! the decision are the ones `edge assign` runs (the runtime's streaming and batched paths are
+//! bit-identical), so a window's result here equals its row in `edge assign`'s table.
+
+use std::collections::VecDeque;
+
+use runtime::batch::{HostState, HOST_MAX_HIDDEN, HOST_MAX_LATENT, HOST_MAX_LAYERS};
+use runtime::bundle::{AlignedBytes, Normalization};
+use runtime::{Assignment, EncodeError, Encoder, State};
+use serde::{Deserialize, Serialize};
+
+use super::payload::Sample;
+
+/// A model loaded for serving: its bundle (kept for the process's life, see [`Model::load`]) and
+/// an id results carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    enc: Encoder<'static>,
+    /// CRC-32 of the bundle, as 8 hex digits: which model scored a window.
+    pub id: u32,
+}
+
+/// Why a bundle cannot be served.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// Not a valid bundle.
+    #[error("invalid model bundle: {0}")]
+    Bundle(#[from] runtime::BundleError),
+    /// A model that z-normalises whole windows cannot be streamed sample by sample.
+    #[error(
+        "this model z-normalises each window, which needs the whole window before its first step; \
+         edge serve streams samples through the encoder: fit with --normalization none, or score recorded data with edge assign"
+    )]
+    NeedsWindow,
+}
+
+impl Model {
+    /// Parses a bundle. Its bytes are kept for the rest of the process (the encoder borrows them
+    /// on every sample); a reload keeps the old ones too, a few hundred KB per reload.
+    pub fn load(bytes: &[u8]) -> Result<Self, ModelError> {
+        let aligned: &'static AlignedBytes = Box::leak(Box::new(AlignedBytes::new(bytes)));
+        let enc = Encoder::from_bytes(aligned.as_bytes())?;
+        enc.check_capacity::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>()?;
+        if enc.bundle().header.normalization != Normalization::None {
+            return Err(ModelError::NeedsWindow);
+        }
+        Ok(Model { enc, id: runtime::crc32(bytes) })
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &Encoder<'static> {
+        &self.enc
+    }
+
+    /// Values per sample.
+    pub fn features(&self) -> usize {
+        self.enc.bundle().header.n_features as usize
+    }
+
+    /// The training window length (the default `--window`).
+    pub fn seq_len(&self) -> usize {
+        self.enc.bundle().header.seq_len as usize
+    }
+
+    /// Words one saved window state takes.
+    fn state_words(&self) -> usize {
+        let h = self.enc.bundle().header;
+        HostState::saved_words(h.hidden as usize, h.layers as usize)
+    }
+}
+
+/// How samples become windows (the `edge assign` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Windowing {
+    /// Samples per window.
+    pub window: usize,
+    /// Samples between window starts.
+    pub stride: usize,
+    /// Largest timestamp step inside a window.
+    pub max_gap: Option<f64>,
+}
+
+/// One open window.
+#[derive(Debug, Clone)]
+struct Open {
+    state: Box<HostState>,
+    start: String,
+}
+
+/// A finished window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    /// Timestamp text of its first sample.
+    pub start: String,
+    /// Timestamp text of its last sample.
+    pub end: String,
+    /// Nearest cluster, distances, anomaly flag.
+    pub cluster: usize,
+    /// Distance to the nearest prototype.
+    pub distance: f32,
+    /// Distance to the nearest prototype of another cluster.
+    pub second_distance: f32,
+    /// Beyond the cluster's anomaly threshold.
+    pub anomalous: bool,
+}
+
+impl Scored {
+    fn new(start: String, end: String, a: Assignment) -> Self {
+        Scored { start, end, cluster: a.cluster, distance: a.distance, second_distance: a.second_distance, anomalous: a.anomalous }
+    }
+}
+
+/// What one sample did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pushed {
+    /// Not after the device's last timestamp: a redelivered or out-of-order sample, skipped.
+    Stale,
+    /// Applied; `gap` when it restarted the stream; the window it completed, if any.
+    Applied {
+        /// The sample came after a gap and restarted the windows.
+        gap: bool,
+        /// A completed window.
+        window: Option<Scored>,
+    },
+}
+
+/// A device's stream: its open windows and where it stands.
+#[derive(Debug, Clone)]
+pub struct DeviceStream {
+    last_t: f64,
+    /// Samples since the stream (re)started.
+    since_start: u64,
+    open: VecDeque<Open>,
+    /// Samples applied in all.
+    pub samples: u64,
+    /// Windows completed in all.
+    pub windows: u64,
+}
+
+/// A [`DeviceStream`] as stored on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedStream {
+    last_t: f64,
+    since_start: u64,
+    open: Vec<(String, Vec<u32>)>,
+    samples: u64,
+    windows: u64,
+}
+
+impl SavedStream {
+    /// The same stream with its open windows dropped (as [`DeviceStream::restart`]).
+    pub fn without_windows(self) -> Self {
+        SavedStream { since_start: 0, open: Vec::new(), ..self }
+    }
+}
+
+impl Default for DeviceStream {
+    fn default() -> Self {
+        DeviceStream { last_t: f64::NEG_INFINITY, since_start: 0, open: VecDeque::new(), samples: 0, windows: 0 }
+    }
+}
+
+impl DeviceStream {
+    /// Timestamp of the last applied sample.
+    pub fn last_t(&self) -> f64 {
+        self.last_t
+    }
+
+    /// Pushes one sample (already checked for feature count and finiteness).
+    pub fn push(&mut self, model: &Model, w: &Windowing, s: &Sample) -> Result<Pushed, EncodeError> {
+        if s.t <= self.last_t {
+            return Ok(Pushed::Stale);
+        }
+        let gap = w.max_gap.is_some_and(|g| self.since_start > 0 && s.t - self.last_t > g);
+        if gap {
+            self.open.clear();
+            self.since_start = 0;
+        }
+        self.last_t = s.t;
+        self.samples += 1;
+        if self.since_start.is_multiple_of(w.stride as u64) {
+            self.open.push_back(Open { state: Box::default(), start: s.text.clone() });
+        }
+        self.since_start += 1;
+        let enc = model.encoder();
+        for o in self.open.iter_mut() {
+            enc.push(&mut o.state, &s.values)?;
+        }
+        let done = self.open.front().is_some_and(|o| o.state.steps() as usize >= w.window);
+        if !done {
+            return Ok(Pushed::Applied { gap, window: None });
+        }
+        let o = self.open.pop_front().expect("checked above");
+        let z = enc.finish::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>(&o.state)?;
+        let a = enc.decide(&o.state, &z)?;
+        self.windows += 1;
+        Ok(Pushed::Applied { gap, window: Some(Scored::new(o.start, s.text.clone(), a)) })
+    }
+
+    /// Drops the open windows (a new model cannot continue the old one's states); the stream
+    /// restarts at the next sample, and the last timestamp still guards against redelivery.
+    /// Returns how many windows were dropped.
+    pub fn restart(&mut self) -> usize {
+        let n = self.open.len();
+        self.open.clear();
+        self.since_start = 0;
+        n
+    }
+
+    /// What is stored on disk.
+    pub fn save(&self, model: &Model) -> SavedStream {
+        let h = model.enc.bundle().header;
+        let open = self
+            .open
+            .iter()
+            .map(|o| {
+                let mut words = Vec::with_capacity(model.state_words());
+                o.state.save(h.hidden as usize, h.layers as usize, |x| words.push(x)).expect("the model fits HostState (checked at load)");
+                (o.start.clone(), words)
+            })
+            .collect();
+        SavedStream { last_t: self.last_t, since_start: self.since_start, open, samples: self.samples, windows: self.windows }
+    }
+
+    /// The stream [`DeviceStream::save`] wrote; `None` if its states do not fit `model`.
+    pub fn load(saved: SavedStream, model: &Model) -> Option<Self> {
+        let h = model.enc.bundle().header;
+        let mut open = VecDeque::with_capacity(saved.open.len());
+        for (start, words) in saved.open {
+            if words.len() != model.state_words() {
+                return None;
+            }
+            let mut it = words.into_iter();
+            let state = Box::new(State::load(h.hidden as usize, h.layers as usize, || it.next())?);
+            open.push_back(Open { state, start });
+        }
+        Some(DeviceStream { last_t: saved.last_t, since_start: saved.since_start, open, samples: saved.samples, windows: saved.windows })
+    }
+}
