@@ -62,6 +62,8 @@ pub struct Store {
     log_path: PathBuf,
     log_bytes: u64,
     generation: u64,
+    /// Device files written since the last snapshot, not yet fsynced.
+    unsynced_devices: Vec<PathBuf>,
 }
 
 /// The snapshot and log records found when opening.
@@ -112,7 +114,7 @@ impl Store {
         }
         file.seek(SeekFrom::Start(good)).map_err(io_err(&log_path))?;
         fsync_dir(dir)?;
-        let store = Store { dir: dir.to_path_buf(), _lock: lock, log: BufWriter::new(file), log_path, log_bytes: good, generation };
+        let store = Store { dir: dir.to_path_buf(), _lock: lock, log: BufWriter::new(file), log_path, log_bytes: good, generation, unsynced_devices: Vec::new() };
         store.remove_other_logs()?;
         Ok(Opened { store, snapshot, records, truncated })
     }
@@ -155,6 +157,15 @@ impl Store {
         // The new log exists before the snapshot that names it.
         let file = OpenOptions::new().create(true).truncate(true).write(true).open(&log_path).map_err(io_err(&log_path))?;
         file.sync_all().map_err(io_err(&log_path))?;
+        // The device files the snapshot may name are durable before it is.
+        for p in std::mem::take(&mut self.unsynced_devices) {
+            match File::open(&p) {
+                Ok(f) => f.sync_all().map_err(io_err(&p))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Io { path: p, source: e }),
+            }
+        }
+        fsync_dir(&self.dir.join("devices"))?;
         let mut f = AtomicFile::create(&snap_path).map_err(io_err(&snap_path))?;
         f.write_all(&bytes).map_err(io_err(&snap_path))?;
         f.commit().map_err(io_err(&snap_path))?;
@@ -182,13 +193,17 @@ impl Store {
         self.dir.join("devices").join(format!("{hex}-{n}.bin"))
     }
 
-    /// Writes an evicted device's state (atomically, durably).
-    pub fn write_device<D: Serialize>(&self, device: &str, n: u32, d: &D) -> Result<(), StoreError> {
+    /// Writes an evicted device's state: to a temporary name, then renamed, but not fsynced.
+    /// It needs to be durable only from the next snapshot on (which fsyncs it first): until
+    /// then, a restart replays the log, which evicts the device again and rewrites the file
+    /// before anything reads it.
+    pub fn write_device<D: Serialize>(&mut self, device: &str, n: u32, d: &D) -> Result<(), StoreError> {
         let path = self.device_path(device, n);
         let bytes = encode_snapshot(d).map_err(|why| StoreError::Corrupt { path: path.clone(), why })?;
-        let mut f = AtomicFile::create(&path).map_err(io_err(&path))?;
-        f.write_all(&bytes).map_err(io_err(&path))?;
-        f.commit().map_err(io_err(&path))
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)).map_err(io_err(&path))?;
+        self.unsynced_devices.push(path);
+        Ok(())
     }
 
     /// Reads an evicted device's state.
@@ -308,7 +323,7 @@ mod tests {
     #[test]
     fn device_files_round_trip_and_prune() {
         let dir = tempfile::tempdir().unwrap();
-        let st = Store::open::<Snap, String>(dir.path(), |s| s.generation).unwrap().store;
+        let mut st = Store::open::<Snap, String>(dir.path(), |s| s.generation).unwrap().store;
         st.write_device("pump/7 ü", 0, &"old".to_string()).unwrap();
         st.write_device("pump/7 ü", 1, &"new".to_string()).unwrap();
         assert_eq!(st.read_device::<String>("pump/7 ü", 1).unwrap(), "new");

@@ -21,7 +21,8 @@ use super::payload::Sample;
 #[derive(Debug, Clone, Copy)]
 pub struct Model {
     enc: Encoder<'static>,
-    /// CRC-32 of the bundle, as 8 hex digits: which model scored a window.
+    /// FNV-1a hash of the bundle (8 hex digits in results): which model scored a window. Not
+    /// its CRC-32: a bundle ends with its own CRC, which makes every bundle's CRC the same.
     pub id: u32,
 }
 
@@ -49,7 +50,7 @@ impl Model {
         if enc.bundle().header.normalization != Normalization::None {
             return Err(ModelError::NeedsWindow);
         }
-        Ok(Model { enc, id: runtime::crc32(bytes) })
+        Ok(Model { enc, id: fnv1a(bytes) })
     }
 
     /// The encoder.
@@ -72,6 +73,11 @@ impl Model {
         let h = self.enc.bundle().header;
         HostState::saved_words(h.hidden as usize, h.layers as usize)
     }
+}
+
+/// 32-bit FNV-1a.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ b as u32).wrapping_mul(0x0100_0193))
 }
 
 /// How samples become windows (the `edge assign` flags).
