@@ -9,5 +9,5 @@ pub mod devices;
 pub mod fleet;
 pub mod outputs;
 pub mod parquet_input;
-pub mod table;
 pub mod serve;
+pub mod table;

@@ -157,9 +157,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let bytes = std::fs::read(&bundle_path).with_context(|| format!("{}: cannot read the model bundle", bundle_path.display()))?;
     let model = Model::load(&bytes).with_context(|| format!("{}", bundle_path.display()))?;
     let window = a.window.unwrap_or(model.seq_len());
-    let p = GatewayParams { windowing: Windowing { window, stride: a.stride.unwrap_or(window), max_gap: a.max_gap }, max_devices: a.max_devices };
+    let p = GatewayParams {
+        windowing: Windowing { window, stride: a.stride.unwrap_or(window), max_gap: a.max_gap },
+        max_devices: a.max_devices,
+    };
     let log: mqtt::LogFn = Arc::new(|line: &str| eprintln!("{} edge serve: {line}", unix_time()));
-    let (gateway, rec) = Gateway::open(&state_dir, &p, model, &bytes).with_context(|| format!("state directory {}", state_dir.display()))?;
+    let (gateway, rec) =
+        Gateway::open(&state_dir, &p, model, &bytes).with_context(|| format!("state directory {}", state_dir.display()))?;
     log(&format!(
         "serving model {:08x} from {}; state {}: {} device(s) in memory, {} on disk, {} result(s) to send, {} log record(s) replayed{}{}",
         model.id,
@@ -169,8 +173,16 @@ pub fn run(a: ServeArgs) -> Result<()> {
         rec.evicted_devices,
         rec.pending_results,
         rec.records,
-        if rec.truncated_bytes > 0 { format!(", torn log tail of {} bytes cut (never acknowledged: the broker resends it)", rec.truncated_bytes) } else { String::new() },
-        if rec.windows_restarted > 0 { format!(", {} open window(s) restarted (model or windowing changed)", rec.windows_restarted) } else { String::new() },
+        if rec.truncated_bytes > 0 {
+            format!(", torn log tail of {} bytes cut (never acknowledged: the broker resends it)", rec.truncated_bytes)
+        } else {
+            String::new()
+        },
+        if rec.windows_restarted > 0 {
+            format!(", {} open window(s) restarted (model or windowing changed)", rec.windows_restarted)
+        } else {
+            String::new()
+        },
     ));
     let metrics = Metrics::new();
     if a.metrics != "off" {

@@ -478,7 +478,9 @@ mod tests {
         let mut out: Vec<(String, Vec<Sample>)> = Vec::new();
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split(',').collect();
-            let (Some(t), Some(v)) = (f.get(1).and_then(|t| t.parse::<f64>().ok()), f.get(2).and_then(|v| v.parse::<f32>().ok())) else { continue };
+            let (Some(t), Some(v)) = (f.get(1).and_then(|t| t.parse::<f64>().ok()), f.get(2).and_then(|v| v.parse::<f32>().ok())) else {
+                continue;
+            };
             if f.len() != 3 || !v.is_finite() {
                 continue;
             }
@@ -494,7 +496,8 @@ mod tests {
     /// What `edge assign` computes for the same samples: (device, start, end, cluster, distance bits, anomalous).
     fn reference(model: &Model, w: &Windowing, msgs: &[(String, Vec<Sample>)]) -> Vec<(String, String, String, usize, u32, bool)> {
         let enc = model.encoder();
-        let mut win = Windower::new(WindowerParams { features: 1, window: w.window, stride: w.stride, max_gap: w.max_gap, strict: false }).unwrap();
+        let mut win =
+            Windower::new(WindowerParams { features: 1, window: w.window, stride: w.stride, max_gap: w.max_gap, strict: false }).unwrap();
         let (mut jobs, mut vals) = (Vec::new(), Vec::new());
         for (d, ss) in msgs {
             for s in ss {
@@ -518,7 +521,12 @@ mod tests {
     }
 
     fn log_file(dir: &Path) -> PathBuf {
-        std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("log-")).unwrap()
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("log-"))
+            .unwrap()
     }
 
     /// Power cuts at many points (the log loses what was not synced, and a torn half frame is
@@ -530,7 +538,10 @@ mod tests {
         let bytes = bundle("models/ecg5000/model.bundle");
         let model = Model::load(&bytes).unwrap();
         let msgs = messages();
-        for w in [Windowing { window: model.seq_len(), stride: model.seq_len(), max_gap: None }, Windowing { window: 50, stride: 20, max_gap: Some(30.0) }] {
+        for w in [
+            Windowing { window: model.seq_len(), stride: model.seq_len(), max_gap: None },
+            Windowing { window: 50, stride: 20, max_gap: Some(30.0) },
+        ] {
             let want = reference(&model, &w, &msgs);
             assert!(want.len() > 50, "{}", want.len());
             let dir = tempfile::tempdir().unwrap();
@@ -597,11 +608,15 @@ mod tests {
         let p = GatewayParams { windowing: w, max_devices: 100 };
         let (mut g, _) = Gateway::open(dir.path(), &p, model, &bytes).unwrap();
         let half = msgs.len() / 2;
-        msgs[..half].iter().for_each(|(d, s)| drop(g.apply(d, s).unwrap()));
+        msgs[..half].iter().for_each(|(d, s)| {
+            g.apply(d, s).unwrap();
+        });
         drop(g); // unsynced: the BufWriter's drop wrote it, a power cut would not have
         std::fs::OpenOptions::new().write(true).open(log_file(dir.path())).unwrap().set_len(0).unwrap();
         let (mut g, _) = Gateway::open(dir.path(), &p, model, &bytes).unwrap();
-        msgs[half..].iter().for_each(|(d, s)| drop(g.apply(d, s).unwrap()));
+        msgs[half..].iter().for_each(|(d, s)| {
+            g.apply(d, s).unwrap();
+        });
         let got = g.sync().unwrap().len();
         assert!(got < reference(&model, &w, &msgs).len());
     }
@@ -619,12 +634,16 @@ mod tests {
         let p = GatewayParams { windowing: w, max_devices: 100 };
         let dir = tempfile::tempdir().unwrap();
         let (mut g, _) = Gateway::open(dir.path(), &p, a, &a_bytes).unwrap();
-        msgs[..200].iter().for_each(|(d, s)| drop(g.apply(d, s).unwrap()));
+        msgs[..200].iter().for_each(|(d, s)| {
+            g.apply(d, s).unwrap();
+        });
         let before = g.sync().unwrap();
         assert_eq!(g.reload(a, &a_bytes).unwrap(), None);
         let dropped = g.reload(b, &b_bytes).unwrap().unwrap();
         assert!(dropped > 0);
-        msgs[200..400].iter().for_each(|(d, s)| drop(g.apply(d, s).unwrap()));
+        msgs[200..400].iter().for_each(|(d, s)| {
+            g.apply(d, s).unwrap();
+        });
         let after = g.sync().unwrap();
         assert!(after.iter().all(|o| o.model == b.id) && before.iter().all(|o| o.model == a.id));
         let outbox: Vec<Outgoing> = g.releasable();

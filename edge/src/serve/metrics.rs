@@ -84,7 +84,8 @@ impl Metrics {
         };
         let messages = counter(&mut r, "messages", "MQTT messages received");
         let samples = counter(&mut r, "samples", "Samples applied to device windows");
-        let stale_samples = counter(&mut r, "stale_samples", "Samples skipped: already applied (redelivered) or older than the device's last");
+        let stale_samples =
+            counter(&mut r, "stale_samples", "Samples skipped: already applied (redelivered) or older than the device's last");
         let malformed = counter(&mut r, "malformed_messages", "Messages rejected: bad payload, no device in the topic, device id too long");
         let windows = counter(&mut r, "windows", "Windows scored");
         let anomalous = counter(&mut r, "anomalous_windows", "Windows flagged anomalous");

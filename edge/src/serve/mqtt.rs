@@ -136,7 +136,9 @@ fn parse_broker(url: &str) -> Result<(String, u16, bool), ServeError> {
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse::<u16>().map_err(|_| bad("the port is not a number 1-65535"))?),
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h, p.parse::<u16>().map_err(|_| bad("the port is not a number 1-65535"))?)
+        }
         _ => (rest, if tls { 8883 } else { 1883 }),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -185,7 +187,12 @@ fn tls_config(o: &ServeOptions) -> Result<rustls::ClientConfig, ServeError> {
 }
 
 /// MQTT options for one connection.
-fn mqtt_options(o: &ServeOptions, client_id: &str, persistent: bool, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<MqttOptions, ServeError> {
+fn mqtt_options(
+    o: &ServeOptions,
+    client_id: &str,
+    persistent: bool,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<MqttOptions, ServeError> {
     let (host, port, _) = parse_broker(&o.broker)?;
     let mut m = MqttOptions::new(client_id, host, port);
     m.set_keep_alive(o.keep_alive.max(Duration::from_secs(1)));
@@ -220,13 +227,7 @@ struct PubState {
 
 /// Runs `edge serve` until SIGTERM/SIGINT. `model_bundle` is where SIGHUP reloads from.
 #[allow(clippy::too_many_arguments)]
-pub fn run(
-    o: ServeOptions,
-    mut gateway: Gateway,
-    model_bundle: PathBuf,
-    metrics: Metrics,
-    log: LogFn,
-) -> Result<(), ServeError> {
+pub fn run(o: ServeOptions, mut gateway: Gateway, model_bundle: PathBuf, metrics: Metrics, log: LogFn) -> Result<(), ServeError> {
     let level = DeviceLevel::new(&o.subscribe, o.device_level)?;
     let template = PublishTemplate::new(&o.publish)?;
     if o.flush_messages == 0 || o.max_pending_results == 0 {
@@ -491,7 +492,8 @@ fn process(
     };
     loop {
         let flush_due = oldest.map(|t| t + o.flush_interval);
-        let timeout = flush_due.map_or(Duration::from_millis(500), |d| d.saturating_duration_since(Instant::now())).min(Duration::from_millis(500));
+        let timeout =
+            flush_due.map_or(Duration::from_millis(500), |d| d.saturating_duration_since(Instant::now())).min(Duration::from_millis(500));
         enum Got {
             Msg(Incoming),
             Ctl(Control),
@@ -563,7 +565,9 @@ fn process(
             Got::Closed => stopping = stopping.or(Some(Instant::now())),
         }
         let now = Instant::now();
-        let due = oldest.is_some_and(|t| now >= t + o.flush_interval) || unflushed.len() >= o.flush_messages || (stopping.is_some() && oldest.is_some());
+        let due = oldest.is_some_and(|t| now >= t + o.flush_interval)
+            || unflushed.len() >= o.flush_messages
+            || (stopping.is_some() && oldest.is_some());
         let snapshot_due = g.log_bytes() >= o.snapshot_bytes || now >= last_snapshot + o.snapshot_interval;
         if due || snapshot_due {
             let t = Instant::now();

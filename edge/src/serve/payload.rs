@@ -34,7 +34,9 @@ pub enum PayloadError {
     #[error("payload holds no sample")]
     Empty,
     /// JSON that does not have the expected shape.
-    #[error("invalid JSON sample payload: {0} (expected {{\"t\": NUMBER, \"v\": [NUMBER, ...]}}, a list of them, or {{\"samples\": [...]}})")]
+    #[error(
+        "invalid JSON sample payload: {0} (expected {{\"t\": NUMBER, \"v\": [NUMBER, ...]}}, a list of them, or {{\"samples\": [...]}})"
+    )]
     Json(String),
     /// A CSV line that is not `t,v1[,v2...]`.
     #[error("CSV line {line}: {why}")]
@@ -137,7 +139,8 @@ fn parse_csv(text: &str) -> Result<Vec<Sample>, PayloadError> {
         let mut fields = line.split(',').map(str::trim);
         let ts = fields.next().unwrap_or_default();
         let t: f64 = ts.parse().map_err(|_| err(format!("timestamp '{ts}' is not a number")))?;
-        let values = fields.map(|c| c.parse::<f32>().map_err(|_| err(format!("value '{c}' is not a number")))).collect::<Result<Vec<_>, _>>()?;
+        let values =
+            fields.map(|c| c.parse::<f32>().map_err(|_| err(format!("value '{c}' is not a number")))).collect::<Result<Vec<_>, _>>()?;
         out.push(Sample { t, text: ts.to_string(), values });
     }
     Ok(out)

@@ -85,7 +85,10 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
 
 impl Store {
     /// Opens (creating) `dir`, locks it, reads the snapshot and its log.
-    pub fn open<S: DeserializeOwned, R: DeserializeOwned>(dir: &Path, generation_of: impl Fn(&S) -> u64) -> Result<Opened<S, R>, StoreError> {
+    pub fn open<S: DeserializeOwned, R: DeserializeOwned>(
+        dir: &Path,
+        generation_of: impl Fn(&S) -> u64,
+    ) -> Result<Opened<S, R>, StoreError> {
         std::fs::create_dir_all(dir.join("devices")).map_err(io_err(dir))?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
@@ -114,7 +117,15 @@ impl Store {
         }
         file.seek(SeekFrom::Start(good)).map_err(io_err(&log_path))?;
         fsync_dir(dir)?;
-        let store = Store { dir: dir.to_path_buf(), _lock: lock, log: BufWriter::new(file), log_path, log_bytes: good, generation, unsynced_devices: Vec::new() };
+        let store = Store {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            log: BufWriter::new(file),
+            log_path,
+            log_bytes: good,
+            generation,
+            unsynced_devices: Vec::new(),
+        };
         store.remove_other_logs()?;
         Ok(Opened { store, snapshot, records, truncated })
     }
@@ -221,7 +232,9 @@ impl Store {
             let e = e.map_err(io_err(&dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
             let Some((hex, n)) = name.strip_suffix(".bin").and_then(|s| s.rsplit_once('-')) else { continue };
-            let id = (0..hex.len() / 2).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("zz"), 16)).collect::<Result<Vec<u8>, _>>();
+            let id = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
+                .collect::<Result<Vec<u8>, _>>();
             let (Ok(id), Ok(n)) = (id, n.parse::<u32>()) else { continue };
             let Ok(id) = String::from_utf8(id) else { continue };
             if !keep(&id, n) {
