@@ -18,7 +18,7 @@ enum Cmd {
     /// one row per device.
     Assign(cmd::assign::AssignArgs),
     /// Live gateway service: samples over MQTT in, each window's cluster out; state survives
-    /// restarts (see "Running on a gateway" in the README).
+    /// restarts (design and delivery guarantee: the `edge::serve` module docs).
     Serve(Box<cmd::serve::ServeArgs>),
 }
 

@@ -74,15 +74,8 @@ pub struct AssignArgs {
     /// Do not write the device table.
     #[arg(long)]
     no_devices: bool,
-    /// Samples per window [default: the model's training length].
-    #[arg(long)]
-    window: Option<usize>,
-    /// Samples between window starts [default: --window, i.e. no overlap].
-    #[arg(long)]
-    stride: Option<usize>,
-    /// Largest timestamp step inside a window; a larger gap restarts the device's window.
-    #[arg(long)]
-    max_gap: Option<f64>,
+    #[command(flatten)]
+    windows: super::WindowArgs,
     /// Inference engine.
     #[arg(long, value_enum, default_value_t = Engine::Native)]
     engine: Engine,
@@ -121,8 +114,8 @@ pub fn run(a: AssignArgs) -> Result<()> {
     let hd = enc.bundle().header;
     let f = hd.n_features as usize;
     let k = hd.k as usize;
-    let window = a.window.unwrap_or(hd.seq_len as usize);
-    let stride = a.stride.unwrap_or(window);
+    let window = a.windows.window.unwrap_or(hd.seq_len as usize);
+    let stride = a.windows.stride.unwrap_or(window);
     if window == 0 || stride == 0 || a.batch == 0 {
         bail!("--window, --stride and --batch must be at least 1");
     }
@@ -158,7 +151,7 @@ pub fn run(a: AssignArgs) -> Result<()> {
         bail!("--devices and --out name the same file {}", a.out.display());
     }
     let started = Instant::now();
-    let mut windower = Windower::new(WindowerParams { features: f, window, stride, max_gap: a.max_gap, strict: a.strict })?;
+    let mut windower = Windower::new(WindowerParams { features: f, window, stride, max_gap: a.windows.max_gap, strict: a.strict })?;
     let mut table = DeviceTable::new(k);
     // Nothing appears at --out or --devices unless the whole run succeeds (atomic commits).
     let mut out = TableWriter::create(&a.out, TableFormat::of(&a.out), &window_columns())?;

@@ -2,3 +2,17 @@
 
 pub mod assign;
 pub mod serve;
+
+/// How a device's samples become windows: the same flags and meaning in `assign` and `serve`.
+#[derive(clap::Args, Debug)]
+pub struct WindowArgs {
+    /// Samples per window [default: the model's training length].
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Samples between window starts [default: --window, i.e. no overlap].
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Largest timestamp step inside a window; a larger gap restarts the device's windows.
+    #[arg(long)]
+    pub max_gap: Option<f64>,
+}

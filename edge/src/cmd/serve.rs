@@ -63,15 +63,8 @@ pub struct ServeArgs {
     /// Topic results go to; {device} is replaced by the device id.
     #[arg(long, default_value = "clusters/{device}")]
     publish: String,
-    /// Samples per window [default: the model's training length].
-    #[arg(long)]
-    window: Option<usize>,
-    /// Samples between window starts [default: --window, i.e. no overlap].
-    #[arg(long)]
-    stride: Option<usize>,
-    /// Largest timestamp step inside a window; a larger gap restarts the device's windows.
-    #[arg(long)]
-    max_gap: Option<f64>,
+    #[command(flatten)]
+    windows: super::WindowArgs,
     /// Devices kept in memory; the least recently active one goes to disk when another arrives.
     #[arg(long, default_value_t = 10_000)]
     max_devices: usize,
@@ -156,9 +149,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let bundle_path = model_dir.join("model.bundle");
     let bytes = std::fs::read(&bundle_path).with_context(|| format!("{}: cannot read the model bundle", bundle_path.display()))?;
     let model = Model::load(&bytes).with_context(|| format!("{}", bundle_path.display()))?;
-    let window = a.window.unwrap_or(model.seq_len());
+    let window = a.windows.window.unwrap_or(model.seq_len());
     let p = GatewayParams {
-        windowing: Windowing { window, stride: a.stride.unwrap_or(window), max_gap: a.max_gap },
+        windowing: Windowing { window, stride: a.windows.stride.unwrap_or(window), max_gap: a.windows.max_gap },
         max_devices: a.max_devices,
     };
     let log: mqtt::LogFn = Arc::new(|line: &str| eprintln!("{} edge serve: {line}", unix_time()));
