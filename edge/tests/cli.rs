@@ -245,3 +245,40 @@ fn bad_parquet_files_are_clear_errors() {
     assert!(failures > 0, "no corruption was detected at all");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous run\n", "a failed run must leave the previous output alone");
 }
+
+/// `edge serve` refuses bad settings before it touches the state directory or the network,
+/// each with a message naming what is wrong; a config file supplies flags and the command line
+/// overrides it (the bad broker from the file is replaced by a bad one from the command line).
+#[test]
+fn serve_rejects_bad_settings_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let model = root().join("models/ecg5000");
+    let (m, s) = (model.to_str().unwrap(), state.to_str().unwrap());
+    let config = dir.path().join("serve.toml");
+    std::fs::write(&config, format!("model = {m:?}\nstate-dir = {s:?}\nbroker = \"tcp://x\"\n")).unwrap();
+    let bad_toml = dir.path().join("bad.toml");
+    std::fs::write(&bad_toml, "model = [1, 2]\n").unwrap();
+    let not_toml = dir.path().join("not.toml");
+    std::fs::write(&not_toml, "model = \n").unwrap();
+    let (c, b, n) = (config.to_str().unwrap(), bad_toml.to_str().unwrap(), not_toml.to_str().unwrap());
+    for (args, want) in [
+        (vec!["serve", "--state-dir", s], "--model is required"),
+        (vec!["serve", "--model", m, "--state-dir", s, "--broker", "http://h"], "--broker 'http://h': unknown scheme"),
+        (vec!["serve", "--model", m, "--state-dir", s, "--subscribe", "a/b"], "has no '+' level"),
+        (vec!["serve", "--model", m, "--state-dir", s, "--publish", "clusters"], "does not contain {device}"),
+        (vec!["serve", "--model", m, "--state-dir", s, "--flush-messages", "0"], "must be at least 1"),
+        (vec!["serve", "--model", m, "--state-dir", s, "--ca-file", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
+        (vec!["serve", "--config", c], "--broker 'tcp://x': unknown scheme"),
+        (vec!["serve", "--config", c, "--broker", "mqtt://h:x"], "--broker 'mqtt://h:x': the port is not a number"),
+        (vec!["serve", "--config", b], "key 'model': expected a string, number or boolean, found array"),
+        (vec!["serve", "--config", n], "not a valid TOML file"),
+    ] {
+        let o = edge(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
+        assert!(!state.exists(), "{args:?} touched the state directory");
+    }
+    let o = edge(&["serve", "--model", dir.path().to_str().unwrap(), "--state-dir", s]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the model bundle"));
+}

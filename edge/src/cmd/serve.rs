@@ -146,6 +146,38 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let Some(state_dir) = a.state_dir.clone() else {
         bail!("--state-dir is required (or $STATE_DIRECTORY, which systemd sets from StateDirectory=)")
     };
+    let password = match &a.password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("{}: cannot read the password file", f.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        None => a.password.clone(),
+    };
+    let o = ServeOptions {
+        broker: a.broker,
+        client_id: a.client_id,
+        username: a.username,
+        password,
+        ca_file: a.ca_file,
+        client_cert: a.client_cert,
+        client_key: a.client_key,
+        subscribe: a.subscribe,
+        device_level: a.device_level,
+        publish: a.publish,
+        keep_alive: Duration::from_secs(a.keep_alive_s),
+        flush_interval: Duration::from_millis(a.flush_interval_ms),
+        flush_messages: a.flush_messages,
+        snapshot_interval: Duration::from_secs(a.snapshot_interval_s),
+        snapshot_bytes: a.snapshot_mib.saturating_mul(1 << 20),
+        max_pending_results: a.max_pending_results,
+        reconnect_delay: Duration::from_millis(a.reconnect_delay_ms),
+        shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
+    };
+    let prepared = mqtt::prepare(o)?;
     let bundle_path = model_dir.join("model.bundle");
     let bytes = std::fs::read(&bundle_path).with_context(|| format!("{}: cannot read the model bundle", bundle_path.display()))?;
     let model = Model::load(&bytes).with_context(|| format!("{}", bundle_path.display()))?;
@@ -183,38 +215,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let bound = metrics.serve(addr).map_err(anyhow::Error::msg)?;
         log(&format!("metrics on http://{bound}/metrics, health on http://{bound}/healthz"));
     }
-    let password = match &a.password_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("{}: cannot read the password file", f.display()))?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        None => a.password.clone(),
-    };
-    let o = ServeOptions {
-        broker: a.broker,
-        client_id: a.client_id,
-        username: a.username,
-        password,
-        ca_file: a.ca_file,
-        client_cert: a.client_cert,
-        client_key: a.client_key,
-        subscribe: a.subscribe,
-        device_level: a.device_level,
-        publish: a.publish,
-        keep_alive: Duration::from_secs(a.keep_alive_s),
-        flush_interval: Duration::from_millis(a.flush_interval_ms),
-        flush_messages: a.flush_messages,
-        snapshot_interval: Duration::from_secs(a.snapshot_interval_s),
-        snapshot_bytes: a.snapshot_mib.saturating_mul(1 << 20),
-        max_pending_results: a.max_pending_results,
-        reconnect_delay: Duration::from_millis(a.reconnect_delay_ms),
-        shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
-    };
-    mqtt::run(o, gateway, bundle_path, metrics, log)?;
+    mqtt::run(prepared, gateway, bundle_path, metrics, log)?;
     Ok(())
 }
 

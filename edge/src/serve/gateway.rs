@@ -274,10 +274,7 @@ impl Gateway {
         if path.exists() {
             return Ok(());
         }
-        let io = |source| GatewayError::Store(StoreError::Io { path: path.clone(), source });
-        let mut f = runtime::atomic_file::AtomicFile::create(&path).map_err(io)?;
-        std::io::Write::write_all(&mut f, bytes).map_err(io)?;
-        f.commit().map_err(io)
+        runtime::atomic_file::write_atomic(&path, bytes).map_err(|source| GatewayError::Store(StoreError::Io { path, source }))
     }
 
     fn kept_model(&self, id: u32) -> Result<Model, GatewayError> {
@@ -392,8 +389,12 @@ impl Gateway {
     /// Makes everything applied so far durable; returns the windows that became publishable.
     pub fn sync(&mut self) -> Result<Vec<Outgoing>, GatewayError> {
         self.store.sync()?;
-        let out = self.unreleased.drain(..).filter_map(|s| self.outbox.get(&s).cloned()).collect();
-        Ok(out)
+        Ok(self.release())
+    }
+
+    /// The results whose samples just became durable.
+    fn release(&mut self) -> Vec<Outgoing> {
+        self.unreleased.drain(..).filter_map(|s| self.outbox.get(&s).cloned()).collect()
     }
 
     /// The broker acknowledged result `seq` (durable at the next sync or snapshot).
@@ -456,8 +457,7 @@ impl Gateway {
                 }
             }
         }
-        let out = self.unreleased.drain(..).filter_map(|s| self.outbox.get(&s).cloned()).collect();
-        Ok(out)
+        Ok(self.release())
     }
 }
 
@@ -648,7 +648,7 @@ mod tests {
         assert!(after.iter().all(|o| o.model == b.id) && before.iter().all(|o| o.model == a.id));
         let outbox: Vec<Outgoing> = g.releasable();
         drop(g);
-        // Remove the snapshot's log record order? No: restart with model a as the configured one.
+        // Restart still configured with b: the log (samples under a, the switch, samples under b) replays.
         let (g, rec) = Gateway::open(dir.path(), &p, b, &b_bytes).unwrap();
         assert_eq!(g.releasable(), outbox, "replay (through the model switch) rebuilt the same outbox");
         assert_eq!(rec.windows_restarted, 0);

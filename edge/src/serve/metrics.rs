@@ -55,8 +55,10 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     /// Seconds from receiving a window's last sample to the broker acknowledging its result.
     pub latency_seconds: Histogram,
-    /// Broker connections up (subscriber and publisher both).
-    pub connected: Arc<AtomicBool>,
+    /// The subscriber connection is up.
+    pub subscriber_up: Arc<AtomicBool>,
+    /// The publisher connection is up.
+    pub publisher_up: Arc<AtomicBool>,
     /// The last flush succeeded.
     pub flush_ok: Arc<AtomicBool>,
     registry: Arc<Registry>,
@@ -126,7 +128,8 @@ impl Metrics {
             log_bytes,
             flush_seconds,
             latency_seconds,
-            connected: Arc::new(AtomicBool::new(false)),
+            subscriber_up: Arc::new(AtomicBool::new(false)),
+            publisher_up: Arc::new(AtomicBool::new(false)),
             flush_ok: Arc::new(AtomicBool::new(true)),
             registry: Arc::new(r),
         }
@@ -141,7 +144,7 @@ impl Metrics {
 
     /// Whether the service is healthy (see the module docs).
     pub fn healthy(&self) -> bool {
-        self.connected.load(Ordering::Relaxed) && self.flush_ok.load(Ordering::Relaxed)
+        [&self.subscriber_up, &self.publisher_up, &self.flush_ok].iter().all(|f| f.load(Ordering::Relaxed))
     }
 
     /// Serves `/metrics` and `/healthz` on `addr` from a thread of its own; returns the bound

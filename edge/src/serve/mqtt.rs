@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -189,11 +190,11 @@ fn tls_config(o: &ServeOptions) -> Result<rustls::ClientConfig, ServeError> {
 /// MQTT options for one connection.
 fn mqtt_options(
     o: &ServeOptions,
+    (host, port): (&str, u16),
     client_id: &str,
     persistent: bool,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<MqttOptions, ServeError> {
-    let (host, port, _) = parse_broker(&o.broker)?;
+) -> MqttOptions {
     let mut m = MqttOptions::new(client_id, host, port);
     m.set_keep_alive(o.keep_alive.max(Duration::from_secs(1)));
     m.set_clean_session(!persistent);
@@ -205,7 +206,7 @@ fn mqtt_options(
     if let Some(t) = tls {
         m.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(t.clone())));
     }
-    Ok(m)
+    m
 }
 
 /// The current subscriber client and its incarnation (acks for other incarnations are dropped).
@@ -225,19 +226,33 @@ struct PubState {
     on_wire: HashMap<u16, u64>,
 }
 
-/// Runs `edge serve` until SIGTERM/SIGINT. `model_bundle` is where SIGHUP reloads from.
-#[allow(clippy::too_many_arguments)]
-pub fn run(o: ServeOptions, mut gateway: Gateway, model_bundle: PathBuf, metrics: Metrics, log: LogFn) -> Result<(), ServeError> {
+/// Options checked and turned into what the connections need: [`prepare`] runs before the
+/// state directory is opened, so a wrong flag fails before anything is touched.
+pub struct Prepared {
+    o: ServeOptions,
+    level: DeviceLevel,
+    template: PublishTemplate,
+    sub_opts: MqttOptions,
+    pub_opts: MqttOptions,
+}
+
+/// Checks the options (topics, broker URL, TLS files, counts) and builds both connections' settings.
+pub fn prepare(o: ServeOptions) -> Result<Prepared, ServeError> {
     let level = DeviceLevel::new(&o.subscribe, o.device_level)?;
     let template = PublishTemplate::new(&o.publish)?;
     if o.flush_messages == 0 || o.max_pending_results == 0 {
         return Err(ServeError::Options("--flush-messages and --max-pending-results must be at least 1".into()));
     }
-    let (_, _, tls) = parse_broker(&o.broker)?;
+    let (host, port, tls) = parse_broker(&o.broker)?;
     let tls = if tls || o.ca_file.is_some() { Some(Arc::new(tls_config(&o)?)) } else { None };
-    let sub_opts = mqtt_options(&o, &o.client_id, true, tls.as_ref())?;
-    let pub_opts = mqtt_options(&o, &format!("{}-pub", o.client_id), false, tls.as_ref())?;
+    let sub_opts = mqtt_options(&o, (&host, port), &o.client_id, true, tls.as_ref());
+    let pub_opts = mqtt_options(&o, (&host, port), &format!("{}-pub", o.client_id), false, tls.as_ref());
+    Ok(Prepared { o, level, template, sub_opts, pub_opts })
+}
 
+/// Runs `edge serve` until SIGTERM/SIGINT. `model_bundle` is where SIGHUP reloads from.
+pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Metrics, log: LogFn) -> Result<(), ServeError> {
+    let Prepared { o, level, template, sub_opts, pub_opts } = p;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Start)?;
     let (msg_tx, msg_rx) = flume::bounded::<Incoming>(o.flush_messages.max(64) * 4);
     let (ctl_tx, ctl_rx) = flume::unbounded::<Control>();
@@ -245,8 +260,6 @@ pub fn run(o: ServeOptions, mut gateway: Gateway, model_bundle: PathBuf, metrics
     let current: Current = Arc::new(Mutex::new(None));
     let pubs = Arc::new(Mutex::new(PubState::default()));
     let wake = Arc::new(Notify::new());
-    let sub_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pub_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     // Results to publish after a restart: everything durable and unacknowledged.
     {
@@ -272,13 +285,9 @@ pub fn run(o: ServeOptions, mut gateway: Gateway, model_bundle: PathBuf, metrics
     };
 
     rt.block_on(async {
-        let up = |a: &Arc<std::sync::atomic::AtomicBool>, b: &Arc<std::sync::atomic::AtomicBool>, m: &Metrics| {
-            m.connected.store(a.load(std::sync::atomic::Ordering::Relaxed) && b.load(std::sync::atomic::Ordering::Relaxed), std::sync::atomic::Ordering::Relaxed)
-        };
         // Subscriber.
         let subscriber = {
             let (current, metrics, log, subscribe, delay) = (current.clone(), metrics.clone(), log.clone(), o.subscribe.clone(), o.reconnect_delay);
-            let (sub_up, pub_up) = (sub_up.clone(), pub_up.clone());
             tokio::spawn(async move {
                 let mut incarnation = 0u64;
                 loop {
@@ -293,8 +302,7 @@ pub fn run(o: ServeOptions, mut gateway: Gateway, model_bundle: PathBuf, metrics
                                     log(&format!("cannot subscribe to {subscribe}: {e}"));
                                 }
                                 *current.lock().expect("not poisoned") = Some((incarnation, client.clone()));
-                                sub_up.store(true, std::sync::atomic::Ordering::Relaxed);
-                                up(&sub_up, &pub_up, &metrics);
+                                metrics.subscriber_up.store(true, Relaxed);
                             }
                             Ok(Event::Incoming(Packet::SubAck(s))) => {
                                 if s.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
@@ -310,8 +318,7 @@ pub fn run(o: ServeOptions, mut gateway: Gateway, model_bundle: PathBuf, metrics
                             Ok(_) => {}
                             Err(e) => {
                                 *current.lock().expect("not poisoned") = None;
-                                sub_up.store(false, std::sync::atomic::Ordering::Relaxed);
-                                up(&sub_up, &pub_up, &metrics);
+                                metrics.subscriber_up.store(false, Relaxed);
                                 metrics.connection_errors.inc();
                                 log(&format!("subscriber connection: {e}; reconnecting in {delay:?}"));
                                 break;
@@ -341,7 +348,6 @@ pub fn run(o: ServeOptions, mut gateway: Gateway, model_bundle: PathBuf, metrics
         // Publisher: the poll loop and the feeder.
         let publisher = {
             let (pubs, wake, metrics, log, ctl_tx, delay) = (pubs.clone(), wake.clone(), metrics.clone(), log.clone(), ctl_tx.clone(), o.reconnect_delay);
-            let (sub_up, pub_up) = (sub_up.clone(), pub_up.clone());
             tokio::spawn(async move {
                 loop {
                     let (client, mut events): (AsyncClient, EventLoop) = AsyncClient::new(pub_opts.clone(), 1024);
@@ -358,8 +364,7 @@ pub fn run(o: ServeOptions, mut gateway: Gateway, model_bundle: PathBuf, metrics
                                 p.handed.clear();
                                 p.on_wire.clear();
                                 p.client = Some(client.clone());
-                                pub_up.store(true, std::sync::atomic::Ordering::Relaxed);
-                                up(&sub_up, &pub_up, &metrics);
+                                metrics.publisher_up.store(true, Relaxed);
                                 log("publisher connected");
                                 wake.notify_one();
                             }
@@ -382,8 +387,7 @@ pub fn run(o: ServeOptions, mut gateway: Gateway, model_bundle: PathBuf, metrics
                                 p.client = None;
                                 p.handed.clear();
                                 p.on_wire.clear();
-                                pub_up.store(false, std::sync::atomic::Ordering::Relaxed);
-                                up(&sub_up, &pub_up, &metrics);
+                                metrics.publisher_up.store(false, Relaxed);
                                 metrics.connection_errors.inc();
                                 log(&format!("publisher connection: {e}; reconnecting in {delay:?}"));
                                 break;
@@ -580,7 +584,7 @@ fn process(
             match r {
                 Ok(results) => {
                     m.flush_seconds.observe(t.elapsed().as_secs_f64());
-                    m.flush_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+                    m.flush_ok.store(true, Relaxed);
                     release(results, &mut arrived);
                     for a in unflushed.drain(..) {
                         let _ = ack_tx.send(a);
@@ -589,7 +593,7 @@ fn process(
                 }
                 Err(e) => {
                     // Nothing is acknowledged: the broker keeps the messages.
-                    m.flush_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                    m.flush_ok.store(false, Relaxed);
                     return Err(e.into());
                 }
             }
@@ -610,6 +614,27 @@ fn process(
                 log(&format!("state saved; {} result(s) still wait for the broker and go out after the restart", g.outbox_len()));
                 return Ok(());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(parse_broker("mqtt://127.0.0.1:1884").unwrap(), ("127.0.0.1".into(), 1884, false));
+        assert_eq!(parse_broker("mqtts://broker.local/").unwrap(), ("broker.local".into(), 8883, true));
+        assert_eq!(parse_broker("mqtt://[::1]:1883").unwrap(), ("::1".into(), 1883, false));
+        for (url, want) in [
+            ("http://h", "unknown scheme"),
+            ("mqtt://h:x", "the port is not a number"),
+            ("mqtt://", "no host"),
+            ("mqtt://h:0", "no host or port"),
+        ] {
+            let e = parse_broker(url).unwrap_err().to_string();
+            assert!(e.contains(url) && e.contains(want), "{url}: {e}");
         }
     }
 }

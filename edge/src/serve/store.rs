@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use runtime::atomic_file::AtomicFile;
+use runtime::atomic_file::write_atomic;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Longest device id (bytes): its hex name must fit a file name.
@@ -177,9 +177,7 @@ impl Store {
             }
         }
         fsync_dir(&self.dir.join("devices"))?;
-        let mut f = AtomicFile::create(&snap_path).map_err(io_err(&snap_path))?;
-        f.write_all(&bytes).map_err(io_err(&snap_path))?;
-        f.commit().map_err(io_err(&snap_path))?;
+        write_atomic(&snap_path, &bytes).map_err(io_err(&snap_path))?;
         self.log = BufWriter::new(file);
         self.log_path = log_path;
         self.log_bytes = 0;
