@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need but Rust itself, once: the Cortex-M and ARM Linux
 # targets, QEMU and the ARM cross linkers (firmware and gateway tests), headless Chromium (the
-# report-rendering test), onnxruntime's shared library and the `onnx` checker from PyPI (into
-# target/pydeps); then `cargo test`.
+# report-rendering test), mosquitto (the `edge serve` tests), onnxruntime's shared library and
+# the `onnx` checker from PyPI (into target/pydeps); starts mosquitto on a free local port; then
+# `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,13 +12,13 @@ for t in thumbv7em-none-eabihf aarch64-unknown-linux-gnu armv7-unknown-linux-gnu
 done
 if ! command -v qemu-system-arm >/dev/null || ! command -v qemu-aarch64 >/dev/null \
     || ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v arm-linux-gnueabihf-gcc >/dev/null \
-    || ! command -v chromium >/dev/null; then
-    echo "installing QEMU, the ARM Linux cross toolchains and Chromium (Debian)"
+    || ! command -v chromium >/dev/null || ! { command -v mosquitto || test -x /usr/sbin/mosquitto; } >/dev/null; then
+    echo "installing QEMU, the ARM Linux cross toolchains, Chromium and mosquitto (Debian)"
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq qemu-system-arm qemu-user binutils-arm-none-eabi \
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
-    $sudo apt-get install -y -qq --no-install-recommends chromium
+    $sudo apt-get install -y -qq --no-install-recommends chromium mosquitto
 fi
 # The report test must not skip itself when Chromium is meant to be here.
 export REQUIRE_CHROMIUM=1
@@ -31,4 +32,27 @@ fi
 export ORT_DYLIB_PATH="$ort_lib"
 export ONNX_PYTHONPATH="$pydeps"
 
-cargo test --release --workspace "$@"
+# An MQTT broker for the `edge serve` tests: mosquitto on a free 127.0.0.1 port, stopped on exit.
+mosquitto_bin="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
+mqtt_dir="$(mktemp -d)"
+mqtt_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cat > "$mqtt_dir/mosquitto.conf" <<EOF
+listener $mqtt_port 127.0.0.1
+allow_anonymous true
+user root
+max_queued_messages 100000
+log_dest file $mqtt_dir/mosquitto.log
+EOF
+"$mosquitto_bin" -c "$mqtt_dir/mosquitto.conf" 2>>"$mqtt_dir/mosquitto.log" &
+mqtt_pid=$!
+trap 'kill "$mqtt_pid" 2>/dev/null; wait "$mqtt_pid" 2>/dev/null; rm -rf "$mqtt_dir"' EXIT
+for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$mqtt_port") 2>/dev/null && break
+    kill -0 "$mqtt_pid" 2>/dev/null || { echo "mosquitto did not start:"; cat "$mqtt_dir/mosquitto.log"; exit 1; }
+    sleep 0.1
+done
+export EDGE_TEST_MQTT="127.0.0.1:$mqtt_port" REQUIRE_MOSQUITTO=1
+echo "mosquitto for the tests on $EDGE_TEST_MQTT"
+
+# TEST_PACKAGES (e.g. "-p edge") narrows the run while working on one crate.
+cargo test --release ${TEST_PACKAGES:---workspace} "$@"

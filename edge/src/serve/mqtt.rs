@@ -302,11 +302,13 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
                                     log(&format!("cannot subscribe to {subscribe}: {e}"));
                                 }
                                 *current.lock().expect("not poisoned") = Some((incarnation, client.clone()));
-                                metrics.subscriber_up.store(true, Relaxed);
                             }
+                            // Up (and healthy) once the subscription holds, not at connect.
                             Ok(Event::Incoming(Packet::SubAck(s))) => {
                                 if s.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
                                     log(&format!("the broker refused the subscription to {subscribe}"));
+                                } else {
+                                    metrics.subscriber_up.store(true, Relaxed);
                                 }
                             }
                             Ok(Event::Incoming(Packet::Publish(p))) => {
