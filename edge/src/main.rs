@@ -17,8 +17,14 @@ enum Cmd {
     /// Cluster ID, distance, runner-up distance and anomaly flag for every device window, and
     /// one row per device.
     Assign(cmd::assign::AssignArgs),
-    /// Live gateway service: samples over MQTT in, each window's cluster out; state survives
-    /// restarts (design and delivery guarantee: the `edge::serve` module docs).
+    /// Live gateway service: samples over MQTT in, each window's cluster out, nothing lost on restart
+    ///
+    /// Payloads: {"t": T, "v": [..]}, a JSON list of them, {"samples": [..]} or CSV lines
+    /// "t,v1[,v2..]". Every delivered sample is applied exactly once (messages are acknowledged
+    /// after the state fsync); every result is published at least once, a re-send carrying the
+    /// same "seq". SIGTERM flushes and exits, SIGHUP reloads the model. Details, the systemd
+    /// unit and the example config: the README's "Running on a gateway" and edge/deploy/.
+    #[command(verbatim_doc_comment)]
     Serve(Box<cmd::serve::ServeArgs>),
 }
 

@@ -262,6 +262,9 @@ fn serve_rejects_bad_settings_clearly() {
     let not_toml = dir.path().join("not.toml");
     std::fs::write(&not_toml, "model = \n").unwrap();
     let (c, b, n) = (config.to_str().unwrap(), bad_toml.to_str().unwrap(), not_toml.to_str().unwrap());
+    // The example config in the repo parses (the bad port on the command line is the only error).
+    let shipped = root().join("edge/deploy/edge-serve.toml");
+    let shipped = shipped.to_str().unwrap();
     for (args, want) in [
         (vec!["serve", "--state-dir", s], "--model is required"),
         (vec!["serve", "--model", m, "--state-dir", s, "--broker", "http://h"], "--broker 'http://h': unknown scheme"),
@@ -273,6 +276,7 @@ fn serve_rejects_bad_settings_clearly() {
         (vec!["serve", "--config", c, "--broker", "mqtt://h:x"], "--broker 'mqtt://h:x': the port is not a number"),
         (vec!["serve", "--config", b], "key 'model': expected a string, number or boolean, found array"),
         (vec!["serve", "--config", n], "not a valid TOML file"),
+        (vec!["serve", "--config", shipped, "--model", m, "--state-dir", s, "--broker", "mqtt://h:x"], "the port is not a number"),
     ] {
         let o = edge(&args);
         let err = String::from_utf8_lossy(&o.stderr);
