@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// Results waiting for the broker before intake pauses (nothing is dropped).
     #[arg(long, default_value_t = 100_000)]
     max_pending_results: usize,
+    /// Messages held unacknowledged (waiting for their flush) before reading from the broker
+    /// pauses; at least --flush-messages.
+    #[arg(long, default_value_t = 1000)]
+    max_unacked_messages: usize,
     /// Local address of /metrics and /healthz ("off" for none).
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics: String,
@@ -174,6 +178,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         snapshot_interval: Duration::from_secs(a.snapshot_interval_s),
         snapshot_bytes: a.snapshot_mib.saturating_mul(1 << 20),
         max_pending_results: a.max_pending_results,
+        max_unacked: a.max_unacked_messages,
         reconnect_delay: Duration::from_millis(a.reconnect_delay_ms),
         shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
     };

@@ -74,6 +74,10 @@ pub struct ServeOptions {
     pub snapshot_bytes: u64,
     /// Results waiting for the broker before intake pauses.
     pub max_pending_results: usize,
+    /// Messages received and not yet acknowledged (applied, waiting for their flush) before the
+    /// subscriber stops reading from the broker: the bound on what a broker that ignores its
+    /// own in-flight limit can make us hold. At least `flush_messages`.
+    pub max_unacked: usize,
     /// Wait before reconnecting.
     pub reconnect_delay: Duration,
     /// On SIGTERM, how long to wait for the broker to acknowledge results already sent.
@@ -209,8 +213,42 @@ fn mqtt_options(
     m
 }
 
-/// The current subscriber client and its incarnation (acks for other incarnations are dropped).
-type Current = Arc<Mutex<Option<(u64, AsyncClient)>>>;
+/// What the subscriber loop does next.
+enum Step {
+    /// An acknowledgement from the processor (`None`: the processor has stopped).
+    Ack(Option<(u64, Publish)>),
+    /// The event loop's next event.
+    Event(Result<Event, rumqttc::ConnectionError>),
+}
+
+/// Writes `first` and every acknowledgement already waiting straight onto the subscriber's
+/// connection, one flush for all; returns how many were for this connection. Acks of an older
+/// connection are dropped (the broker redelivers those messages).
+///
+/// Why not `AsyncClient::ack`: rumqttc's event loop takes one request per poll but reads up to
+/// ten packets, so against a broker that does not hold to its in-flight limit (mosquitto 2.0
+/// sent thousands unacknowledged here) queued acks fall ever further behind and memory grows.
+/// Written here, in the polling task, they go out as soon as the processor releases them, and
+/// the subscriber can stop reading at `max_unacked` without ever waiting on its own poll.
+async fn write_acks(
+    events: &mut EventLoop,
+    incarnation: u64,
+    first: (u64, Publish),
+    rx: &flume::Receiver<(u64, Publish)>,
+) -> Result<usize, rumqttc::ConnectionError> {
+    let Some(net) = events.network.as_mut() else { return Ok(0) };
+    let mut n = 0;
+    for (i, p) in std::iter::once(first).chain(rx.try_iter()) {
+        if i == incarnation {
+            net.write(Packet::PubAck(rumqttc::PubAck::new(p.pkid))).await.map_err(rumqttc::ConnectionError::MqttState)?;
+            n += 1;
+        }
+    }
+    if n > 0 {
+        net.flush().await.map_err(rumqttc::ConnectionError::MqttState)?;
+    }
+    Ok(n)
+}
 
 /// What the publisher tracks; see the module docs.
 #[derive(Default)]
@@ -243,6 +281,12 @@ pub fn prepare(o: ServeOptions) -> Result<Prepared, ServeError> {
     if o.flush_messages == 0 || o.max_pending_results == 0 {
         return Err(ServeError::Options("--flush-messages and --max-pending-results must be at least 1".into()));
     }
+    if o.max_unacked < o.flush_messages {
+        return Err(ServeError::Options(format!(
+            "--max-unacked-messages ({}) must be at least --flush-messages ({}): a flush would only ever come from the interval",
+            o.max_unacked, o.flush_messages
+        )));
+    }
     let (host, port, tls) = parse_broker(&o.broker)?;
     let tls = if tls || o.ca_file.is_some() { Some(Arc::new(tls_config(&o)?)) } else { None };
     let sub_opts = mqtt_options(&o, (&host, port), &o.client_id, true, tls.as_ref());
@@ -254,10 +298,10 @@ pub fn prepare(o: ServeOptions) -> Result<Prepared, ServeError> {
 pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Metrics, log: LogFn) -> Result<(), ServeError> {
     let Prepared { o, level, template, sub_opts, pub_opts } = p;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Start)?;
-    let (msg_tx, msg_rx) = flume::bounded::<Incoming>(o.flush_messages.max(64) * 4);
+    // Never full: the subscriber holds at most `max_unacked` messages.
+    let (msg_tx, msg_rx) = flume::bounded::<Incoming>(o.max_unacked + 1);
     let (ctl_tx, ctl_rx) = flume::unbounded::<Control>();
     let (ack_tx, ack_rx) = flume::unbounded::<(u64, Publish)>();
-    let current: Current = Arc::new(Mutex::new(None));
     let pubs = Arc::new(Mutex::new(PubState::default()));
     let wake = Arc::new(Notify::new());
 
@@ -285,23 +329,48 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
     };
 
     rt.block_on(async {
-        // Subscriber.
+        // Subscriber, which also writes the acknowledgements (see `Subscriber`).
         let subscriber = {
-            let (current, metrics, log, subscribe, delay) = (current.clone(), metrics.clone(), log.clone(), o.subscribe.clone(), o.reconnect_delay);
+            let (metrics, log, subscribe, delay, max_unacked) =
+                (metrics.clone(), log.clone(), o.subscribe.clone(), o.reconnect_delay, o.max_unacked);
             tokio::spawn(async move {
                 let mut incarnation = 0u64;
                 loop {
                     incarnation += 1;
-                    let (client, mut events) = AsyncClient::new(sub_opts.clone(), 1024);
+                    let (client, mut events) = AsyncClient::new(sub_opts.clone(), 64);
+                    // Received on this connection and not yet acknowledged on the wire.
+                    let mut held = 0usize;
                     loop {
-                        match events.poll().await {
+                        // At the limit only acknowledgements are awaited: nothing more is read.
+                        let step = if held >= max_unacked {
+                            Step::Ack(ack_rx.recv_async().await.ok())
+                        } else {
+                            tokio::select! {
+                                biased;
+                                a = ack_rx.recv_async() => Step::Ack(a.ok()),
+                                e = events.poll() => Step::Event(e),
+                            }
+                        };
+                        let ev = match step {
+                            Step::Ack(None) => return,
+                            Step::Ack(Some(first)) => {
+                                match write_acks(&mut events, incarnation, first, &ack_rx).await {
+                                    Ok(n) => {
+                                        held = held.saturating_sub(n);
+                                        continue;
+                                    }
+                                    Err(e) => Err(e),
+                                }
+                            }
+                            Step::Event(e) => e,
+                        };
+                        match ev {
                             Ok(Event::Incoming(Packet::ConnAck(c))) => {
                                 metrics.reconnects.inc();
                                 log(&format!("subscriber connected (session present: {})", c.session_present));
                                 if let Err(e) = client.try_subscribe(subscribe.clone(), QoS::AtLeastOnce) {
                                     log(&format!("cannot subscribe to {subscribe}: {e}"));
                                 }
-                                *current.lock().expect("not poisoned") = Some((incarnation, client.clone()));
                             }
                             // Up (and healthy) once the subscription holds, not at connect.
                             Ok(Event::Incoming(Packet::SubAck(s))) => {
@@ -312,6 +381,7 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
                                 }
                             }
                             Ok(Event::Incoming(Packet::Publish(p))) => {
+                                held += 1;
                                 let m = Incoming { publish: p, connection: incarnation, at: Instant::now() };
                                 if msg_tx.send_async(m).await.is_err() {
                                     return;
@@ -319,7 +389,6 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
                             }
                             Ok(_) => {}
                             Err(e) => {
-                                *current.lock().expect("not poisoned") = None;
                                 metrics.subscriber_up.store(false, Relaxed);
                                 metrics.connection_errors.inc();
                                 log(&format!("subscriber connection: {e}; reconnecting in {delay:?}"));
@@ -329,21 +398,6 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
                     }
                     drop(client);
                     tokio::time::sleep(delay).await;
-                }
-            })
-        };
-        // Acknowledger.
-        let acker = {
-            let current = current.clone();
-            tokio::spawn(async move {
-                while let Ok((incarnation, p)) = ack_rx.recv_async().await {
-                    let client = match &*current.lock().expect("not poisoned") {
-                        Some((i, c)) if *i == incarnation => Some(c.clone()),
-                        _ => None,
-                    };
-                    if let Some(c) = client {
-                        let _ = c.ack(&p).await;
-                    }
                 }
             })
         };
@@ -453,7 +507,7 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
         }
         // Let the last acknowledgements reach the broker, then leave.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        for t in [subscriber, acker, publisher, feeder] {
+        for t in [subscriber, publisher, feeder] {
             t.abort();
         }
     });
@@ -540,7 +594,11 @@ fn process(
                     }
                 }
                 // Acknowledged after the next flush, malformed ones too (they would only come again).
-                unflushed.push((inc.connection, inc.publish));
+                // The ack needs only the packet id: drop the payload, which pins rumqttc's read buffer.
+                let mut publish = inc.publish;
+                publish.payload = Default::default();
+                publish.topic = String::new();
+                unflushed.push((inc.connection, publish));
                 oldest.get_or_insert(inc.at);
                 for seq in g.unreleased_seqs() {
                     arrived.entry(*seq).or_insert(inc.at);
