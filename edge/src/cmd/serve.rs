@@ -71,8 +71,8 @@ pub struct ServeArgs {
     /// Longest time (ms) a received message waits for the state fsync and its acknowledgement.
     #[arg(long, default_value_t = 1000)]
     flush_interval_ms: u64,
-    /// Messages that trigger a flush before the interval (keep it <= the broker's in-flight
-    /// limit for this client; mosquitto's max_inflight_messages is 20).
+    /// Messages that trigger a flush before the interval (a broker in-flight limit below it
+    /// makes flushes come from the interval alone).
     #[arg(long, default_value_t = 20)]
     flush_messages: usize,
     /// Longest time (s) between state snapshots.

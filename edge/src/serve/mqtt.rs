@@ -2,14 +2,13 @@
 //! that owns the [`Gateway`].
 //!
 //! - **Subscriber** (client id `ID`, persistent session, QoS 1, manual acknowledgements): polls
-//!   its event loop and hands each message to the processor through a bounded channel (a full
-//!   channel stops the poll, so the broker's in-flight limit is the back-pressure).
+//!   its event loop and hands each message to the processor. It also writes the processor's
+//!   acknowledgements itself, straight onto its connection (see [`write_acks`] for why not through
+//!   rumqttc's request queue), and stops reading once `max_unacked` messages are held: that,
+//!   not the broker's in-flight limit, bounds what it holds.
 //! - **Processor** (a thread): parses, applies, and every `flush_messages` messages or
 //!   `flush_interval` makes the log durable ([`Gateway::sync`]); only then are the messages
 //!   acknowledged and their windows published. It snapshots when the log is large or old.
-//! - **Acknowledger** (a task): sends the processor's acknowledgements. It is not the polling
-//!   task: rumqttc's request channel is drained only by polling, so acknowledging (or
-//!   publishing) from the task that polls can deadlock under load.
 //! - **Publisher** (client id `ID-pub`, QoS 1): sends results, maps each packet id to its
 //!   result as rumqttc reports the send, and reports the broker's acknowledgement back.
 //!
@@ -64,9 +63,8 @@ pub struct ServeOptions {
     pub keep_alive: Duration,
     /// Longest time an applied message waits for the log fsync (and its acknowledgement).
     pub flush_interval: Duration,
-    /// Messages that trigger a flush before the interval; keep it at or below the broker's
-    /// in-flight limit for this client (mosquitto: `max_inflight_messages`, 20), else intake
-    /// waits for the interval.
+    /// Messages that trigger a flush before the interval. A broker that holds to an in-flight
+    /// limit below it makes flushes come from the interval alone.
     pub flush_messages: usize,
     /// Longest time between snapshots.
     pub snapshot_interval: Duration,
@@ -345,6 +343,8 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
                         let step = if held >= max_unacked {
                             Step::Ack(ack_rx.recv_async().await.ok())
                         } else {
+                            // An ack winning the race drops the pending poll: rumqttc keeps
+                            // what it had read in its state and frame buffer for the next poll.
                             tokio::select! {
                                 biased;
                                 a = ack_rx.recv_async() => Step::Ack(a.ok()),

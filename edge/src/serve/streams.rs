@@ -91,10 +91,75 @@ pub struct Windowing {
     pub max_gap: Option<f64>,
 }
 
+/// An open window's encoder state, in the smallest capacity the model fits: the host maximum
+/// (512 x 4 units, 17 KiB) per window would put 10,000 devices at 170 MB; the shipped model's
+/// 90 x 1 fits `State<128, 1>` (2 KiB). Every capacity computes the same bits.
+#[derive(Debug, Clone)]
+enum WindowState {
+    Small(Box<State<128, 1>>),
+    Medium(Box<State<256, 2>>),
+    Host(Box<HostState>),
+}
+
+/// `$body` with `$s` bound to the state, whatever its capacity.
+macro_rules! with_state {
+    ($ws:expr, $s:ident => $body:expr) => {
+        match $ws {
+            WindowState::Small($s) => $body,
+            WindowState::Medium($s) => $body,
+            WindowState::Host($s) => $body,
+        }
+    };
+}
+
+impl WindowState {
+    /// A fresh state for `model`.
+    fn new(model: &Model) -> Self {
+        let h = model.enc.bundle().header;
+        match (h.hidden, h.layers) {
+            (..=128, ..=1) => WindowState::Small(Box::default()),
+            (..=256, ..=2) => WindowState::Medium(Box::default()),
+            _ => WindowState::Host(Box::default()),
+        }
+    }
+
+    fn push(&mut self, enc: &Encoder<'static>, values: &[f32]) -> Result<(), EncodeError> {
+        with_state!(self, s => enc.push(&mut **s, values))
+    }
+
+    fn steps(&self) -> u32 {
+        with_state!(self, s => s.steps())
+    }
+
+    fn assign(&self, enc: &Encoder<'static>) -> Result<Assignment, EncodeError> {
+        with_state!(self, s => {
+            let z = enc.finish::<_, _, HOST_MAX_LATENT>(&**s)?;
+            enc.decide(&**s, &z)
+        })
+    }
+
+    fn save(&self, hidden: usize, layers: usize, out: &mut Vec<u32>) {
+        let r = with_state!(self, s => s.save(hidden, layers, |x| out.push(x)));
+        r.expect("the state was made for this model");
+    }
+
+    fn load(model: &Model, words: Vec<u32>) -> Option<Self> {
+        let h = model.enc.bundle().header;
+        let (hidden, layers) = (h.hidden as usize, h.layers as usize);
+        let mut it = words.into_iter();
+        let mut next = || it.next();
+        Some(match WindowState::new(model) {
+            WindowState::Small(_) => WindowState::Small(Box::new(State::load(hidden, layers, &mut next)?)),
+            WindowState::Medium(_) => WindowState::Medium(Box::new(State::load(hidden, layers, &mut next)?)),
+            WindowState::Host(_) => WindowState::Host(Box::new(State::load(hidden, layers, &mut next)?)),
+        })
+    }
+}
+
 /// One open window.
 #[derive(Debug, Clone)]
 struct Open {
-    state: Box<HostState>,
+    state: WindowState,
     start: String,
 }
 
@@ -190,20 +255,19 @@ impl DeviceStream {
         self.last_t = s.t;
         self.samples += 1;
         if self.since_start.is_multiple_of(w.stride as u64) {
-            self.open.push_back(Open { state: Box::default(), start: s.text.clone() });
+            self.open.push_back(Open { state: WindowState::new(model), start: s.text.clone() });
         }
         self.since_start += 1;
         let enc = model.encoder();
         for o in self.open.iter_mut() {
-            enc.push(&mut o.state, &s.values)?;
+            o.state.push(enc, &s.values)?;
         }
         let done = self.open.front().is_some_and(|o| o.state.steps() as usize >= w.window);
         if !done {
             return Ok(Pushed::Applied { gap, window: None });
         }
         let o = self.open.pop_front().expect("checked above");
-        let z = enc.finish::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>(&o.state)?;
-        let a = enc.decide(&o.state, &z)?;
+        let a = o.state.assign(enc)?;
         self.windows += 1;
         Ok(Pushed::Applied { gap, window: Some(Scored::new(o.start, s.text.clone(), a)) })
     }
@@ -226,7 +290,7 @@ impl DeviceStream {
             .iter()
             .map(|o| {
                 let mut words = Vec::with_capacity(model.state_words());
-                o.state.save(h.hidden as usize, h.layers as usize, |x| words.push(x)).expect("the model fits HostState (checked at load)");
+                o.state.save(h.hidden as usize, h.layers as usize, &mut words);
                 (o.start.clone(), words)
             })
             .collect();
@@ -235,15 +299,12 @@ impl DeviceStream {
 
     /// The stream [`DeviceStream::save`] wrote; `None` if its states do not fit `model`.
     pub fn load(saved: SavedStream, model: &Model) -> Option<Self> {
-        let h = model.enc.bundle().header;
         let mut open = VecDeque::with_capacity(saved.open.len());
         for (start, words) in saved.open {
             if words.len() != model.state_words() {
                 return None;
             }
-            let mut it = words.into_iter();
-            let state = Box::new(State::load(h.hidden as usize, h.layers as usize, || it.next())?);
-            open.push_back(Open { state, start });
+            open.push_back(Open { state: WindowState::load(model, words)?, start });
         }
         Some(DeviceStream { last_t: saved.last_t, since_start: saved.since_start, open, samples: saved.samples, windows: saved.windows })
     }
