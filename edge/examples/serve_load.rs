@@ -58,7 +58,7 @@ fn parse_args() -> Args {
             other => panic!("unknown flag {other}; flags: --devices --batch --phase-s --flush-messages --inflight --edge"),
         }
     }
-    assert!(WINDOW % a.batch == 0, "--batch must divide the window of {WINDOW}");
+    assert!(WINDOW.is_multiple_of(a.batch), "--batch must divide the window of {WINDOW}");
     a
 }
 
@@ -124,6 +124,7 @@ fn generate(client: &Client, a: &Args, next: &mut [u64], rate: Option<f64>, secs
     let mut samples = 0u64;
     let mut i = 0u64;
     'outer: loop {
+        #[allow(clippy::needless_range_loop)] // d is also the device id
         for d in 0..a.devices {
             if start.elapsed().as_secs_f64() >= secs {
                 break 'outer;
@@ -137,7 +138,7 @@ fn generate(client: &Client, a: &Args, next: &mut [u64], rate: Option<f64>, secs
             let from = next[d];
             client.publish(format!("load/sensors/d{d:05}/samples"), QoS::AtLeastOnce, false, payload(d, from, a.batch)).unwrap();
             next[d] += a.batch;
-            if next[d] % WINDOW == 0 {
+            if next[d].is_multiple_of(WINDOW) {
                 sent.lock().unwrap().insert((d, next[d] / WINDOW - 1), Instant::now());
             }
             samples += a.batch;
@@ -253,6 +254,7 @@ fn main() {
 
     // Warm-up: every device sends once, so all are in memory with an open window.
     let mut total = 0u64;
+    #[allow(clippy::needless_range_loop)] // d is also the device id
     for d in 0..a.devices {
         client.publish(format!("load/sensors/d{d:05}/samples"), QoS::AtLeastOnce, false, payload(d, next[d], a.batch)).unwrap();
         next[d] += a.batch;
