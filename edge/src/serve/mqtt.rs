@@ -211,10 +211,13 @@ fn mqtt_options(
     m
 }
 
+/// An acknowledgement to write: the subscriber connection's incarnation and the packet id.
+type Ack = (u64, u16);
+
 /// What the subscriber loop does next.
 enum Step {
     /// An acknowledgement from the processor (`None`: the processor has stopped).
-    Ack(Option<(u64, Publish)>),
+    Ack(Option<Ack>),
     /// The event loop's next event.
     Event(Result<Event, rumqttc::ConnectionError>),
 }
@@ -231,14 +234,14 @@ enum Step {
 async fn write_acks(
     events: &mut EventLoop,
     incarnation: u64,
-    first: (u64, Publish),
-    rx: &flume::Receiver<(u64, Publish)>,
+    first: Ack,
+    rx: &flume::Receiver<Ack>,
 ) -> Result<usize, rumqttc::ConnectionError> {
     let Some(net) = events.network.as_mut() else { return Ok(0) };
     let mut n = 0;
-    for (i, p) in std::iter::once(first).chain(rx.try_iter()) {
+    for (i, pkid) in std::iter::once(first).chain(rx.try_iter()) {
         if i == incarnation {
-            net.write(Packet::PubAck(rumqttc::PubAck::new(p.pkid))).await.map_err(rumqttc::ConnectionError::MqttState)?;
+            net.write(Packet::PubAck(rumqttc::PubAck::new(pkid))).await.map_err(rumqttc::ConnectionError::MqttState)?;
             n += 1;
         }
     }
@@ -299,7 +302,7 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
     // Never full: the subscriber holds at most `max_unacked` messages.
     let (msg_tx, msg_rx) = flume::bounded::<Incoming>(o.max_unacked + 1);
     let (ctl_tx, ctl_rx) = flume::unbounded::<Control>();
-    let (ack_tx, ack_rx) = flume::unbounded::<(u64, Publish)>();
+    let (ack_tx, ack_rx) = flume::unbounded::<Ack>();
     let pubs = Arc::new(Mutex::new(PubState::default()));
     let wake = Arc::new(Notify::new());
 
@@ -327,7 +330,7 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
     };
 
     rt.block_on(async {
-        // Subscriber, which also writes the acknowledgements (see `Subscriber`).
+        // Subscriber, which also writes the acknowledgements (see `write_acks`).
         let subscriber = {
             let (metrics, log, subscribe, delay, max_unacked) =
                 (metrics.clone(), log.clone(), o.subscribe.clone(), o.reconnect_delay, o.max_unacked);
@@ -522,14 +525,14 @@ fn process(
     level: &DeviceLevel,
     msg_rx: flume::Receiver<Incoming>,
     ctl_rx: flume::Receiver<Control>,
-    ack_tx: flume::Sender<(u64, Publish)>,
+    ack_tx: flume::Sender<Ack>,
     pubs: &Mutex<PubState>,
     wake: &Notify,
     m: &Metrics,
     log: &LogFn,
 ) -> Result<(), ServeError> {
     let features = g.model().features();
-    let mut unflushed: Vec<(u64, Publish)> = Vec::new();
+    let mut unflushed: Vec<Ack> = Vec::new();
     let mut oldest: Option<Instant> = None;
     let mut last_snapshot = Instant::now();
     // When each window's last sample arrived (for the latency histogram), by seq.
@@ -594,11 +597,8 @@ fn process(
                     }
                 }
                 // Acknowledged after the next flush, malformed ones too (they would only come again).
-                // The ack needs only the packet id: drop the payload, which pins rumqttc's read buffer.
-                let mut publish = inc.publish;
-                publish.payload = Default::default();
-                publish.topic = String::new();
-                unflushed.push((inc.connection, publish));
+                // Only the packet id is kept: the payload would pin rumqttc's read buffer.
+                unflushed.push((inc.connection, inc.publish.pkid));
                 oldest.get_or_insert(inc.at);
                 for seq in g.unreleased_seqs() {
                     arrived.entry(*seq).or_insert(inc.at);
