@@ -138,21 +138,22 @@ impl WindowState {
         })
     }
 
-    fn save(&self, hidden: usize, layers: usize, out: &mut Vec<u32>) {
-        let r = with_state!(self, s => s.save(hidden, layers, |x| out.push(x)));
+    /// The used part of the state as words ([`State::save`]).
+    fn save(&self, model: &Model) -> Vec<u32> {
+        let h = model.enc.bundle().header;
+        let mut words = Vec::with_capacity(model.state_words());
+        let r = with_state!(self, s => s.save(h.hidden as usize, h.layers as usize, |x| words.push(x)));
         r.expect("the state was made for this model");
+        words
     }
 
+    /// A state [`WindowState::save`] wrote for `model`; `None` if the words do not fit it.
     fn load(model: &Model, words: Vec<u32>) -> Option<Self> {
         let h = model.enc.bundle().header;
-        let (hidden, layers) = (h.hidden as usize, h.layers as usize);
         let mut it = words.into_iter();
-        let mut next = || it.next();
-        Some(match WindowState::new(model) {
-            WindowState::Small(_) => WindowState::Small(Box::new(State::load(hidden, layers, &mut next)?)),
-            WindowState::Medium(_) => WindowState::Medium(Box::new(State::load(hidden, layers, &mut next)?)),
-            WindowState::Host(_) => WindowState::Host(Box::new(State::load(hidden, layers, &mut next)?)),
-        })
+        let mut ws = WindowState::new(model);
+        with_state!(&mut ws, s => **s = State::load(h.hidden as usize, h.layers as usize, || it.next())?);
+        Some(ws)
     }
 }
 
@@ -284,16 +285,7 @@ impl DeviceStream {
 
     /// What is stored on disk.
     pub fn save(&self, model: &Model) -> SavedStream {
-        let h = model.enc.bundle().header;
-        let open = self
-            .open
-            .iter()
-            .map(|o| {
-                let mut words = Vec::with_capacity(model.state_words());
-                o.state.save(h.hidden as usize, h.layers as usize, &mut words);
-                (o.start.clone(), words)
-            })
-            .collect();
+        let open = self.open.iter().map(|o| (o.start.clone(), o.state.save(model))).collect();
         SavedStream { last_t: self.last_t, since_start: self.since_start, open, samples: self.samples, windows: self.windows }
     }
 
