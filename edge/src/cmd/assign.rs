@@ -114,8 +114,7 @@ pub fn run(a: AssignArgs) -> Result<()> {
     let hd = enc.bundle().header;
     let f = hd.n_features as usize;
     let k = hd.k as usize;
-    let window = a.windows.window.unwrap_or(hd.seq_len as usize);
-    let stride = a.windows.stride.unwrap_or(window);
+    let (window, stride) = a.windows.window_and_stride(hd.seq_len as usize);
     if window == 0 || stride == 0 || a.batch == 0 {
         bail!("--window, --stride and --batch must be at least 1");
     }

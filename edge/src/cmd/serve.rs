@@ -186,11 +186,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let bundle_path = model_dir.join("model.bundle");
     let bytes = std::fs::read(&bundle_path).with_context(|| format!("{}: cannot read the model bundle", bundle_path.display()))?;
     let model = Model::load(&bytes).with_context(|| format!("{}", bundle_path.display()))?;
-    let window = a.windows.window.unwrap_or(model.seq_len());
-    let p = GatewayParams {
-        windowing: Windowing { window, stride: a.windows.stride.unwrap_or(window), max_gap: a.windows.max_gap },
-        max_devices: a.max_devices,
-    };
+    let (window, stride) = a.windows.window_and_stride(model.seq_len());
+    let p = GatewayParams { windowing: Windowing { window, stride, max_gap: a.windows.max_gap }, max_devices: a.max_devices };
     let log: mqtt::LogFn = Arc::new(|line: &str| eprintln!("{} edge serve: {line}", unix_time()));
     let (gateway, rec) =
         Gateway::open(&state_dir, &p, model, &bytes).with_context(|| format!("state directory {}", state_dir.display()))?;
