@@ -60,6 +60,48 @@ pub struct Row<'a> {
     pub values: &'a [f32],
 }
 
+/// The window and stride a model is scored with when none is given: the model's training length
+/// `seq_len`, and a stride of one window (no overlap).
+pub fn window_and_stride(window: Option<usize>, stride: Option<usize>, seq_len: usize) -> (usize, usize) {
+    let window = window.unwrap_or(seq_len);
+    (window, stride.unwrap_or(window))
+}
+
+/// A numeric cell of a typed source (Parquet, Arrow) as stored: integers (incl. DATE/TIME/
+/// TIMESTAMP, as their stored count) or floats of either width, so its text is the stored
+/// number, not a calendar rendering, and every typed source writes one timestamp the same way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    /// Any integer type.
+    Int(i128),
+    /// A 32-bit float.
+    F32(f32),
+    /// A 64-bit float.
+    F64(f64),
+}
+
+impl Number {
+    /// The value as f64 (for timestamps and gaps).
+    pub fn value(self) -> f64 {
+        match self {
+            Number::Int(v) => v as f64,
+            Number::F32(v) => v as f64,
+            Number::F64(v) => v,
+        }
+    }
+
+    /// `text` = the number as written in the output (no allocation once `text` has grown).
+    pub fn write_text(self, text: &mut String) {
+        use std::fmt::Write;
+        text.clear();
+        let _ = match self {
+            Number::Int(v) => write!(text, "{v}"),
+            Number::F32(v) => write!(text, "{v}"),
+            Number::F64(v) => write!(text, "{v}"),
+        };
+    }
+}
+
 /// Invalid windowing parameters.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("window, stride and features must all be at least 1 (got window {window}, stride {stride}, features {features})")]

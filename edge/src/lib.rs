@@ -9,5 +9,6 @@ pub mod devices;
 pub mod fleet;
 pub mod outputs;
 pub mod parquet_input;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod table;

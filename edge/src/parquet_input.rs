@@ -16,7 +16,7 @@ use parquet::errors::ParquetError;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::{Field, Row as PqRow};
 
-use crate::fleet::Row;
+use crate::fleet::{Number, Row};
 
 /// Why a Parquet file cannot be read as fleet readings.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +164,7 @@ fn split<'a>(row: &'a PqRow, values: &'a mut [f32], device_text: &'a mut String,
         Some(Field::Null) | None => return Err("missing device id".into()),
         Some(f) => {
             let id = number(f).ok_or_else(|| format!("device id {f} is not a string or an integer"))?;
-            write_text(device_text, id);
+            id.write_text(device_text);
             device_text
         }
     };
@@ -172,7 +172,7 @@ fn split<'a>(row: &'a PqRow, values: &'a mut [f32], device_text: &'a mut String,
         Some(Field::Null) | None => return Err("missing timestamp".into()),
         Some(f) => {
             let t = number(f).ok_or_else(|| format!("timestamp {f} is not a number"))?;
-            write_text(time_text, t);
+            t.write_text(time_text);
             t.value()
         }
     };
@@ -183,36 +183,6 @@ fn split<'a>(row: &'a PqRow, values: &'a mut [f32], device_text: &'a mut String,
         };
     }
     Ok(Row { device, time, time_text, values })
-}
-
-/// A numeric cell as stored: integers (incl. DATE/TIME/TIMESTAMP, as their stored count) or
-/// floats of either width, so its text is the stored number, not a calendar rendering.
-#[derive(Debug, Clone, Copy)]
-enum Number {
-    Int(i128),
-    F32(f32),
-    F64(f64),
-}
-
-impl Number {
-    fn value(self) -> f64 {
-        match self {
-            Number::Int(v) => v as f64,
-            Number::F32(v) => v as f64,
-            Number::F64(v) => v,
-        }
-    }
-}
-
-/// `text` = the number as written in the output (no allocation once `text` has grown).
-fn write_text(text: &mut String, n: Number) {
-    use std::fmt::Write;
-    text.clear();
-    let _ = match n {
-        Number::Int(v) => write!(text, "{v}"),
-        Number::F32(v) => write!(text, "{v}"),
-        Number::F64(v) => write!(text, "{v}"),
-    };
 }
 
 /// A numeric cell, or `None` for strings, bytes, decimals and nested values.

@@ -21,7 +21,6 @@ impl WindowArgs {
     /// Window and stride with their defaults filled in: the model's training length `seq_len`,
     /// and a stride of one window.
     pub fn window_and_stride(&self, seq_len: usize) -> (usize, usize) {
-        let window = self.window.unwrap_or(seq_len);
-        (window, self.stride.unwrap_or(window))
+        edge::fleet::window_and_stride(self.window, self.stride, seq_len)
     }
 }

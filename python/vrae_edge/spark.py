@@ -1,0 +1,150 @@
+"""Fleet scoring on Apache Spark (PySpark 4.x): ``edge assign`` for fleets past one machine.
+
+Each device is scored whole inside one task: the readings are repartitioned by device and
+sorted by (device, timestamp) within each partition, and ``mapInArrow`` feeds every partition
+through one :class:`vrae_edge.Scorer`. The model travels to the executors as the bundle's bytes
+in a broadcast variable (a few hundred KB), so executors need the wheel but no model files.
+The device table is a second stage: the scored windows, repartitioned by device, folded by
+:class:`vrae_edge.DeviceFold` (the CLI's own fold, so the rows equal ``edge assign``'s).
+
+Semantics against ``edge assign`` on the same rows: identical windows, cluster IDs,
+distances, flags and device rows, with one difference: Spark sorts each device's rows by
+timestamp, so rows a file holds out of time order are scored in time order here (``edge
+assign`` skips them as out of order); of two rows with the same device and timestamp, which
+one is kept is up to Spark's sort.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, NamedTuple, Optional, Union
+
+import numpy as np
+import pyarrow as pa
+
+from ._native import DeviceFold, Scorer
+
+__all__ = ["Result", "assign", "model_bytes", "WINDOW_SCHEMA", "device_schema"]
+
+#: Spark schema of the window table (``edge assign``'s window columns).
+WINDOW_SCHEMA = (
+    "device string, window_start string, window_end string, cluster int, "
+    "distance float, second_distance float, anomalous boolean"
+)
+
+# Each task numbers its scored windows; a device's windows all come from one task in time
+# order, so (device, _order) orders them for the device table.
+_ORDER = "_order"
+
+
+def device_schema(clusters: int) -> str:
+    """Spark schema of the device table for a model of ``clusters`` clusters."""
+    per_cluster = ", ".join(f"windows_in_{c} long" for c in range(clusters))
+    return (
+        "device string, windows long, cluster int, cluster_share double, "
+        f"{per_cluster}, mean_distance double, max_distance float, anomalous_windows long, "
+        "first_timestamp string, last_timestamp string, latest_cluster int"
+    )
+
+
+class Result(NamedTuple):
+    """What :func:`assign` returns: the window table and the device table (``None`` with
+    ``devices=False``). ``windows`` is persisted (memory and disk) because the device table is
+    computed from it; ``windows.unpersist()`` frees it."""
+
+    windows: "pyspark.sql.DataFrame"  # noqa: F821
+    devices: Optional["pyspark.sql.DataFrame"]  # noqa: F821
+
+
+def model_bytes(model: Union[str, "os.PathLike[str]", bytes]) -> bytes:
+    """The bundle's bytes of a model directory, a ``model.bundle`` path or bytes, checked."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+    else:
+        path = os.fspath(model)
+        if os.path.isdir(path):
+            path = os.path.join(path, "model.bundle")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read the model bundle: {e.strerror}") from None
+    Scorer(data)  # raises ValueError naming what is wrong with the bundle
+    return data
+
+
+def _large_strings(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with its string columns as large_string (what Spark expects of mapInArrow
+    output when ``spark.sql.execution.arrow.useLargeVarTypes`` is on)."""
+    cols = [c.cast(pa.large_string()) if pa.types.is_string(c.type) else c for c in batch.columns]
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
+
+
+def assign(
+    df: "pyspark.sql.DataFrame",  # noqa: F821
+    model: Union[str, "os.PathLike[str]", bytes],
+    *,
+    window: Optional[int] = None,
+    stride: Optional[int] = None,
+    max_gap: Optional[float] = None,
+    strict: bool = False,
+    partitions: Optional[int] = None,
+    devices: bool = True,
+) -> Result:
+    """Scores the readings in ``df`` as ``edge assign`` does.
+
+    ``df``: long format by position, as ``edge assign``'s Parquet input: device id (string or
+    integer), timestamp (numeric, timestamp or date, used as its stored number: a Spark
+    ``TimestampType`` is microseconds), one numeric column per feature; names are free.
+    ``model``: model directory, ``model.bundle`` path or bytes (read on the driver).
+    ``window``, ``stride``, ``max_gap``, ``strict``: as ``edge assign``'s flags. ``partitions``:
+    how many partitions to hash the devices into (default: ``spark.sql.shuffle.partitions``).
+    Raises ``ValueError`` on the driver for a bad model, bad parameters or a column count
+    that does not fit the model; a bad row under ``strict`` fails the Spark job with the row.
+    """
+    data = model_bytes(model)
+    probe = Scorer(data, window=window, stride=stride, max_gap=max_gap, strict=strict)
+    if len(df.columns) != 2 + probe.features:
+        raise ValueError(
+            f"expected {2 + probe.features} columns (device id, timestamp, {probe.features} value column(s)), "
+            f"found {len(df.columns)}: {', '.join(df.columns)}"
+        )
+    spark = df.sparkSession
+    large = (spark.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false") or "false").lower() == "true"
+    shipped = spark.sparkContext.broadcast(data)
+    params = dict(window=window, stride=stride, max_gap=max_gap, strict=strict)
+    device, time = df.columns[0], df.columns[1]
+
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        scorer = Scorer(shipped.value, **params)
+        order = 0
+        for batch in batches:
+            out = scorer.push(batch)
+            if out.num_rows == 0:
+                continue
+            out = out.append_column(_ORDER, pa.array(np.arange(order, order + out.num_rows, dtype=np.int64)))
+            order += out.num_rows
+            yield _large_strings(out) if large else out
+        scorer.finish()
+
+    by_device = df.repartition(partitions, device) if partitions else df.repartition(device)
+    scored = by_device.sortWithinPartitions(device, time).mapInArrow(score, f"{WINDOW_SCHEMA}, {_ORDER} long")
+    if not devices:
+        return Result(scored.drop(_ORDER), None)
+
+    from pyspark import StorageLevel
+
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    clusters = probe.clusters
+
+    def fold(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        f = DeviceFold(clusters)
+        for batch in batches:
+            f.push(batch)
+        out = f.finish()
+        if out.num_rows:
+            yield _large_strings(out) if large else out
+
+    by_device = scored.repartition(partitions, "device") if partitions else scored.repartition("device")
+    table = by_device.sortWithinPartitions("device", _ORDER).mapInArrow(fold, device_schema(clusters))
+    return Result(scored.drop(_ORDER), table)
