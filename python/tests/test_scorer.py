@@ -156,7 +156,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     p.write_bytes(b"not a bundle")
     with pytest.raises(ValueError, match=f"{p}: invalid model bundle"):
         Scorer(tmp_path)
-    with pytest.raises(ValueError, match="nowhere/model.bundle: cannot read the model bundle"):
+    with pytest.raises(ValueError, match="nowhere: cannot read the model bundle"):
         Scorer(tmp_path / "nowhere")
     with pytest.raises(TypeError, match="model must be a model directory"):
         Scorer(42)
