@@ -3,7 +3,7 @@
 # targets, QEMU and the ARM cross linkers (firmware and gateway tests), headless Chromium (the
 # report-rendering test), mosquitto (the `edge serve` tests), onnxruntime's shared library and
 # the `onnx` checker from PyPI (into target/pydeps); starts mosquitto on a free local port; then
-# `cargo test`.
+# `cargo test`, then the Python package's wheel and its pytest suite (PySpark in local mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,3 +56,38 @@ echo "mosquitto for the tests on $EDGE_TEST_MQTT"
 
 # TEST_PACKAGES (e.g. "-p edge") narrows the run while working on one crate.
 cargo test --release ${TEST_PACKAGES:---workspace} "$@"
+
+# The Python package (python/): its wheel built by maturin into a venv with pyarrow, numpy,
+# pandas (PySpark's Arrow UDFs need it), pytest and PySpark (PyPI), then pytest, the Spark tests
+# in local mode on the JDK (installed from Debian if missing). TEST_PYTHON=0 skips this.
+if [ "${TEST_PYTHON:-1}" != 0 ]; then
+    if ! command -v java >/dev/null; then
+        echo "installing a JDK for the PySpark tests (Debian)"
+        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        $sudo apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless
+    fi
+    pyvenv="${PYVENV_DIR:-$PWD/target/pyvenv}"
+    pyreqs="maturin==1.16.0 pyarrow==26.0.1 numpy==2.4.6 pandas==2.3.3 pytest==9.2.0 pyspark==4.3.0"
+    if [ "$(cat "$pyvenv/.reqs" 2>/dev/null)" != "$pyreqs" ]; then
+        echo "installing $pyreqs from PyPI into $pyvenv"
+        python3 -m venv "$pyvenv"
+        # shellcheck disable=SC2086
+        "$pyvenv/bin/pip" install --quiet --disable-pip-version-check $pyreqs
+        echo "$pyreqs" > "$pyvenv/.reqs"
+    fi
+    rm -rf target/wheels
+    "$pyvenv/bin/maturin" build --release --quiet -m python/Cargo.toml --out target/wheels
+    "$pyvenv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps target/wheels/vrae_edge-*.whl
+    # From the repository root, so `vrae_edge` is the installed wheel, not python/'s sources.
+    rc=0
+    EDGE_BIN="$PWD/target/release/edge" REQUIRE_SPARK=1 SPARK_LOCAL_IP=127.0.0.1 \
+        "$pyvenv/bin/python" -m pytest python/tests -q -p no:cacheprovider || rc=$?
+    if [ "$rc" = 5 ]; then
+        echo "pytest collected no tests from python/tests: that is a failure, not a pass"
+        exit 1
+    elif [ "$rc" != 0 ]; then
+        echo "pytest failed (exit code $rc)"
+        exit "$rc"
+    fi
+fi

@@ -271,7 +271,10 @@ fn serve_rejects_bad_settings_clearly() {
         (vec!["serve", "--model", m, "--state-dir", s, "--subscribe", "a/b"], "has no '+' level"),
         (vec!["serve", "--model", m, "--state-dir", s, "--publish", "clusters"], "does not contain {device}"),
         (vec!["serve", "--model", m, "--state-dir", s, "--flush-messages", "0"], "must be at least 1"),
-        (vec!["serve", "--model", m, "--state-dir", s, "--max-unacked-messages", "5"], "--max-unacked-messages (5) must be at least --flush-messages (20)"),
+        (
+            vec!["serve", "--model", m, "--state-dir", s, "--max-unacked-messages", "5"],
+            "--max-unacked-messages (5) must be at least --flush-messages (20)",
+        ),
         (vec!["serve", "--model", m, "--state-dir", s, "--ca-file", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
         (vec!["serve", "--config", c], "--broker 'tcp://x': unknown scheme"),
         (vec!["serve", "--config", c, "--broker", "mqtt://h:x"], "--broker 'mqtt://h:x': the port is not a number"),

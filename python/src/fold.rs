@@ -44,7 +44,9 @@ fn texts<'a>(b: &'a RecordBatch, name: &str) -> PyResult<Box<dyn Fn(usize) -> &'
 }
 
 fn column<'a>(b: &'a RecordBatch, name: &str) -> PyResult<&'a dyn Array> {
-    let c = b.column_by_name(name).ok_or_else(|| PyValueError::new_err(format!("scored windows have a '{name}' column; this batch has none")))?;
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("scored windows have a '{name}' column; this batch has none")))?;
     if c.null_count() > 0 {
         return Err(PyValueError::new_err(format!("column '{name}' has nulls; scored windows have none")));
     }
@@ -73,7 +75,8 @@ impl DeviceFold {
     /// Folds in a batch of scored windows (the columns `Scorer.push` returns; others are
     /// ignored). Each device's windows must come in time order.
     fn push(&mut self, py: Python<'_>, windows: &Bound<'_, PyAny>) -> PyResult<()> {
-        let b = RecordBatch::from_pyarrow_bound(windows).map_err(|e| PyTypeError::new_err(format!("push() takes a pyarrow.RecordBatch: {e}")))?;
+        let b = RecordBatch::from_pyarrow_bound(windows)
+            .map_err(|e| PyTypeError::new_err(format!("push() takes a pyarrow.RecordBatch: {e}")))?;
         let (device, start, end) = (texts(&b, "device")?, texts(&b, "window_start")?, texts(&b, "window_end")?);
         let cluster = typed(&b, "cluster", DataType::Int32)?.as_primitive::<Int32Type>();
         let distance = typed(&b, "distance", DataType::Float32)?.as_primitive::<Float32Type>();

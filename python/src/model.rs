@@ -19,16 +19,14 @@ pub fn load(model: &Bound<'_, PyAny>) -> PyResult<AlignedBytes> {
         (b.to_vec(), "the model bytes".to_string())
     } else if let Ok(path) = model.extract::<PathBuf>() {
         let file = if path.is_dir() { path.join("model.bundle") } else { path };
-        let bytes = std::fs::read(&file)
-            .map_err(|e| PyValueError::new_err(format!("{}: cannot read the model bundle: {e}", file.display())))?;
+        let bytes =
+            std::fs::read(&file).map_err(|e| PyValueError::new_err(format!("{}: cannot read the model bundle: {e}", file.display())))?;
         (bytes, file.display().to_string())
     } else if let Ok(b) = model.call_method0("tobytes").and_then(|b| b.extract::<Vec<u8>>()) {
         (b, "the model bytes".to_string())
     } else {
         let t = model.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
-        return Err(PyTypeError::new_err(format!(
-            "model must be a model directory, a model.bundle path or the bundle's bytes, not {t}"
-        )));
+        return Err(PyTypeError::new_err(format!("model must be a model directory, a model.bundle path or the bundle's bytes, not {t}")));
     };
     let aligned = AlignedBytes::new(&bytes);
     Encoder::from_bytes(aligned.as_bytes()).map_err(|e| PyValueError::new_err(format!("{what}: invalid model bundle: {e}")))?;

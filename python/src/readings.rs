@@ -123,7 +123,8 @@ impl<'a> Readings<'a> {
             DataType::Utf8View => Devices::View(d.as_string_view()),
             _ => Devices::Int(integers(d).ok_or_else(|| wrong(0, "device id", "a string or an integer"))?),
         };
-        let times = numbers(batch.column(1).as_ref(), true).ok_or_else(|| wrong(1, "timestamp", "numeric (integer, float, TIMESTAMP or DATE)"))?;
+        let times =
+            numbers(batch.column(1).as_ref(), true).ok_or_else(|| wrong(1, "timestamp", "numeric (integer, float, TIMESTAMP or DATE)"))?;
         let values = (2..2 + features)
             .map(|i| numbers(batch.column(i).as_ref(), false).ok_or_else(|| wrong(i, "value", "numeric (float or integer)")))
             .collect::<Result<_, _>>()?;
@@ -137,7 +138,13 @@ impl<'a> Readings<'a> {
 
     /// Row `i`: its fields (device and timestamp text written into the reused buffers), or why
     /// it is malformed, with the Parquet reader's words.
-    pub fn row<'b>(&self, i: usize, values: &'b mut [f32], device_text: &'b mut String, time_text: &'b mut String) -> Result<Row<'b>, String>
+    pub fn row<'b>(
+        &self,
+        i: usize,
+        values: &'b mut [f32],
+        device_text: &'b mut String,
+        time_text: &'b mut String,
+    ) -> Result<Row<'b>, String>
     where
         'a: 'b,
     {

@@ -131,7 +131,14 @@ impl Scorer {
 impl Scorer {
     #[new]
     #[pyo3(signature = (model, window=None, stride=None, max_gap=None, sessions=false, strict=false))]
-    fn new(model: &Bound<'_, PyAny>, window: Option<usize>, stride: Option<usize>, max_gap: Option<f64>, sessions: bool, strict: bool) -> PyResult<Self> {
+    fn new(
+        model: &Bound<'_, PyAny>,
+        window: Option<usize>,
+        stride: Option<usize>,
+        max_gap: Option<f64>,
+        sessions: bool,
+        strict: bool,
+    ) -> PyResult<Self> {
         if sessions {
             return Err(PyNotImplementedError::new_err(
                 "sessions=True: this version scores fixed windows only (window, stride, max_gap), as `edge assign` does",
@@ -224,7 +231,12 @@ impl Scorer {
     /// `None`): a record batch of `cluster`, `distance`, `second_distance`, `anomalous`. The
     /// windows are needed beside the latents: the decision vector holds the window's summary.
     #[pyo3(signature = (windows, latents=None))]
-    fn assign<'py>(&self, py: Python<'py>, windows: &Bound<'py, PyAny>, latents: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    fn assign<'py>(
+        &self,
+        py: Python<'py>,
+        windows: &Bound<'py, PyAny>,
+        latents: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let (arr, n, len) = self.windows(py, windows)?;
         let values = arr.as_slice().map_err(runtime_error)?;
         let given: Option<PyReadonlyArrayDyn<'py, f32>> = match latents {
