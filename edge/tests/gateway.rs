@@ -34,7 +34,8 @@ fn cross_build(target: &str, native_only: bool) -> PathBuf {
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(root()).args(["build", "--release", "-p", "edge", "--target", target, "--target-dir"]).arg(&target_dir);
     if native_only {
-        cmd.arg("--no-default-features");
+        // Without tract only: the binary needs `serve`.
+        cmd.args(["--no-default-features", "--features", "serve"]);
     }
     let o = cmd.output().expect("cargo runs");
     assert!(o.status.success(), "{target} build failed:\n{}", String::from_utf8_lossy(&o.stderr));
