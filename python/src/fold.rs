@@ -9,12 +9,11 @@ use arrow_pyarrow::{FromPyArrow, ToPyArrow};
 use arrow_schema::DataType;
 use edge::devices::DeviceTable;
 use edge::fleet::Window;
-use edge::outputs::{device_cells, device_columns};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use runtime::Assignment;
 
-use crate::tables::TableBuilder;
+use crate::tables::device_table;
 
 /// Folds scored windows into one row per device.
 #[pyclass(module = "vrae_edge._native")]
@@ -102,10 +101,6 @@ impl DeviceFold {
 
     /// The device table so far (one row per device, sorted by id), as `Scorer.finish` gives it.
     fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let mut t = TableBuilder::new(&device_columns(self.clusters));
-        for r in self.table.rows() {
-            t.push(&device_cells(&r));
-        }
-        t.finish().map_err(|e| PyValueError::new_err(e.to_string()))?.to_pyarrow(py)
+        device_table(&self.table, self.clusters).map_err(|e| PyValueError::new_err(e.to_string()))?.to_pyarrow(py)
     }
 }

@@ -23,6 +23,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<scorer::Scorer>()?;
     m.add_class::<fold::DeviceFold>()?;
+    m.add_function(wrap_pyfunction!(model::bundle_bytes, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

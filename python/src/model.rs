@@ -38,3 +38,11 @@ pub fn load(model: &Bound<'_, PyAny>) -> PyResult<AlignedBytes> {
 pub fn encoder(bundle: &AlignedBytes) -> Encoder<'_> {
     Encoder::from_bytes(bundle.as_bytes()).expect("checked when the scorer was made")
 }
+
+/// The checked bundle bytes of a model directory, a `model.bundle` path or bytes: what Spark
+/// broadcasts to executors (one loader for Python and the scorer, one set of messages).
+#[pyfunction]
+pub fn bundle_bytes<'py>(py: Python<'py>, model: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let bundle = load(model)?;
+    Ok(PyBytes::new(py, bundle.as_bytes()))
+}

@@ -5,7 +5,7 @@ use arrow_array::RecordBatch;
 use arrow_pyarrow::{FromPyArrow, ToPyArrow};
 use edge::devices::DeviceTable;
 use edge::fleet::{Window, Windower, WindowerParams};
-use edge::outputs::{device_cells, device_columns, window_cells, window_columns};
+use edge::outputs::{window_cells, window_columns};
 use edge::table::{Cell, Kind};
 use numpy::{PyArray2, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyTypeError, PyValueError};
@@ -17,7 +17,7 @@ use runtime::Assignment;
 
 use crate::model;
 use crate::readings::Readings;
-use crate::tables::TableBuilder;
+use crate::tables::{device_table, TableBuilder};
 
 /// Windows embedded per kernel call (as `edge assign --batch`): enough to fill every core.
 const BATCH: usize = 4096;
@@ -28,6 +28,14 @@ fn value_error(e: impl std::fmt::Display) -> PyErr {
 
 fn runtime_error(e: impl std::fmt::Display) -> PyErr {
     PyRuntimeError::new_err(e.to_string())
+}
+
+/// `obj` as a C-contiguous float32 array (numpy converts lists and other dtypes); `what` names
+/// it in the error.
+fn float32_array<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>, what: &str) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+    let np = py.import("numpy")?;
+    let arr = np.call_method1("ascontiguousarray", (obj, np.getattr("float32")?))?;
+    arr.extract().map_err(|_| PyTypeError::new_err(format!("{what} must be a numeric array")))
 }
 
 /// Scores a fleet's readings with a trained model, exactly as `edge assign` does.
@@ -108,9 +116,7 @@ impl Scorer {
 
     /// `(n, length, features)` float32 windows from a 2-D (one feature) or 3-D array-like.
     fn windows<'py>(&self, py: Python<'py>, windows: &Bound<'py, PyAny>) -> PyResult<(PyReadonlyArrayDyn<'py, f32>, usize, usize)> {
-        let np = py.import("numpy")?;
-        let arr = np.call_method1("ascontiguousarray", (windows, np.getattr("float32")?))?;
-        let arr: PyReadonlyArrayDyn<'py, f32> = arr.extract().map_err(|_| PyTypeError::new_err("windows must be a numeric array"))?;
+        let arr = float32_array(py, windows, "windows")?;
         let shape = arr.shape().to_vec();
         let (n, len, f) = match shape[..] {
             [n, len] => (n, len, 1),
@@ -187,14 +193,7 @@ impl Scorer {
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.check_open()?;
         self.closed = Some("finish() was called".into());
-        let batch = py.detach(|| {
-            let mut t = TableBuilder::new(&device_columns(self.clusters));
-            for r in self.table.rows() {
-                t.push(&device_cells(&r));
-            }
-            t.finish()
-        });
-        batch.map_err(runtime_error)?.to_pyarrow(py)
+        py.detach(|| device_table(&self.table, self.clusters)).map_err(runtime_error)?.to_pyarrow(py)
     }
 
     /// The counts `edge assign` prints, over everything pushed so far.
@@ -241,9 +240,7 @@ impl Scorer {
         let values = arr.as_slice().map_err(runtime_error)?;
         let given: Option<PyReadonlyArrayDyn<'py, f32>> = match latents {
             Some(l) => {
-                let np = py.import("numpy")?;
-                let l = np.call_method1("ascontiguousarray", (l, np.getattr("float32")?))?;
-                let l: PyReadonlyArrayDyn<'py, f32> = l.extract().map_err(|_| PyTypeError::new_err("latents must be a numeric array"))?;
+                let l = float32_array(py, l, "latents")?;
                 if l.shape() != [n, self.latent] {
                     return Err(value_error(format!("latents must have shape ({n}, {}), got {:?}", self.latent, l.shape())));
                 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use arrow_array::builder::{BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema};
+use edge::devices::DeviceTable;
+use edge::outputs::{device_cells, device_columns};
 use edge::table::{Cell, Kind};
 
 /// One column being filled.
@@ -89,4 +91,13 @@ impl TableBuilder {
             .collect();
         RecordBatch::try_new(self.schema, arrays)
     }
+}
+
+/// The device table (`edge assign --devices`) of a model of `clusters` clusters.
+pub fn device_table(table: &DeviceTable, clusters: usize) -> Result<RecordBatch, ArrowError> {
+    let mut t = TableBuilder::new(&device_columns(clusters));
+    for r in table.rows() {
+        t.push(&device_cells(&r));
+    }
+    t.finish()
 }

@@ -11,6 +11,9 @@ __version__: str
 
 Model = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
+def bundle_bytes(model: Model) -> bytes:
+    """The checked bundle bytes of a model directory, a ``model.bundle`` path or bytes."""
+
 class Summary(TypedDict):
     rows: int
     malformed: int

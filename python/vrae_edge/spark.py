@@ -22,7 +22,7 @@ from typing import Iterator, NamedTuple, Optional, Union
 import numpy as np
 import pyarrow as pa
 
-from ._native import DeviceFold, Scorer
+from ._native import DeviceFold, Scorer, bundle_bytes
 
 __all__ = ["Result", "assign", "model_bytes", "WINDOW_SCHEMA", "device_schema"]
 
@@ -57,20 +57,9 @@ class Result(NamedTuple):
 
 
 def model_bytes(model: Union[str, "os.PathLike[str]", bytes]) -> bytes:
-    """The bundle's bytes of a model directory, a ``model.bundle`` path or bytes, checked."""
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        data = bytes(model)
-    else:
-        path = os.fspath(model)
-        if os.path.isdir(path):
-            path = os.path.join(path, "model.bundle")
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise ValueError(f"{path}: cannot read the model bundle: {e.strerror}") from None
-    Scorer(data)  # raises ValueError naming what is wrong with the bundle
-    return data
+    """The bundle's bytes of a model directory, a ``model.bundle`` path or bytes, checked
+    (``ValueError`` naming the file and what is wrong, as the CLI and ``Scorer`` say it)."""
+    return bundle_bytes(model)
 
 
 def _large_strings(batch: pa.RecordBatch) -> pa.RecordBatch:
