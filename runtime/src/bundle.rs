@@ -25,8 +25,8 @@
 //! horizontal sums, which vectorises on hosts and streams flash linearly on microcontrollers.
 //!
 //! The cluster decision: the raw decision vector is the latent mean followed by the window's
-//! streaming summary ([`crate::summary`]: `(2 * segments + freqs + step_edges) * features`
-//! values, none when all three are 0); its value `j` becomes `(raw_j - offset_j) * scale_j`, and the nearest
+//! streaming summary ([`crate::summary`]: `(2 * segments + freqs + step_edges + step_freqs) *
+//! features` values, none when all four are 0); its value `j` becomes `(raw_j - offset_j) * scale_j`, and the nearest
 //! prototype (Euclidean) names the cluster. Several prototypes may share a cluster, so clusters
 //! need not be round.
 //!
@@ -34,7 +34,7 @@
 //! threshold (the trainer sets it at a quantile of the training series' distances in that
 //! cluster) is anomalous.
 //!
-//! Older bundles still load. Version 3 (summary of segment means and steps only) reads as
+//! Older bundles still load. Version 4 (no spectrum of the steps) reads as `step_freqs` 0. Version 3 (summary of segment means and steps only) reads as
 //! `freqs` 0 and no step edges, and decides as it did. Version 2 (no anomaly thresholds) flags nothing
 //! ([`Bundle::has_anomaly_thresholds`] is false so a host can say so); version 1 (latent only,
 //! one centroid per cluster, no decision tables) reads as offsets 0, scales 1 and prototype `i`
@@ -51,7 +51,7 @@ use crate::crc::crc32;
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"VRAEBNDL";
 /// Bundle format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Oldest bundle format version this crate still reads.
 pub const OLDEST_VERSION: u32 = 1;
 /// The anomaly threshold that never flags: a model fitted before the flag existed is exported
@@ -119,6 +119,23 @@ pub struct Header {
     pub freqs: u16,
     /// Step-distribution edges per feature in the summary (0 = none; version 4 on).
     pub step_edges: u16,
+    /// Frequencies per feature of the steps' spectrum in the summary (0 = none; version 5 on).
+    pub step_freqs: u16,
+}
+
+/// The version 4 header (no spectrum of the steps): the version 3 fields, then these.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct HeaderV4 {
+    v3: HeaderV3,
+    freqs: u16,
+    step_edges: u16,
+}
+
+impl HeaderV4 {
+    /// The current header with no spectrum of the steps.
+    fn upgrade(self) -> Header {
+        Header { freqs: self.freqs, step_edges: self.step_edges, ..self.v3.upgrade() }
+    }
 }
 
 /// The version 2-3 header (summary of segment means and steps only). postcard writes a nested
@@ -164,6 +181,7 @@ impl HeaderV3 {
             prototypes: self.prototypes,
             freqs: 0,
             step_edges: 0,
+            step_freqs: 0,
         }
     }
 }
@@ -180,10 +198,12 @@ impl Header {
         n + self.latent as usize * (h + 1)
     }
 
-    /// Values of the streaming summary: `(2 * segments + freqs + step_edges) * n_features`.
+    /// Values of the streaming summary: `(2 * segments + freqs + step_edges + step_freqs) *
+    /// n_features`.
     pub fn summary_len(&self) -> usize {
         // Saturating: a corrupted header must not wrap on 32-bit targets (it fails the length check).
-        (2 * self.segments as usize + self.freqs as usize + self.step_edges as usize).saturating_mul(self.n_features as usize)
+        let per_feature = 2 * self.segments as usize + self.freqs as usize + self.step_edges as usize + self.step_freqs as usize;
+        per_feature.saturating_mul(self.n_features as usize)
     }
 
     /// Step edges in the bundle's table: `step_edges * n_features`.
@@ -347,6 +367,7 @@ impl<'a> Bundle<'a> {
                 HeaderV3 { v1, segments: 0, stride: 0, prototypes: v1.k }.upgrade()
             }
             2 | 3 => exact::<HeaderV3>(raw)?.upgrade(),
+            4 => exact::<HeaderV4>(raw)?.upgrade(),
             _ => exact::<Header>(raw)?,
         };
         let h = header;
@@ -413,6 +434,7 @@ impl<'a> Bundle<'a> {
             segments: h.segments as usize,
             stride: h.stride as usize,
             freqs: h.freqs as usize,
+            step_freqs: h.step_freqs as usize,
             period: h.seq_len as usize,
             edges: self.step_edges,
         }

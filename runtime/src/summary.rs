@@ -1,4 +1,4 @@
-//! A streaming summary of a window, kept beside the recurrent state. Four blocks, each per
+//! A streaming summary of a window, kept beside the recurrent state. Five blocks, each per
 //! feature:
 //!
 //! 1. **Segment means**: per segment of `stride` consecutive samples, the mean value
@@ -11,14 +11,19 @@
 //! 4. **Step distribution**: for each edge `e_j` of the bundle's step-edge table, the share of
 //!    steps `x_t - x_{t-1}` below `e_j` (the empirical CDF of the first differences at fixed
 //!    levels the trainer took from the training data's quantiles).
+//! 5. **Steps' spectrum**: for `f = 1..=step_freqs`, `|Σ_{t>=1} (x_t - x_{t-1}) e^{-2πi f t / P}| /
+//!    (n - 1)`: the DFT magnitudes of the first differences. A step or a spike puts the same
+//!    magnitudes here wherever it sits in the window, where the values' spectrum of a window
+//!    that does not wrap around (a level shift at time `p`) changes with `p`; measured on the
+//!    dev suite (README, "Clustering quality").
 //!
 //! Why: the VRAE latent is trained to reconstruct, which rewards encoding the shape every series
 //! shares. What tells groups apart is often the level in a part of the window or how busy the
 //! signal is there (blocks 1-2: position-bound), or which shape occurs wherever it occurs
 //! (blocks 3-4: unchanged when the pattern moves in time; measured on the dev suite, the
 //! position-bound blocks alone tie raw k-means on Trace, whose classes differ by a transient
-//! that moves, while the spectrum and step distribution separate them). All four stream in
-//! O(features x (segments + freqs + edges)) memory with a few operations per sample, so the
+//! that moves, while the spectrum and step distribution separate them). All five stream in
+//! O(features x (segments + freqs + edges + step_freqs)) memory with a few operations per sample, so the
 //! device computes them while it runs the encoder and the cluster decision uses them beside the
 //! latent.
 //!
@@ -39,6 +44,8 @@ pub struct Shape<'a> {
     pub stride: usize,
     /// Frequencies of the spectrum (0: none).
     pub freqs: usize,
+    /// Frequencies of the steps' spectrum (0: none).
+    pub step_freqs: usize,
     /// Period `P` of the spectrum's frequencies: the model's window length (at least 1).
     pub period: usize,
     /// Step edges, edge-major then feature (`edges.len()` a multiple of `features`; empty: none).
@@ -47,7 +54,7 @@ pub struct Shape<'a> {
 
 impl Shape<'_> {
     /// No summary at all.
-    pub const NONE: Shape<'static> = Shape { features: 1, segments: 0, stride: 0, freqs: 0, period: 1, edges: &[] };
+    pub const NONE: Shape<'static> = Shape { features: 1, segments: 0, stride: 0, freqs: 0, step_freqs: 0, period: 1, edges: &[] };
 
     /// Step edges per feature.
     pub fn edges_per_feature(&self) -> usize {
@@ -59,20 +66,21 @@ impl Shape<'_> {
         self.len() == 0
     }
 
-    /// Values of the summary: `features x (2 segments + freqs + edges)`.
+    /// Values of the summary: `features x (2 segments + freqs + edges + step_freqs)`.
     pub fn len(&self) -> usize {
         let f = self.features;
-        (2 * self.segments).saturating_add(self.freqs).saturating_mul(f).saturating_add(self.edges.len())
+        (2 * self.segments).saturating_add(self.freqs).saturating_add(self.step_freqs).saturating_mul(f).saturating_add(self.edges.len())
     }
 
     /// Slots a summary of this shape needs (sums, step sums, previous sample, spectrum real and
-    /// imaginary parts, step counts).
+    /// imaginary parts, step counts, steps' spectrum real and imaginary parts).
     pub fn slots(&self) -> usize {
         if self.is_empty() {
             return 0;
         }
         let f = self.features;
-        (2 * self.segments).saturating_add(2 * self.freqs).saturating_add(1).saturating_mul(f).saturating_add(self.edges.len())
+        let per_feature = (2 * self.segments).saturating_add(2 * self.freqs).saturating_add(2 * self.step_freqs).saturating_add(1);
+        per_feature.saturating_mul(f).saturating_add(self.edges.len())
     }
 }
 
@@ -120,14 +128,16 @@ impl<const S: usize> Summary<S> {
     /// `shape.stride >= 1` when there are segments and `shape.period >= 1`.
     pub(crate) fn push(&mut self, sample: &[f32], shape: &Shape) {
         let f = sample.len();
-        let (p, m) = (shape.segments, shape.freqs);
+        let (p, m, ms) = (shape.segments, shape.freqs, shape.step_freqs);
         let t = self.steps as usize;
         let (sums, rest) = self.acc.split_at_mut(p * f);
         let (steps, rest) = rest.split_at_mut(p * f);
         let (prev, rest) = rest.split_at_mut(f);
         let (re, rest) = rest.split_at_mut(m * f);
         let (im, rest) = rest.split_at_mut(m * f);
-        let counts = &mut rest[..shape.edges.len()];
+        let (counts, rest) = rest.split_at_mut(shape.edges.len());
+        let (step_re, rest) = rest.split_at_mut(ms * f);
+        let step_im = &mut rest[..ms * f];
         if p > 0 {
             let seg = (t / shape.stride).min(p - 1);
             for (k, &v) in sample.iter().enumerate() {
@@ -137,15 +147,25 @@ impl<const S: usize> Summary<S> {
                 }
             }
         }
-        if m > 0 {
+        let with_steps = if t > 0 { ms } else { 0 };
+        if m > 0 || with_steps > 0 {
             let (s, c) = sincos_turn(t % shape.period, shape.period);
-            // e^{-iθ} and its powers e^{-i f θ}, f = 1..=m.
+            // e^{-iθ} and its powers e^{-i f θ}, f = 1..=max(m, ms), shared by both spectra.
             let (br, bi) = (c, -s);
             let (mut wr, mut wi) = (br, bi);
-            for j in 0..m {
-                for (k, &v) in sample.iter().enumerate() {
-                    re[j * f + k] += v * wr;
-                    im[j * f + k] += v * wi;
+            for j in 0..m.max(with_steps) {
+                if j < m {
+                    for (k, &v) in sample.iter().enumerate() {
+                        re[j * f + k] += v * wr;
+                        im[j * f + k] += v * wi;
+                    }
+                }
+                if j < with_steps {
+                    for (k, &v) in sample.iter().enumerate() {
+                        let dv = v - prev[k];
+                        step_re[j * f + k] += dv * wr;
+                        step_im[j * f + k] += dv * wi;
+                    }
                 }
                 (wr, wi) = (wr * br - wi * bi, wr * bi + wi * br);
             }
@@ -177,7 +197,8 @@ impl<const S: usize> Summary<S> {
 
     /// Value `i` of the summary (`0 <= i < shape.len()`): the segment means (segment-major,
     /// then feature), the mean absolute steps in the same order, the spectrum (frequency-major,
-    /// then feature), then the step distribution (edge-major, then feature).
+    /// then feature), the step distribution (edge-major, then feature), then the steps' spectrum
+    /// (frequency-major, then feature).
     pub(crate) fn value(&self, i: usize, shape: &Shape) -> f32 {
         let n = self.steps as usize;
         let f = shape.features;
@@ -201,7 +222,14 @@ impl<const S: usize> Summary<S> {
         if n <= 1 {
             return 0.0;
         }
-        self.acc[base + 2 * mf + j] / (n - 1) as f32
+        let e = shape.edges.len();
+        if j < e {
+            return self.acc[base + 2 * mf + j] / (n - 1) as f32;
+        }
+        let j = j - e;
+        let at = base + 2 * mf + e;
+        let (re, im) = (self.acc[at + j], self.acc[at + shape.step_freqs * f + j]);
+        libm::sqrtf(re * re + im * im) / (n - 1) as f32
     }
 }
 
@@ -241,7 +269,7 @@ mod tests {
     use std::vec::Vec;
 
     fn shape(features: usize, segments: usize, stride: usize) -> Shape<'static> {
-        Shape { features, segments, stride, freqs: 0, period: 1, edges: &[] }
+        Shape { features, segments, stride, freqs: 0, step_freqs: 0, period: 1, edges: &[] }
     }
 
     #[test]
@@ -277,7 +305,7 @@ mod tests {
     }
 
     fn spectrum(x: &[f32], freqs: usize) -> Vec<f32> {
-        let sh = Shape { features: 1, segments: 0, stride: 0, freqs, period: x.len(), edges: &[] };
+        let sh = Shape { features: 1, segments: 0, stride: 0, freqs, step_freqs: 0, period: x.len(), edges: &[] };
         let mut s = Summary::<64>::default();
         x.iter().for_each(|&v| s.push(&[v], &sh));
         (0..freqs).map(|i| s.value(i, &sh)).collect()
@@ -318,7 +346,7 @@ mod tests {
     fn step_distribution_counts_steps_below_each_edge() {
         // Steps: +1, -2, +0.5, 0; edges per feature -1 and 0.25 (edge-major, two features).
         let edges = [-1.0f32, -1.0, 0.25, 0.25];
-        let sh = Shape { features: 2, segments: 0, stride: 0, freqs: 0, period: 5, edges: &edges };
+        let sh = Shape { features: 2, segments: 0, stride: 0, freqs: 0, step_freqs: 0, period: 5, edges: &edges };
         let mut s = Summary::<16>::default();
         for v in [0.0f32, 1.0, -1.0, -0.5, -0.5] {
             s.push(&[v, 0.0], &sh);
@@ -331,5 +359,34 @@ mod tests {
         let mut one = Summary::<16>::default();
         one.push(&[3.0, 3.0], &sh);
         assert_eq!(one.value(0, &sh), 0.0, "one sample has no step");
+    }
+
+    #[test]
+    fn steps_spectrum_of_a_level_shift_does_not_depend_on_where_it_sits() {
+        // A level shift at time `at` in a window that does not wrap around: its steps are one
+        // impulse, whose DFT magnitudes are flat, 1 / (n - 1), wherever it sits; the values'
+        // spectrum changes with `at`.
+        let p = 140;
+        let edges = [0.0f32];
+        let sh = Shape { features: 1, segments: 0, stride: 0, freqs: 4, step_freqs: 4, period: p, edges: &edges };
+        assert_eq!((sh.len(), sh.slots()), (9, 18));
+        let run = |at: usize| -> Vec<f32> {
+            let mut s = Summary::<32>::default();
+            (0..p).for_each(|t| s.push(&[if t >= at { 1.0 } else { 0.0 }], &sh));
+            (0..sh.len()).map(|i| s.value(i, &sh)).collect()
+        };
+        let (a, b) = (run(30), run(90));
+        for v in a[5..].iter().chain(&b[5..]) {
+            assert!((v - 1.0 / (p - 1) as f32).abs() < 1e-6, "{a:?}");
+        }
+        assert!((a[0] - b[0]).abs() > 0.01, "the values' spectrum moves with the shift: {a:?} vs {b:?}");
+        // The step distribution (one edge at 0) still reads between the spectra: no step below 0.
+        assert_eq!(a[4], 0.0);
+        // A cosine's steps: the spectrum of the differences peaks at the cosine's frequency.
+        let mut s = Summary::<32>::default();
+        (0..p).for_each(|t| s.push(&[libm::cosf(core::f32::consts::TAU * 3.0 * t as f32 / p as f32)], &sh));
+        let steps: Vec<f32> = (5..9).map(|i| s.value(i, &sh)).collect();
+        let top = (0..4).max_by(|&i, &j| steps[i].total_cmp(&steps[j])).unwrap();
+        assert_eq!(top + 1, 3, "{steps:?}");
     }
 }

@@ -33,6 +33,7 @@ fn header(cell: Cell, f: u16, h: u16, layers: u8, latent: u16, k: u16, norm: Nor
         prototypes: k,
         freqs: 0,
         step_edges: 0,
+        step_freqs: 0,
     };
     hd.weights_len = hd.expected_weights() as u32;
     hd
@@ -253,12 +254,13 @@ fn summary_header(norm: Normalization) -> Header {
     hd.stride = 4;
     hd.freqs = 3;
     hd.step_edges = 2;
+    hd.step_freqs = 2;
     hd.prototypes = 9;
     hd
 }
 
 /// The decision by hand in f64: latent, per-segment means and mean absolute steps of the
-/// (normalised) window, its DFT magnitudes and step distribution, offsets and scales, nearest
+/// (normalised) window, its DFT magnitudes, step distribution and its steps' DFT magnitudes, offsets and scales, nearest
 /// prototype, nearest other cluster.
 fn reference_decision(b: &Bundle<'_>, latent: &[f32], window: &[f32]) -> (usize, f64, f64) {
     let hd = b.header;
@@ -303,6 +305,18 @@ fn reference_decision(b: &Bundle<'_>, latent: &[f32], window: &[f32]) -> (usize,
             raw.push(if n > 1 { below as f64 / (n - 1) as f64 } else { 0.0 });
         }
     }
+    for fr in 1..=hd.step_freqs as usize {
+        for k in 0..f {
+            let (mut re, mut im) = (0f64, 0f64);
+            for t in 1..n {
+                let a = std::f64::consts::TAU * fr as f64 * (t as f64 % period) / period;
+                let dx = window[t * f + k] as f64 - window[(t - 1) * f + k] as f64;
+                re += dx * a.cos();
+                im -= dx * a.sin();
+            }
+            raw.push(if n > 1 { (re * re + im * im).sqrt() / (n - 1) as f64 } else { 0.0 });
+        }
+    }
     let d = raw.len();
     let x: Vec<f64> = (0..d).map(|j| (raw[j] - b.offsets[j] as f64) * b.scales[j] as f64).collect();
     let dist: Vec<f64> =
@@ -318,7 +332,7 @@ fn summary_decision_streams_and_matches_reference() {
     let hd = summary_header(Normalization::None);
     let bytes = AlignedBytes::new(&bundle(&hd, 11));
     let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
-    assert_eq!(enc.bundle().header.decision_dims(), 3 + (2 * 5 + 3 + 2) * 2);
+    assert_eq!(enc.bundle().header.decision_dims(), 3 + (2 * 5 + 3 + 2 + 2) * 2);
     let mut agree = 0;
     // 20 samples fill the segments exactly; 13 leave the last segments short or empty; 26 spill
     // into the last segment.
@@ -488,4 +502,25 @@ fn version_3_bundle_loads_without_the_new_summary_blocks() {
         })
         .count();
     assert_eq!(flagged, 5, "windows far from every prototype are anomalous");
+}
+
+/// The version 4 bundle shipped before the steps' spectrum (ECG5000: latent, segment blocks,
+/// spectrum, step distribution) still loads, with no steps' spectrum, and decides as the f64
+/// reference does on the blocks it has.
+#[test]
+fn version_4_bundle_loads_without_the_steps_spectrum() {
+    let bytes = AlignedBytes::new(include_bytes!("fixtures/ecg5000-v4.bundle"));
+    let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+    let hd = enc.bundle().header;
+    assert_eq!(enc.bundle().version, 4);
+    assert_eq!(hd.step_freqs, 0);
+    assert!(hd.freqs > 0 && hd.step_edges > 0);
+    assert_eq!(hd.decision_dims(), hd.latent as usize + 2 * hd.segments as usize + hd.freqs as usize + hd.step_edges as usize);
+    for seed in 0..5 {
+        let window = values(140, 300 + seed, 1.0);
+        let (z, a) = enc.classify_window::<96, 1, 32>(&mut State::<96, 1>::default(), &window).unwrap();
+        let (c, d, _) = reference_decision(enc.bundle(), &z, &window);
+        assert_eq!(a.cluster, c);
+        assert!((a.distance as f64 - d).abs() < 1e-3 * d.max(1.0), "{} vs {d}", a.distance);
+    }
 }

@@ -367,6 +367,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
             (seg, dp.position_weight),
             (lay.freqs * nf, dp.spectrum_weight),
             (lay.step_levels * nf, dp.step_weight),
+            (lay.step_freqs * nf, dp.step_spectrum_weight),
         ]
         .into_iter()
         .filter(|b| b.0 > 0)
@@ -389,6 +390,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         stride: lay.stride,
         freqs: lay.freqs,
         step_edges: if lay.step_levels > 0 { edges } else { Vec::new() },
+        step_freqs: lay.step_freqs,
         offsets: offsets.clone(),
         scales: scales.clone(),
         prototypes: clustering.prototypes.clone(),

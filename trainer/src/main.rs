@@ -195,6 +195,12 @@ struct DecisionArgs {
     /// Weight of the step-distribution block [1].
     #[arg(long)]
     step_weight: Option<f64>,
+    /// Frequencies per feature of the steps' spectrum in the window summary, at most; 0 = none [32].
+    #[arg(long)]
+    step_spectrum_freqs: Option<usize>,
+    /// Weight of the steps' spectrum block [0.7].
+    #[arg(long)]
+    step_spectrum_weight: Option<f64>,
     /// Neighbours per series in the kNN graph [10].
     #[arg(long)]
     neighbors: Option<usize>,
@@ -215,7 +221,7 @@ struct DecisionArgs {
 impl DecisionArgs {
     fn apply(&self, mut p: DecisionParams) -> DecisionParams {
         override_fields!(self, p; cluster_method, summary_segments, spectrum_freqs, step_levels, latent_weight,
-                         position_weight, spectrum_weight, step_weight, neighbors, prototypes_per_cluster,
+                         position_weight, spectrum_weight, step_weight, step_spectrum_freqs, step_spectrum_weight, neighbors, prototypes_per_cluster,
                          max_clusters, anomaly_quantile, choose_summary);
         p
     }

@@ -272,7 +272,7 @@ fn moving_transients(n: usize, seed: u64) -> Dataset {
     Dataset { series, labels: Some(labels), n_features: 1, sources: vec!["synthetic".into()] }
 }
 
-/// The spectrum and step distribution see the transient's shape wherever it sits; without them
+/// The spectra and step distribution see the transient's shape wherever it sits; without them
 /// (segment blocks and a barely trained latent) the classes mix. The control shows the first
 /// assertion can fail.
 #[test]
@@ -293,7 +293,7 @@ fn shift_invariant_summary_separates_a_moving_transient() {
     };
     let with = run(DecisionParams::default());
     assert!(with.nmi > 0.8, "{with:?}");
-    let without = run(DecisionParams { spectrum_freqs: 0, step_levels: 0, ..Default::default() });
+    let without = run(DecisionParams { spectrum_freqs: 0, step_levels: 0, step_spectrum_freqs: 0, ..Default::default() });
     assert!(without.nmi < 0.3, "{without:?}");
 }
 

@@ -49,6 +49,7 @@ fn main() {
             prototypes,
             freqs: segments,
             step_edges: segments / 2,
+            step_freqs: segments / 2,
         };
         hd.weights_len = hd.expected_weights() as u32;
         let w: Vec<f32> = (0..hd.weights_len).map(|i| ((i as f32) * 0.7).sin() * 0.5).collect();

@@ -3,7 +3,7 @@
 //! are found, and the prototypes that stand for them.
 //!
 //! Weighting: each block (latent; segment means; segment mean absolute steps; spectrum; step
-//! distribution) is centred and scaled so its total variance, `Σ_j Var(x_j)` over the block, is
+//! distribution; steps' spectrum) is centred and scaled so its total variance, `Σ_j Var(x_j)` over the block, is
 //! `w_block²`; so a block's share of every distance does not depend on its dimension or its
 //! units. Every block's weight is a parameter ([`DecisionParams`]).
 //!
@@ -28,36 +28,39 @@ pub struct SummaryLayout {
     pub freqs: usize,
     /// Step-distribution edges per feature.
     pub step_levels: usize,
+    /// Frequencies per feature of the steps' spectrum.
+    pub step_freqs: usize,
 }
 
 impl SummaryLayout {
     /// No summary.
-    pub const NONE: SummaryLayout = SummaryLayout { segments: 0, stride: 0, freqs: 0, step_levels: 0 };
+    pub const NONE: SummaryLayout = SummaryLayout { segments: 0, stride: 0, freqs: 0, step_levels: 0, step_freqs: 0 };
 
     /// Summary values for `n_features`.
     pub fn len(&self, n_features: usize) -> usize {
-        (2 * self.segments + self.freqs + self.step_levels) * n_features
+        (2 * self.segments + self.freqs + self.step_levels + self.step_freqs) * n_features
     }
 }
 
 /// The summary for a model of `seq_len` steps and `n_features`, within the runtime's state
 /// ([`runtime::encoder::SUMMARY_SLOTS`]): per feature a budget of `SUMMARY_SLOTS / features - 1`
 /// slots, of which the spectrum (2 slots per frequency, at most `seq_len / 2` frequencies) takes
-/// up to half and the step distribution up to an eighth; the segments (2 slots each) take what is
-/// left.
+/// up to half and the step distribution up to an eighth, the steps' spectrum (2 slots per
+/// frequency) up to half of what those two leave; the segments (2 slots each) take the rest.
 /// Each block is capped by its maximum in `p` (0 turns it off). No segment is empty.
 pub fn summary_layout(seq_len: usize, n_features: usize, p: &DecisionParams) -> SummaryLayout {
     let f = n_features.max(1);
     let budget = (runtime::encoder::SUMMARY_SLOTS / f).saturating_sub(1);
     let freqs = p.spectrum_freqs.min(seq_len / 2).min(budget / 4);
     let step_levels = if seq_len > 1 { p.step_levels.min(budget / 8) } else { 0 };
-    let room = budget.saturating_sub(2 * freqs + step_levels) / 2;
+    let step_freqs = p.step_spectrum_freqs.min(seq_len / 2).min(budget.saturating_sub(2 * freqs + step_levels) / 4);
+    let room = budget.saturating_sub(2 * freqs + step_levels + 2 * step_freqs) / 2;
     let segments = p.summary_segments.min(room).min(seq_len);
     if segments == 0 {
-        return SummaryLayout { segments: 0, stride: 0, freqs, step_levels };
+        return SummaryLayout { segments: 0, stride: 0, freqs, step_levels, step_freqs };
     }
     let stride = seq_len.div_ceil(segments);
-    SummaryLayout { segments: seq_len.div_ceil(stride), stride, freqs, step_levels }
+    SummaryLayout { segments: seq_len.div_ceil(stride), stride, freqs, step_levels, step_freqs }
 }
 
 /// The step distribution's edges, edge-major then feature: per feature, the quantiles
@@ -103,6 +106,9 @@ pub struct Decision {
     /// Step-distribution edges, edge-major then feature (absent before it: none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub step_edges: Vec<f32>,
+    /// Frequencies per feature of the steps' spectrum (absent before it: 0).
+    #[serde(default)]
+    pub step_freqs: usize,
     /// Subtracted from each raw decision value.
     pub offsets: Vec<f32>,
     /// Applied after the offset.
@@ -127,6 +133,7 @@ impl Decision {
             stride: 0,
             freqs: 0,
             step_edges: Vec::new(),
+            step_freqs: 0,
             offsets: t.offsets,
             scales: t.scales,
             prototypes: t.prototypes,
@@ -145,6 +152,7 @@ impl Decision {
             stride: layout.stride,
             freqs: layout.freqs,
             step_edges,
+            step_freqs: layout.step_freqs,
             offsets: vec![0.0; d],
             scales: vec![1.0; d],
             prototypes: vec![0.0; d],
@@ -160,7 +168,7 @@ impl Decision {
 
     /// Values the decision vector of a model with `latent` and `n_features` must have.
     pub fn expected_dims(&self, latent: usize, n_features: usize) -> usize {
-        latent + (2 * self.segments + self.freqs) * n_features + self.step_edges.len()
+        latent + (2 * self.segments + self.freqs + self.step_freqs) * n_features + self.step_edges.len()
     }
 
     /// Step-distribution edges per feature.
@@ -290,6 +298,9 @@ pub struct DecisionParams {
     /// Step-distribution edges per feature at most; 0: none [16].
     #[serde(default = "default_step_levels")]
     pub step_levels: usize,
+    /// Frequencies per feature of the steps' spectrum at most; 0: none [32].
+    #[serde(default = "default_spectrum_freqs")]
+    pub step_spectrum_freqs: usize,
     /// Weight of the latent block [[`LATENT_WEIGHT`]].
     pub latent_weight: f64,
     /// Weight of each of the two segment blocks (means, mean absolute steps) [0.5].
@@ -301,6 +312,9 @@ pub struct DecisionParams {
     /// Weight of the step-distribution block [1].
     #[serde(default = "one")]
     pub step_weight: f64,
+    /// Weight of the steps' spectrum block [0.7: measured on the dev suite, 0.5-1 all helped].
+    #[serde(default = "default_step_spectrum_weight")]
+    pub step_spectrum_weight: f64,
     /// Neighbours in the kNN graph [10].
     pub neighbors: usize,
     /// Prototypes per cluster at most [16: measured, 8 left the device agreeing with the offline clusters on 97.0-97.4% of ACSF1 and ECG5000].
@@ -338,6 +352,10 @@ fn default_position_weight() -> f64 {
     0.5
 }
 
+fn default_step_spectrum_weight() -> f64 {
+    0.7
+}
+
 fn one() -> f64 {
     1.0
 }
@@ -349,10 +367,12 @@ impl Default for DecisionParams {
             summary_segments: 32,
             spectrum_freqs: default_spectrum_freqs(),
             step_levels: default_step_levels(),
+            step_spectrum_freqs: default_spectrum_freqs(),
             latent_weight: LATENT_WEIGHT,
             position_weight: default_position_weight(),
             spectrum_weight: 1.0,
             step_weight: 1.0,
+            step_spectrum_weight: default_step_spectrum_weight(),
             neighbors: 10,
             prototypes_per_cluster: 16,
             max_clusters: 12,
@@ -370,6 +390,7 @@ impl DecisionParams {
             summary_segments: 0,
             spectrum_freqs: 0,
             step_levels: 0,
+            step_spectrum_freqs: 0,
             latent_weight: 1.0,
             prototypes_per_cluster: 1,
             choose_summary: false,
@@ -384,6 +405,7 @@ impl DecisionParams {
             ("position", self.position_weight),
             ("spectrum", self.spectrum_weight),
             ("step", self.step_weight),
+            ("step spectrum", self.step_spectrum_weight),
         ] {
             if !(w.is_finite() && w >= 0.0) {
                 return Err(Error::Param(format!("{what} weight must be finite and >= 0, got {w}")));
@@ -393,6 +415,7 @@ impl DecisionParams {
             (self.summary_segments, self.position_weight),
             (self.spectrum_freqs, self.spectrum_weight),
             (self.step_levels, self.step_weight),
+            (self.step_spectrum_freqs, self.step_spectrum_weight),
         ];
         if self.latent_weight == 0.0 && summary.iter().all(|&(n, w)| n == 0 || w == 0.0) {
             return Err(Error::Param("latent weight 0 with no weighted summary block leaves nothing to cluster on".into()));
@@ -572,23 +595,33 @@ mod tests {
         let d = DecisionParams::default();
         let lay = |t, f, p: &DecisionParams| {
             let l = summary_layout(t, f, p);
-            (l.segments, l.stride, l.freqs, l.step_levels)
+            (l.segments, l.stride, l.freqs, l.step_levels, l.step_freqs)
         };
-        assert_eq!(lay(140, 1, &d), (28, 5, 32, 16));
-        assert_eq!(lay(2000, 1, &d), (32, 63, 32, 16));
-        // Short: at most seq_len / 2 frequencies.
-        assert_eq!(lay(10, 1, &d), (10, 1, 5, 16));
-        // Three features: 16 segments, 21 frequencies, 10 edges fill 255 of 256 slots.
+        assert_eq!(lay(140, 1, &d), (28, 5, 32, 16, 32));
+        assert_eq!(lay(2000, 1, &d), (32, 63, 32, 16, 32));
+        // Short: at most seq_len / 2 frequencies in both spectra.
+        assert_eq!(lay(10, 1, &d), (10, 1, 5, 16, 5));
+        // Three features: 8 segments, 21 frequencies, 10 edges, 8 steps' frequencies fill 255 of
+        // 256 slots.
         let l = summary_layout(300, 3, &d);
-        assert_eq!((l.segments, l.freqs, l.step_levels), (16, 21, 10));
+        assert_eq!((l.segments, l.freqs, l.step_levels, l.step_freqs), (8, 21, 10, 8));
         let edges = vec![0.0; l.step_levels * 3];
-        let shape =
-            runtime::summary::Shape { features: 3, segments: l.segments, stride: l.stride, freqs: l.freqs, period: 300, edges: &edges };
+        let shape = runtime::summary::Shape {
+            features: 3,
+            segments: l.segments,
+            stride: l.stride,
+            freqs: l.freqs,
+            step_freqs: l.step_freqs,
+            period: 300,
+            edges: &edges,
+        };
+        assert_eq!(shape.slots(), 255);
         assert!(shape.slots() <= runtime::encoder::SUMMARY_SLOTS, "{}", shape.slots());
-        assert_eq!(lay(300, 200, &d), (0, 0, 0, 0));
-        let off = DecisionParams { summary_segments: 0, spectrum_freqs: 0, step_levels: 0, ..d };
-        assert_eq!(lay(300, 1, &off), (0, 0, 0, 0));
-        assert_eq!(lay(300, 1, &DecisionParams { summary_segments: 0, ..d }), (0, 0, 32, 16));
+        assert_eq!(shape.len(), l.len(3));
+        assert_eq!(lay(300, 200, &d), (0, 0, 0, 0, 0));
+        let off = DecisionParams { summary_segments: 0, spectrum_freqs: 0, step_levels: 0, step_spectrum_freqs: 0, ..d };
+        assert_eq!(lay(300, 1, &off), (0, 0, 0, 0, 0));
+        assert_eq!(lay(300, 1, &DecisionParams { summary_segments: 0, ..d }), (0, 0, 32, 16, 32));
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore
         prototypes: dim(decision.prototypes.len() / d, "prototypes")?,
         freqs: dim(decision.freqs, "spectrum frequencies")?,
         step_edges: dim(decision.step_levels(cfg.n_features), "step edges")?,
+        step_freqs: dim(decision.step_freqs, "steps' spectrum frequencies")?,
     };
     encode(&header, &flat, &decision.tables()).map_err(|e| Error::Param(format!("bundle: {e}")))
 }
