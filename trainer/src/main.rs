@@ -198,7 +198,7 @@ struct DecisionArgs {
     /// Frequencies per feature of the steps' spectrum in the window summary, at most; 0 = none [32].
     #[arg(long)]
     step_spectrum_freqs: Option<usize>,
-    /// Weight of the steps' spectrum block [0.7].
+    /// Weight of the steps' spectrum block [0.5].
     #[arg(long)]
     step_spectrum_weight: Option<f64>,
     /// Neighbours per series in the kNN graph [10].
