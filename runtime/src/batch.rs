@@ -112,38 +112,145 @@ fn encode_group_body<const N: usize>(enc: &Encoder<'_>, ws: &[f32], window_value
                 Some(z) => z.apply(sample, xs),
             }
         }
-        for l in 0..layers {
-            let (w_ih, w_hh, b_ih, b_hh) = b.layer(l);
-            let (below, here) = h.split_at_mut(l * N * hid);
-            let (input, kd): (&[f32], usize) = if l == 0 { (&x, f) } else { (&below[(l - 1) * N * hid..], hid) };
-            let hl = &mut here[..N * hid];
-            matvec_group::<N>(&mut gates, b_ih, 0, w_ih, input, kd);
-            match hd.cell {
-                Cell::Lstm => {
-                    rec.copy_from_slice(&gates);
-                    matvec_group::<N>(&mut gates, &rec, gh, w_hh, hl, hid);
-                    let cl = &mut c[l * N * hid..(l + 1) * N * hid];
-                    for ((g, cn), hn) in gates.chunks_exact_mut(gh).zip(cl.chunks_exact_mut(hid)).zip(hl.chunks_exact_mut(hid)) {
-                        for (gv, bh) in g.iter_mut().zip(b_hh) {
-                            *gv += bh;
-                        }
-                        lstm_cell(g, cn, hn);
-                    }
-                }
-                Cell::Gru => {
-                    matvec_group::<N>(&mut rec, b_hh, 0, w_hh, hl, hid);
-                    for ((g, r), hn) in gates.chunks_exact(gh).zip(rec.chunks_exact(gh)).zip(hl.chunks_exact_mut(hid)) {
-                        gru_cell(g, r, hn);
-                    }
-                }
-            }
-        }
+        step_group::<N>(enc, &mut h, &mut c, &x, &mut gates, &mut rec);
     }
     let (w, bm) = b.head();
     let top = &h[(layers - 1) * N * hid..];
     for (d, hn) in dst.chunks_exact_mut(lat).zip(top.chunks_exact(hid)) {
         for (j, (dj, bj)) in d.iter_mut().zip(bm).enumerate() {
             *dj = bj + dot(&w[j * hid..(j + 1) * hid], hn);
+        }
+    }
+}
+
+/// One time step of `N` windows through every layer: `h` and `c` per layer, window-major
+/// (`h[(l * N + n) * hid ..][..hid]`), `x` the `N` samples. The math of the encoder's `step`,
+/// with each weight block applied to all `N` windows once it is loaded.
+#[inline(always)]
+fn step_group<const N: usize>(enc: &Encoder<'_>, h: &mut [f32], c: &mut [f32], x: &[f32], gates: &mut [f32], rec: &mut [f32]) {
+    let b = enc.bundle();
+    let hd = b.header;
+    let (f, hid, layers) = (hd.n_features as usize, hd.hidden as usize, hd.layers as usize);
+    let gh = hd.cell.gates() * hid;
+    for l in 0..layers {
+        let (w_ih, w_hh, b_ih, b_hh) = b.layer(l);
+        let (below, here) = h.split_at_mut(l * N * hid);
+        let (input, kd): (&[f32], usize) = if l == 0 { (x, f) } else { (&below[(l - 1) * N * hid..], hid) };
+        let hl = &mut here[..N * hid];
+        matvec_group::<N>(gates, b_ih, 0, w_ih, input, kd);
+        match hd.cell {
+            Cell::Lstm => {
+                rec.copy_from_slice(gates);
+                matvec_group::<N>(gates, rec, gh, w_hh, hl, hid);
+                let cl = &mut c[l * N * hid..(l + 1) * N * hid];
+                for ((g, cn), hn) in gates.chunks_exact_mut(gh).zip(cl.chunks_exact_mut(hid)).zip(hl.chunks_exact_mut(hid)) {
+                    for (gv, bh) in g.iter_mut().zip(b_hh) {
+                        *gv += bh;
+                    }
+                    lstm_cell(g, cn, hn);
+                }
+            }
+            Cell::Gru => {
+                matvec_group::<N>(rec, b_hh, 0, w_hh, hl, hid);
+                for ((g, r), hn) in gates.chunks_exact(gh).zip(rec.chunks_exact(gh)).zip(hl.chunks_exact_mut(hid)) {
+                    gru_cell(g, r, hn);
+                }
+            }
+        }
+    }
+}
+
+/// Pushes one sample into each of several independent window states (e.g. the open windows of
+/// many devices on a gateway): bit for bit what [`Encoder::push`] does to each, [`GROUP`] states
+/// at a time through the multi-window step so each weight block read from L2 serves several
+/// windows. Every item is checked first; on an error no state has changed.
+pub fn push_each<const H: usize, const L: usize>(enc: &Encoder<'_>, items: &mut [(&mut State<H, L>, &[f32])]) -> Result<(), EncodeError> {
+    let hd = enc.bundle().header;
+    if hd.normalization != Normalization::None {
+        return Err(EncodeError::NeedsWindow);
+    }
+    for (_, x) in items.iter() {
+        enc.check_push::<H, L>(x)?;
+    }
+    let shape = enc.bundle().summary_shape();
+    let mut groups = items.chunks_exact_mut(GROUP);
+    for g in groups.by_ref() {
+        push_group(enc, g, &shape);
+    }
+    for (s, x) in groups.into_remainder() {
+        enc.push(s, x)?;
+    }
+    Ok(())
+}
+
+/// Exactly [`GROUP`] checked items through one multi-window step (widest SIMD the CPU has).
+fn push_group<const H: usize, const L: usize>(enc: &Encoder<'_>, items: &mut [(&mut State<H, L>, &[f32])], shape: &crate::summary::Shape) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::math::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F (checked at run time).
+            return unsafe { push_group_avx512(enc, items, shape) };
+        }
+        if crate::math::has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked at run time).
+            return unsafe { push_group_avx2(enc, items, shape) };
+        }
+    }
+    push_group_body(enc, items, shape)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn push_group_avx512<const H: usize, const L: usize>(
+    enc: &Encoder<'_>,
+    items: &mut [(&mut State<H, L>, &[f32])],
+    shape: &crate::summary::Shape,
+) {
+    push_group_body(enc, items, shape)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn push_group_avx2<const H: usize, const L: usize>(
+    enc: &Encoder<'_>,
+    items: &mut [(&mut State<H, L>, &[f32])],
+    shape: &crate::summary::Shape,
+) {
+    push_group_body(enc, items, shape)
+}
+
+/// Gathers the states' `h`/`c` into window-major scratch on the stack, steps, scatters back.
+#[inline(always)]
+fn push_group_body<const H: usize, const L: usize>(
+    enc: &Encoder<'_>,
+    items: &mut [(&mut State<H, L>, &[f32])],
+    shape: &crate::summary::Shape,
+) {
+    const N: usize = GROUP;
+    let hd = enc.bundle().header;
+    let (f, hid, layers) = (hd.n_features as usize, hd.hidden as usize, hd.layers as usize);
+    let gh = hd.cell.gates() * hid;
+    let mut h = vec![0f32; layers * N * hid];
+    let mut c = vec![0f32; layers * N * hid];
+    let (mut gates, mut rec, mut x) = (vec![0f32; N * gh], vec![0f32; N * gh], vec![0f32; N * f]);
+    for (n, (s, xs)) in items.iter_mut().enumerate() {
+        x[n * f..(n + 1) * f].copy_from_slice(xs);
+        if !shape.is_empty() {
+            s.parts_mut(0).3.push(xs, shape);
+        }
+        for l in 0..layers {
+            let (hs, cs, _, _) = s.parts_mut(l);
+            h[(l * N + n) * hid..][..hid].copy_from_slice(&hs[..hid]);
+            c[(l * N + n) * hid..][..hid].copy_from_slice(&cs[..hid]);
+        }
+    }
+    step_group::<N>(enc, &mut h, &mut c, &x, &mut gates, &mut rec);
+    for (n, (s, _)) in items.iter_mut().enumerate() {
+        *s.parts_mut(0).2 += 1;
+        for l in 0..layers {
+            let (hs, cs, _, _) = s.parts_mut(l);
+            hs[..hid].copy_from_slice(&h[(l * N + n) * hid..][..hid]);
+            cs[..hid].copy_from_slice(&c[(l * N + n) * hid..][..hid]);
         }
     }
 }
@@ -297,6 +404,84 @@ mod tests {
                     bad[wv + 3] = f32::NAN;
                     assert!(matches!(embed_windows(&enc, &bad, wv), Err(EncodeError::NonFinite { .. })), "{case}: NaN");
                 }
+            }
+        }
+    }
+
+    /// Pushing one sample into each of many states at once leaves every state (h, c, step
+    /// count, summary) bit for bit as pushing it alone: both cells, 1 and 2 layers, ragged
+    /// hidden sizes, 1 and 3 features, states at different points of their windows, a count of
+    /// items that is not a multiple of GROUP; a bad sample changes nothing.
+    #[test]
+    fn push_each_equals_push_bit_for_bit() {
+        use crate::bundle::{encode, AlignedBytes, DecisionTables, Header};
+        let mut noise = Noise::new(4242);
+        for cell in [Cell::Lstm, Cell::Gru] {
+            for (hidden, layers, features) in [(2u16, 1u8, 1u16), (5, 2, 3), (90, 1, 1), (130, 2, 3)] {
+                let mut hd = Header {
+                    cell,
+                    n_features: features,
+                    hidden,
+                    layers,
+                    latent: 4,
+                    k: 2,
+                    seq_len: 20,
+                    normalization: Normalization::None,
+                    weights_len: 0,
+                    segments: 3,
+                    stride: 7,
+                    prototypes: 2,
+                    freqs: 3,
+                    step_edges: 1,
+                    step_freqs: 2,
+                };
+                hd.weights_len = hd.expected_weights() as u32;
+                let d = hd.decision_dims();
+                let w: Vec<f32> = (0..hd.weights_len).map(|_| noise.next()).collect();
+                let tables = DecisionTables {
+                    offsets: vec![0.0; d],
+                    scales: vec![1.0; d],
+                    prototypes: vec![0.0; 2 * d],
+                    clusters: vec![0, 1],
+                    anomaly_thresholds: vec![f32::MAX; 2],
+                    step_edges: vec![0.0; features as usize],
+                };
+                let bytes = AlignedBytes::new(&encode(&hd, &w, &tables).unwrap());
+                let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+                let case = format!("{cell:?} hidden {hidden} layers {layers} features {features}");
+                let f = features as usize;
+                let n = 2 * GROUP + 3;
+                // States at different points: state i has seen i samples.
+                let mut states: Vec<State<130, 2>> = vec![State::default(); n];
+                for (i, s) in states.iter_mut().enumerate() {
+                    for _ in 0..i {
+                        let x: Vec<f32> = (0..f).map(|_| noise.next() * 3.0).collect();
+                        enc.push(s, &x).unwrap();
+                    }
+                }
+                let mut alone = states.clone();
+                for _round in 0..3 {
+                    let xs: Vec<Vec<f32>> = (0..n).map(|_| (0..f).map(|_| noise.next() * 3.0).collect()).collect();
+                    for (s, x) in alone.iter_mut().zip(&xs) {
+                        enc.push(s, x).unwrap();
+                    }
+                    let mut items: Vec<(&mut State<130, 2>, &[f32])> = states.iter_mut().zip(&xs).map(|(s, x)| (s, x.as_slice())).collect();
+                    push_each(&enc, &mut items).unwrap();
+                    for (i, (a, b)) in alone.iter().zip(&states).enumerate() {
+                        let bits = |s: &State<130, 2>| {
+                            let mut v = Vec::new();
+                            s.save(hidden as usize, layers as usize, |x| v.push(x)).unwrap();
+                            v
+                        };
+                        assert_eq!(bits(a), bits(b), "{case}: state {i}");
+                    }
+                }
+                let before = states.clone();
+                let mut xs: Vec<Vec<f32>> = (0..n).map(|_| vec![0.5; f]).collect();
+                xs[GROUP + 1][0] = f32::NAN;
+                let mut items: Vec<(&mut State<130, 2>, &[f32])> = states.iter_mut().zip(&xs).map(|(s, x)| (s, x.as_slice())).collect();
+                assert!(matches!(push_each(&enc, &mut items), Err(EncodeError::NonFinite { .. })), "{case}");
+                assert_eq!(states, before, "{case}: an error changes no state");
             }
         }
     }

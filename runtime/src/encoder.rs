@@ -49,6 +49,13 @@ impl<const H: usize, const L: usize> State<H, L> {
         &self.summary
     }
 
+    /// `h` and `c` of layer `l` (`H` units each), the step count and the summary, for the
+    /// host's multi-window step ([`crate::batch::push_each`]).
+    #[cfg(feature = "std")]
+    pub(crate) fn parts_mut(&mut self, l: usize) -> (&mut [f32; H], &mut [f32; H], &mut u32, &mut Summary<SUMMARY_SLOTS>) {
+        (&mut self.h[l], &mut self.c[l], &mut self.steps, &mut self.summary)
+    }
+
     /// 32-bit words [`State::save`] writes for a model of `hidden` units and `layers` layers.
     pub const fn saved_words(hidden: usize, layers: usize) -> usize {
         2 * hidden * layers + 2 + SUMMARY_SLOTS
@@ -185,7 +192,8 @@ impl<'a> Encoder<'a> {
         self.push_raw(s, sample)
     }
 
-    fn push_raw<const H: usize, const L: usize>(&self, s: &mut State<H, L>, sample: &[f32]) -> Result<(), EncodeError> {
+    /// What [`Encoder::push`] checks before it changes a state of capacity `H` x `L`.
+    pub(crate) fn check_push<const H: usize, const L: usize>(&self, sample: &[f32]) -> Result<(), EncodeError> {
         let hd = &self.bundle.header;
         if hd.hidden as usize > H || hd.layers as usize > L {
             self.check_capacity::<H, L, { usize::MAX }>()?;
@@ -198,6 +206,11 @@ impl<'a> Encoder<'a> {
         if let Some(index) = sample.iter().position(|v| !v.is_finite()) {
             return Err(EncodeError::NonFinite { index });
         }
+        Ok(())
+    }
+
+    fn push_raw<const H: usize, const L: usize>(&self, s: &mut State<H, L>, sample: &[f32]) -> Result<(), EncodeError> {
+        self.check_push::<H, L>(sample)?;
         let shape = self.bundle.summary_shape();
         if !shape.is_empty() {
             s.summary.push(sample, &shape);
