@@ -168,7 +168,21 @@ fn bad_invocations_fail_clearly() {
     assert!(e.contains("anomaly quantile must be in (0, 1], got 1.5"), "{e}");
     let e = err(&trainer(&["fit", "--spectrum-weight=-1", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("spectrum weight must be finite and >= 0, got -1"), "{e}");
-    let off = ["fit", "--latent-weight", "0", "--summary-segments", "0", "--spectrum-freqs", "0", "--step-weight", "0"];
+    let e = err(&trainer(&["fit", "--step-spectrum-weight=-1", "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("step spectrum weight must be finite and >= 0, got -1"), "{e}");
+    let off = [
+        "fit",
+        "--latent-weight",
+        "0",
+        "--summary-segments",
+        "0",
+        "--spectrum-freqs",
+        "0",
+        "--step-weight",
+        "0",
+        "--step-spectrum-freqs",
+        "0",
+    ];
     let e = err(&trainer(&[&off[..], &["--out", dir.path().to_str().unwrap()]].concat()));
     assert!(e.contains("latent weight 0 with no weighted summary block"), "{e}");
     let e = err(&trainer(&["fit", "--contrastive-temperature", "0", "--out", dir.path().to_str().unwrap()]));

@@ -20,6 +20,15 @@
 //!   broker's acknowledgement and the next sync), always with the same `seq`, device and window:
 //!   consumers that need exactly-once keep the last `seq` per gateway.
 //!
+//! # When the encoder runs
+//!
+//! `apply` windows the samples (redelivery, gaps, which windows they open and complete, result
+//! numbers) at once, but queues them for the encoder; `sync`, `snapshot`, an eviction or a model
+//! switch first runs every device's queued samples, one round per sample position, all devices'
+//! windows of a round stepped together through the runtime's multi-window kernel
+//! (`runtime::batch::push_each`, bit-identical to stepping each alone). A flush batch of many
+//! devices so reads the encoder's weights once for several windows instead of once per sample.
+//!
 //! Memory is bounded by `max_devices` live devices; the least recently active one is evicted to
 //! `devices/` when another arrives, and read back when it sends again.
 //! The bundles the log was written with are kept in `models/`, so a restart replays with the
@@ -32,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use super::payload::Sample;
 use super::store::{Store, StoreError, MAX_DEVICE_ID};
-use super::streams::{DeviceStream, Model, ModelError, Pushed, SavedStream, Scored, Windowing};
+use super::streams::{DeviceStream, Model, ModelError, Pushed, Round, SavedStream, Scored, Windowing};
 
 /// Limits and windowing of a gateway.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +150,13 @@ enum Record {
     Model { id: u32 },
 }
 
+/// [`Record::Samples`] borrowing its fields, so logging a message copies nothing: postcard
+/// writes a variant as its index then its fields, and `&str` / `&[T]` as `String` / `Vec<T>`.
+#[derive(Debug, Serialize)]
+enum RecordRef<'a> {
+    Samples { device: &'a str, samples: &'a [Sample] },
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Snapshot {
     generation: u64,
@@ -237,21 +253,25 @@ impl Gateway {
                     g.apply_samples(&device, &samples)?;
                 }
                 Record::Published { seq } => {
+                    // The result may still wait for its samples to be run.
+                    g.run_pending()?;
                     g.outbox.remove(&seq);
                 }
                 Record::Model { id } => {
                     let m = g.kept_model(id)?;
-                    g.switch_model(m);
+                    g.switch_model(m)?;
                 }
             }
         }
+        g.run_pending()?;
         g.unreleased.clear();
         // Now the settings of this run.
         if g.model.id != model.id {
             g.keep_bundle(model.id, bundle)?;
-            rec.windows_restarted += g.switch_model(model);
+            rec.windows_restarted += g.switch_model(model)?;
         }
         if g.windowing != p.windowing {
+            g.run_pending()?;
             rec.windows_restarted += g.devices.values_mut().map(|d| d.stream.restart()).sum::<usize>();
             g.windowing = p.windowing;
         }
@@ -283,10 +303,36 @@ impl Gateway {
         Model::load(&bytes).map_err(|source| GatewayError::Model { path, source })
     }
 
-    /// Open windows are dropped: they were computed by the old model. Returns how many.
-    fn switch_model(&mut self, m: Model) -> usize {
+    /// Open windows are dropped: they were computed by the old model (windows already complete
+    /// are scored by it first). Returns how many.
+    fn switch_model(&mut self, m: Model) -> Result<usize, GatewayError> {
+        self.run_pending()?;
         self.model = m;
-        self.devices.values_mut().map(|d| d.stream.restart()).sum()
+        Ok(self.devices.values_mut().map(|d| d.stream.restart()).sum())
+    }
+
+    /// Runs every device's pending samples through the encoder, one round per sample index, all
+    /// devices' windows of a round together ([`Round`]); completed windows go to the outbox.
+    fn run_pending(&mut self) -> Result<(), GatewayError> {
+        let f = self.model.features();
+        let mut busy: Vec<&mut Live> = self.devices.values_mut().filter(|d| d.stream.pending() > 0).collect();
+        let rounds = busy.iter().map(|d| d.stream.pending()).max().unwrap_or(0);
+        for r in 0..rounds {
+            let mut round = Round::default();
+            for d in busy.iter_mut().filter(|d| d.stream.pending() > r) {
+                d.stream.round(r, f, &mut round);
+            }
+            round.run(&self.model).map_err(|source| GatewayError::Encode { device: "(a flush batch)".into(), source })?;
+        }
+        let mut done = Vec::new();
+        for (id, d) in self.devices.iter_mut().filter(|(_, d)| d.stream.pending() > 0) {
+            let scored = d.stream.settle(&self.model).map_err(|source| GatewayError::Encode { device: id.clone(), source })?;
+            done.extend(scored.into_iter().map(|(seq, window)| (id.clone(), seq, window)));
+        }
+        for (device, seq, window) in done {
+            self.outbox.insert(seq, Outgoing { seq, device, model: self.model.id, window });
+        }
+        Ok(())
     }
 
     /// The model serving now.
@@ -326,7 +372,15 @@ impl Gateway {
         if device.len() > MAX_DEVICE_ID {
             return Err(GatewayError::Params(format!("device id of {} bytes: at most {MAX_DEVICE_ID}", device.len())));
         }
-        self.store.append(&Record::Samples { device: device.to_string(), samples: samples.to_vec() })?;
+        let f = self.model.features();
+        if let Some((i, s)) = samples.iter().enumerate().find(|(_, s)| s.values.len() != f || s.values.iter().any(|v| !v.is_finite())) {
+            return Err(GatewayError::Params(format!(
+                "sample {} ({} value(s)) is not {f} finite value(s) for this model",
+                i + 1,
+                s.values.len()
+            )));
+        }
+        self.store.append(&RecordRef::Samples { device, samples })?;
         self.apply_samples(device, samples)
     }
 
@@ -353,20 +407,16 @@ impl Gateway {
         let d = self.devices.get_mut(device).expect("inserted above");
         d.active = self.clock;
         for s in samples {
-            match d.stream.push(&self.model, &self.windowing, s) {
-                Ok(Pushed::Stale) => out.stale += 1,
-                Ok(Pushed::Applied { gap, window }) => {
+            match d.stream.push(&self.model, &self.windowing, s, &mut self.next_seq) {
+                Pushed::Stale => out.stale += 1,
+                Pushed::Applied { gap, completed } => {
                     out.samples += 1;
                     out.gaps += gap as u64;
-                    if let Some(window) = window {
+                    if let Some(seq) = completed {
                         out.windows += 1;
-                        let seq = self.next_seq;
-                        self.next_seq += 1;
-                        self.outbox.insert(seq, Outgoing { seq, device: device.to_string(), model: self.model.id, window });
                         self.unreleased.push(seq);
                     }
                 }
-                Err(source) => return Err(GatewayError::Encode { device: device.to_string(), source }),
             }
         }
         Ok(out)
@@ -380,7 +430,11 @@ impl Gateway {
         let Some(id) = self.devices.iter().min_by_key(|(id, d)| (d.active, id.as_str())).map(|(id, _)| id.clone()) else {
             return Ok(0);
         };
-        let d = self.devices.remove(&id).expect("found above");
+        let mut d = self.devices.remove(&id).expect("found above");
+        let scored = d.stream.run_alone(&self.model).map_err(|source| GatewayError::Encode { device: id.clone(), source })?;
+        for (seq, window) in scored {
+            self.outbox.insert(seq, Outgoing { seq, device: id.clone(), model: self.model.id, window });
+        }
         self.store.write_device(&id, d.evictions, &(self.model.id, d.stream.save(&self.model)))?;
         self.evicted.insert(id, d.evictions);
         Ok(1)
@@ -388,6 +442,7 @@ impl Gateway {
 
     /// Makes everything applied so far durable; returns the windows that became publishable.
     pub fn sync(&mut self) -> Result<Vec<Outgoing>, GatewayError> {
+        self.run_pending()?;
         self.store.sync()?;
         Ok(self.release())
     }
@@ -419,14 +474,16 @@ impl Gateway {
             )));
         }
         self.keep_bundle(model.id, bundle)?;
+        self.run_pending()?;
         self.store.append(&Record::Model { id: model.id })?;
         self.store.sync()?;
-        Ok(Some(self.switch_model(model)))
+        Ok(Some(self.switch_model(model)?))
     }
 
     /// Writes a snapshot and starts a new log (also a [`Gateway::sync`]: what was applied is
     /// durable afterwards); returns the windows that became publishable.
     pub fn snapshot(&mut self) -> Result<Vec<Outgoing>, GatewayError> {
+        self.run_pending()?;
         let mut devices: Vec<SavedDevice> = self
             .devices
             .iter()
@@ -513,6 +570,15 @@ mod tests {
             jobs.into_iter().zip(a).map(|(j, a)| (j.device, j.start, j.end, a.cluster, a.distance.to_bits(), a.anomalous)).collect();
         out.sort();
         out
+    }
+
+    #[test]
+    fn borrowed_samples_record_is_written_as_the_owned_one() {
+        let samples = vec![Sample { t: 1.5, text: "1.5".into(), values: vec![0.25, -1.0] }];
+        let owned = postcard::to_allocvec(&Record::Samples { device: "dev-1".into(), samples: samples.clone() }).unwrap();
+        let borrowed = postcard::to_allocvec(&RecordRef::Samples { device: "dev-1", samples: &samples }).unwrap();
+        assert_eq!(owned, borrowed);
+        assert!(matches!(postcard::from_bytes::<Record>(&borrowed).unwrap(), Record::Samples { device, .. } if device == "dev-1"));
     }
 
     fn key(o: &Outgoing) -> (String, String, String, usize, u32, bool) {

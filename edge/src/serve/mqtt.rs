@@ -7,7 +7,8 @@
 //!   rumqttc's request queue), and stops reading once `max_unacked` messages are held: that,
 //!   not the broker's in-flight limit, bounds what it holds.
 //! - **Processor** (a thread): parses, applies, and every `flush_messages` messages or
-//!   `flush_interval` makes the log durable ([`Gateway::sync`]); only then are the messages
+//!   `flush_interval` runs the encoder over the batch's samples for all devices together and
+//!   makes the log durable ([`Gateway::sync`]); only then are the messages
 //!   acknowledged and their windows published. It snapshots when the log is large or old.
 //! - **Publisher** (client id `ID-pub`, QoS 1): sends results, maps each packet id to its
 //!   result as rumqttc reports the send, and reports the broker's acknowledgement back.

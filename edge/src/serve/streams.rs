@@ -1,5 +1,7 @@
 //! One device's live windows, pushed one sample at a time through the runtime's streaming
-//! encoder: no buffer of past samples, only the open windows' [`State`]s.
+//! encoder: no window buffer, only the open windows' [`State`]s and the samples that arrived
+//! since the gateway last ran the encoder (it runs all devices' pending samples together at
+//! each flush, see [`DeviceStream`]).
 //!
 //! The windows are `edge assign`'s: a window of `window` samples starts every `stride` samples
 //! since the device's stream (re)started, so `ceil(window / stride)` of them are open at once; a
@@ -9,7 +11,7 @@
 
 use std::collections::VecDeque;
 
-use runtime::batch::{HostState, HOST_MAX_HIDDEN, HOST_MAX_LATENT, HOST_MAX_LAYERS};
+use runtime::batch::{push_each, HostState, HOST_MAX_HIDDEN, HOST_MAX_LATENT, HOST_MAX_LAYERS};
 use runtime::bundle::{AlignedBytes, Normalization};
 use runtime::{Assignment, EncodeError, Encoder, State};
 use serde::{Deserialize, Serialize};
@@ -123,14 +125,6 @@ impl WindowState {
         }
     }
 
-    fn push(&mut self, enc: &Encoder<'static>, values: &[f32]) -> Result<(), EncodeError> {
-        with_state!(self, s => enc.push(&mut **s, values))
-    }
-
-    fn steps(&self) -> u32 {
-        with_state!(self, s => s.steps())
-    }
-
     fn assign(&self, enc: &Encoder<'static>) -> Result<Assignment, EncodeError> {
         with_state!(self, s => {
             let z = enc.finish::<_, _, HOST_MAX_LATENT>(&**s)?;
@@ -157,11 +151,26 @@ impl WindowState {
     }
 }
 
-/// One open window.
+/// One open window: its encoder state, which has seen every sample before the device's
+/// pending ones from `from` on, and how many samples it has counted in all.
 #[derive(Debug, Clone)]
 struct Open {
     state: WindowState,
     start: String,
+    /// First pending sample its state has not seen (0 for a window opened before them).
+    from: usize,
+    /// Samples in the window, pending ones included.
+    counted: usize,
+}
+
+/// A window that has all its samples but whose state has not seen pending samples
+/// `from..to` yet; then it is scored as result `seq`.
+#[derive(Debug, Clone)]
+struct Closing {
+    open: Open,
+    end: String,
+    to: usize,
+    seq: u64,
 }
 
 /// A finished window.
@@ -192,22 +201,66 @@ impl Scored {
 pub enum Pushed {
     /// Not after the device's last timestamp: a redelivered or out-of-order sample, skipped.
     Stale,
-    /// Applied; `gap` when it restarted the stream; the window it completed, if any.
+    /// Applied; `gap` when it restarted the stream; `completed` when it was a window's last
+    /// sample (the window is scored, as result `seq`, when the pending samples are run).
     Applied {
         /// The sample came after a gap and restarted the windows.
         gap: bool,
-        /// A completed window.
-        window: Option<Scored>,
+        /// The result number of the window it completed, if any.
+        completed: Option<u64>,
     },
 }
 
+/// The encoder states that take one pending sample in a round of [`DeviceStream::round`],
+/// by state capacity (one model's windows all have the same).
+#[derive(Default)]
+pub struct Round<'a> {
+    small: Vec<(&'a mut State<128, 1>, &'a [f32])>,
+    medium: Vec<(&'a mut State<256, 2>, &'a [f32])>,
+    host: Vec<(&'a mut HostState, &'a [f32])>,
+}
+
+impl<'a> Round<'a> {
+    fn add(&mut self, ws: &'a mut WindowState, x: &'a [f32]) {
+        match ws {
+            WindowState::Small(s) => self.small.push((&mut **s, x)),
+            WindowState::Medium(s) => self.medium.push((&mut **s, x)),
+            WindowState::Host(s) => self.host.push((&mut **s, x)),
+        }
+    }
+
+    /// Whether no state takes a sample.
+    pub fn is_empty(&self) -> bool {
+        self.small.is_empty() && self.medium.is_empty() && self.host.is_empty()
+    }
+
+    /// Pushes every state's sample, several states per weight load ([`push_each`]).
+    pub fn run(mut self, model: &Model) -> Result<(), EncodeError> {
+        let enc = model.encoder();
+        push_each(enc, &mut self.small)?;
+        push_each(enc, &mut self.medium)?;
+        push_each(enc, &mut self.host)
+    }
+}
+
 /// A device's stream: its open windows and where it stands.
+///
+/// Samples are counted, windowed and checked for redelivery when they arrive, but they reach
+/// the encoder later, in [`DeviceStream::round`]s that the gateway runs for all its devices
+/// together before results are needed (a flush, a snapshot, an eviction): stepping many
+/// devices' windows by one sample each through the multi-window kernel reads each weight once
+/// for several windows, where one window per sample is bound by reading the weights.
 #[derive(Debug, Clone)]
 pub struct DeviceStream {
     last_t: f64,
     /// Samples since the stream (re)started.
     since_start: u64,
     open: VecDeque<Open>,
+    closing: Vec<Closing>,
+    /// Values of the samples the encoder states have not all seen yet, oldest first.
+    pending: Vec<f32>,
+    /// Samples in `pending`.
+    pending_n: usize,
     /// Samples applied in all.
     pub samples: u64,
     /// Windows completed in all.
@@ -233,7 +286,16 @@ impl SavedStream {
 
 impl Default for DeviceStream {
     fn default() -> Self {
-        DeviceStream { last_t: f64::NEG_INFINITY, since_start: 0, open: VecDeque::new(), samples: 0, windows: 0 }
+        DeviceStream {
+            last_t: f64::NEG_INFINITY,
+            since_start: 0,
+            open: VecDeque::new(),
+            closing: Vec::new(),
+            pending: Vec::new(),
+            pending_n: 0,
+            samples: 0,
+            windows: 0,
+        }
     }
 }
 
@@ -243,10 +305,17 @@ impl DeviceStream {
         self.last_t
     }
 
-    /// Pushes one sample (already checked for feature count and finiteness).
-    pub fn push(&mut self, model: &Model, w: &Windowing, s: &Sample) -> Result<Pushed, EncodeError> {
+    /// Samples waiting for the encoder.
+    pub fn pending(&self) -> usize {
+        self.pending_n
+    }
+
+    /// Applies one sample (already checked for feature count and finiteness): windows it and
+    /// queues it for the encoder. A window it completes gets result number `*next_seq` (then
+    /// incremented).
+    pub fn push(&mut self, model: &Model, w: &Windowing, s: &Sample, next_seq: &mut u64) -> Pushed {
         if s.t <= self.last_t {
-            return Ok(Pushed::Stale);
+            return Pushed::Stale;
         }
         let gap = w.max_gap.is_some_and(|g| self.since_start > 0 && s.t - self.last_t > g);
         if gap {
@@ -256,35 +325,80 @@ impl DeviceStream {
         self.last_t = s.t;
         self.samples += 1;
         if self.since_start.is_multiple_of(w.stride as u64) {
-            self.open.push_back(Open { state: WindowState::new(model), start: s.text.clone() });
+            self.open.push_back(Open { state: WindowState::new(model), start: s.text.clone(), from: self.pending_n, counted: 0 });
         }
         self.since_start += 1;
-        let enc = model.encoder();
+        self.pending.extend_from_slice(&s.values);
+        self.pending_n += 1;
         for o in self.open.iter_mut() {
-            o.state.push(enc, &s.values)?;
+            o.counted += 1;
         }
-        let done = self.open.front().is_some_and(|o| o.state.steps() as usize >= w.window);
-        if !done {
-            return Ok(Pushed::Applied { gap, window: None });
+        if self.open.front().is_none_or(|o| o.counted < w.window) {
+            return Pushed::Applied { gap, completed: None };
         }
-        let o = self.open.pop_front().expect("checked above");
-        let a = o.state.assign(enc)?;
+        let open = self.open.pop_front().expect("checked above");
+        let seq = *next_seq;
+        *next_seq += 1;
         self.windows += 1;
-        Ok(Pushed::Applied { gap, window: Some(Scored::new(o.start, s.text.clone(), a)) })
+        self.closing.push(Closing { open, end: s.text.clone(), to: self.pending_n, seq });
+        Pushed::Applied { gap, completed: Some(seq) }
+    }
+
+    /// Adds to `round` the states that take pending sample `r` (`r < pending()`), each with
+    /// the sample's values.
+    pub fn round<'a>(&'a mut self, r: usize, features: usize, round: &mut Round<'a>) {
+        let DeviceStream { open, closing, pending, .. } = self;
+        let x: &'a [f32] = &pending[r * features..(r + 1) * features];
+        for o in open.iter_mut().filter(|o| o.from <= r) {
+            round.add(&mut o.state, x);
+        }
+        for c in closing.iter_mut().filter(|c| c.open.from <= r && r < c.to) {
+            round.add(&mut c.open.state, x);
+        }
+    }
+
+    /// After every pending sample went through [`DeviceStream::round`]s: scores the completed
+    /// windows (result number and window, in completion order) and forgets the pending samples.
+    pub fn settle(&mut self, model: &Model) -> Result<Vec<(u64, Scored)>, EncodeError> {
+        let enc = model.encoder();
+        let mut out = Vec::with_capacity(self.closing.len());
+        for c in self.closing.drain(..) {
+            let a = c.open.state.assign(enc)?;
+            out.push((c.seq, Scored::new(c.open.start, c.end, a)));
+        }
+        self.pending.clear();
+        self.pending_n = 0;
+        for o in self.open.iter_mut() {
+            o.from = 0;
+        }
+        Ok(out)
+    }
+
+    /// Runs this device's pending samples alone (one window at a time) and settles.
+    pub fn run_alone(&mut self, model: &Model) -> Result<Vec<(u64, Scored)>, EncodeError> {
+        let f = model.features();
+        for r in 0..self.pending_n {
+            let mut round = Round::default();
+            self.round(r, f, &mut round);
+            round.run(model)?;
+        }
+        self.settle(model)
     }
 
     /// Drops the open windows (a new model cannot continue the old one's states); the stream
     /// restarts at the next sample, and the last timestamp still guards against redelivery.
-    /// Returns how many windows were dropped.
+    /// Returns how many windows were dropped. Pending samples must have been run.
     pub fn restart(&mut self) -> usize {
+        debug_assert!(self.pending_n == 0 && self.closing.is_empty(), "restart with pending samples");
         let n = self.open.len();
         self.open.clear();
         self.since_start = 0;
         n
     }
 
-    /// What is stored on disk.
+    /// What is stored on disk. Pending samples must have been run.
     pub fn save(&self, model: &Model) -> SavedStream {
+        debug_assert!(self.pending_n == 0 && self.closing.is_empty(), "save with pending samples");
         let open = self.open.iter().map(|o| (o.start.clone(), o.state.save(model))).collect();
         SavedStream { last_t: self.last_t, since_start: self.since_start, open, samples: self.samples, windows: self.windows }
     }
@@ -296,8 +410,17 @@ impl DeviceStream {
             if words.len() != model.state_words() {
                 return None;
             }
-            open.push_back(Open { state: WindowState::load(model, words)?, start });
+            let state = WindowState::load(model, words)?;
+            let counted = with_state!(&state, s => s.steps()) as usize;
+            open.push_back(Open { state, start, from: 0, counted });
         }
-        Some(DeviceStream { last_t: saved.last_t, since_start: saved.since_start, open, samples: saved.samples, windows: saved.windows })
+        Some(DeviceStream {
+            last_t: saved.last_t,
+            since_start: saved.since_start,
+            open,
+            samples: saved.samples,
+            windows: saved.windows,
+            ..DeviceStream::default()
+        })
     }
 }
