@@ -173,9 +173,10 @@ pub fn push_each<const H: usize, const L: usize>(enc: &Encoder<'_>, items: &mut 
         enc.check_push::<H, L>(x)?;
     }
     let shape = enc.bundle().summary_shape();
+    let mut scratch = GroupScratch::new(enc);
     let mut groups = items.chunks_exact_mut(GROUP);
     for g in groups.by_ref() {
-        push_group(enc, g, &shape);
+        push_group(enc, g, &shape, &mut scratch);
     }
     for (s, x) in groups.into_remainder() {
         enc.push(s, x)?;
@@ -183,56 +184,84 @@ pub fn push_each<const H: usize, const L: usize>(enc: &Encoder<'_>, items: &mut 
     Ok(())
 }
 
+/// Window-major `h`, `c`, gate and input buffers of one [`GROUP`] step, allocated once per
+/// [`push_each`] call.
+struct GroupScratch {
+    h: Vec<f32>,
+    c: Vec<f32>,
+    gates: Vec<f32>,
+    rec: Vec<f32>,
+    x: Vec<f32>,
+}
+
+impl GroupScratch {
+    fn new(enc: &Encoder<'_>) -> Self {
+        let hd = enc.bundle().header;
+        let (f, hid, layers) = (hd.n_features as usize, hd.hidden as usize, hd.layers as usize);
+        let gh = hd.cell.gates() * hid;
+        let v = |n: usize| vec![0f32; n];
+        GroupScratch { h: v(layers * GROUP * hid), c: v(layers * GROUP * hid), gates: v(GROUP * gh), rec: v(GROUP * gh), x: v(GROUP * f) }
+    }
+}
+
+/// States with the sample each takes.
+type Items<'s, 'x, const H: usize, const L: usize> = [(&'s mut State<H, L>, &'x [f32])];
+
 /// Exactly [`GROUP`] checked items through one multi-window step (widest SIMD the CPU has).
-fn push_group<const H: usize, const L: usize>(enc: &Encoder<'_>, items: &mut [(&mut State<H, L>, &[f32])], shape: &crate::summary::Shape) {
+fn push_group<const H: usize, const L: usize>(
+    enc: &Encoder<'_>,
+    items: &mut Items<H, L>,
+    shape: &crate::summary::Shape,
+    g: &mut GroupScratch,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if crate::math::has_avx512() {
             // SAFETY: the CPU supports AVX-512F (checked at run time).
-            return unsafe { push_group_avx512(enc, items, shape) };
+            return unsafe { push_group_avx512(enc, items, shape, g) };
         }
         if crate::math::has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked at run time).
-            return unsafe { push_group_avx2(enc, items, shape) };
+            return unsafe { push_group_avx2(enc, items, shape, g) };
         }
     }
-    push_group_body(enc, items, shape)
+    push_group_body(enc, items, shape, g)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn push_group_avx512<const H: usize, const L: usize>(
     enc: &Encoder<'_>,
-    items: &mut [(&mut State<H, L>, &[f32])],
+    items: &mut Items<H, L>,
     shape: &crate::summary::Shape,
+    g: &mut GroupScratch,
 ) {
-    push_group_body(enc, items, shape)
+    push_group_body(enc, items, shape, g)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn push_group_avx2<const H: usize, const L: usize>(
     enc: &Encoder<'_>,
-    items: &mut [(&mut State<H, L>, &[f32])],
+    items: &mut Items<H, L>,
     shape: &crate::summary::Shape,
+    g: &mut GroupScratch,
 ) {
-    push_group_body(enc, items, shape)
+    push_group_body(enc, items, shape, g)
 }
 
-/// Gathers the states' `h`/`c` into window-major scratch on the stack, steps, scatters back.
+/// Gathers the states' `h`/`c` into the window-major scratch, steps, scatters back.
 #[inline(always)]
 fn push_group_body<const H: usize, const L: usize>(
     enc: &Encoder<'_>,
-    items: &mut [(&mut State<H, L>, &[f32])],
+    items: &mut Items<H, L>,
     shape: &crate::summary::Shape,
+    g: &mut GroupScratch,
 ) {
     const N: usize = GROUP;
     let hd = enc.bundle().header;
     let (f, hid, layers) = (hd.n_features as usize, hd.hidden as usize, hd.layers as usize);
-    let gh = hd.cell.gates() * hid;
-    let mut h = vec![0f32; layers * N * hid];
-    let mut c = vec![0f32; layers * N * hid];
-    let (mut gates, mut rec, mut x) = (vec![0f32; N * gh], vec![0f32; N * gh], vec![0f32; N * f]);
+    let GroupScratch { h, c, gates, rec, x } = g;
     for (n, (s, xs)) in items.iter_mut().enumerate() {
         x[n * f..(n + 1) * f].copy_from_slice(xs);
         if !shape.is_empty() {
@@ -244,7 +273,7 @@ fn push_group_body<const H: usize, const L: usize>(
             c[(l * N + n) * hid..][..hid].copy_from_slice(&cs[..hid]);
         }
     }
-    step_group::<N>(enc, &mut h, &mut c, &x, &mut gates, &mut rec);
+    step_group::<N>(enc, h, c, x, gates, rec);
     for (n, (s, _)) in items.iter_mut().enumerate() {
         *s.parts_mut(0).2 += 1;
         for l in 0..layers {

@@ -202,6 +202,9 @@ pub struct Gateway {
     outbox: BTreeMap<u64, Outgoing>,
     /// Results whose samples are not yet durable.
     unreleased: Vec<u64>,
+    /// Devices with samples waiting for the encoder (an id may repeat, or name a device evicted
+    /// since; [`Gateway::run_pending`] skips those).
+    dirty: Vec<String>,
 }
 
 impl Gateway {
@@ -230,6 +233,7 @@ impl Gateway {
             evicted: HashMap::new(),
             outbox: BTreeMap::new(),
             unreleased: Vec::new(),
+            dirty: Vec::new(),
         };
         if let Some(s) = opened.snapshot {
             g.model = g.kept_model(s.model)?;
@@ -314,23 +318,34 @@ impl Gateway {
     /// Runs every device's pending samples through the encoder, one round per sample index, all
     /// devices' windows of a round together ([`Round`]); completed windows go to the outbox.
     fn run_pending(&mut self) -> Result<(), GatewayError> {
+        // The busy devices leave the map for the rounds (so each is borrowed on its own) and
+        // come back after, whatever happens.
+        let mut busy: Vec<(String, Live)> = Vec::with_capacity(self.dirty.len());
+        for id in self.dirty.drain(..) {
+            if let Some(entry) = self.devices.remove_entry(&id) {
+                busy.push(entry);
+            }
+        }
+        let result = self.run_rounds(&mut busy);
+        self.devices.extend(busy);
+        result
+    }
+
+    fn run_rounds(&mut self, busy: &mut [(String, Live)]) -> Result<(), GatewayError> {
         let f = self.model.features();
-        let mut busy: Vec<&mut Live> = self.devices.values_mut().filter(|d| d.stream.pending() > 0).collect();
-        let rounds = busy.iter().map(|d| d.stream.pending()).max().unwrap_or(0);
+        let rounds = busy.iter().map(|(_, d)| d.stream.pending()).max().unwrap_or(0);
         for r in 0..rounds {
             let mut round = Round::default();
-            for d in busy.iter_mut().filter(|d| d.stream.pending() > r) {
+            for (_, d) in busy.iter_mut().filter(|(_, d)| d.stream.pending() > r) {
                 d.stream.round(r, f, &mut round);
             }
             round.run(&self.model).map_err(|source| GatewayError::Encode { device: "(a flush batch)".into(), source })?;
         }
-        let mut done = Vec::new();
-        for (id, d) in self.devices.iter_mut().filter(|(_, d)| d.stream.pending() > 0) {
+        for (id, d) in busy.iter_mut() {
             let scored = d.stream.settle(&self.model).map_err(|source| GatewayError::Encode { device: id.clone(), source })?;
-            done.extend(scored.into_iter().map(|(seq, window)| (id.clone(), seq, window)));
-        }
-        for (device, seq, window) in done {
-            self.outbox.insert(seq, Outgoing { seq, device, model: self.model.id, window });
+            for (seq, window) in scored {
+                self.outbox.insert(seq, Outgoing { seq, device: id.clone(), model: self.model.id, window });
+            }
         }
         Ok(())
     }
@@ -406,6 +421,9 @@ impl Gateway {
         self.clock += 1;
         let d = self.devices.get_mut(device).expect("inserted above");
         d.active = self.clock;
+        if d.stream.pending() == 0 {
+            self.dirty.push(device.to_string());
+        }
         for s in samples {
             match d.stream.push(&self.model, &self.windowing, s, &mut self.next_seq) {
                 Pushed::Stale => out.stale += 1,
