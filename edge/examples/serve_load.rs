@@ -4,7 +4,7 @@
 //! (against `edge assign` on the same devices) and its memory.
 //!
 //! ```sh
-//! cargo build --release -p edge --examples
+//! cargo build --release -p edge --bins --examples
 //! target/release/examples/serve_load --devices 10000
 //! ```
 //!
