@@ -16,6 +16,11 @@ pub const SUMMARY_SLOTS: usize = 256;
 /// Largest feature count a z-normalised window may have (stack scratch of `encode_window`).
 pub const MAX_ZSCORE_FEATURES: usize = 64;
 
+/// Decision vectors up to this length are computed once per window into stack scratch (1 KiB)
+/// before the prototype search; longer ones value by value per prototype, as small devices did
+/// before. Same values either way, so the same bits.
+const DECISION_STACK: usize = 256;
+
 /// State of one device's window: `h` and `c` for up to `L` layers of up to `H` units, and the
 /// window's streaming summary in [`SUMMARY_SLOTS`] slots. `size_of::<State<H, L>>()` is what a
 /// device stores per stream.
@@ -270,7 +275,18 @@ impl<'a> Encoder<'a> {
             return Err(AssignError::DimMismatch { got: latent.len(), expected: l });
         }
         let b = &self.bundle;
-        let mut a = nearest(|j| self.value(latent, summary, j), hd.decision_dims(), b.prototypes, b.prototype_clusters)?;
+        let d = hd.decision_dims();
+        let mut a = if d <= DECISION_STACK {
+            // Each value once, not once per prototype (a summary value costs a division, a
+            // spectrum one a square root too).
+            let mut x = [0f32; DECISION_STACK];
+            for (j, v) in x[..d].iter_mut().enumerate() {
+                *v = self.value(latent, summary, j);
+            }
+            nearest(|j| x[j], d, b.prototypes, b.prototype_clusters)?
+        } else {
+            nearest(|j| self.value(latent, summary, j), d, b.prototypes, b.prototype_clusters)?
+        };
         a.anomalous = b.is_anomalous(a.cluster, a.distance);
         Ok(a)
     }
