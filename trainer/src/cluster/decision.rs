@@ -45,22 +45,27 @@ impl SummaryLayout {
 /// The summary for a model of `seq_len` steps and `n_features`, within the runtime's state
 /// ([`runtime::encoder::SUMMARY_SLOTS`]): per feature a budget of `SUMMARY_SLOTS / features - 1`
 /// slots, of which the spectrum (2 slots per frequency, at most `seq_len / 2` frequencies) takes
-/// up to half and the step distribution up to an eighth, the steps' spectrum (2 slots per
-/// frequency) up to half of what those two leave; the segments (2 slots each) take the rest.
+/// up to half and the step distribution up to an eighth, the segments (2 slots each) what those
+/// leave, and the steps' spectrum (2 slots per frequency) what is left after them.
 /// Each block is capped by its maximum in `p` (0 turns it off). No segment is empty.
 pub fn summary_layout(seq_len: usize, n_features: usize, p: &DecisionParams) -> SummaryLayout {
     let f = n_features.max(1);
     let budget = (runtime::encoder::SUMMARY_SLOTS / f).saturating_sub(1);
     let freqs = p.spectrum_freqs.min(seq_len / 2).min(budget / 4);
     let step_levels = if seq_len > 1 { p.step_levels.min(budget / 8) } else { 0 };
-    let step_freqs = p.step_spectrum_freqs.min(seq_len / 2).min(budget.saturating_sub(2 * freqs + step_levels) / 4);
-    let room = budget.saturating_sub(2 * freqs + step_levels + 2 * step_freqs) / 2;
+    let room = budget.saturating_sub(2 * freqs + step_levels) / 2;
     let segments = p.summary_segments.min(room).min(seq_len);
-    if segments == 0 {
-        return SummaryLayout { segments: 0, stride: 0, freqs, step_levels, step_freqs };
-    }
-    let stride = seq_len.div_ceil(segments);
-    SummaryLayout { segments: seq_len.div_ceil(stride), stride, freqs, step_levels, step_freqs }
+    let (segments, stride) = if segments == 0 {
+        (0, 0)
+    } else {
+        let stride = seq_len.div_ceil(segments);
+        (seq_len.div_ceil(stride), stride)
+    };
+    // The steps' spectrum takes only what the other blocks leave, so a tight budget (several
+    // features) keeps the layout it had before the block existed.
+    let left = budget.saturating_sub(2 * freqs + step_levels + 2 * segments);
+    let step_freqs = if seq_len > 1 { p.step_spectrum_freqs.min(seq_len / 2).min(left / 2) } else { 0 };
+    SummaryLayout { segments, stride, freqs, step_levels, step_freqs }
 }
 
 /// The step distribution's edges, edge-major then feature: per feature, the quantiles
@@ -601,10 +606,25 @@ mod tests {
         assert_eq!(lay(2000, 1, &d), (32, 63, 32, 16, 32));
         // Short: at most seq_len / 2 frequencies in both spectra.
         assert_eq!(lay(10, 1, &d), (10, 1, 5, 16, 5));
-        // Three features: 8 segments, 21 frequencies, 10 edges, 8 steps' frequencies fill 255 of
-        // 256 slots.
+        // Three features: 16 segments, 21 frequencies, 10 edges fill 255 of 256 slots and leave
+        // nothing for the steps' spectrum (the layout before it existed).
         let l = summary_layout(300, 3, &d);
-        assert_eq!((l.segments, l.freqs, l.step_levels, l.step_freqs), (8, 21, 10, 8));
+        assert_eq!((l.segments, l.freqs, l.step_levels, l.step_freqs), (16, 21, 10, 0));
+        // Two features at 140 steps: 24 segments, 31 frequencies and 15 edges leave one steps'
+        // frequency; all 256 slots used.
+        assert_eq!(lay(140, 2, &d), (24, 6, 31, 15, 1));
+        let l2 = summary_layout(140, 2, &d);
+        let e2 = vec![0.0; l2.step_levels * 2];
+        let sh2 = runtime::summary::Shape {
+            features: 2,
+            segments: l2.segments,
+            stride: l2.stride,
+            freqs: l2.freqs,
+            step_freqs: l2.step_freqs,
+            period: 140,
+            edges: &e2,
+        };
+        assert_eq!(sh2.slots(), runtime::encoder::SUMMARY_SLOTS);
         let edges = vec![0.0; l.step_levels * 3];
         let shape = runtime::summary::Shape {
             features: 3,
