@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vrae_torch import Vrae, load_ecg5000  # noqa: E402
+from vrae_torch import Vrae, load_ecg5000, train_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "trainer" / "tests" / "fixtures" / "torch"
@@ -47,14 +47,7 @@ def train(cell, depth, hidden, data, epochs):
     for _ in range(epochs):
         order = rng.permutation(len(data))
         for i in range(0, len(data), 32):
-            x = torch.from_numpy(data[order[i:i + 32]].T.copy()).unsqueeze(-1)
-            recon, mean, logvar = model(x)
-            kl = -0.5 * torch.mean(1 + logvar - mean.pow(2) - logvar.exp())
-            loss = mse(recon, x) + kl
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
+            train_step(model, opt, mse, torch.from_numpy(data[order[i:i + 32]].T.copy()).unsqueeze(-1))
     return model.eval()
 
 

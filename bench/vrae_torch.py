@@ -57,6 +57,17 @@ class Vrae(nn.Module):
         return self.hidden_to_output(out), mean, logvar
 
 
+def train_step(model, opt, mse, x):
+    """One optimiser step of the seed's loss: summed MSE + mean KL, gradient norm clipped at 5."""
+    recon, mean, logvar = model(x)
+    kl = -0.5 * torch.mean(1 + logvar - mean.pow(2) - logvar.exp())
+    loss = mse(recon, x) + kl
+    opt.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+
+
 def epoch_seconds(cell, data, threads, epochs):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -69,13 +80,7 @@ def epoch_seconds(cell, data, threads, epochs):
         start = time.perf_counter()
         for i in range(0, len(data), 32):
             x = torch.from_numpy(data[order[i:i + 32]].T.copy()).unsqueeze(-1)  # [T, B, 1]
-            recon, mean, logvar = model(x)
-            kl = -0.5 * torch.mean(1 + logvar - mean.pow(2) - logvar.exp())
-            loss = mse(recon, x) + kl
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
+            train_step(model, opt, mse, x)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

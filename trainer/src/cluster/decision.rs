@@ -602,6 +602,21 @@ mod tests {
             let l = summary_layout(t, f, p);
             (l.segments, l.stride, l.freqs, l.step_levels, l.step_freqs)
         };
+        // Slots the runtime's summary of layout `l` needs.
+        let slots = |l: &SummaryLayout, features: usize, period: usize| {
+            let edges = vec![0.0; l.step_levels * features];
+            let shape = runtime::summary::Shape {
+                features,
+                segments: l.segments,
+                stride: l.stride,
+                freqs: l.freqs,
+                step_freqs: l.step_freqs,
+                period,
+                edges: &edges,
+            };
+            assert_eq!(shape.len(), l.len(features));
+            shape.slots()
+        };
         assert_eq!(lay(140, 1, &d), (28, 5, 32, 16, 32));
         assert_eq!(lay(2000, 1, &d), (32, 63, 32, 16, 32));
         // Short: at most seq_len / 2 frequencies in both spectra.
@@ -610,34 +625,11 @@ mod tests {
         // nothing for the steps' spectrum (the layout before it existed).
         let l = summary_layout(300, 3, &d);
         assert_eq!((l.segments, l.freqs, l.step_levels, l.step_freqs), (16, 21, 10, 0));
+        assert_eq!(slots(&l, 3, 300), 255);
         // Two features at 140 steps: 24 segments, 31 frequencies and 15 edges leave one steps'
         // frequency; all 256 slots used.
         assert_eq!(lay(140, 2, &d), (24, 6, 31, 15, 1));
-        let l2 = summary_layout(140, 2, &d);
-        let e2 = vec![0.0; l2.step_levels * 2];
-        let sh2 = runtime::summary::Shape {
-            features: 2,
-            segments: l2.segments,
-            stride: l2.stride,
-            freqs: l2.freqs,
-            step_freqs: l2.step_freqs,
-            period: 140,
-            edges: &e2,
-        };
-        assert_eq!(sh2.slots(), runtime::encoder::SUMMARY_SLOTS);
-        let edges = vec![0.0; l.step_levels * 3];
-        let shape = runtime::summary::Shape {
-            features: 3,
-            segments: l.segments,
-            stride: l.stride,
-            freqs: l.freqs,
-            step_freqs: l.step_freqs,
-            period: 300,
-            edges: &edges,
-        };
-        assert_eq!(shape.slots(), 255);
-        assert!(shape.slots() <= runtime::encoder::SUMMARY_SLOTS, "{}", shape.slots());
-        assert_eq!(shape.len(), l.len(3));
+        assert_eq!(slots(&summary_layout(140, 2, &d), 2, 140), runtime::encoder::SUMMARY_SLOTS);
         assert_eq!(lay(300, 200, &d), (0, 0, 0, 0, 0));
         let off = DecisionParams { summary_segments: 0, spectrum_freqs: 0, step_levels: 0, step_spectrum_freqs: 0, ..d };
         assert_eq!(lay(300, 1, &off), (0, 0, 0, 0, 0));
