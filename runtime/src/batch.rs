@@ -169,6 +169,9 @@ pub fn push_each<const H: usize, const L: usize>(enc: &Encoder<'_>, items: &mut 
     if hd.normalization != Normalization::None {
         return Err(EncodeError::NeedsWindow);
     }
+    if items.is_empty() {
+        return Ok(());
+    }
     for (_, x) in items.iter() {
         enc.check_push::<H, L>(x)?;
     }
@@ -264,20 +267,18 @@ fn push_group_body<const H: usize, const L: usize>(
     let GroupScratch { h, c, gates, rec, x } = g;
     for (n, (s, xs)) in items.iter_mut().enumerate() {
         x[n * f..(n + 1) * f].copy_from_slice(xs);
-        if !shape.is_empty() {
-            s.parts_mut(0).3.push(xs, shape);
-        }
+        s.summarize(xs, shape);
         for l in 0..layers {
-            let (hs, cs, _, _) = s.parts_mut(l);
+            let (hs, cs) = s.layer_mut(l);
             h[(l * N + n) * hid..][..hid].copy_from_slice(&hs[..hid]);
             c[(l * N + n) * hid..][..hid].copy_from_slice(&cs[..hid]);
         }
     }
     step_group::<N>(enc, h, c, x, gates, rec);
     for (n, (s, _)) in items.iter_mut().enumerate() {
-        *s.parts_mut(0).2 += 1;
+        s.count_step();
         for l in 0..layers {
-            let (hs, cs, _, _) = s.parts_mut(l);
+            let (hs, cs) = s.layer_mut(l);
             hs[..hid].copy_from_slice(&h[(l * N + n) * hid..][..hid]);
             cs[..hid].copy_from_slice(&c[(l * N + n) * hid..][..hid]);
         }

@@ -54,11 +54,23 @@ impl<const H: usize, const L: usize> State<H, L> {
         &self.summary
     }
 
-    /// `h` and `c` of layer `l` (`H` units each), the step count and the summary, for the
-    /// host's multi-window step ([`crate::batch::push_each`]).
+    /// Adds `sample` to the window summary: the part of a step outside the recurrent layers.
+    pub(crate) fn summarize(&mut self, sample: &[f32], shape: &crate::summary::Shape) {
+        if !shape.is_empty() {
+            self.summary.push(sample, shape);
+        }
+    }
+
+    /// `h` and `c` of layer `l`, for the host's multi-window step ([`crate::batch::push_each`]).
     #[cfg(feature = "std")]
-    pub(crate) fn parts_mut(&mut self, l: usize) -> (&mut [f32; H], &mut [f32; H], &mut u32, &mut Summary<SUMMARY_SLOTS>) {
-        (&mut self.h[l], &mut self.c[l], &mut self.steps, &mut self.summary)
+    pub(crate) fn layer_mut(&mut self, l: usize) -> (&mut [f32; H], &mut [f32; H]) {
+        (&mut self.h[l], &mut self.c[l])
+    }
+
+    /// Counts a step the multi-window kernel took for this state.
+    #[cfg(feature = "std")]
+    pub(crate) fn count_step(&mut self) {
+        self.steps += 1;
     }
 
     /// 32-bit words [`State::save`] writes for a model of `hidden` units and `layers` layers.
@@ -216,10 +228,7 @@ impl<'a> Encoder<'a> {
 
     fn push_raw<const H: usize, const L: usize>(&self, s: &mut State<H, L>, sample: &[f32]) -> Result<(), EncodeError> {
         self.check_push::<H, L>(sample)?;
-        let shape = self.bundle.summary_shape();
-        if !shape.is_empty() {
-            s.summary.push(sample, &shape);
-        }
+        s.summarize(sample, &self.bundle.summary_shape());
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if crate::math::has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked at run time).

@@ -331,6 +331,8 @@ impl Gateway {
         result
     }
 
+    /// The rounds of [`Gateway::run_pending`] over `busy`, then each device's completed windows
+    /// into the outbox.
     fn run_rounds(&mut self, busy: &mut [(String, Live)]) -> Result<(), GatewayError> {
         let f = self.model.features();
         let rounds = busy.iter().map(|(_, d)| d.stream.pending()).max().unwrap_or(0);
@@ -448,11 +450,10 @@ impl Gateway {
         let Some(id) = self.devices.iter().min_by_key(|(id, d)| (d.active, id.as_str())).map(|(id, _)| id.clone()) else {
             return Ok(0);
         };
-        let mut d = self.devices.remove(&id).expect("found above");
-        let scored = d.stream.run_alone(&self.model).map_err(|source| GatewayError::Encode { device: id.clone(), source })?;
-        for (seq, window) in scored {
-            self.outbox.insert(seq, Outgoing { seq, device: id.clone(), model: self.model.id, window });
-        }
+        let mut entry = [self.devices.remove_entry(&id).expect("found above")];
+        // Its queued samples are run (alone) before its state is saved.
+        self.run_rounds(&mut entry)?;
+        let [(id, d)] = entry;
         self.store.write_device(&id, d.evictions, &(self.model.id, d.stream.save(&self.model)))?;
         self.evicted.insert(id, d.evictions);
         Ok(1)

@@ -125,6 +125,10 @@ impl WindowState {
         }
     }
 
+    fn steps(&self) -> u32 {
+        with_state!(self, s => s.steps())
+    }
+
     fn assign(&self, enc: &Encoder<'static>) -> Result<Assignment, EncodeError> {
         with_state!(self, s => {
             let z = enc.finish::<_, _, HOST_MAX_LATENT>(&**s)?;
@@ -151,16 +155,21 @@ impl WindowState {
     }
 }
 
-/// One open window: its encoder state, which has seen every sample before the device's
-/// pending ones from `from` on, and how many samples it has counted in all.
+/// One open window: its encoder state, which has seen its samples up to the device's pending
+/// ones, and takes the pending ones from `from` on.
 #[derive(Debug, Clone)]
 struct Open {
     state: WindowState,
     start: String,
     /// First pending sample its state has not seen (0 for a window opened before them).
     from: usize,
-    /// Samples in the window, pending ones included.
-    counted: usize,
+}
+
+impl Open {
+    /// Samples in the window when the device has `pending` samples queued.
+    fn samples(&self, pending: usize) -> usize {
+        self.state.steps() as usize + (pending - self.from)
+    }
 }
 
 /// A window that has all its samples but whose state has not seen pending samples
@@ -227,11 +236,6 @@ impl<'a> Round<'a> {
             WindowState::Medium(s) => self.medium.push((&mut **s, x)),
             WindowState::Host(s) => self.host.push((&mut **s, x)),
         }
-    }
-
-    /// Whether no state takes a sample.
-    pub fn is_empty(&self) -> bool {
-        self.small.is_empty() && self.medium.is_empty() && self.host.is_empty()
     }
 
     /// Pushes every state's sample, several states per weight load ([`push_each`]).
@@ -325,15 +329,12 @@ impl DeviceStream {
         self.last_t = s.t;
         self.samples += 1;
         if self.since_start.is_multiple_of(w.stride as u64) {
-            self.open.push_back(Open { state: WindowState::new(model), start: s.text.clone(), from: self.pending_n, counted: 0 });
+            self.open.push_back(Open { state: WindowState::new(model), start: s.text.clone(), from: self.pending_n });
         }
         self.since_start += 1;
         self.pending.extend_from_slice(&s.values);
         self.pending_n += 1;
-        for o in self.open.iter_mut() {
-            o.counted += 1;
-        }
-        if self.open.front().is_none_or(|o| o.counted < w.window) {
+        if self.open.front().is_none_or(|o| o.samples(self.pending_n) < w.window) {
             return Pushed::Applied { gap, completed: None };
         }
         let open = self.open.pop_front().expect("checked above");
@@ -374,17 +375,6 @@ impl DeviceStream {
         Ok(out)
     }
 
-    /// Runs this device's pending samples alone (one window at a time) and settles.
-    pub fn run_alone(&mut self, model: &Model) -> Result<Vec<(u64, Scored)>, EncodeError> {
-        let f = model.features();
-        for r in 0..self.pending_n {
-            let mut round = Round::default();
-            self.round(r, f, &mut round);
-            round.run(model)?;
-        }
-        self.settle(model)
-    }
-
     /// Drops the open windows (a new model cannot continue the old one's states); the stream
     /// restarts at the next sample, and the last timestamp still guards against redelivery.
     /// Returns how many windows were dropped. Pending samples must have been run.
@@ -410,9 +400,7 @@ impl DeviceStream {
             if words.len() != model.state_words() {
                 return None;
             }
-            let state = WindowState::load(model, words)?;
-            let counted = with_state!(&state, s => s.steps()) as usize;
-            open.push_back(Open { state, start, from: 0, counted });
+            open.push_back(Open { state: WindowState::load(model, words)?, start, from: 0 });
         }
         Some(DeviceStream {
             last_t: saved.last_t,
