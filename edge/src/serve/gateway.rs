@@ -683,6 +683,33 @@ mod tests {
 
     /// Negative control for the test above: without the redelivery of unacknowledged messages
     /// (what the broker does and the power-cut test relies on), windows are missing.
+    /// A message with a sample of the wrong width or a non-finite value is refused whole, with
+    /// a message naming the sample, before anything is logged or applied.
+    #[test]
+    fn bad_samples_are_refused_before_they_are_logged() {
+        let bytes = bundle("models/ecg5000/model.bundle");
+        let model = Model::load(&bytes).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = GatewayParams { windowing: Windowing { window: 20, stride: 20, max_gap: None }, max_devices: 10 };
+        let (mut g, _) = Gateway::open(dir.path(), &p, model, &bytes).unwrap();
+        let good = |t: f64| Sample { t, text: t.to_string(), values: vec![0.5] };
+        let before = g.log_bytes();
+        let wide = vec![good(1.0), Sample { t: 2.0, text: "2".into(), values: vec![0.5, 0.5] }];
+        match g.apply("dev", &wide) {
+            Err(GatewayError::Params(why)) => assert!(why.contains("sample 2 (2 value(s)) is not 1 finite value(s)"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let nan = vec![Sample { t: 3.0, text: "3".into(), values: vec![f32::NAN] }];
+        match g.apply("dev", &nan) {
+            Err(GatewayError::Params(why)) => assert!(why.contains("sample 1 (1 value(s)) is not 1 finite value(s)"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.log_bytes(), before, "nothing logged");
+        // The refused samples were not applied: their timestamps are not stale.
+        let a = g.apply("dev", &[good(1.0), good(2.0), good(3.0)]).unwrap();
+        assert_eq!((a.samples, a.stale), (3, 0));
+    }
+
     #[test]
     fn a_cut_without_redelivery_loses_windows() {
         let bytes = bundle("models/ecg5000/model.bundle");
