@@ -10,7 +10,6 @@
 //! | `assignments.csv` | cluster of every training and held-out series |
 //! | `model.bundle` | encoder weights + centroids for the runtime (see `runtime::bundle`) |
 //! | `encoder.onnx` | encoder + latent-mean head, opset 17 (see [`crate::export::onnx`]) |
-//!
 //! | `checkpoint.safetensors` | training state for `fit --resume` (see [`crate::checkpoint`]) |
 //!
 //! Every file is written to a temporary file in the same directory, fsynced, then renamed, so a
@@ -109,6 +108,21 @@ pub struct RunConfig {
     pub params: VraeParams,
     /// Training data.
     pub data: DataInfo,
+    /// Set when the encoder was imported from ONNX (`trainer import`) rather than trained here:
+    /// then `params` are defaults that record only the architecture, and there is no decoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<ImportInfo>,
+}
+
+/// Where an imported encoder came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportInfo {
+    /// The ONNX file given to `trainer import`.
+    pub source: String,
+    /// The graph's producer and its version (e.g. `pytorch 2.15.0`).
+    pub producer: String,
+    /// The default-domain opset the graph declares.
+    pub opset: i64,
 }
 
 /// `centroids.json`.
@@ -413,7 +427,11 @@ pub fn parse_model(dir: &Path, config: &[u8], weights: &[u8], centroids: Option<
     }
     let w_path = dir.join(WEIGHTS);
     let weights = ParamStore::from_safetensors(weights, &w_path, dev)?;
-    let vrae = Vrae::bind(&config.model, &weights, &w_path)?;
+    let vrae = if config.imported.is_some() {
+        Vrae::bind_encoder(&config.model, &weights, &w_path)?
+    } else {
+        Vrae::bind(&config.model, &weights, &w_path)?
+    };
     let c_path = dir.join(CENTROIDS);
     let centroids = match centroids {
         Some(bytes) => {

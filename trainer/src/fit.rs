@@ -12,14 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, LoadedModel, RunConfig, Staging, FORMAT_VERSION};
 use crate::checkpoint::{self, fingerprint, Checkpoint, CheckpointMeta, RunSettings, CHECKPOINT, CHECKPOINT_VERSION};
-use crate::cluster::decision::{
-    anomaly_thresholds, apply_scaling, cluster, fit_scaling, knn_vote, stability, step_edges, summary_layout, ClusterMethod, ClusterParams,
-    Decision, DecisionParams, SummaryLayout,
-};
+use crate::cluster::decision::{apply_scaling, knn_vote, ClusterMethod, ClusterParams, DecisionParams};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
 use crate::data::prep::{normalize, resample_all, split, Normalization};
 use crate::data::{Dataset, Series};
+use crate::decide::{fit_decision, latent_means, FittedDecision};
 use crate::embed::NativeEncoder;
 use crate::error::{Error, Result};
 use crate::export::{write_bundle, write_encoder_onnx};
@@ -121,7 +119,7 @@ pub struct Metrics {
     /// The kNN graph's top eigenvalues (the eigengap curve), when computed.
     #[serde(default)]
     pub eigenvalues: Vec<f64>,
-    /// Seconds spent building the decision (embedding excluded).
+    /// Seconds spent building the decision (embedding the training series included).
     #[serde(default)]
     pub cluster_seconds: f64,
     /// k-means on the raw series, training part.
@@ -238,6 +236,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
             normalization: opts.normalization,
             labels: truth.as_ref().map(|t| t.1.clone()),
         },
+        imported: None,
     };
     let train_series: Vec<Series> = train_idx.iter().map(|&i| ds.series[i].clone()).collect();
     let hold_series: Vec<Series> = hold_idx.iter().map(|&i| ds.series[i].clone()).collect();
@@ -318,90 +317,14 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     }
 
     let vrae = Vrae::bind(&model_cfg, &weights, &out.join(artifacts::WEIGHTS))?;
-    // Latents and summaries come from the runtime's native kernels, the code devices run.
-    let layout = summary_layout(seq_len, ds.n_features, &opts.decision);
     let l = p.latent_length;
-    let train_values: Vec<&[f32]> = train_series.iter().map(|s| s.values.as_slice()).collect();
-    let edges = step_edges(&train_values, ds.n_features, layout.step_levels);
-    let layout = if edges.is_empty() { SummaryLayout { step_levels: 0, ..layout } } else { layout };
-    let stand_in = Decision::placeholder(l, ds.n_features, &layout, edges.clone());
-    let native = NativeEncoder::new(&model_cfg, opts.normalization, &weights, &stand_in)?;
-    let z_train = native.embed(&train_series)?;
-    let z_hold = native.embed(&hold_series)?;
     let t_cluster = Instant::now();
-    let raw_full = native.raw_decisions(&train_series, &z_train)?;
-    let full_dims = stand_in.dims();
-    let cp = ClusterParams {
-        k: k_given,
-        k_max: opts.decision.max_clusters,
-        method: opts.decision.cluster_method,
-        n_neighbors: opts.decision.neighbors,
-        n_init: opts.n_init,
-        per_cluster: opts.decision.prototypes_per_cluster,
-        seed: p.seed,
-    };
-    // The decision vector with the summary, and (when asked to choose) the latent alone, which
-    // is its first `l` values; the more stable clustering wins.
-    let mut candidates = vec![layout];
-    if opts.decision.choose_summary && layout != SummaryLayout::NONE {
-        candidates.push(SummaryLayout::NONE);
-    }
-    /// One decision vector considered: its stability, summary layout, width, scaling, the
-    /// scaled training rows and their clustering.
-    type Candidate = (f64, SummaryLayout, usize, Vec<f32>, Vec<f32>, Vec<f32>, crate::cluster::decision::Clustering);
-    let mut best: Option<Candidate> = None;
-    let mut stabilities = Vec::new();
-    let nf = ds.n_features;
-    let dp = &opts.decision;
-    for &lay in &candidates {
-        let dims = l + lay.len(nf);
-        let raw_train: Vec<f32> = if dims == full_dims {
-            raw_full.clone()
-        } else {
-            raw_full.chunks_exact(full_dims).flat_map(|r| r[..dims].iter().copied()).collect()
-        };
-        let seg = lay.segments * nf;
-        let blocks: Vec<(usize, f64)> = [
-            (l, dp.latent_weight),
-            (seg, dp.position_weight),
-            (seg, dp.position_weight),
-            (lay.freqs * nf, dp.spectrum_weight),
-            (lay.step_levels * nf, dp.step_weight),
-            (lay.step_freqs * nf, dp.step_spectrum_weight),
-        ]
-        .into_iter()
-        .filter(|b| b.0 > 0)
-        .collect();
-        let (offsets, scales) = fit_scaling(&raw_train, dims, &blocks)?;
-        let x_train = apply_scaling(&raw_train, &offsets, &scales);
-        let clustering = cluster(&x_train, dims, &cp)?;
-        let st = if candidates.len() > 1 { stability(&x_train, dims, clustering.k, &cp, 3)? } else { f64::NAN };
-        let name = if lay == SummaryLayout::NONE { "latent" } else { "latent+summary" };
-        stabilities.push((name.to_string(), Some(st).filter(|v| v.is_finite())));
-        if best.as_ref().is_none_or(|b| st > b.0) {
-            best = Some((st, lay, dims, offsets, scales, x_train, clustering));
-        }
-    }
-    let (_, lay, dims, offsets, scales, x_train, clustering) = best.expect("at least one candidate");
-    let k = clustering.k;
-    let mut decision = Decision {
-        k,
-        segments: lay.segments,
-        stride: lay.stride,
-        freqs: lay.freqs,
-        step_edges: if lay.step_levels > 0 { edges } else { Vec::new() },
-        step_freqs: lay.step_freqs,
-        offsets: offsets.clone(),
-        scales: scales.clone(),
-        prototypes: clustering.prototypes.clone(),
-        prototype_clusters: clustering.prototype_clusters.clone(),
-        anomaly_thresholds: Vec::new(),
-    };
-    // The thresholds come from the distances the device's decision gives the training series.
-    let unflagged = NativeEncoder::new(&model_cfg, opts.normalization, &weights, &decision)?;
-    let distances: Vec<(usize, f32)> = unflagged.assign(&train_series, &z_train)?.iter().map(|a| (a.cluster, a.distance)).collect();
-    decision.anomaly_thresholds = anomaly_thresholds(k, &distances, opts.decision.anomaly_quantile);
+    let cp = ClusterParams::of(&opts.decision, k_given, opts.n_init, p.seed);
+    let fitted = fit_decision(&model_cfg, opts.normalization, &weights, &train_series, &opts.decision, &cp)?;
+    let FittedDecision { decision, clustering, stabilities, z_train, x_train, dims } = fitted;
+    let k = decision.k;
     let native = NativeEncoder::new(&model_cfg, opts.normalization, &weights, &decision)?;
+    let z_hold = native.embed(&hold_series)?;
     // What a device decides, for every series: the scores below are of this.
     let train_assign = native.assign(&train_series, &z_train)?;
     let hold_assign = native.assign(&hold_series, &z_hold)?;
@@ -414,21 +337,11 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         Vec::new()
     } else {
         let raw_hold = native.raw_decisions(&hold_series, &z_hold)?;
-        knn_vote(&x_train, &clustering.labels, k, &apply_scaling(&raw_hold, &offsets, &scales), dims, opts.decision.neighbors)
+        knn_vote(&x_train, &clustering.labels, k, &apply_scaling(&raw_hold, &decision.offsets, &decision.scales), dims, opts.decision.neighbors)
     };
     let agreement_holdout = agree(&hold_pred, &hold_vote);
     let cluster_seconds = t_cluster.elapsed().as_secs_f64();
-    let mut sizes = vec![0usize; k];
-    let mut latent_means = vec![0f32; k * l];
-    for (&c, z) in train_pred.iter().zip(z_train.chunks(l)) {
-        sizes[c] += 1;
-        for (m, v) in latent_means[c * l..(c + 1) * l].iter_mut().zip(z) {
-            *m += v;
-        }
-    }
-    for (c, &n) in sizes.iter().enumerate() {
-        latent_means[c * l..(c + 1) * l].iter_mut().for_each(|m| *m /= n.max(1) as f32);
-    }
+    let (latent_means, sizes) = latent_means(&z_train, l, &train_pred, k);
     let centroids = Centroids {
         k,
         latent_length: l,

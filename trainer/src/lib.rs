@@ -2,18 +2,21 @@
 //!
 //! Data flows top to bottom through the modules: [`data`] (load, normalise, split) ->
 //! [`model`] (VRAE, loss) -> [`train`] (with [`optim`], [`checkpoint`]) -> [`embed`] ->
-//! [`cluster`] (k-means, scores) -> [`artifacts`] (the model directory) -> [`export`] (ONNX);
+//! [`cluster`] (k-means, spectral, scores) -> [`decide`] (an encoder's cluster decision) -> [`artifacts`] (the model directory) -> [`export`] (ONNX);
 //! [`report`] (plots, report.json/html); [`fit`] strings them together.
 
 pub mod artifacts;
 pub mod checkpoint;
 pub mod cluster;
 pub mod data;
+pub mod decide;
 pub mod embed;
 pub mod error;
 pub mod export;
 mod fault;
 pub mod fit;
+#[cfg(feature = "onnx-import")]
+pub mod import;
 pub mod model;
 pub mod optim;
 pub mod params;

@@ -40,6 +40,49 @@ enum Cmd {
     /// Draw PCA and t-SNE plots of DATA's latents (by cluster and label), the loss curve and
     /// example series per cluster with the decoded centroid.
     Plot(PlotArgs),
+    /// Import a VRAE encoder trained elsewhere (PyTorch's `torch.onnx.export` of the LSTM/GRU
+    /// encoder and its `hidden_to_mean` head) as a model directory: bundle, encoder.onnx,
+    /// config, centroids. Needs a trainer built with `--features onnx-import`.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The ONNX encoder: x [seq_len, batch, features] -> latent mean [batch, latent].
+    encoder: PathBuf,
+    /// Output model directory (new, empty, or an earlier model directory, replaced as a whole).
+    #[arg(long)]
+    out: PathBuf,
+    /// Centroid table, k rows of latent values: a JSON array of rows, a centroids.json, or .npy.
+    /// Devices then pick the nearest centroid of the latent.
+    #[arg(long, value_name = "FILE", required_unless_present = "fit_centroids", conflicts_with = "fit_centroids")]
+    centroids: Option<PathBuf>,
+    /// Fit the clusters on these data files instead (same formats as `fit`; the decision `fit`
+    /// builds: latent + window summary, spectral clustering, prototypes, anomaly thresholds).
+    #[arg(long, value_name = "DATA", num_args = 1..)]
+    fit_centroids: Vec<PathBuf>,
+    /// Number of clusters for --fit-centroids, or `auto` [default: the number of labels; auto
+    /// when the data has none].
+    #[arg(long, value_parser = parse_clusters, requires = "fit_centroids")]
+    clusters: Option<Clusters>,
+    /// Window length devices encode [default: the graph's fixed input length, else the length
+    /// of the --fit-centroids data].
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Per-series normalisation the encoder was trained with (devices apply it too).
+    #[arg(long, value_enum, default_value_t = Normalization::None)]
+    normalize: Normalization,
+    /// k-means restarts.
+    #[arg(long, default_value_t = 10)]
+    n_init: usize,
+    /// Seed of the clustering.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    decision: DecisionArgs,
+    /// Where the label sits in a wide CSV (auto: a header column named label/class/target/y).
+    #[arg(long, value_enum, default_value_t = CsvLabel::Auto)]
+    csv_label: CsvLabel,
 }
 
 #[derive(Args)]
@@ -565,7 +608,12 @@ fn run_plot(a: PlotArgs) -> Result<()> {
     let labels = ds.labels.as_ref().map(|l| encode_labels(l));
     let log_path = a.model.join(trainer::artifacts::TRAINING_LOG);
     let log = if log_path.exists() { Some(read_training_log(&log_path)?) } else { None };
-    let centroid_series = decode_centroids(&model.vrae, &centroids.flat(), &dev)?;
+    // An imported encoder has no decoder: its clusters are drawn with their members' mean series.
+    let centroid_series = if model.vrae.has_decoder() {
+        decode_centroids(&model.vrae, &centroids.flat(), &dev)?
+    } else {
+        member_means(&ds.series, &clusters, centroids.k)
+    };
     let out = a.out.unwrap_or_else(|| a.model.join(trainer::artifacts::PLOTS));
     let input = PlotInput {
         latents: &z,
@@ -599,6 +647,63 @@ fn run_plot(a: PlotArgs) -> Result<()> {
     Ok(())
 }
 
+#[cfg(not(feature = "onnx-import"))]
+fn run_import(_: ImportArgs) -> Result<()> {
+    bail!("this trainer was built without ONNX import; rebuild with `cargo build --release -p trainer --features onnx-import` (needs protoc: Debian's protobuf-compiler)")
+}
+
+#[cfg(feature = "onnx-import")]
+fn run_import(a: ImportArgs) -> Result<()> {
+    use trainer::import::{import, CentroidSource, ImportOptions};
+    let centroids = match a.centroids {
+        Some(p) => CentroidSource::File(p),
+        None => {
+            let data = load_files(&a.fit_centroids, &CsvOptions { label: a.csv_label })?;
+            // As in `fit`: k defaults to the number of labels; `auto` (or no labels) is the eigengap.
+            let k = match a.clusters {
+                Some(Clusters::Fixed(k)) => Some(k),
+                Some(Clusters::Auto) => None,
+                None => data.labels.as_ref().map(|l| encode_labels(l).1.len()),
+            };
+            CentroidSource::Fit { data, k, decision: a.decision.apply(DecisionParams::default()), n_init: a.n_init, seed: a.seed }
+        }
+    };
+    let s = import(ImportOptions { onnx: a.encoder.clone(), out: a.out.clone(), centroids, seq_len: a.seq_len, normalization: a.normalize })?;
+    let c = &s.config;
+    println!(
+        "imported {} ({}): {:?}, {} feature(s), {} layer(s) of {} hidden, latent {}, windows of {} steps",
+        a.encoder.display(),
+        if s.producer.is_empty() { "unknown producer" } else { &s.producer },
+        c.cell,
+        c.n_features,
+        c.hidden_layer_depth,
+        c.hidden_size,
+        c.latent_length,
+        c.seq_len
+    );
+    println!("{} clusters{}", s.k, if s.sizes.is_empty() { String::new() } else { format!(", sizes {:?}", s.sizes) });
+    if let Some(sc) = s.scores {
+        println!("device decision vs labels: ARI {:.3} NMI {:.3} purity {:.3}", sc.ari, sc.nmi, sc.purity);
+    }
+    println!("wrote {} (bundle {} bytes)", a.out.display(), s.bundle_bytes);
+    Ok(())
+}
+
+/// Per cluster, the mean of its members' values (zeros for an empty cluster).
+fn member_means(series: &[trainer::data::Series], clusters: &[(usize, f32)], k: usize) -> Vec<Vec<f32>> {
+    let width = series.first().map_or(0, |s| s.values.len());
+    let mut sums = vec![vec![0f32; width]; k];
+    let mut counts = vec![0usize; k];
+    for (s, &(c, _)) in series.iter().zip(clusters) {
+        counts[c] += 1;
+        sums[c].iter_mut().zip(&s.values).for_each(|(m, v)| *m += v);
+    }
+    for (m, n) in sums.iter_mut().zip(counts) {
+        m.iter_mut().for_each(|v| *v /= n.max(1) as f32);
+    }
+    sums
+}
+
 fn main() {
     trainer::train::park_idle_candle_workers();
     let cli = Cli::parse();
@@ -608,6 +713,7 @@ fn main() {
         Cmd::Cluster(a) => run_infer(a, true),
         Cmd::Export(a) => run_export(a),
         Cmd::Plot(a) => run_plot(a),
+        Cmd::Import(a) => run_import(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -148,6 +148,7 @@ fn config_for(c: &ModelConfig, p: &VraeParams) -> RunConfig {
             normalization: Normalization::None,
             labels: None,
         },
+        imported: None,
     }
 }
 

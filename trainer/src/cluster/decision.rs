@@ -472,6 +472,22 @@ pub struct ClusterParams {
     pub seed: u64,
 }
 
+impl ClusterParams {
+    /// The clustering `dp` asks for, with `k` clusters (`None`: by the eigengap), `n_init`
+    /// k-means restarts and `seed`.
+    pub fn of(dp: &DecisionParams, k: Option<usize>, n_init: usize, seed: u64) -> Self {
+        ClusterParams {
+            k,
+            k_max: dp.max_clusters,
+            method: dp.cluster_method,
+            n_neighbors: dp.neighbors,
+            n_init,
+            per_cluster: dp.prototypes_per_cluster,
+            seed,
+        }
+    }
+}
+
 /// Clusters the weighted decision vectors `x` (row-major `n x dims`) and fits prototypes.
 pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> {
     let n = x.len().checked_div(dims).unwrap_or(0);

@@ -54,6 +54,15 @@ pub fn permute_blocks(data: &[f32], blocks: &[usize], h: usize, cols: usize) -> 
     out
 }
 
+/// The inverse of [`permute_blocks`]: ONNX order back to PyTorch order (`trainer import`).
+pub fn unpermute_blocks(data: &[f32], blocks: &[usize], h: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for (j, &b) in blocks.iter().enumerate() {
+        out[b * h * cols..(b + 1) * h * cols].copy_from_slice(&data[j * h * cols..(j + 1) * h * cols]);
+    }
+    out
+}
+
 fn float_tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
     TensorProto {
         dims: dims.iter().map(|&d| d as i64).collect(),

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::ParamStore;
 use super::rnn::{Output, Rnn};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::params::CellKind;
 
 /// Architecture of a VRAE: what is needed to rebuild it from its weights.
@@ -54,8 +54,16 @@ pub struct Forward {
 pub struct Vrae {
     cfg: ModelConfig,
     encoder: Rnn,
-    decoder: Rnn,
     to_mean: Linear,
+    /// `None` for an encoder imported from ONNX (`trainer import`): it embeds, it cannot train
+    /// or decode.
+    rest: Option<DecoderSide>,
+}
+
+/// The parts of a VRAE that only training and decoding use.
+#[derive(Debug, Clone)]
+struct DecoderSide {
+    decoder: Rnn,
     to_logvar: Linear,
     latent_to_hidden: Linear,
     to_output: Linear,
@@ -102,15 +110,34 @@ impl Vrae {
     /// Binds `store` to the architecture `cfg`; `origin` names the weights file in errors.
     pub fn bind(cfg: &ModelConfig, store: &ParamStore, origin: &Path) -> Result<Self> {
         let (h, l, f, d) = (cfg.hidden_size, cfg.latent_length, cfg.n_features, cfg.hidden_layer_depth);
-        Ok(Vrae {
-            cfg: *cfg,
-            encoder: Rnn::bind(store, "encoder", cfg.cell, Some(f), h, d, origin)?,
-            to_mean: Linear::bind(store, "hidden_to_mean", l, h, origin)?,
+        let mut v = Self::bind_encoder(cfg, store, origin)?;
+        v.rest = Some(DecoderSide {
             to_logvar: Linear::bind(store, "hidden_to_logvar", l, h, origin)?,
             latent_to_hidden: Linear::bind(store, "latent_to_hidden", h, l, origin)?,
             decoder: Rnn::bind(store, "decoder", cfg.cell, None, h, d, origin)?,
             to_output: Linear::bind(store, "hidden_to_output", f, h, origin)?,
+        });
+        Ok(v)
+    }
+
+    /// Binds only the encoder and the latent-mean head (what an imported ONNX encoder has).
+    pub fn bind_encoder(cfg: &ModelConfig, store: &ParamStore, origin: &Path) -> Result<Self> {
+        let (h, l, f, d) = (cfg.hidden_size, cfg.latent_length, cfg.n_features, cfg.hidden_layer_depth);
+        Ok(Vrae {
+            cfg: *cfg,
+            encoder: Rnn::bind(store, "encoder", cfg.cell, Some(f), h, d, origin)?,
+            to_mean: Linear::bind(store, "hidden_to_mean", l, h, origin)?,
+            rest: None,
         })
+    }
+
+    /// True when the decoder is there (a model `trainer fit` trained).
+    pub fn has_decoder(&self) -> bool {
+        self.rest.is_some()
+    }
+
+    fn rest(&self) -> Result<&DecoderSide> {
+        self.rest.as_ref().ok_or_else(|| Error::Mismatch("this model is an imported encoder: it has no decoder to decode or train with".into()))
     }
 
     /// The architecture.
@@ -143,16 +170,19 @@ impl Vrae {
     /// Decodes latents `z` `[B, L]` into `[T, B, F]` for `steps` time steps.
     pub fn decode(&self, z: &Tensor, steps: usize) -> Result<Tensor> {
         let b = z.dim(0)?;
-        let h0 = vec![self.latent_to_hidden.forward(z)?; self.decoder.depth()];
+        let rest = self.rest()?;
+        let h0 = vec![rest.latent_to_hidden.forward(z)?; rest.decoder.depth()];
         // All steps' rows at once: one matmul for all steps instead of one per step.
-        let hs = self.decoder.forward(None, steps, &h0, |h| Ok(h.clone()), Output::Flat)?;
-        Ok(self.to_output.forward(&hs)?.reshape((steps, b, self.cfg.n_features))?)
+        let hs = rest.decoder.forward(None, steps, &h0, |h| Ok(h.clone()), Output::Flat)?;
+        Ok(rest.to_output.forward(&hs)?.reshape((steps, b, self.cfg.n_features))?)
     }
 
     /// Runs the recurrent layers op by op instead of with the fused CPU kernels (for tests).
     pub fn set_reference_kernels(&mut self, yes: bool) {
         self.encoder.set_reference(yes);
-        self.decoder.set_reference(yes);
+        if let Some(rest) = &mut self.rest {
+            rest.decoder.set_reference(yes);
+        }
     }
 
     /// Training pass: dropout and the reparameterisation sample both come from `rng`.
@@ -160,7 +190,7 @@ impl Vrae {
         let (t, b, _) = x.dims3()?;
         let h = self.encode_hidden(x, Some(rng))?;
         let mean = self.to_mean.forward(&h)?;
-        let logvar = self.to_logvar.forward(&h)?;
+        let logvar = self.rest()?.to_logvar.forward(&h)?;
         let l = self.cfg.latent_length;
         let eps = Tensor::from_vec(standard_normal(rng, b * l), (b, l), x.device())?.to_dtype(x.dtype())?;
         let z = (&mean + ((&logvar * 0.5)?.exp()? * eps)?)?;
