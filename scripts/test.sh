@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need but Rust itself, once: the Cortex-M and ARM Linux
 # targets, QEMU and the ARM cross linkers (firmware and gateway tests), headless Chromium (the
-# report-rendering test), mosquitto (the `edge serve` tests), onnxruntime's shared library and
+# report-rendering test), mosquitto (the `edge serve` tests), protoc (the trainer's `onnx-import`
+# feature: candle-onnx compiles onnx.proto), onnxruntime's shared library and
 # the `onnx` checker from PyPI (into target/pydeps); starts mosquitto on a free local port; then
 # `cargo test`, then the Python package's wheel and its pytest suite (PySpark in local mode).
 set -euo pipefail
@@ -12,13 +13,14 @@ for t in thumbv7em-none-eabihf aarch64-unknown-linux-gnu armv7-unknown-linux-gnu
 done
 if ! command -v qemu-system-arm >/dev/null || ! command -v qemu-aarch64 >/dev/null \
     || ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v arm-linux-gnueabihf-gcc >/dev/null \
-    || ! command -v chromium >/dev/null || ! { command -v mosquitto || test -x /usr/sbin/mosquitto; } >/dev/null; then
-    echo "installing QEMU, the ARM Linux cross toolchains, Chromium and mosquitto (Debian)"
+    || ! command -v chromium >/dev/null || ! { command -v mosquitto || test -x /usr/sbin/mosquitto; } >/dev/null \
+    || ! command -v protoc >/dev/null; then
+    echo "installing QEMU, the ARM Linux cross toolchains, Chromium, mosquitto and protoc (Debian)"
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq qemu-system-arm qemu-user binutils-arm-none-eabi \
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
-    $sudo apt-get install -y -qq --no-install-recommends chromium mosquitto
+    $sudo apt-get install -y -qq --no-install-recommends chromium mosquitto protobuf-compiler
 fi
 # The report test must not skip itself when Chromium is meant to be here.
 export REQUIRE_CHROMIUM=1
@@ -54,8 +56,14 @@ done
 export EDGE_TEST_MQTT="127.0.0.1:$mqtt_port" REQUIRE_MOSQUITTO=1
 echo "mosquitto for the tests on $EDGE_TEST_MQTT"
 
-# TEST_PACKAGES (e.g. "-p edge") narrows the run while working on one crate.
-cargo test --release ${TEST_PACKAGES:---workspace} "$@"
+# TEST_PACKAGES (e.g. "-p edge") narrows the run while working on one crate. The trainer is
+# tested with `trainer import` (feature onnx-import) built in.
+features=()
+case "${TEST_PACKAGES:-all}" in
+    all | *"-p tests"*) features=(--features trainer/onnx-import,tests/onnx-import) ;;
+    *trainer*) features=(--features trainer/onnx-import) ;;
+esac
+cargo test --release ${TEST_PACKAGES:---workspace} "${features[@]}" "$@"
 
 # The Python package (python/): its wheel built by maturin into a venv with pyarrow, numpy,
 # pandas (PySpark's Arrow UDFs need it), pytest and PySpark (PyPI), then pytest, the Spark tests

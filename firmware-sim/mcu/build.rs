@@ -2,7 +2,8 @@
 //! and their expected cluster IDs computed by the runtime's native path (the same crate, built
 //! for the host), then one window of noise, which the model flags as anomalous.
 //! `FIRMWARE_CORRUPT_EXPECTED=1` deliberately corrupts the first expectation, to
-//! prove the firmware's check can fail.
+//! prove the firmware's check can fail. `FIRMWARE_BUNDLE=PATH` flashes another bundle than the
+//! shipped `models/ecg5000/model.bundle` (e.g. one `trainer import` made).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -15,17 +16,21 @@ const WINDOWS: usize = 16;
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../..");
-    let bundle_path = root.join("models/ecg5000/model.bundle");
+    let bundle_path = match std::env::var_os("FIRMWARE_BUNDLE") {
+        Some(p) => PathBuf::from(p),
+        None => root.join("models/ecg5000/model.bundle"),
+    };
     let data_path = root.join("data/ecg5000/ECG5000_TEST.tsv.gz");
     println!("cargo:rerun-if-changed={}", bundle_path.display());
     println!("cargo:rerun-if-changed={}", data_path.display());
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-env-changed=FIRMWARE_CORRUPT_EXPECTED");
+    println!("cargo:rerun-if-env-changed=FIRMWARE_BUNDLE");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     std::fs::copy(root.join("firmware-sim/mcu/memory.x"), out.join("memory.x")).unwrap();
     println!("cargo:rustc-link-search={}", out.display());
 
-    let bytes = std::fs::read(&bundle_path).expect("models/ecg5000/model.bundle");
+    let bytes = std::fs::read(&bundle_path).unwrap_or_else(|e| panic!("{}: {e}", bundle_path.display()));
     let aligned = AlignedBytes::new(&bytes);
     let enc = Encoder::from_bytes(aligned.as_bytes()).expect("valid bundle");
     let mut text = String::new();

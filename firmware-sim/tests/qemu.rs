@@ -1,5 +1,6 @@
 //! The firmware in QEMU: every cluster ID equals the host runtime's, and a corrupted embedded
-//! expectation makes it exit non-zero.
+//! expectation makes it exit non-zero; a bundle `trainer import` made of a PyTorch-trained
+//! encoder runs on it too, with PyTorch's own clusters.
 
 use std::io::Read;
 
@@ -8,10 +9,11 @@ use runtime::batch::HostState;
 use runtime::bundle::AlignedBytes;
 use runtime::Encoder;
 
-/// Cluster IDs and anomaly flags of the first `n` ECG5000 TEST beats, computed here on the host.
-fn host_ids(n: usize) -> Vec<(usize, bool)> {
+/// Cluster IDs and anomaly flags of the first `n` ECG5000 TEST beats, computed here on the host
+/// with the bundle at `bundle` (relative to the repository root).
+fn host_ids(n: usize, bundle: &str) -> Vec<(usize, bool)> {
     let root = mcu_dir().join("../..");
-    let bytes = std::fs::read(root.join("models/ecg5000/model.bundle")).unwrap();
+    let bytes = std::fs::read(root.join(bundle)).unwrap();
     let aligned = AlignedBytes::new(&bytes);
     let enc = Encoder::from_bytes(aligned.as_bytes()).unwrap();
     let mut text = String::new();
@@ -28,6 +30,24 @@ fn host_ids(n: usize) -> Vec<(usize, bool)> {
         .collect()
 }
 
+/// The `window=` lines of a firmware run as (cluster, anomalous), after checking that the device's
+/// distances and flags equal the host's exactly.
+fn device_ids(stdout: &str) -> Vec<(usize, bool)> {
+    for line in stdout.lines().filter(|l| l.starts_with("window=")) {
+        let field = |k: &str| line.split(' ').find_map(|f| f.strip_prefix(k)).unwrap().to_string();
+        assert_eq!(field("dist="), field("host_dist="), "{line}");
+        assert_eq!(field("anomalous="), field("host_anomalous="), "{line}");
+    }
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("window="))
+        .map(|l| {
+            let field = |k: &str| l.split(' ').find_map(|f| f.strip_prefix(k)).unwrap().to_string();
+            (field("cluster=").parse().unwrap(), field("anomalous=") == "1")
+        })
+        .collect()
+}
+
 #[test]
 fn firmware_matches_the_host_and_catches_a_corrupted_expectation() {
     let target = mcu_dir().join("target");
@@ -35,24 +55,12 @@ fn firmware_matches_the_host_and_catches_a_corrupted_expectation() {
     let out = run_qemu(&elf).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let ids: Vec<(usize, bool)> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("window="))
-        .map(|l| {
-            let field = |k: &str| l.split(' ').find_map(|f| f.strip_prefix(k)).unwrap().to_string();
-            (field("cluster=").parse().unwrap(), field("anomalous=") == "1")
-        })
-        .collect();
+    // Bit-identical arithmetic: the distances printed by the device equal the host's exactly.
+    let ids = device_ids(&stdout);
     // 16 ECG beats, then a window of noise the model must flag.
     assert_eq!(ids.len(), 17, "{stdout}");
     assert!(ids[16].1, "the noise window is not flagged anomalous:\n{stdout}");
-    // Bit-identical arithmetic: the distances printed by the device equal the host's exactly.
-    for line in stdout.lines().filter(|l| l.starts_with("window=")) {
-        let field = |k: &str| line.split(' ').find_map(|f| f.strip_prefix(k)).unwrap().to_string();
-        assert_eq!(field("dist="), field("host_dist="), "{line}");
-        assert_eq!(field("anomalous="), field("host_anomalous="), "{line}");
-    }
-    assert_eq!(ids[..16], host_ids(16)[..], "Cortex-M IDs differ from the host's:\n{stdout}");
+    assert_eq!(ids[..16], host_ids(16, "models/ecg5000/model.bundle")[..], "Cortex-M IDs differ from the host's:\n{stdout}");
     let stack: usize = stdout.lines().find_map(|l| l.strip_prefix("stack_high_water_bytes=")).unwrap().parse().unwrap();
     let state: usize = stdout.lines().find_map(|l| l.strip_prefix("state_bytes_per_device=")).unwrap().parse().unwrap();
     assert!(stack > 0 && stack + state <= 16 * 1024, "RAM budget: stack {stack} + state {state} bytes");
@@ -62,4 +70,45 @@ fn firmware_matches_the_host_and_catches_a_corrupted_expectation() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "a wrong expectation must fail the run:\n{stdout}");
     assert!(stdout.contains("window=0") && stdout.contains("MISMATCH"), "{stdout}");
+}
+
+/// PyTorch's latents of the first ECG5000 TEST beats for the imported GRU, and its centroid table.
+fn torch_fixture() -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let dir = mcu_dir().join("../../trainer/tests/fixtures/torch");
+    let rows = |text: String| -> Vec<Vec<f32>> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                l.trim_matches(['[', ']', ' ']).split(',').filter(|v| !v.trim().is_empty()).map(|v| v.trim().parse().unwrap()).collect()
+            })
+            .collect()
+    };
+    let latents = rows(std::fs::read_to_string(dir.join("gru90_latents.csv")).unwrap());
+    let table = std::fs::read_to_string(dir.join("gru90_centroids.json")).unwrap().replace("],", "]\n");
+    (latents, rows(table))
+}
+
+#[test]
+fn firmware_runs_a_bundle_imported_from_pytorch() {
+    let bundle = "trainer/tests/fixtures/torch/gru90.bundle";
+    let path = mcu_dir().join("../..").join(bundle);
+    let elf = build(&mcu_dir().join("target/imported"), &[("FIRMWARE_BUNDLE", path.to_str().unwrap())])
+        .unwrap_or_else(|e| panic!("firmware build failed:\n{e}"));
+    let out = run_qemu(&elf).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let ids = device_ids(&stdout);
+    assert_eq!(ids.len(), 17, "{stdout}");
+    let device: Vec<usize> = ids[..16].iter().map(|i| i.0).collect();
+    assert_eq!(device, host_ids(16, bundle).iter().map(|i| i.0).collect::<Vec<_>>(), "Cortex-M IDs differ from the host's:\n{stdout}");
+    // The clusters PyTorch's own latents fall in: the device runs PyTorch's model.
+    let (latents, table) = torch_fixture();
+    assert_eq!(table.len(), 5);
+    let nearest = |z: &[f32]| {
+        let d = |c: &Vec<f32>| c.iter().zip(z).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
+        (0..table.len()).min_by(|&a, &b| d(&table[a]).total_cmp(&d(&table[b]))).unwrap()
+    };
+    let torch: Vec<usize> = latents[..16].iter().map(|z| nearest(z)).collect();
+    assert_eq!(device, torch, "the device's clusters differ from those of PyTorch's latents:\n{stdout}");
+    assert!(device.iter().any(|&c| c != device[0]), "one cluster for every beat proves little:\n{stdout}");
 }

@@ -54,7 +54,8 @@ impl OrtEncoder {
     pub fn run(&mut self, x: &[f32], t: usize, b: usize, f: usize) -> Result<Vec<f32>> {
         let input = ort::value::Tensor::from_array(([t, b, f], x.to_vec())).map_err(|e| anyhow!("{e}"))?;
         let out = self.session.run(ort::inputs!["x" => input]).map_err(|e| anyhow!("onnxruntime run: {e}"))?;
-        let (_, z) = out["z_mean"].try_extract_tensor::<f32>().map_err(|e| anyhow!("{e}"))?;
+        // The first output: `z_mean` in our files, whatever the exporter named it in others.
+        let (_, z) = out[0].try_extract_tensor::<f32>().map_err(|e| anyhow!("{e}"))?;
         Ok(z.to_vec())
     }
 }
@@ -171,6 +172,7 @@ pub fn fixture_model(dir: &Path, cell: CellKind, depth: usize, features: usize, 
             normalization: Normalization::None,
             labels: None,
         },
+        imported: None,
     };
     save_model(dir, &config, &store)?;
     let m = load_model(dir, &Device::Cpu)?;

@@ -147,3 +147,80 @@ fn check_with_python(path: &Path, pythonpath: &str) {
         .expect("python3 runs");
     assert!(out.status.success(), "ONNX checker rejected {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
 }
+
+/// PyTorch's committed latents of the first 200 ECG5000 TEST beats for fixture `name`, and the
+/// beats time-major (`trainer/tests/fixtures/torch`, written by `bench/export_torch_encoder.py`).
+fn torch_fixture(name: &str) -> (Vec<f32>, Vec<f32>) {
+    let ds = trainer::data::bundled::ecg5000().unwrap();
+    let want: Vec<f32> = std::fs::read_to_string(torch_dir().join(format!("{name}_latents.csv")))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .flat_map(|l| l.split(',').map(|v| v.trim().parse::<f32>().unwrap()).collect::<Vec<_>>())
+        .collect();
+    (want, time_major(&ds.series[500..700], 140, 1))
+}
+
+fn torch_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../trainer/tests/fixtures/torch")
+}
+
+/// The PyTorch-exported encoders `trainer import` reads: onnxruntime and tract on the files as
+/// PyTorch wrote them give PyTorch's latents, so the import's reference is sound. tract 0.23.9
+/// cannot run the two-layer one-feature GRU as exported ("xw not contiguous": its fused GRU
+/// assumes a row-major `x Wᵀ`, see `trainer::export::onnx`); that one case must fail that way,
+/// and `trainer export` of the imported model runs (next test).
+#[test]
+fn pytorch_exported_encoders_give_pytorchs_latents_under_ort_and_tract() {
+    for name in ["lstm90", "gru90", "gru32x2"] {
+        let (want, x) = torch_fixture(name);
+        let onnx = torch_dir().join(format!("{name}.onnx"));
+        let o = OrtEncoder::load(&onnx, 1).unwrap().run(&x, 140, 200, 1).unwrap();
+        let dor = max_abs_diff(&o, &want);
+        assert!(dor <= TOL, "{name}: ort {dor:e} from PyTorch's latents (tolerance {TOL:e})");
+        match TractEncoder::load(&onnx, 140, 200, 1).and_then(|t| t.run(&x, 140, 200, 1)) {
+            Ok(t) => {
+                let dtr = max_abs_diff(&t, &want);
+                eprintln!("{name}: ort vs PyTorch {dor:e}, tract vs PyTorch {dtr:e}");
+                assert!(dtr <= TOL, "{name}: tract {dtr:e} from PyTorch's latents (tolerance {TOL:e})");
+            }
+            Err(e) => {
+                eprintln!("{name}: ort vs PyTorch {dor:e}, tract: {e:#}");
+                assert!(name == "gru32x2" && format!("{e:#}").contains("xw not contiguous"), "{name}: tract failed: {e:#}");
+            }
+        }
+    }
+}
+
+/// An imported encoder re-exported by `trainer export` (our graph: the one-feature GRU padded for
+/// tract) gives PyTorch's latents under both engines, and the runtime's own from the bundle.
+#[cfg(feature = "onnx-import")]
+#[test]
+fn imported_then_reexported_encoders_run_under_ort_tract_and_the_runtime() {
+    for name in ["lstm90", "gru90", "gru32x2"] {
+        let (want, x) = torch_fixture(name);
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("c.json");
+        let rows: Vec<&[f32]> = want.chunks(20).step_by(40).collect();
+        std::fs::write(&table, serde_json::to_string(&rows).unwrap()).unwrap();
+        let out = dir.path().join("m");
+        trainer::import::import(trainer::import::ImportOptions {
+            onnx: torch_dir().join(format!("{name}.onnx")),
+            out: out.clone(),
+            centroids: trainer::import::CentroidSource::File(table),
+            seq_len: Some(140),
+            normalization: trainer::data::prep::Normalization::None,
+        })
+        .unwrap();
+        let m = trainer::artifacts::load_model(&out, &Device::Cpu).unwrap();
+        let onnx = dir.path().join("ours.onnx");
+        trainer::export::write_encoder_onnx(&m, &onnx).unwrap();
+        let o = OrtEncoder::load(&onnx, 1).unwrap().run(&x, 140, 200, 1).unwrap();
+        let t = TractEncoder::load(&onnx, 140, 200, 1).unwrap().run(&x, 140, 200, 1).unwrap();
+        let ds = trainer::data::bundled::ecg5000().unwrap();
+        let r = native_embed(&m, &ds.series[500..700]).unwrap();
+        let (dor, dtr, drt) = (max_abs_diff(&o, &want), max_abs_diff(&t, &want), max_abs_diff(&r, &want));
+        eprintln!("{name} re-exported: ort {dor:e}, tract {dtr:e}, runtime {drt:e} from PyTorch");
+        assert!(dor <= TOL && dtr <= TOL && drt <= TOL, "{name}: ort {dor:e}, tract {dtr:e}, runtime {drt:e}");
+    }
+}

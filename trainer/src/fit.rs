@@ -337,7 +337,14 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         Vec::new()
     } else {
         let raw_hold = native.raw_decisions(&hold_series, &z_hold)?;
-        knn_vote(&x_train, &clustering.labels, k, &apply_scaling(&raw_hold, &decision.offsets, &decision.scales), dims, opts.decision.neighbors)
+        knn_vote(
+            &x_train,
+            &clustering.labels,
+            k,
+            &apply_scaling(&raw_hold, &decision.offsets, &decision.scales),
+            dims,
+            opts.decision.neighbors,
+        )
     };
     let agreement_holdout = agree(&hold_pred, &hold_vote);
     let cluster_seconds = t_cluster.elapsed().as_secs_f64();

@@ -668,7 +668,8 @@ fn run_import(a: ImportArgs) -> Result<()> {
             CentroidSource::Fit { data, k, decision: a.decision.apply(DecisionParams::default()), n_init: a.n_init, seed: a.seed }
         }
     };
-    let s = import(ImportOptions { onnx: a.encoder.clone(), out: a.out.clone(), centroids, seq_len: a.seq_len, normalization: a.normalize })?;
+    let s =
+        import(ImportOptions { onnx: a.encoder.clone(), out: a.out.clone(), centroids, seq_len: a.seq_len, normalization: a.normalize })?;
     let c = &s.config;
     println!(
         "imported {} ({}): {:?}, {} feature(s), {} layer(s) of {} hidden, latent {}, windows of {} steps",

@@ -186,7 +186,8 @@ pub fn recognise(model: &ModelProto) -> R<Recognised> {
     }
     let outputs: Vec<(&str, &Value)> =
         graph.output.iter().map(|o| (o.name.as_str(), rec.values.get(&o.name).unwrap_or(&Value::Computed))).collect();
-    let latents: Vec<&(&str, &Value)> = outputs.iter().filter(|(_, v)| matches!(v, Value::Latent { .. } | Value::Projected { .. })).collect();
+    let latents: Vec<&(&str, &Value)> =
+        outputs.iter().filter(|(_, v)| matches!(v, Value::Latent { .. } | Value::Projected { .. })).collect();
     let (name, value) = match latents.as_slice() {
         [one] => **one,
         [] => {
@@ -200,7 +201,11 @@ pub fn recognise(model: &ModelProto) -> R<Recognised> {
             });
         }
         many => {
-            return Err(format!("{} outputs are latent means ({:?}); expected one", many.len(), many.iter().map(|o| o.0).collect::<Vec<_>>()))
+            return Err(format!(
+                "{} outputs are latent means ({:?}); expected one",
+                many.len(),
+                many.iter().map(|o| o.0).collect::<Vec<_>>()
+            ))
         }
     };
     let (layer, weight, bias, latent) = match value.clone() {
@@ -211,7 +216,10 @@ pub fn recognise(model: &ModelProto) -> R<Recognised> {
     let cell = rec.cell.ok_or("the graph has no LSTM or GRU node")?;
     let depth = rec.layers.len();
     if layer + 1 != depth {
-        return Err(format!("output '{name}': the head reads layer {layer}'s state, but the top of the {depth} layers is layer {}", depth - 1));
+        return Err(format!(
+            "output '{name}': the head reads layer {layer}'s state, but the top of the {depth} layers is layer {}",
+            depth - 1
+        ));
     }
     if let Some(f) = input_dims.get(2).copied().flatten() {
         if f != rec.n_features {
@@ -258,9 +266,17 @@ fn input_shape(input: &onnx::ValueInfoProto) -> R<Vec<Option<usize>>> {
 /// A tensor's values as f32 or i64; external data and other element types are errors.
 fn tensor(t: &TensorProto) -> R<Const> {
     if t.data_location == onnx::tensor_proto::DataLocation::External as i32 || !t.external_data.is_empty() {
-        return Err(format!("tensor '{}' keeps its data in an external file, which is not supported (export without external data)", t.name));
+        return Err(format!(
+            "tensor '{}' keeps its data in an external file, which is not supported (export without external data)",
+            t.name
+        ));
     }
-    let dims: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d)).collect::<Result<_, _>>().map_err(|_| format!("tensor '{}' has a negative dimension", t.name))?;
+    let dims: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("tensor '{}' has a negative dimension", t.name))?;
     let n: usize = dims.iter().product();
     let raw = |width: usize| -> R<Option<Vec<[u8; 8]>>> {
         if t.raw_data.is_empty() {
@@ -347,7 +363,11 @@ impl Walk {
                 if name.is_empty() {
                     return Ok(None);
                 }
-                self.values.get(name).cloned().map(Some).ok_or_else(|| format!("reads '{name}', which no earlier node or initializer defines"))
+                self.values
+                    .get(name)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| format!("reads '{name}', which no earlier node or initializer defines"))
             })
             .collect::<R<_>>()?;
         let outs = self.op(node, &ins)?;
@@ -617,7 +637,10 @@ impl Walk {
             self.n_features = input_size;
             self.hidden = h;
         } else if h != self.hidden || input_size != h {
-            return Err(format!("hidden size {h} with input {input_size} after layers of hidden size {}; all layers must share one hidden size", self.hidden));
+            return Err(format!(
+                "hidden size {h} with input {input_size} after layers of hidden size {}; all layers must share one hidden size",
+                self.hidden
+            ));
         }
         let b = match ins.get(3).cloned().flatten() {
             None => vec![0.0; 2 * g * h],

@@ -178,7 +178,11 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
             let truth = ds.labels.as_ref().map(|l| encode_labels(l));
             info.labels = truth.as_ref().map(|t| t.1.clone());
             if k.is_some_and(|k| k == 0 || k > ds.len()) || (k.is_none() && ds.len() < 3) {
-                return Err(Error::Param(format!("cannot make {} clusters from {} series", k.map_or("auto".into(), |k| k.to_string()), ds.len())));
+                return Err(Error::Param(format!(
+                    "cannot make {} clusters from {} series",
+                    k.map_or("auto".into(), |k| k.to_string()),
+                    ds.len()
+                )));
             }
             let fitted = fit_decision(&cfg, norm, &weights, &ds.series, &dp, &ClusterParams::of(&dp, k, n_init, seed))?;
             let native = NativeEncoder::new(&cfg, norm, &weights, &fitted.decision)?;
@@ -285,7 +289,13 @@ fn npy_matrix(b: &[u8]) -> std::result::Result<(Vec<f32>, usize, usize), String>
         return Err("Fortran-order arrays are not supported (save with np.ascontiguousarray)".into());
     }
     let shape = header.split("'shape':").nth(1).and_then(|s| s.split(')').next()).ok_or("no shape in the .npy header")?;
-    let dims: Vec<usize> = shape.trim_start_matches([' ', '(']).split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse()).collect::<std::result::Result<_, _>>().map_err(|_| format!("bad shape {shape})"))?;
+    let dims: Vec<usize> = shape
+        .trim_start_matches([' ', '('])
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| format!("bad shape {shape})"))?;
     let [rows, cols] = dims[..] else { return Err(format!("expected a 2-D array (k, latent), found shape {dims:?}")) };
     let data = &b[start + hlen..];
     if data.len() != rows * cols * width {

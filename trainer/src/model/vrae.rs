@@ -137,7 +137,9 @@ impl Vrae {
     }
 
     fn rest(&self) -> Result<&DecoderSide> {
-        self.rest.as_ref().ok_or_else(|| Error::Mismatch("this model is an imported encoder: it has no decoder to decode or train with".into()))
+        self.rest
+            .as_ref()
+            .ok_or_else(|| Error::Mismatch("this model is an imported encoder: it has no decoder to decode or train with".into()))
     }
 
     /// The architecture.
