@@ -12,6 +12,7 @@ use trainer::cluster::decision::DecisionParams;
 use trainer::data::{bundled, Series};
 use trainer::import::{import, CentroidSource, ImportOptions};
 
+#[allow(dead_code)]
 mod common;
 
 const TOL: f32 = 1e-4;
