@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Train on DATA (default: the bundled ECG5000), cluster the latents, write a model directory.
-    Fit(FitArgs),
+    Fit(Box<FitArgs>),
     /// Write the latent mean of every series in DATA (CSV, or .npy by extension).
     Embed(InferArgs),
     /// Assign every series in DATA to its nearest stored centroid (CSV).
@@ -43,7 +43,7 @@ enum Cmd {
     /// Import a VRAE encoder trained elsewhere (PyTorch's `torch.onnx.export` of the LSTM/GRU
     /// encoder and its `hidden_to_mean` head) as a model directory: bundle, encoder.onnx,
     /// config, centroids. Needs a trainer built with `--features onnx-import`.
-    Import(ImportArgs),
+    Import(Box<ImportArgs>),
 }
 
 #[derive(Args)]
@@ -709,12 +709,12 @@ fn main() {
     trainer::train::park_idle_candle_workers();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Fit(a) => run_fit(a),
+        Cmd::Fit(a) => run_fit(*a),
         Cmd::Embed(a) => run_infer(a, false),
         Cmd::Cluster(a) => run_infer(a, true),
         Cmd::Export(a) => run_export(a),
         Cmd::Plot(a) => run_plot(a),
-        Cmd::Import(a) => run_import(a),
+        Cmd::Import(a) => run_import(*a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

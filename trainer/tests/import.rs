@@ -348,3 +348,43 @@ fn the_cli_imports_and_then_embeds() {
         .unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
 }
+
+/// The opset 11/12 form of the same graph (Squeeze and Unsqueeze axes as attributes, not inputs)
+/// is the same encoder.
+#[test]
+fn the_opset_11_form_imports_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = ModelProto::decode(std::fs::read(fixture("gru32x2.onnx")).unwrap().as_slice()).unwrap();
+    m.opset_import[0].version = 11;
+    let g = m.graph.as_mut().unwrap();
+    let consts: std::collections::HashMap<String, Vec<i64>> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Constant")
+        .filter_map(|n| {
+            let t = n.attribute[0].t.as_ref()?;
+            (t.data_type == 7)
+                .then(|| (n.output[0].clone(), t.raw_data.chunks(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()))
+        })
+        .collect();
+    let mut moved = 0;
+    for n in g.node.iter_mut().filter(|n| n.op_type == "Squeeze" || n.op_type == "Unsqueeze") {
+        let axes = consts[&n.input[1]].clone();
+        n.input.truncate(1);
+        n.attribute.push(onnx::AttributeProto {
+            name: "axes".into(),
+            r#type: onnx::attribute_proto::AttributeType::Ints as i32,
+            ints: axes,
+            ..Default::default()
+        });
+        moved += 1;
+    }
+    assert!(moved >= 2, "the fixture has Squeeze and Unsqueeze nodes");
+    let p = dir.path().join("opset11.onnx");
+    std::fs::write(&p, m.encode_to_vec()).unwrap();
+    let (_, old) = trainer::import::read_encoder(&p).unwrap();
+    let (_, new) = trainer::import::read_encoder(&fixture("gru32x2.onnx")).unwrap();
+    assert_eq!((old.opset, new.opset), (11, 17));
+    assert_eq!(old.layers, new.layers);
+    assert_eq!((old.head_weight, old.head_bias), (new.head_weight, new.head_bias));
+}

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::loss::vrae_loss;
 use super::params::ParamStore;
-use super::rnn::Rnn;
+use super::rnn::{Rnn, StackShape};
 use super::vrae::{standard_normal, ModelConfig, Vrae};
 use crate::params::{CellKind, LossScaling, ReconLoss};
 
@@ -50,9 +50,9 @@ fn rnn_case(kind: CellKind, input: Option<usize>) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let (h, depth, b, t) = (3, 2, 2, 5);
     let mut store = ParamStore::default();
-    Rnn::init(&mut store, "r", kind, input, h, depth, &mut rng, &dev).unwrap();
+    Rnn::init(&mut store, "r", StackShape { kind, input, hidden: h, depth }, &mut rng, &dev).unwrap();
     let store = store.to_dtype(DType::F64).unwrap();
-    let rnn = Rnn::bind(&store, "r", kind, input, h, depth, Path::new("test")).unwrap();
+    let rnn = Rnn::bind(&store, "r", StackShape { kind, input, hidden: h, depth }, Path::new("test")).unwrap();
     let x = input.map(|i| randn(&mut rng, &[t, b, i]));
     let h0 = Var::from_tensor(&randn(&mut rng, &[b, h])).unwrap();
     let proj = randn(&mut rng, &[t, b, h]);

@@ -106,12 +106,11 @@ pub fn tensors_to_safetensors(tensors: &BTreeMap<String, Tensor>, metadata: Opti
     safetensors::serialize(views, metadata).map_err(|e| Error::Training(format!("safetensors: {e}")))
 }
 
+/// Named tensors and the string metadata of a safetensors file.
+pub type NamedTensors = (BTreeMap<String, Tensor>, Option<HashMap<String, String>>);
+
 /// Reads named f32 tensors and the metadata of a safetensors file; non-finite values are an error.
-pub fn tensors_from_safetensors(
-    bytes: &[u8],
-    origin: &Path,
-    dev: &Device,
-) -> Result<(BTreeMap<String, Tensor>, Option<HashMap<String, String>>)> {
+pub fn tensors_from_safetensors(bytes: &[u8], origin: &Path, dev: &Device) -> Result<NamedTensors> {
     let (_, meta) =
         safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::model(origin, format!("not a valid safetensors file: {e}")))?;
     let st =

@@ -75,20 +75,25 @@ struct Layer {
     b_hh: Tensor,
 }
 
+/// The shape of a stack of recurrent layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackShape {
+    /// Cell of every layer.
+    pub kind: CellKind,
+    /// Values per step into the first layer; `None`: it never sees input.
+    pub input: Option<usize>,
+    /// Hidden units per layer.
+    pub hidden: usize,
+    /// Layers.
+    pub depth: usize,
+}
+
 impl Rnn {
     /// Adds freshly initialised weights under `prefix` to `store`. PyTorch's RNN init:
     /// every weight and bias `U(-1/sqrt(H), 1/sqrt(H))`. `input` is `None` for a stack whose
     /// first layer never sees input (it then has no `weight_ih_l0`).
-    pub fn init(
-        store: &mut ParamStore,
-        prefix: &str,
-        kind: CellKind,
-        input: Option<usize>,
-        hidden: usize,
-        depth: usize,
-        rng: &mut ChaCha8Rng,
-        dev: &Device,
-    ) -> Result<()> {
+    pub fn init(store: &mut ParamStore, prefix: &str, shape: StackShape, rng: &mut ChaCha8Rng, dev: &Device) -> Result<()> {
+        let StackShape { kind, input, hidden, depth } = shape;
         let gh = kind.gates() * hidden;
         let k = 1.0 / (hidden as f64).sqrt();
         for l in 0..depth {
@@ -105,15 +110,8 @@ impl Rnn {
 
     /// Binds the weights under `prefix`, checking their shapes.
     #[allow(clippy::too_many_arguments)]
-    pub fn bind(
-        store: &ParamStore,
-        prefix: &str,
-        kind: CellKind,
-        input: Option<usize>,
-        hidden: usize,
-        depth: usize,
-        origin: &Path,
-    ) -> Result<Self> {
+    pub fn bind(store: &ParamStore, prefix: &str, shape: StackShape, origin: &Path) -> Result<Self> {
+        let StackShape { kind, input, hidden, depth } = shape;
         let gh = kind.gates() * hidden;
         let layers = (0..depth)
             .map(|l| {

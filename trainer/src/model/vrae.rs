@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::params::ParamStore;
-use super::rnn::{Output, Rnn};
+use super::rnn::{Output, Rnn, StackShape};
 use crate::error::{Error, Result};
 use crate::params::CellKind;
 
@@ -98,11 +98,11 @@ impl Vrae {
     pub fn init(cfg: &ModelConfig, rng: &mut ChaCha8Rng, dev: &Device) -> Result<ParamStore> {
         let mut s = ParamStore::default();
         let (h, l, f, d) = (cfg.hidden_size, cfg.latent_length, cfg.n_features, cfg.hidden_layer_depth);
-        Rnn::init(&mut s, "encoder", cfg.cell, Some(f), h, d, rng, dev)?;
+        Rnn::init(&mut s, "encoder", StackShape { kind: cfg.cell, input: Some(f), hidden: h, depth: d }, rng, dev)?;
         Linear::init(&mut s, "hidden_to_mean", l, h, rng, dev)?;
         Linear::init(&mut s, "hidden_to_logvar", l, h, rng, dev)?;
         Linear::init(&mut s, "latent_to_hidden", h, l, rng, dev)?;
-        Rnn::init(&mut s, "decoder", cfg.cell, None, h, d, rng, dev)?;
+        Rnn::init(&mut s, "decoder", StackShape { kind: cfg.cell, input: None, hidden: h, depth: d }, rng, dev)?;
         Linear::init(&mut s, "hidden_to_output", f, h, rng, dev)?;
         Ok(s)
     }
@@ -114,7 +114,7 @@ impl Vrae {
         v.rest = Some(DecoderSide {
             to_logvar: Linear::bind(store, "hidden_to_logvar", l, h, origin)?,
             latent_to_hidden: Linear::bind(store, "latent_to_hidden", h, l, origin)?,
-            decoder: Rnn::bind(store, "decoder", cfg.cell, None, h, d, origin)?,
+            decoder: Rnn::bind(store, "decoder", StackShape { kind: cfg.cell, input: None, hidden: h, depth: d }, origin)?,
             to_output: Linear::bind(store, "hidden_to_output", f, h, origin)?,
         });
         Ok(v)
@@ -125,7 +125,7 @@ impl Vrae {
         let (h, l, f, d) = (cfg.hidden_size, cfg.latent_length, cfg.n_features, cfg.hidden_layer_depth);
         Ok(Vrae {
             cfg: *cfg,
-            encoder: Rnn::bind(store, "encoder", cfg.cell, Some(f), h, d, origin)?,
+            encoder: Rnn::bind(store, "encoder", StackShape { kind: cfg.cell, input: Some(f), hidden: h, depth: d }, origin)?,
             to_mean: Linear::bind(store, "hidden_to_mean", l, h, origin)?,
             rest: None,
         })

@@ -194,7 +194,8 @@ impl Figure for LossCurve<'_> {
             .build_cartesian_2d(first.min(last - 1).max(0)..last, y)
             .map_err(s)?;
         chart.configure_mesh().x_desc("epoch").y_desc("loss").label_style((FONT, 13)).draw().map_err(s)?;
-        let series: [(&str, fn(&EpochLog) -> f64, RGBColor); 3] =
+        type Curve = (&'static str, fn(&EpochLog) -> f64, RGBColor);
+        let series: [Curve; 3] =
             [("total", |e| e.loss, BLACK), ("reconstruction", |e| e.recon, color(0)), ("KL (weighted)", |e| e.kl, color(1))];
         for (name, f, c) in series {
             let pts: Vec<(i64, f64)> = self.log.iter().map(|e| (e.epoch as i64, f(e))).collect();

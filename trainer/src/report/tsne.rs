@@ -52,7 +52,7 @@ pub fn tsne(data: &[f32], dim: usize, p: &TsneParams) -> Result<Tsne> {
     if n < 4 {
         return Err(Error::Param(format!("t-SNE needs at least 4 points, got {n}")));
     }
-    if !(p.perplexity > 0.0) || p.iterations == 0 {
+    if p.perplexity.is_nan() || p.perplexity <= 0.0 || p.iterations == 0 {
         return Err(Error::Param(format!("t-SNE needs perplexity > 0 and iterations >= 1 (got {} and {})", p.perplexity, p.iterations)));
     }
     // bhtsne requires n − 1 ≥ 3·perplexity (it looks at 3·perplexity neighbours).
