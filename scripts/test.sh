@@ -56,12 +56,15 @@ done
 export EDGE_TEST_MQTT="127.0.0.1:$mqtt_port" REQUIRE_MOSQUITTO=1
 echo "mosquitto for the tests on $EDGE_TEST_MQTT"
 
-# TEST_PACKAGES (e.g. "-p edge") narrows the run while working on one crate. The trainer is
-# tested with `trainer import` (feature onnx-import) built in.
+# TEST_PACKAGES (e.g. "-p edge") narrows the run while working on one crate. The opt-in
+# features are tested too: `trainer import` (onnx-import) and edge's `--engine tract`.
 features=()
 case "${TEST_PACKAGES:-all}" in
-    all | *"-p tests"*) features=(--features trainer/onnx-import,tests/onnx-import) ;;
-    *trainer*) features=(--features trainer/onnx-import) ;;
+    all) features=(--features trainer/onnx-import,tests/onnx-import,edge/tract) ;;
+    *) case "$TEST_PACKAGES" in *"-p tests"* | *trainer*) features+=(trainer/onnx-import) ;; esac
+       case "$TEST_PACKAGES" in *"-p tests"*) features+=(tests/onnx-import) ;; esac
+       case "$TEST_PACKAGES" in *"-p edge"*) features+=(edge/tract) ;; esac
+       if [ ${#features[@]} -gt 0 ]; then features=(--features "$(IFS=,; echo "${features[*]}")"); fi ;;
 esac
 cargo test --release ${TEST_PACKAGES:---workspace} "${features[@]}" "$@"
 

@@ -72,6 +72,7 @@ fn assigns_every_window_like_the_runtime_library() {
     }
 }
 
+#[cfg(feature = "tract")]
 #[test]
 fn tract_engine_gives_the_same_clusters() {
     let (native, _) = run_assign(&[]);
@@ -81,6 +82,25 @@ fn tract_engine_gives_the_same_clusters() {
         assert_eq!(a[..4], b[..4], "native {a:?} vs tract {b:?}");
         assert!((a[4].parse::<f32>().unwrap() - b[4].parse::<f32>().unwrap()).abs() < 1e-3);
     }
+}
+
+/// Without the feature, `--engine tract` says how to get it.
+#[cfg(not(feature = "tract"))]
+#[test]
+fn tract_engine_needs_the_feature() {
+    let (model, input) = (root().join("models/ecg5000"), root().join("data/fleet/sample.csv"));
+    let o = edge(&[
+        "assign",
+        "--engine",
+        "tract",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        "/dev/null",
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("built without the `tract` feature"));
 }
 
 #[test]

@@ -60,12 +60,15 @@ pub const NO_THRESHOLD: f32 = f32::MAX;
 /// Largest header accepted (a real one is ~30 bytes).
 const MAX_HEADER: usize = 256;
 
-/// Recurrent cell of the encoder.
+/// Recurrent cell: the one definition the trainer, the bundle and the runtime share. Names are
+/// lowercase in JSON (`config.json`) and on the command line; the bundle stores the variant index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
 pub enum Cell {
-    /// LSTM, gates `i, f, g, o`.
+    /// Long short-term memory (PyTorch gate order i, f, g, o).
     Lstm,
-    /// GRU, gates `r, z, n`, reset after the hidden matmul.
+    /// Gated recurrent unit (PyTorch gate order r, z, n; reset applied after the hidden matmul).
     Gru,
 }
 
@@ -79,12 +82,17 @@ impl Cell {
     }
 }
 
-/// Input normalisation the model expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Per-series (per-window) normalisation the model was trained with and the device applies: the
+/// one definition the trainer shares ([`crate::encoder::zscore_in_place`] is its arithmetic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
 pub enum Normalization {
-    /// Values as they come.
+    /// Use values as they are (UCR sets are already z-normalised per series).
+    #[default]
     None,
-    /// Per window and feature `(x - mean) / std` (needs the whole window).
+    /// Per series and feature: `(x - mean) / std` (mean only when `std` is 0; needs the whole
+    /// window).
     Zscore,
 }
 

@@ -414,17 +414,34 @@ pub(crate) struct Zscore {
     scale: [f32; MAX_ZSCORE_FEATURES],
 }
 
+/// Mean and inverse standard deviation of feature `k` of a time-major window of `f` features; a
+/// constant feature only loses its mean (scale 1).
+fn zscore_stats(window: &[f32], f: usize, k: usize) -> (f32, f32) {
+    let n = (window.len() / f) as f32;
+    let m = window.iter().skip(k).step_by(f).sum::<f32>() / n;
+    let var = window.iter().skip(k).step_by(f).map(|v| (v - m) * (v - m)).sum::<f32>() / n;
+    (m, if var > 1e-24 { 1.0 / sqrt(var) } else { 1.0 })
+}
+
+/// Z-normalises a time-major window of `f` features in place, with the arithmetic the encoder
+/// applies on the device (the trainer prepares its training series with this, so both see the
+/// same bits).
+pub fn zscore_in_place(window: &mut [f32], f: usize) {
+    if f == 0 {
+        return;
+    }
+    for k in 0..f {
+        let (m, scale) = zscore_stats(window, f, k);
+        window.iter_mut().skip(k).step_by(f).for_each(|v| *v = (*v - m) * scale);
+    }
+}
+
 impl Zscore {
     /// Statistics of a time-major window of `f <= MAX_ZSCORE_FEATURES` features.
     pub(crate) fn of(window: &[f32], f: usize) -> Self {
         let (mut mean, mut scale) = ([0f32; MAX_ZSCORE_FEATURES], [1f32; MAX_ZSCORE_FEATURES]);
-        let n = (window.len() / f) as f32;
         for k in 0..f {
-            let m = window.iter().skip(k).step_by(f).sum::<f32>() / n;
-            let var = window.iter().skip(k).step_by(f).map(|v| (v - m) * (v - m)).sum::<f32>() / n;
-            mean[k] = m;
-            // Same rule as the trainer: a constant feature only loses its mean.
-            scale[k] = if var > 1e-24 { 1.0 / sqrt(var) } else { 1.0 };
+            (mean[k], scale[k]) = zscore_stats(window, f, k);
         }
         Zscore { mean, scale }
     }

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use trainer::artifacts::{load_model, save_model, DataInfo, LoadedModel, RunConfig, FORMAT_VERSION};
 use trainer::data::prep::Normalization;
 use trainer::model::{ModelConfig, Vrae};
-use trainer::params::{CellKind, VraeParams};
+use trainer::params::{Cell, VraeParams};
 
 /// Environment variable naming onnxruntime's shared library.
 pub const ORT_ENV: &str = "ORT_DYLIB_PATH";
@@ -143,7 +143,7 @@ pub fn ecg_series(n: usize, f: usize, len: usize) -> Result<Vec<trainer::data::S
 
 /// Saves a freshly initialised (seeded, random biases) model of the given shape into `dir` and
 /// exports its encoder; returns the loaded model.
-pub fn fixture_model(dir: &Path, cell: CellKind, depth: usize, features: usize, hidden: usize, seed: u64) -> Result<LoadedModel> {
+pub fn fixture_model(dir: &Path, cell: Cell, depth: usize, features: usize, hidden: usize, seed: u64) -> Result<LoadedModel> {
     let p = VraeParams { cell, hidden_size: hidden, hidden_layer_depth: depth, latent_length: 6, seed, ..VraeParams::default() };
     let cfg = ModelConfig {
         cell,

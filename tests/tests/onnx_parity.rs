@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use prost::Message;
 use tests::*;
 use trainer::export::encoder_onnx_with_gate_blocks;
-use trainer::params::CellKind;
+use trainer::params::Cell;
 
 const TOL: f32 = 1e-4;
 
@@ -19,7 +19,7 @@ fn candle_ort_and_tract_agree_on_every_configuration() {
         "cell", "depth", "F", "batch", "candle-ort", "candle-tract", "ort-tract"
     )];
     let mut worst = 0f32;
-    for (ci, cell) in [CellKind::Lstm, CellKind::Gru].into_iter().enumerate() {
+    for (ci, cell) in [Cell::Lstm, Cell::Gru].into_iter().enumerate() {
         for depth in [1, 2] {
             for f in [1, 3] {
                 let dir = tempfile::tempdir().unwrap();
@@ -52,7 +52,7 @@ fn candle_ort_and_tract_agree_on_every_configuration() {
 /// Latents for a sequence length other than the model's (the ONNX time axis is symbolic).
 #[test]
 fn other_sequence_lengths_agree() {
-    for cell in [CellKind::Lstm, CellKind::Gru] {
+    for cell in [Cell::Lstm, Cell::Gru] {
         let dir = tempfile::tempdir().unwrap();
         let m = fixture_model(dir.path(), cell, 2, 3, 16, 7).unwrap();
         let onnx = dir.path().join("encoder.onnx");
@@ -74,7 +74,7 @@ fn other_sequence_lengths_agree() {
 /// far from the trainer's.
 #[test]
 fn a_swapped_gate_order_is_caught() {
-    for (cell, wrong) in [(CellKind::Lstm, &[0usize, 1, 2, 3][..]), (CellKind::Gru, &[0, 1, 2][..])] {
+    for (cell, wrong) in [(Cell::Lstm, &[0usize, 1, 2, 3][..]), (Cell::Gru, &[0, 1, 2][..])] {
         let dir = tempfile::tempdir().unwrap();
         let m = fixture_model(dir.path(), cell, 1, 1, 16, 3).unwrap();
         let bad = dir.path().join("bad.onnx");
@@ -93,7 +93,7 @@ fn a_swapped_gate_order_is_caught() {
 #[test]
 fn graph_structure_and_metadata_read_back_with_tract_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let m = fixture_model(dir.path(), CellKind::Gru, 2, 3, 16, 1).unwrap();
+    let m = fixture_model(dir.path(), Cell::Gru, 2, 3, 16, 1).unwrap();
     let bytes = std::fs::read(dir.path().join("encoder.onnx")).unwrap();
     let model = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
     assert_eq!(model.ir_version, 8);
@@ -131,7 +131,7 @@ fn graph_structure_and_metadata_read_back_with_tract_messages() {
 fn exported_files_pass_the_onnx_checker() {
     let pythonpath = std::env::var("ONNX_PYTHONPATH")
         .expect("ONNX_PYTHONPATH is not set: point it at a directory holding the PyPI `onnx` package (scripts/test.sh sets it)");
-    for (cell, depth, f) in [(CellKind::Lstm, 1, 1), (CellKind::Lstm, 2, 3), (CellKind::Gru, 1, 1), (CellKind::Gru, 2, 3)] {
+    for (cell, depth, f) in [(Cell::Lstm, 1, 1), (Cell::Lstm, 2, 3), (Cell::Gru, 1, 1), (Cell::Gru, 2, 3)] {
         let dir = tempfile::tempdir().unwrap();
         fixture_model(dir.path(), cell, depth, f, 8, 0).unwrap();
         check_with_python(&dir.path().join("encoder.onnx"), &pythonpath);

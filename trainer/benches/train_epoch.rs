@@ -15,7 +15,7 @@ use std::process::Command;
 use candle_core::Device;
 use trainer::data::{bundled, prep::split, Series};
 use trainer::model::ModelConfig;
-use trainer::params::{CellKind, VraeParams};
+use trainer::params::{Cell, VraeParams};
 use trainer::train::train;
 
 /// Set in a child: `cell,threads,epochs` of the one configuration it runs.
@@ -25,7 +25,7 @@ fn main() {
     trainer::train::park_idle_candle_workers();
     if let Ok(spec) = std::env::var(CHILD) {
         let parts: Vec<&str> = spec.split(',').collect();
-        let cell = if parts[0] == "gru" { CellKind::Gru } else { CellKind::Lstm };
+        let cell = if parts[0] == "gru" { Cell::Gru } else { Cell::Lstm };
         run_one(cell, parts[1].parse().expect("thread count"), parts[2].parse().expect("epochs"));
         return;
     }
@@ -63,7 +63,7 @@ fn training_series() -> Vec<Series> {
     train_idx.iter().map(|&i| ds.series[i].clone()).collect()
 }
 
-fn run_one(cell: CellKind, threads: usize, epochs: usize) {
+fn run_one(cell: Cell, threads: usize, epochs: usize) {
     let name = format!("{cell:?}").to_lowercase();
     let series = training_series();
     let batches = series.len().div_ceil(32);

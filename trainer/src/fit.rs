@@ -178,6 +178,13 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     if ds.is_empty() {
         return Err(Error::Param("no series to train on".into()));
     }
+    if opts.normalization == Normalization::Zscore && ds.n_features > runtime::encoder::MAX_ZSCORE_FEATURES {
+        return Err(Error::Param(format!(
+            "--normalize zscore: the runtime z-normalises at most {} features per step, the data has {}",
+            runtime::encoder::MAX_ZSCORE_FEATURES,
+            ds.n_features
+        )));
+    }
     let length_range = (ds.series.iter().map(|s| s.len).min().unwrap_or(0), ds.max_len());
     normalize(&mut ds, opts.normalization);
     let seq_len = ds.max_len();

@@ -16,7 +16,7 @@ use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
 use trainer::embed::{latents_csv, prepare, write_latents};
 use trainer::export::{write_bundle, write_encoder_onnx, ONNX_OPSET};
 use trainer::fit::{fit, FitOptions};
-use trainer::params::{CellKind, LossScaling, OptimizerKind, Preset, ReconLoss, VraeParams};
+use trainer::params::{Cell, LossScaling, OptimizerKind, Preset, ReconLoss, VraeParams};
 use trainer::report::tsne::TsneParams;
 use trainer::report::{decode_centroids, write_plots, PlotInput};
 
@@ -275,7 +275,7 @@ impl DecisionArgs {
 struct HyperArgs {
     /// Recurrent cell [default gru, seed lstm].
     #[arg(long, value_enum)]
-    cell: Option<CellKind>,
+    cell: Option<Cell>,
     /// Hidden units per layer [90].
     #[arg(long)]
     hidden_size: Option<usize>,

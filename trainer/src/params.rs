@@ -5,15 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Recurrent block used by the encoder and the decoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum CellKind {
-    /// Long short-term memory (PyTorch gate order i, f, g, o).
-    Lstm,
-    /// Gated recurrent unit (PyTorch gate order r, z, n; reset applied after the hidden matmul).
-    Gru,
-}
+/// Recurrent block used by the encoder and the decoder: the runtime's, so a model's cell has
+/// one name from training to the device.
+pub use runtime::bundle::Cell;
 
 /// Optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -66,7 +60,7 @@ pub enum Preset {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VraeParams {
     /// Recurrent cell of encoder and decoder.
-    pub cell: CellKind,
+    pub cell: Cell,
     /// Hidden units per recurrent layer.
     pub hidden_size: usize,
     /// Stacked recurrent layers in encoder and decoder (>= 1).
@@ -157,7 +151,7 @@ impl Default for VraeParams {
     /// (README "Clustering quality").
     fn default() -> Self {
         VraeParams {
-            cell: CellKind::Gru,
+            cell: Cell::Gru,
             contrastive_weight: 1.0,
             loss_scaling: LossScaling::Mean,
             kl_weight: 0.1,
@@ -175,7 +169,7 @@ impl VraeParams {
     /// dropout 0.2, Adam, clip 5, LSTM, MSE with the seed's loss scaling.
     pub fn seed() -> Self {
         VraeParams {
-            cell: CellKind::Lstm,
+            cell: Cell::Lstm,
             hidden_size: 90,
             hidden_layer_depth: 1,
             latent_length: 20,
@@ -220,6 +214,17 @@ impl VraeParams {
         }
         if self.latent_length == 0 {
             return bad("latent_length must be >= 1".into());
+        }
+        // Checked before training: the runtime (the one inference path) holds no more.
+        use runtime::batch::{HOST_MAX_HIDDEN, HOST_MAX_LATENT, HOST_MAX_LAYERS};
+        for (what, v, max) in [
+            ("hidden_size", self.hidden_size, HOST_MAX_HIDDEN),
+            ("hidden_layer_depth", self.hidden_layer_depth, HOST_MAX_LAYERS),
+            ("latent_length", self.latent_length, HOST_MAX_LATENT),
+        ] {
+            if v > max {
+                return bad(format!("{what} = {v} is more than the runtime holds ({max})"));
+            }
         }
         if self.batch_size == 0 {
             return bad("batch_size must be >= 1".into());

@@ -12,7 +12,7 @@ use trainer::data::{Dataset, Series};
 use trainer::embed::NativeEncoder;
 use trainer::fit::{fit, FitOptions};
 use trainer::model::{ModelConfig, ParamStore, Vrae};
-use trainer::params::{CellKind, LossScaling, VraeParams};
+use trainer::params::{Cell, LossScaling, VraeParams};
 use trainer::train::{batch_tensor, train};
 
 /// Two classes of noisy waves: a sine and a sawtooth-like ramp, `n` of each, `t` steps, `nf`
@@ -40,7 +40,7 @@ fn waves(n: usize, t: usize, nf: usize, seed: u64) -> Dataset {
     Dataset { series, labels: Some(labels), n_features: nf, sources: vec!["synthetic".into()] }
 }
 
-fn small(cell: CellKind, epochs: usize) -> VraeParams {
+fn small(cell: Cell, epochs: usize) -> VraeParams {
     VraeParams {
         cell,
         hidden_size: 12,
@@ -73,7 +73,7 @@ fn flat(store: &ParamStore) -> Vec<f32> {
 
 #[test]
 fn loss_goes_down_for_lstm_and_gru() {
-    for cell in [CellKind::Lstm, CellKind::Gru] {
+    for cell in [Cell::Lstm, Cell::Gru] {
         let ds = waves(12, 16, 2, 1);
         let p = small(cell, 25);
         let (_, log) = train(&p.clone().check().unwrap(), &cfg(&p, 16, 2), &ds.series, &Device::Cpu, false).unwrap();
@@ -85,7 +85,7 @@ fn loss_goes_down_for_lstm_and_gru() {
 #[test]
 fn same_seed_gives_identical_weights_and_other_seed_does_not() {
     let ds = waves(5, 10, 1, 2);
-    let p = small(CellKind::Gru, 2);
+    let p = small(Cell::Gru, 2);
     let run = |seed| {
         let p = VraeParams { seed, ..p.clone() };
         flat(&train(&p.clone().check().unwrap(), &cfg(&p, 10, 1), &ds.series, &Device::Cpu, false).unwrap().0)
@@ -99,7 +99,7 @@ fn same_seed_gives_identical_weights_and_other_seed_does_not() {
 fn contrastive_term_trains_reproducibly_and_changes_the_weights() {
     let ds = waves(8, 16, 1, 5);
     let run = |weight: f64| {
-        let p = VraeParams { contrastive_weight: weight, ..small(CellKind::Gru, 4) };
+        let p = VraeParams { contrastive_weight: weight, ..small(Cell::Gru, 4) };
         let (store, log) = train(&p.clone().check().unwrap(), &cfg(&p, 16, 1), &ds.series, &Device::Cpu, false).unwrap();
         (flat(&store), log)
     };
@@ -119,7 +119,7 @@ fn every_series_including_the_last_partial_batch_is_trained_on() {
     // leave the weights unchanged.
     let ds = waves(6, 8, 1, 3);
     let series = &ds.series[..11];
-    let p = VraeParams { batch_size: 4, dropout: 0.0, ..small(CellKind::Lstm, 1) };
+    let p = VraeParams { batch_size: 4, dropout: 0.0, ..small(Cell::Lstm, 1) };
     let c = cfg(&p, 8, 1);
     let vp = p.clone().check().unwrap();
     let base = flat(&train(&vp, &c, series, &Device::Cpu, false).unwrap().0);
@@ -155,7 +155,7 @@ fn config_for(c: &ModelConfig, p: &VraeParams) -> RunConfig {
 #[test]
 fn save_load_gives_identical_latents_and_every_row_is_embedded() {
     let ds = waves(300, 12, 2, 4); // 600 series: more than one inference batch of 512
-    let p = small(CellKind::Lstm, 1);
+    let p = small(Cell::Lstm, 1);
     let c = cfg(&p, 12, 2);
     let (store, _) = train(&p.clone().check().unwrap(), &c, &ds.series[..40], &Device::Cpu, false).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -181,7 +181,7 @@ fn save_load_gives_identical_latents_and_every_row_is_embedded() {
 #[test]
 fn fit_separates_two_clear_classes_and_writes_all_artifacts() {
     let ds = waves(40, 20, 1, 5);
-    let p = VraeParams { loss_scaling: LossScaling::Mean, ..small(CellKind::Gru, 15) };
+    let p = VraeParams { loss_scaling: LossScaling::Mean, ..small(Cell::Gru, 15) };
     let opts = FitOptions {
         params: p.check().unwrap(),
         holdout: 0.25,
@@ -189,7 +189,7 @@ fn fit_separates_two_clear_classes_and_writes_all_artifacts() {
         clusters: None,
         n_init: 5,
         decision: trainer::cluster::decision::DecisionParams { choose_summary: true, ..Default::default() },
-        ..FitOptions::new(small(CellKind::Gru, 1).check().unwrap())
+        ..FitOptions::new(small(Cell::Gru, 1).check().unwrap())
     };
     let dir = tempfile::tempdir().unwrap();
     let s = fit(ds, &opts, dir.path(), &Device::Cpu).unwrap();
@@ -229,12 +229,12 @@ fn unequal_lengths_are_resampled_to_the_longest_and_recorded() {
         }
     }
     let opts = FitOptions {
-        params: small(CellKind::Lstm, 1).check().unwrap(),
+        params: small(Cell::Lstm, 1).check().unwrap(),
         holdout: 0.0,
         normalization: Normalization::None,
         clusters: None,
         n_init: 2,
-        ..FitOptions::new(small(CellKind::Gru, 1).check().unwrap())
+        ..FitOptions::new(small(Cell::Gru, 1).check().unwrap())
     };
     let dir = tempfile::tempdir().unwrap();
     let s = fit(ds, &opts, dir.path(), &Device::Cpu).unwrap();
@@ -286,7 +286,7 @@ fn shift_invariant_summary_separates_a_moving_transient() {
             clusters: Some(2),
             n_init: 5,
             decision,
-            ..FitOptions::new(small(CellKind::Gru, 1).check().unwrap())
+            ..FitOptions::new(small(Cell::Gru, 1).check().unwrap())
         };
         let dir = tempfile::tempdir().unwrap();
         let s = fit(moving_transients(40, 3), &opts, dir.path(), &Device::Cpu).unwrap();

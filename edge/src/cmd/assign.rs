@@ -125,7 +125,7 @@ pub fn run(a: AssignArgs) -> Result<()> {
     };
     #[cfg(not(feature = "tract"))]
     if a.engine == Engine::Tract {
-        bail!("--engine tract: this edge binary was built without the `tract` feature");
+        bail!("--engine tract: this edge binary was built without the `tract` feature (cargo build --release -p edge --features tract)");
     }
     if a.engine == Engine::Tract && hd.normalization != runtime::bundle::Normalization::None {
         bail!("--engine tract: the model z-normalises windows, which encoder.onnx does not contain; use --engine native");

@@ -560,7 +560,7 @@ mod tests {
             if f.len() != 3 || !v.is_finite() {
                 continue;
             }
-            let s = Sample { t, text: f[1].to_string(), values: vec![v] };
+            let s = Sample { t, text: f[1].into(), values: vec![v].into() };
             match out.last_mut() {
                 Some((d, ss)) if d == f[0] && ss.len() < 3 => ss.push(s),
                 _ => out.push((f[0].to_string(), vec![s])),
@@ -577,7 +577,7 @@ mod tests {
         let (mut jobs, mut vals) = (Vec::new(), Vec::new());
         for (d, ss) in msgs {
             for s in ss {
-                let row = crate::fleet::Row { device: d, time: s.t, time_text: &s.text, values: &s.values };
+                let row = crate::fleet::Row { device: d, time: s.t, time_text: s.text.as_str(), values: &s.values[..] };
                 if let Some(j) = win.feed_row(Ok(row), &mut vals).unwrap() {
                     jobs.push(j);
                 }
@@ -593,7 +593,7 @@ mod tests {
 
     #[test]
     fn borrowed_samples_record_is_written_as_the_owned_one() {
-        let samples = vec![Sample { t: 1.5, text: "1.5".into(), values: vec![0.25, -1.0] }];
+        let samples = vec![Sample { t: 1.5, text: "1.5".into(), values: vec![0.25, -1.0].into() }];
         let owned = postcard::to_allocvec(&Record::Samples { device: "dev-1".into(), samples: samples.clone() }).unwrap();
         let borrowed = postcard::to_allocvec(&RecordRef::Samples { device: "dev-1", samples: &samples }).unwrap();
         assert_eq!(owned, borrowed);
@@ -692,14 +692,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = GatewayParams { windowing: Windowing { window: 20, stride: 20, max_gap: None }, max_devices: 10 };
         let (mut g, _) = Gateway::open(dir.path(), &p, model, &bytes).unwrap();
-        let good = |t: f64| Sample { t, text: t.to_string(), values: vec![0.5] };
+        let good = |t: f64| Sample { t, text: t.to_string().into(), values: vec![0.5].into() };
         let before = g.log_bytes();
-        let wide = vec![good(1.0), Sample { t: 2.0, text: "2".into(), values: vec![0.5, 0.5] }];
+        let wide = vec![good(1.0), Sample { t: 2.0, text: "2".into(), values: vec![0.5, 0.5].into() }];
         match g.apply("dev", &wide) {
             Err(GatewayError::Params(why)) => assert!(why.contains("sample 2 (2 value(s)) is not 1 finite value(s)"), "{why}"),
             other => panic!("{other:?}"),
         }
-        let nan = vec![Sample { t: 3.0, text: "3".into(), values: vec![f32::NAN] }];
+        let nan = vec![Sample { t: 3.0, text: "3".into(), values: vec![f32::NAN].into() }];
         match g.apply("dev", &nan) {
             Err(GatewayError::Params(why)) => assert!(why.contains("sample 1 (1 value(s)) is not 1 finite value(s)"), "{why}"),
             other => panic!("{other:?}"),

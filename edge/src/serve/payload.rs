@@ -11,7 +11,12 @@
 //! accepted whole or rejected whole: one bad sample rejects the message, so a device's stream
 //! never silently loses a sample from the middle of a message.
 
+use compact_str::{CompactString, ToCompactString};
 use serde::Deserialize;
+use smallvec::SmallVec;
+
+/// A sample's values, inline up to four features.
+pub type Values = SmallVec<[f32; 4]>;
 
 /// One sample of a device's stream.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -19,9 +24,9 @@ pub struct Sample {
     /// Timestamp, for ordering, gaps and duplicate detection.
     pub t: f64,
     /// Timestamp as written in the payload (reported as window start/end).
-    pub text: String,
+    pub text: CompactString,
     /// One value per feature.
-    pub values: Vec<f32>,
+    pub values: Values,
 }
 
 /// Why a payload was rejected.
@@ -68,7 +73,7 @@ pub enum PayloadError {
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Values {
+enum JsonValues {
     One(f64),
     Many(Vec<f64>),
 }
@@ -77,7 +82,7 @@ enum Values {
 #[serde(deny_unknown_fields)]
 struct JsonSample {
     t: serde_json::Number,
-    v: Values,
+    v: JsonValues,
 }
 
 #[derive(Deserialize)]
@@ -102,10 +107,10 @@ pub fn parse(payload: &[u8], features: usize) -> Result<Vec<Sample>, PayloadErro
             .map(|s| {
                 let t = s.t.as_f64().unwrap_or(f64::NAN);
                 let values = match s.v {
-                    Values::One(v) => vec![v as f32],
-                    Values::Many(v) => v.into_iter().map(|x| x as f32).collect(),
+                    JsonValues::One(v) => Values::from_elem(v as f32, 1),
+                    JsonValues::Many(v) => v.into_iter().map(|x| x as f32).collect(),
                 };
-                Sample { t, text: s.t.to_string(), values }
+                Sample { t, text: s.t.to_compact_string(), values }
             })
             .collect()
     } else {
@@ -140,8 +145,8 @@ fn parse_csv(text: &str) -> Result<Vec<Sample>, PayloadError> {
         let ts = fields.next().unwrap_or_default();
         let t: f64 = ts.parse().map_err(|_| err(format!("timestamp '{ts}' is not a number")))?;
         let values =
-            fields.map(|c| c.parse::<f32>().map_err(|_| err(format!("value '{c}' is not a number")))).collect::<Result<Vec<_>, _>>()?;
-        out.push(Sample { t, text: ts.to_string(), values });
+            fields.map(|c| c.parse::<f32>().map_err(|_| err(format!("value '{c}' is not a number")))).collect::<Result<Values, _>>()?;
+        out.push(Sample { t, text: ts.into(), values });
     }
     Ok(out)
 }
@@ -153,7 +158,7 @@ mod tests {
     #[test]
     fn the_three_forms() {
         let one = parse(br#"{"t": 1700000000, "v": [0.5, -1]}"#, 2).unwrap();
-        assert_eq!(one, vec![Sample { t: 1.7e9, text: "1700000000".into(), values: vec![0.5, -1.0] }]);
+        assert_eq!(one, vec![Sample { t: 1.7e9, text: "1700000000".into(), values: vec![0.5, -1.0].into() }]);
         let bare = parse(br#"{"t": 2.5, "v": 3}"#, 1).unwrap();
         assert_eq!((bare[0].text.as_str(), bare[0].values.as_slice()), ("2.5", &[3.0f32][..]));
         let list = parse(br#"[{"t": 1, "v": [1]}, {"t": 2, "v": [2]}]"#, 1).unwrap();

@@ -329,7 +329,7 @@ impl DeviceStream {
         self.last_t = s.t;
         self.samples += 1;
         if self.since_start.is_multiple_of(w.stride as u64) {
-            self.open.push_back(Open { state: WindowState::new(model), start: s.text.clone(), from: self.pending_n });
+            self.open.push_back(Open { state: WindowState::new(model), start: s.text.to_string(), from: self.pending_n });
         }
         self.since_start += 1;
         self.pending.extend_from_slice(&s.values);
@@ -341,7 +341,7 @@ impl DeviceStream {
         let seq = *next_seq;
         *next_seq += 1;
         self.windows += 1;
-        self.closing.push(Closing { open, end: s.text.clone(), to: self.pending_n, seq });
+        self.closing.push(Closing { open, end: s.text.to_string(), to: self.pending_n, seq });
         Pushed::Applied { gap, completed: Some(seq) }
     }
 

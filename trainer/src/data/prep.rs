@@ -3,39 +3,21 @@
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use super::{Dataset, Series};
 
-/// Per-series normalisation applied before training and before embedding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Normalization {
-    /// Use values as they are (UCR sets are already z-normalised per series).
-    #[default]
-    None,
-    /// Per series and feature: `(x - mean) / std` (mean only when `std` is 0).
-    Zscore,
-}
+/// Per-series normalisation applied before training and before embedding: the runtime's, so
+/// training series and device windows are normalised by the same definition and arithmetic.
+pub use runtime::bundle::Normalization;
 
-/// Applies `norm` to every series in place.
+/// Applies `norm` to every series in place ([`runtime::encoder::zscore_in_place`]: the bits the
+/// device computes for a window).
 pub fn normalize(ds: &mut Dataset, norm: Normalization) {
     if norm == Normalization::None {
         return;
     }
-    let nf = ds.n_features;
     for s in &mut ds.series {
-        for f in 0..nf {
-            let n = s.len as f64;
-            let mean = (0..s.len).map(|t| s.values[t * nf + f] as f64).sum::<f64>() / n;
-            let var = (0..s.len).map(|t| (s.values[t * nf + f] as f64 - mean).powi(2)).sum::<f64>() / n;
-            let std = var.sqrt();
-            let scale = if std > 1e-12 { 1.0 / std } else { 1.0 };
-            for t in 0..s.len {
-                let v = &mut s.values[t * nf + f];
-                *v = ((*v as f64 - mean) * scale) as f32;
-            }
-        }
+        runtime::encoder::zscore_in_place(&mut s.values, ds.n_features);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use runtime::bundle::{encode, Cell, Header, Normalization as BundleNorm};
+use runtime::bundle::{encode, Header};
 
 use crate::cluster::decision::Decision;
 
@@ -11,7 +11,6 @@ use crate::artifacts::write_atomic;
 use crate::data::prep::Normalization;
 use crate::error::{Error, Result};
 use crate::model::{ModelConfig, ParamStore};
-use crate::params::CellKind;
 
 fn dim<T: TryFrom<usize>>(v: usize, what: &str) -> Result<T> {
     T::try_from(v).map_err(|_| Error::Param(format!("{what} = {v} does not fit the bundle format")))
@@ -41,20 +40,14 @@ pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore
     take("hidden_to_mean.weight".into(), false)?;
     take("hidden_to_mean.bias".into(), false)?;
     let header = Header {
-        cell: match cfg.cell {
-            CellKind::Lstm => Cell::Lstm,
-            CellKind::Gru => Cell::Gru,
-        },
+        cell: cfg.cell,
         n_features: dim(cfg.n_features, "n_features")?,
         hidden: dim(cfg.hidden_size, "hidden_size")?,
         layers: dim(cfg.hidden_layer_depth, "hidden_layer_depth")?,
         latent: dim(l, "latent_length")?,
         k: dim(decision.k, "k")?,
         seq_len: dim(cfg.seq_len, "seq_len")?,
-        normalization: match norm {
-            Normalization::None => BundleNorm::None,
-            Normalization::Zscore => BundleNorm::Zscore,
-        },
+        normalization: norm,
         weights_len: dim(flat.len(), "weight count")?,
         segments: dim(decision.segments, "summary segments")?,
         stride: dim(decision.stride, "summary stride")?,

@@ -30,7 +30,7 @@ use prost::Message;
 use super::onnx_pb::*;
 use crate::artifacts::{write_atomic, LoadedModel};
 use crate::error::{Error, Result};
-use crate::params::CellKind;
+use crate::params::Cell;
 
 /// The opset the graph declares.
 pub const ONNX_OPSET: i64 = 17;
@@ -38,10 +38,10 @@ pub const ONNX_OPSET: i64 = 17;
 const IR_VERSION: i64 = 8;
 
 /// Permutation of gate blocks from PyTorch order to ONNX order.
-pub fn onnx_gate_blocks(cell: CellKind) -> &'static [usize] {
+pub fn onnx_gate_blocks(cell: Cell) -> &'static [usize] {
     match cell {
-        CellKind::Lstm => &[0, 3, 1, 2],
-        CellKind::Gru => &[1, 0, 2],
+        Cell::Lstm => &[0, 3, 1, 2],
+        Cell::Gru => &[1, 0, 2],
     }
 }
 
@@ -166,11 +166,11 @@ pub fn encoder_onnx_with_gate_blocks(m: &LoadedModel, blocks: &[usize]) -> Resul
         node("ConstantOfShape", "zero_state", &["state_shape"], &["zeros"], vec![zero]),
     ];
     let (op, extra) = match cfg.cell {
-        CellKind::Lstm => ("LSTM", vec![]),
-        CellKind::Gru => ("GRU", vec![attr_int("linear_before_reset", 1)]),
+        Cell::Lstm => ("LSTM", vec![]),
+        Cell::Gru => ("GRU", vec![attr_int("linear_before_reset", 1)]),
     };
     let mut input = "x".to_string();
-    let pad_input = cfg.cell == CellKind::Gru && f == 1;
+    let pad_input = cfg.cell == Cell::Gru && f == 1;
     if pad_input {
         init.push(int64_tensor("pad_feature", &[0, 0, 0, 0, 0, 1]));
         nodes.push(node("Pad", "pad_x", &["x", "pad_feature"], &["x_padded"], vec![]));
@@ -196,7 +196,7 @@ pub fn encoder_onnx_with_gate_blocks(m: &LoadedModel, blocks: &[usize]) -> Resul
         let (y, yh) = (format!("Y{layer}"), format!("Y_h{layer}"));
         let mut inputs = vec![input.as_str(), wn.as_str(), rn.as_str(), bn.as_str(), "", "zeros"];
         let mut outputs = vec![y.as_str(), yh.as_str()];
-        if cfg.cell == CellKind::Lstm {
+        if cfg.cell == Cell::Lstm {
             inputs.push("zeros"); // initial_c
             outputs.push(""); // Y_c unused
         }
@@ -282,9 +282,9 @@ mod tests {
     fn gate_blocks_map_pytorch_to_onnx_order() {
         // Rows labelled by PyTorch gate: LSTM i f g o -> ONNX i o f c(=g).
         let lstm: Vec<f32> = vec![0.0, 1.0, 2.0, 3.0]; // i, f, g, o with h = 1
-        assert_eq!(permute_blocks(&lstm, onnx_gate_blocks(CellKind::Lstm), 1, 1), vec![0.0, 3.0, 1.0, 2.0]);
+        assert_eq!(permute_blocks(&lstm, onnx_gate_blocks(Cell::Lstm), 1, 1), vec![0.0, 3.0, 1.0, 2.0]);
         // GRU r z n -> ONNX z r h.
         let gru = vec![10.0, 10.5, 20.0, 20.5, 30.0, 30.5]; // h = 2, cols = 1
-        assert_eq!(permute_blocks(&gru, onnx_gate_blocks(CellKind::Gru), 2, 1), vec![20.0, 20.5, 10.0, 10.5, 30.0, 30.5]);
+        assert_eq!(permute_blocks(&gru, onnx_gate_blocks(Cell::Gru), 2, 1), vec![20.0, 20.5, 10.0, 10.5, 30.0, 30.5]);
     }
 }

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use candle_onnx::onnx::{self, attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, ModelProto, NodeProto, TensorProto};
 
 use crate::export::onnx::{onnx_gate_blocks, unpermute_blocks};
-use crate::params::CellKind;
+use crate::params::Cell;
 
 /// Default-domain opsets the recogniser reads (LSTM/GRU/Gemm/Gather/Squeeze/Slice semantics are
 /// the same throughout; the fixtures are opset 17).
@@ -49,7 +49,7 @@ pub struct RnnLayer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recognised {
     /// Recurrent cell.
-    pub cell: CellKind,
+    pub cell: Cell,
     /// Values per time step.
     pub n_features: usize,
     /// Hidden units per layer.
@@ -346,7 +346,7 @@ fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
 struct Walk {
     values: HashMap<String, Value>,
     layers: Vec<RnnLayer>,
-    cell: Option<CellKind>,
+    cell: Option<Cell>,
     hidden: usize,
     n_features: usize,
 }
@@ -574,7 +574,7 @@ impl Walk {
     }
 
     fn rnn(&mut self, node: &NodeProto, ins: &[Option<Value>]) -> R<Vec<Value>> {
-        let cell = if node.op_type == "LSTM" { CellKind::Lstm } else { CellKind::Gru };
+        let cell = if node.op_type == "LSTM" { Cell::Lstm } else { Cell::Gru };
         if let Some(c) = self.cell.filter(|&c| c != cell) {
             return Err(format!("mixes cells: earlier layers are {c:?}"));
         }
@@ -583,8 +583,8 @@ impl Walk {
             return Err(format!("direction is {dir}: a device streams samples forward only, so only forward encoders run on it"));
         }
         let defaults: &[&str] = match cell {
-            CellKind::Lstm => &["Sigmoid", "Tanh", "Tanh"],
-            CellKind::Gru => &["Sigmoid", "Tanh"],
+            Cell::Lstm => &["Sigmoid", "Tanh", "Tanh"],
+            Cell::Gru => &["Sigmoid", "Tanh"],
         };
         if let Some(a) = attr(node, "activations") {
             let got: Vec<String> = a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
@@ -600,10 +600,10 @@ impl Walk {
         if attr_int(node, "layout", 0) != 0 {
             return Err("layout = 1 (batch first) is not supported; export x as [seq_len, batch, features]".into());
         }
-        if cell == CellKind::Lstm && attr_int(node, "input_forget", 0) != 0 {
+        if cell == Cell::Lstm && attr_int(node, "input_forget", 0) != 0 {
             return Err("input_forget = 1 couples the gates, which PyTorch's LSTM does not".into());
         }
-        if cell == CellKind::Gru && attr_int(node, "linear_before_reset", 0) != 1 {
+        if cell == Cell::Gru && attr_int(node, "linear_before_reset", 0) != 1 {
             return Err("linear_before_reset = 0 applies the reset gate before the recurrent product; PyTorch's GRU (and the runtime) apply it after (linear_before_reset = 1)".into());
         }
         let l = self.layers.len();
@@ -667,7 +667,7 @@ impl Walk {
         });
         self.cell = Some(cell);
         let mut outs = vec![Value::Seq(l), Value::Finals(vec![l])];
-        if cell == CellKind::Lstm {
+        if cell == Cell::Lstm {
             outs.push(Value::CellState(l));
         }
         Ok(outs)

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::params::Cell;
 use runtime::math::{sigmoid_inplace, tanh_inplace};
 
 use super::activation::GateActivations;
@@ -165,13 +166,6 @@ impl Drop for Cache {
     }
 }
 
-/// Which recurrence a [`SeqOp`] runs.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Lstm,
-    Gru,
-}
-
 /// Dimensions of one call.
 #[derive(Clone, Copy, Debug)]
 struct Dims {
@@ -220,7 +214,7 @@ impl Weights {
 
 /// One recurrent layer over a whole sequence (see the module docs for the operands).
 struct SeqOp {
-    kind: Kind,
+    kind: Cell,
     /// What the op returns.
     out: Output,
     cache: Mutex<Option<Cache>>,
@@ -268,10 +262,7 @@ impl SeqOp {
     fn dims(&self, x: &Shape, w: &Shape, h0: &Shape) -> candle_core::Result<Dims> {
         let (t, b, inp) = x.dims3()?;
         let (b2, h) = h0.dims2()?;
-        let g = match self.kind {
-            Kind::Lstm => 4,
-            Kind::Gru => 3,
-        };
+        let g = self.kind.gates();
         let d = Dims { t, b, inp, h, g };
         if t == 0 || b == 0 || h == 0 || b2 != b || w.dims() != [d.gh(), d.ld()] {
             return Err(candle_core::Error::Msg(format!(
@@ -303,8 +294,8 @@ struct BwdPart<'a> {
 impl CustomOp3 for SeqOp {
     fn name(&self) -> &'static str {
         match self.kind {
-            Kind::Lstm => "fused-lstm-seq",
-            Kind::Gru => "fused-gru-seq",
+            Cell::Lstm => "fused-lstm-seq",
+            Cell::Gru => "fused-gru-seq",
         }
     }
 
@@ -329,7 +320,7 @@ impl CustomOp3 for SeqOp {
         // Every step writes all rows of these.
         let mut y = take(t * b * h);
         let mut aux = take(t * b * h);
-        let mut aux2 = if self.kind == Kind::Lstm { take(t * b * h) } else { Vec::new() };
+        let mut aux2 = if self.kind == Cell::Lstm { take(t * b * h) } else { Vec::new() };
         let parts = batch_parts(b);
         let jobs: Vec<FwdPart> = parts
             .iter()
@@ -342,8 +333,8 @@ impl CustomOp3 for SeqOp {
         jobs.into_par_iter().for_each(|mut j| {
             let h0p = &h0[j.part.b0 * h..(j.part.b0 + j.part.bc) * h];
             match self.kind {
-                Kind::Lstm => lstm_forward(&mut j, &proj, &whh_t, h0p, h),
-                Kind::Gru => gru_forward(&mut j, &proj, &whh_t, &w.b_hh, h0p, h),
+                Cell::Lstm => lstm_forward(&mut j, &proj, &whh_t, h0p, h),
+                Cell::Gru => gru_forward(&mut j, &proj, &whh_t, &w.b_hh, h0p, h),
             }
         });
         let (out, shape, y) = match self.out {
@@ -392,7 +383,7 @@ impl CustomOp3 for SeqOp {
         // dA_t W_hh at every step: B = W_hh, [G·H, H].
         let whh = Packed::new(&wv.w_hh, gh, h, h, false);
         let want_dx = x.track_op();
-        if self.kind == Kind::Lstm {
+        if self.kind == Cell::Lstm {
             let (dx, dw, dh0) = lstm_bwd(cache, dy, yv, h0v, xv, &wv, &whh, want_dx, d);
             let dx = if want_dx { Some(to_tensor(dx, x)?) } else { None };
             return Ok((dx, Some(to_tensor(dw, w)?), Some(to_tensor(dh0, h0)?)));
@@ -476,9 +467,9 @@ struct Projection<'a> {
 }
 
 impl<'a> Projection<'a> {
-    fn new(x: &'a [f32], w: &'a Weights, d: Dims, kind: Kind) -> Self {
+    fn new(x: &'a [f32], w: &'a Weights, d: Dims, kind: Cell) -> Self {
         let mut bias = w.b_ih.clone();
-        let added = if kind == Kind::Lstm { d.gh() } else { 2 * d.h };
+        let added = if kind == Cell::Lstm { d.gh() } else { 2 * d.h };
         for (b, &r) in bias.iter_mut().zip(&w.b_hh).take(added) {
             *b += r;
         }
@@ -509,7 +500,7 @@ impl<'a> Projection<'a> {
     }
 }
 
-fn run(kind: Kind, out: Output, x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
+fn run(kind: Cell, out: Output, x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
     let op = SeqOp { kind, out, cache: Mutex::new(None) };
     x.contiguous()?.apply_op3_arc(&w.contiguous()?, &h0.contiguous()?, Arc::new(Box::new(op)))
 }
@@ -517,12 +508,12 @@ fn run(kind: Kind, out: Output, x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_c
 /// LSTM layer over a sequence: `x` `[T,B,In]`, `w = [W_ih | W_hh | b_ih | b_hh]`
 /// `[4H, In+H+2]`, `h0` `[B,H]`, `c0 = 0`. Returns the hidden states as `out` says.
 pub fn lstm_seq(x: &Tensor, w: &Tensor, h0: &Tensor, out: Output) -> candle_core::Result<Tensor> {
-    run(Kind::Lstm, out, x, w, h0)
+    run(Cell::Lstm, out, x, w, h0)
 }
 
 /// GRU layer over a sequence, operands as for [`lstm_seq`] with `3H` gate rows.
 pub fn gru_seq(x: &Tensor, w: &Tensor, h0: &Tensor, out: Output) -> candle_core::Result<Tensor> {
-    run(Kind::Gru, out, x, w, h0)
+    run(Cell::Gru, out, x, w, h0)
 }
 
 /// The gradient of the op's output: every step's `[T, B, H]`, or only the last step's `[B, H]`

@@ -12,7 +12,7 @@ use super::loss::vrae_loss;
 use super::params::ParamStore;
 use super::rnn::{Rnn, StackShape};
 use super::vrae::{standard_normal, ModelConfig, Vrae};
-use crate::params::{CellKind, LossScaling, ReconLoss};
+use crate::params::{Cell, LossScaling, ReconLoss};
 
 fn randn(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
@@ -45,7 +45,7 @@ fn check(vars: &[(String, Var)], loss: &dyn Fn() -> Tensor) {
     assert!(worst.is_finite());
 }
 
-fn rnn_case(kind: CellKind, input: Option<usize>) {
+fn rnn_case(kind: Cell, input: Option<usize>) {
     let dev = Device::Cpu;
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let (h, depth, b, t) = (3, 2, 2, 5);
@@ -70,21 +70,21 @@ fn rnn_case(kind: CellKind, input: Option<usize>) {
 
 #[test]
 fn lstm_gradients_match_finite_differences() {
-    rnn_case(CellKind::Lstm, Some(2));
+    rnn_case(Cell::Lstm, Some(2));
 }
 
 #[test]
 fn gru_gradients_match_finite_differences() {
-    rnn_case(CellKind::Gru, Some(2));
+    rnn_case(Cell::Gru, Some(2));
 }
 
 #[test]
 fn input_free_layers_match_finite_differences() {
-    rnn_case(CellKind::Lstm, None);
-    rnn_case(CellKind::Gru, None);
+    rnn_case(Cell::Lstm, None);
+    rnn_case(Cell::Gru, None);
 }
 
-fn vrae_case(cell: CellKind, loss_kind: ReconLoss, scaling: LossScaling) {
+fn vrae_case(cell: Cell, loss_kind: ReconLoss, scaling: LossScaling) {
     let dev = Device::Cpu;
     let cfg = ModelConfig { cell, n_features: 2, seq_len: 4, hidden_size: 3, hidden_layer_depth: 2, latent_length: 2, dropout: 0.0 };
     let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -103,13 +103,13 @@ fn vrae_case(cell: CellKind, loss_kind: ReconLoss, scaling: LossScaling) {
 
 #[test]
 fn vrae_loss_gradients_match_finite_differences() {
-    vrae_case(CellKind::Lstm, ReconLoss::Mse, LossScaling::Seed);
-    vrae_case(CellKind::Gru, ReconLoss::SmoothL1, LossScaling::Mean);
+    vrae_case(Cell::Lstm, ReconLoss::Mse, LossScaling::Seed);
+    vrae_case(Cell::Gru, ReconLoss::SmoothL1, LossScaling::Mean);
 }
 
 /// The fused CPU kernels give the same loss and gradients as the op-by-op reference path (which
 /// the tests above check against finite differences), including dropout between layers.
-fn fused_case(cell: CellKind, n_features: usize) {
+fn fused_case(cell: Cell, n_features: usize) {
     let dev = Device::Cpu;
     let cfg = ModelConfig { cell, n_features, seq_len: 9, hidden_size: 7, hidden_layer_depth: 2, latent_length: 4, dropout: 0.3 };
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -132,7 +132,7 @@ fn fused_case(cell: CellKind, n_features: usize) {
     };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
     // Recycled buffers full of NaN: every value the kernels read from them must be written first.
-    let (t, b, h, g) = (9, 24, 7, if cell == CellKind::Lstm { 4 } else { 3 });
+    let (t, b, h, g) = (9, 24, 7, if cell == Cell::Lstm { 4 } else { 3 });
     super::fused::poison_pool(&[[t * b * g * h; 8].as_slice(), &[t * b * h; 16]].concat());
     let (reference, fused) = (run(true), pool.install(|| run(false)));
     for ((name, a), (_, b)) in reference.iter().zip(&fused) {
@@ -146,21 +146,21 @@ fn fused_case(cell: CellKind, n_features: usize) {
 #[test]
 fn fused_lstm_matches_reference() {
     // One feature takes the projection's shortcut, three the gemm call.
-    fused_case(CellKind::Lstm, 1);
-    fused_case(CellKind::Lstm, 3);
+    fused_case(Cell::Lstm, 1);
+    fused_case(Cell::Lstm, 3);
 }
 
 #[test]
 fn fused_gru_matches_reference() {
-    fused_case(CellKind::Gru, 1);
-    fused_case(CellKind::Gru, 3);
+    fused_case(Cell::Gru, 1);
+    fused_case(Cell::Gru, 3);
 }
 
 /// The fused kernels' loss and gradients do not depend on the number of threads: the LSTM keeps
 /// one weight-gradient sum per fixed group of batch rows, whichever thread computes it.
 #[test]
 fn fused_gradients_are_the_same_bits_on_any_thread_count() {
-    for cell in [CellKind::Lstm, CellKind::Gru] {
+    for cell in [Cell::Lstm, Cell::Gru] {
         let dev = Device::Cpu;
         let cfg = ModelConfig { cell, n_features: 2, seq_len: 11, hidden_size: 9, hidden_layer_depth: 2, latent_length: 3, dropout: 0.2 };
         let mut rng = ChaCha8Rng::seed_from_u64(5);

@@ -27,17 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use super::fused;
 use super::params::ParamStore;
 use crate::error::Result;
-use crate::params::CellKind;
-
-impl CellKind {
-    /// Gate blocks per layer (`G`).
-    pub fn gates(self) -> usize {
-        match self {
-            CellKind::Lstm => 4,
-            CellKind::Gru => 3,
-        }
-    }
-}
+use crate::params::Cell;
 
 /// What [`Rnn::forward`] returns. On the fused path the top layer returns exactly this, because
 /// candle zero-fills and adds a gradient of the full size of every tensor in the graph: an
@@ -56,7 +46,7 @@ pub enum Output {
 /// A stack of recurrent layers.
 #[derive(Debug, Clone)]
 pub struct Rnn {
-    kind: CellKind,
+    kind: Cell,
     hidden: usize,
     layers: Vec<Layer>,
     /// Use the op-by-op path even on CPU (see [`Rnn::set_reference`]).
@@ -79,7 +69,7 @@ struct Layer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StackShape {
     /// Cell of every layer.
-    pub kind: CellKind,
+    pub kind: Cell,
     /// Values per step into the first layer; `None`: it never sees input.
     pub input: Option<usize>,
     /// Hidden units per layer.
@@ -194,8 +184,8 @@ impl Rnn {
             let top = l + 1 == self.layers.len();
             let out = if top { out } else { Output::Seq };
             let y = match self.kind {
-                CellKind::Lstm => fused::lstm_seq(&seq, &w, &h0[l], out)?,
-                CellKind::Gru => fused::gru_seq(&seq, &w, &h0[l], out)?,
+                Cell::Lstm => fused::lstm_seq(&seq, &w, &h0[l], out)?,
+                Cell::Gru => fused::gru_seq(&seq, &w, &h0[l], out)?,
             };
             seq = if l + 1 < self.layers.len() { dropout(&y)? } else { y };
         }
@@ -217,11 +207,11 @@ impl Rnn {
         };
         for (l, layer) in self.layers.iter().enumerate() {
             let mut h = h0[l].clone();
-            let mut c = (self.kind == CellKind::Lstm).then(|| h.zeros_like()).transpose()?;
+            let mut c = (self.kind == Cell::Lstm).then(|| h.zeros_like()).transpose()?;
             // Biases that are simply added are summed once per sequence, not per step.
             let bias = match self.kind {
-                CellKind::Lstm => (&layer.b_ih + &layer.b_hh)?,
-                CellKind::Gru => layer.b_ih.clone(),
+                Cell::Lstm => (&layer.b_ih + &layer.b_hh)?,
+                Cell::Gru => layer.b_ih.clone(),
             };
             let w_ih_t = layer.w_ih.as_ref().map(|w| w.t()).transpose()?;
             let w_hh_t = layer.w_hh.t()?;
@@ -232,7 +222,7 @@ impl Rnn {
                     _ => None,
                 };
                 h = match self.kind {
-                    CellKind::Lstm => {
+                    Cell::Lstm => {
                         let hw = h.matmul(&w_hh_t)?;
                         let a = match gx {
                             Some(g) => (g + hw)?.broadcast_add(&bias)?,
@@ -242,7 +232,7 @@ impl Rnn {
                         c = Some(c2);
                         h2
                     }
-                    CellKind::Gru => {
+                    Cell::Gru => {
                         let gh = h.matmul(&w_hh_t)?.broadcast_add(&layer.b_hh)?;
                         let gx = match gx {
                             Some(g) => g.broadcast_add(&bias)?,

@@ -17,13 +17,13 @@ use serde::{Deserialize, Serialize};
 use super::params::ParamStore;
 use super::rnn::{Output, Rnn, StackShape};
 use crate::error::{Error, Result};
-use crate::params::CellKind;
+use crate::params::Cell;
 
 /// Architecture of a VRAE: what is needed to rebuild it from its weights.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     /// Recurrent cell.
-    pub cell: CellKind,
+    pub cell: Cell,
     /// Values per time step.
     pub n_features: usize,
     /// Series length the decoder reproduces.
