@@ -245,7 +245,9 @@ impl Shared {
     /// previous contents (it has published a later phase).
     unsafe fn publish(&self, t: usize, layer: usize, b: usize, phase: u64, vals: &[f32]) {
         for (line, chunk) in self.lines(t, layer, b).iter().zip(vals.chunks(LINE_VALS)) {
-            (&mut *line.vals.get())[..chunk.len()].copy_from_slice(chunk);
+            // SAFETY: only thread `t` writes these lines, and the other thread has finished
+            // reading their previous contents (the caller's contract), so no reference aliases.
+            unsafe { (&mut *line.vals.get())[..chunk.len()].copy_from_slice(chunk) };
             line.phase.store(phase as u32, Ordering::Release);
         }
     }
@@ -273,7 +275,9 @@ impl Shared {
             }
         }
         for (line, chunk) in lines.iter().zip(dst.chunks_mut(LINE_VALS)) {
-            chunk.copy_from_slice(&(&*line.vals.get())[..chunk.len()]);
+            // SAFETY: the owner published `phase` (Acquire above) and does not write these lines
+            // again before this thread publishes a later phase (the caller's contract).
+            chunk.copy_from_slice(unsafe { &(&*line.vals.get())[..chunk.len()] });
         }
         true
     }
@@ -323,7 +327,9 @@ unsafe fn run<const FMA: bool>(sh: &Shared, t: usize, base: u64, sc: &mut Scratc
     let (hid, f, layers) = (sh.hid, sh.f, sh.layers);
     let (hw, ow) = (sh.split[t].1, sh.split[1 - t].1);
     let hwp = sc.h.len();
-    let x = &*sh.x.get();
+    // SAFETY: the window is written before `go` is published and not again until both threads
+    // have returned (the caller's contract).
+    let x = unsafe { &*sh.x.get() };
     sc.c.fill(0.0);
     sc.full.fill(0.0);
     let top = layers - 1;
@@ -332,9 +338,21 @@ unsafe fn run<const FMA: bool>(sh: &Shared, t: usize, base: u64, sc: &mut Scratc
     // pointer only while used (the halves are written and read at different points of a
     // layer-step), never kept across.
     let fullp = sc.full.as_mut_ptr();
-    let own = |l: usize| std::slice::from_raw_parts_mut(fullp.add(l * hid), hw);
-    let other = |l: usize| std::slice::from_raw_parts_mut(fullp.add(l * hid + hw), ow);
-    let fetch = |what: Option<(usize, usize, u64)>| -> bool { what.is_none_or(|(l, b, ph)| sh.fetch(1 - t, l, b, ph, other(l))) };
+    let own = |l: usize| {
+        // SAFETY: `l < layers`, so the range lies inside `sc.full`; it does not overlap the other
+        // half, and each slice is dropped before the next one is formed.
+        unsafe { std::slice::from_raw_parts_mut(fullp.add(l * hid), hw) }
+    };
+    let other = |l: usize| {
+        // SAFETY: as for `own`; `hw + ow = hid`.
+        unsafe { std::slice::from_raw_parts_mut(fullp.add(l * hid + hw), ow) }
+    };
+    let fetch = |what: Option<(usize, usize, u64)>| -> bool {
+        what.is_none_or(|(l, b, ph)| {
+            // SAFETY: this thread reads thread `1 - t`'s buffers, under the protocol above.
+            unsafe { sh.fetch(1 - t, l, b, ph, other(l)) }
+        })
+    };
     for (s, sample) in x.chunks_exact(f).enumerate() {
         let (cur, nxt) = (s % 2, (s + 1) % 2);
         for l in 0..layers {
@@ -371,12 +389,14 @@ unsafe fn run<const FMA: bool>(sh: &Shared, t: usize, base: u64, sc: &mut Scratc
                 }
             }
             own(l).copy_from_slice(&sc.h[..hw]);
-            sh.publish(t, l, nxt, phase(s, l), own(l));
+            // SAFETY: thread `t`'s own buffer `nxt`; the other thread fetched its previous
+            // contents before publishing the phase this thread fetched above.
+            unsafe { sh.publish(t, l, nxt, phase(s, l), own(l)) };
         }
     }
     let steps = x.len() / f;
     // Thread 0's caller reads the final state next.
-    if t == 0 && steps > 0 && !sh.fetch(1, top, steps % 2, phase(steps - 1, top), other(top)) {
+    if t == 0 && steps > 0 && !fetch(Some((top, steps % 2, phase(steps - 1, top)))) {
         return None;
     }
     Some(base + (steps * layers) as u64)
@@ -385,13 +405,15 @@ unsafe fn run<const FMA: bool>(sh: &Shared, t: usize, base: u64, sc: &mut Scratc
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn run_avx512(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
-    run::<true>(sh, t, base, sc)
+    // SAFETY: the caller keeps the protocol ([`run`]).
+    unsafe { run::<true>(sh, t, base, sc) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Option<u64> {
-    run::<true>(sh, t, base, sc)
+    // SAFETY: the caller keeps the protocol ([`run`]).
+    unsafe { run::<true>(sh, t, base, sc) }
 }
 
 /// [`run`] compiled for the widest SIMD the CPU has (the block widths were chosen to match).
@@ -399,14 +421,17 @@ unsafe fn run_dispatch(sh: &Shared, t: usize, base: u64, sc: &mut Scratch) -> Op
     #[cfg(target_arch = "x86_64")]
     {
         if crate::math::has_avx512() {
-            return run_avx512(sh, t, base, sc);
+            // SAFETY: the CPU has AVX-512 and FMA; the caller keeps the protocol.
+            return unsafe { run_avx512(sh, t, base, sc) };
         }
         if crate::math::has_avx2() && std::is_x86_feature_detected!("fma") {
-            return run_avx2(sh, t, base, sc);
+            // SAFETY: the CPU has AVX2 and FMA; the caller keeps the protocol.
+            return unsafe { run_avx2(sh, t, base, sc) };
         }
     }
     // Without hardware FMA (x86 before Haswell) `mul_add` would be a library call.
-    run::<{ cfg!(target_arch = "aarch64") }>(sh, t, base, sc)
+    // SAFETY: the caller keeps the protocol.
+    unsafe { run::<{ cfg!(target_arch = "aarch64") }>(sh, t, base, sc) }
 }
 
 /// Widest column block for this CPU: 12 of AVX-512's 32 registers, or 8 of AVX2's 16, of sums.

@@ -5,6 +5,7 @@
 //! [`assign`] picks the nearest centroid. With `std`, [`batch`] runs many windows on all cores
 //! and [`duo`] runs one window's steps on two cores (lowest latency), and [`atomic_file`] writes files that appear whole or not at all (every artifact of the tool chain); with `tract`, [`tract_engine`] runs the exported ONNX file instead of the native kernels.
 #![cfg_attr(not(feature = "std"), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod assign;
 pub mod bundle;

@@ -5,6 +5,8 @@
 //! [`cluster`] (k-means, spectral, scores) -> [`decide`] (an encoder's cluster decision) -> [`artifacts`] (the model directory) -> [`export`] (ONNX);
 //! [`report`] (plots, report.json/html); [`fit`] strings them together.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod artifacts;
 pub mod checkpoint;
 pub mod cluster;

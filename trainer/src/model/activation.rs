@@ -111,31 +111,35 @@ impl GateActivations {
     #[target_feature(enable = "avx512f,fma")]
     /// `len` values from `src` activated into `dst` (the same pointer to work in place).
     unsafe fn apply_avx512(&self, src: *const f32, dst: *mut f32, len: usize) {
-        use std::arch::x86_64::*;
-        let period = self.scale.len().max(1);
-        for c0 in (0..len).step_by(period) {
-            let n = period.min(len - c0);
-            let (u, v, k, t) = (src.add(c0), dst.add(c0), self.scale.as_ptr(), self.shift.as_ptr());
-            let mut i = 0;
-            // Four independent vectors per iteration: one vector's chain of ~20 dependent
-            // operations is too long for the out-of-order window to overlap enough of them.
-            while i + 64 <= n {
-                let x: [__m512; 4] =
-                    std::array::from_fn(|q| _mm512_mul_ps(_mm512_loadu_ps(u.add(i + 16 * q)), _mm512_loadu_ps(k.add(i + 16 * q))));
-                let y = sigmoid_lanes4(x);
-                for (q, yq) in y.into_iter().enumerate() {
-                    let (kv, tv) = (_mm512_loadu_ps(k.add(i + 16 * q)), _mm512_loadu_ps(t.add(i + 16 * q)));
-                    _mm512_storeu_ps(v.add(i + 16 * q), _mm512_fmadd_ps(yq, kv, tv));
+        // SAFETY: the caller upholds this function's contract (its docs: operand extents) and the
+        // CPU has the features it is compiled for.
+        unsafe {
+            use std::arch::x86_64::*;
+            let period = self.scale.len().max(1);
+            for c0 in (0..len).step_by(period) {
+                let n = period.min(len - c0);
+                let (u, v, k, t) = (src.add(c0), dst.add(c0), self.scale.as_ptr(), self.shift.as_ptr());
+                let mut i = 0;
+                // Four independent vectors per iteration: one vector's chain of ~20 dependent
+                // operations is too long for the out-of-order window to overlap enough of them.
+                while i + 64 <= n {
+                    let x: [__m512; 4] =
+                        std::array::from_fn(|q| _mm512_mul_ps(_mm512_loadu_ps(u.add(i + 16 * q)), _mm512_loadu_ps(k.add(i + 16 * q))));
+                    let y = sigmoid_lanes4(x);
+                    for (q, yq) in y.into_iter().enumerate() {
+                        let (kv, tv) = (_mm512_loadu_ps(k.add(i + 16 * q)), _mm512_loadu_ps(t.add(i + 16 * q)));
+                        _mm512_storeu_ps(v.add(i + 16 * q), _mm512_fmadd_ps(yq, kv, tv));
+                    }
+                    i += 64;
                 }
-                i += 64;
-            }
-            while i < n {
-                let m: __mmask16 = if n - i >= 16 { 0xffff } else { ((1u32 << (n - i)) - 1) as __mmask16 };
-                let (kv, tv) = (_mm512_maskz_loadu_ps(m, k.add(i)), _mm512_maskz_loadu_ps(m, t.add(i)));
-                let x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, u.add(i)), kv);
-                let y = _mm512_fmadd_ps(sigmoid_lanes(x), kv, tv);
-                _mm512_mask_storeu_ps(v.add(i), m, y);
-                i += 16;
+                while i < n {
+                    let m: __mmask16 = if n - i >= 16 { 0xffff } else { ((1u32 << (n - i)) - 1) as __mmask16 };
+                    let (kv, tv) = (_mm512_maskz_loadu_ps(m, k.add(i)), _mm512_maskz_loadu_ps(m, t.add(i)));
+                    let x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, u.add(i)), kv);
+                    let y = _mm512_fmadd_ps(sigmoid_lanes(x), kv, tv);
+                    _mm512_mask_storeu_ps(v.add(i), m, y);
+                    i += 16;
+                }
             }
         }
     }

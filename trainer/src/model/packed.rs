@@ -160,31 +160,35 @@ mod x86 {
         cols: usize,
         accumulate: bool,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); V]; R];
-        let pstride = k * NR;
-        for kk in 0..k {
-            let mut bv = [_mm512_setzero_ps(); V];
-            for (v, x) in bv.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(b.add(v * pstride + kk * NR));
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(r * lda + kk));
-                for v in 0..V {
-                    row[v] = _mm512_fmadd_ps(av, bv[v], row[v]);
+        // SAFETY: the caller upholds this function's contract (its docs: operand extents) and the
+        // CPU has the features it is compiled for.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            let pstride = k * NR;
+            for kk in 0..k {
+                let mut bv = [_mm512_setzero_ps(); V];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(b.add(v * pstride + kk * NR));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*a.add(r * lda + kk));
+                    for v in 0..V {
+                        row[v] = _mm512_fmadd_ps(av, bv[v], row[v]);
+                    }
                 }
             }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for (v, &s) in row.iter().enumerate() {
-                let col0 = v * NR;
-                if col0 >= cols {
-                    break;
+            for (r, row) in acc.iter().enumerate() {
+                for (v, &s) in row.iter().enumerate() {
+                    let col0 = v * NR;
+                    if col0 >= cols {
+                        break;
+                    }
+                    let valid = (cols - col0).min(NR);
+                    let mask: __mmask16 = if valid == NR { 0xFFFF } else { (1u16 << valid) - 1 };
+                    let dst = c.add(r * ldc + col0);
+                    let out = if accumulate { _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), s) } else { s };
+                    _mm512_mask_storeu_ps(dst, mask, out);
                 }
-                let valid = (cols - col0).min(NR);
-                let mask: __mmask16 = if valid == NR { 0xFFFF } else { (1u16 << valid) - 1 };
-                let dst = c.add(r * ldc + col0);
-                let out = if accumulate { _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), s) } else { s };
-                _mm512_mask_storeu_ps(dst, mask, out);
             }
         }
     }
@@ -194,40 +198,48 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn column<const V: usize>(p: &Packed, pi: usize, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
-        let (k, n) = (p.k, p.n);
-        let (j0, b) = (pi * NR, p.data.as_slice().as_ptr().add(pi * k * NR));
-        let cols = n - j0;
-        let (a, c) = (a.as_ptr(), c.as_mut_ptr().add(j0));
-        let mut i = 0;
-        while i + MR <= m {
-            tile::<MR, V>(k, a.add(i * lda), lda, b, c.add(i * ldc), ldc, cols, accumulate);
-            i += MR;
-        }
-        let (a, c) = (a.add(i * lda), c.add(i * ldc));
-        match m - i {
-            0 => {}
-            1 => tile::<1, V>(k, a, lda, b, c, ldc, cols, accumulate),
-            2 => tile::<2, V>(k, a, lda, b, c, ldc, cols, accumulate),
-            3 => tile::<3, V>(k, a, lda, b, c, ldc, cols, accumulate),
-            4 => tile::<4, V>(k, a, lda, b, c, ldc, cols, accumulate),
-            5 => tile::<5, V>(k, a, lda, b, c, ldc, cols, accumulate),
-            6 => tile::<6, V>(k, a, lda, b, c, ldc, cols, accumulate),
-            _ => tile::<7, V>(k, a, lda, b, c, ldc, cols, accumulate),
+        // SAFETY: the caller upholds this function's contract (its docs: operand extents) and the
+        // CPU has the features it is compiled for.
+        unsafe {
+            let (k, n) = (p.k, p.n);
+            let (j0, b) = (pi * NR, p.data.as_slice().as_ptr().add(pi * k * NR));
+            let cols = n - j0;
+            let (a, c) = (a.as_ptr(), c.as_mut_ptr().add(j0));
+            let mut i = 0;
+            while i + MR <= m {
+                tile::<MR, V>(k, a.add(i * lda), lda, b, c.add(i * ldc), ldc, cols, accumulate);
+                i += MR;
+            }
+            let (a, c) = (a.add(i * lda), c.add(i * ldc));
+            match m - i {
+                0 => {}
+                1 => tile::<1, V>(k, a, lda, b, c, ldc, cols, accumulate),
+                2 => tile::<2, V>(k, a, lda, b, c, ldc, cols, accumulate),
+                3 => tile::<3, V>(k, a, lda, b, c, ldc, cols, accumulate),
+                4 => tile::<4, V>(k, a, lda, b, c, ldc, cols, accumulate),
+                5 => tile::<5, V>(k, a, lda, b, c, ldc, cols, accumulate),
+                6 => tile::<6, V>(k, a, lda, b, c, ldc, cols, accumulate),
+                _ => tile::<7, V>(k, a, lda, b, c, ldc, cols, accumulate),
+            }
         }
     }
 
     /// AVX-512 path of [`Packed::matmul`]; the caller checked the operand extents.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn matmul(p: &Packed, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
-        let panels = p.n.div_ceil(NR);
-        let mut pi = 0;
-        while pi < panels {
-            match panels - pi {
-                1 => column::<1>(p, pi, m, a, lda, c, ldc, accumulate),
-                2 => column::<2>(p, pi, m, a, lda, c, ldc, accumulate),
-                _ => column::<NV>(p, pi, m, a, lda, c, ldc, accumulate),
+        // SAFETY: the caller upholds this function's contract (its docs: operand extents) and the
+        // CPU has the features it is compiled for.
+        unsafe {
+            let panels = p.n.div_ceil(NR);
+            let mut pi = 0;
+            while pi < panels {
+                match panels - pi {
+                    1 => column::<1>(p, pi, m, a, lda, c, ldc, accumulate),
+                    2 => column::<2>(p, pi, m, a, lda, c, ldc, accumulate),
+                    _ => column::<NV>(p, pi, m, a, lda, c, ldc, accumulate),
+                }
+                pi += NV;
             }
-            pi += NV;
         }
     }
 }

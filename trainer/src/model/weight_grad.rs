@@ -107,48 +107,51 @@ pub fn avx512(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, threads: u
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows_task(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, kc: usize, g0: usize, rows: &mut [f32]) {
-    use std::arch::x86_64::{__mmask16, _mm_prefetch, _MM_HINT_T1};
-    let gn = rows.len() / n;
-    // Cache lines one row of this thread's `da` columns can touch.
-    let row_lines = gn.div_ceil(16) + 1;
-    let mut acc = vec![0f32; gn * JC];
-    let split = hp.head.len() / n;
-    let mut k0 = 0;
-    while k0 < k {
-        let kb = kc.min(k - k0);
-        for j0 in (0..n).step_by(JC) {
-            let jw = JC.min(n - j0);
-            let nv = jw.div_ceil(16);
-            let tail = jw - (nv - 1) * 16;
-            let last: __mmask16 = if tail == 16 { 0xffff } else { ((1u32 << tail) - 1) as __mmask16 };
-            acc.iter_mut().for_each(|v| *v = 0.0);
-            let mut s0 = 0;
-            while s0 < kb {
-                let r0 = k0 + s0;
-                // A sub-block never straddles the two pieces of `hp` (where it ends does not
-                // change the sums).
-                let (sb, b) = if r0 < split {
-                    (SB.min(kb - s0).min(split - r0), hp.head.as_ptr().add(r0 * n + j0))
-                } else {
-                    (SB.min(kb - s0), hp.tail.as_ptr().add((r0 - split) * n + j0))
-                };
-                // The next sub-block's `da` rows are one short segment per 1,440-byte row, a
-                // pattern the hardware prefetchers do not follow: request them into L2 a few
-                // lines per tile while this sub-block runs.
-                let next = r0 + sb;
-                let pf_rows = SB.min(k.saturating_sub(next));
-                let pf_total = pf_rows * row_lines;
-                let pf_per_tile = pf_total.div_ceil(gn.div_ceil(GR));
-                let mut pf = 0;
-                for gt in (0..gn).step_by(GR) {
-                    for _ in 0..pf_per_tile.min(pf_total - pf) {
-                        let at = (next + pf / row_lines) * m + g0 + (pf % row_lines) * 16;
-                        _mm_prefetch::<_MM_HINT_T1>(da.as_ptr().wrapping_add(at) as *const i8);
-                        pf += 1;
-                    }
-                    let a = da.as_ptr().add(r0 * m + g0 + gt);
-                    let out = acc.as_mut_ptr().add(gt * JC);
-                    macro_rules! shapes {
+    // SAFETY: the caller upholds this function's contract (its docs: operand extents) and the
+    // CPU has the features it is compiled for.
+    unsafe {
+        use std::arch::x86_64::{__mmask16, _mm_prefetch, _MM_HINT_T1};
+        let gn = rows.len() / n;
+        // Cache lines one row of this thread's `da` columns can touch.
+        let row_lines = gn.div_ceil(16) + 1;
+        let mut acc = vec![0f32; gn * JC];
+        let split = hp.head.len() / n;
+        let mut k0 = 0;
+        while k0 < k {
+            let kb = kc.min(k - k0);
+            for j0 in (0..n).step_by(JC) {
+                let jw = JC.min(n - j0);
+                let nv = jw.div_ceil(16);
+                let tail = jw - (nv - 1) * 16;
+                let last: __mmask16 = if tail == 16 { 0xffff } else { ((1u32 << tail) - 1) as __mmask16 };
+                acc.iter_mut().for_each(|v| *v = 0.0);
+                let mut s0 = 0;
+                while s0 < kb {
+                    let r0 = k0 + s0;
+                    // A sub-block never straddles the two pieces of `hp` (where it ends does not
+                    // change the sums).
+                    let (sb, b) = if r0 < split {
+                        (SB.min(kb - s0).min(split - r0), hp.head.as_ptr().add(r0 * n + j0))
+                    } else {
+                        (SB.min(kb - s0), hp.tail.as_ptr().add((r0 - split) * n + j0))
+                    };
+                    // The next sub-block's `da` rows are one short segment per 1,440-byte row, a
+                    // pattern the hardware prefetchers do not follow: request them into L2 a few
+                    // lines per tile while this sub-block runs.
+                    let next = r0 + sb;
+                    let pf_rows = SB.min(k.saturating_sub(next));
+                    let pf_total = pf_rows * row_lines;
+                    let pf_per_tile = pf_total.div_ceil(gn.div_ceil(GR));
+                    let mut pf = 0;
+                    for gt in (0..gn).step_by(GR) {
+                        for _ in 0..pf_per_tile.min(pf_total - pf) {
+                            let at = (next + pf / row_lines) * m + g0 + (pf % row_lines) * 16;
+                            _mm_prefetch::<_MM_HINT_T1>(da.as_ptr().wrapping_add(at) as *const i8);
+                            pf += 1;
+                        }
+                        let a = da.as_ptr().add(r0 * m + g0 + gt);
+                        let out = acc.as_mut_ptr().add(gt * JC);
+                        macro_rules! shapes {
                         ($($g:literal: $($v:literal)*;)*) => {
                             match (GR.min(gn - gt), nv) {
                                 $($(($g, $v) => step_tile::<$g, $v>(a, (0, m), b, (0, n), 1, sb, last, out, JC),)*)*
@@ -156,19 +159,20 @@ unsafe fn rows_task(da: &[f32], hp: Rows<'_>, m: usize, n: usize, k: usize, kc: 
                             }
                         };
                     }
-                    shapes!(1: 1 2 3 4 5 6; 2: 1 2 3 4 5 6; 3: 1 2 3 4 5 6; 4: 1 2 3 4 5 6;);
+                        shapes!(1: 1 2 3 4 5 6; 2: 1 2 3 4 5 6; 3: 1 2 3 4 5 6; 4: 1 2 3 4 5 6;);
+                    }
+                    s0 += sb;
                 }
-                s0 += sb;
-            }
-            for g in 0..gn {
-                let (src, dst) = (&acc[g * JC..g * JC + jw], &mut rows[g * n + j0..g * n + j0 + jw]);
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    // gemm: the first block's sum is stored (`1 · s`), later ones `fma(1, s, d)`.
-                    *d = if k0 == 0 { s } else { s + *d };
+                for g in 0..gn {
+                    let (src, dst) = (&acc[g * JC..g * JC + jw], &mut rows[g * n + j0..g * n + j0 + jw]);
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        // gemm: the first block's sum is stored (`1 · s`), later ones `fma(1, s, d)`.
+                        *d = if k0 == 0 { s } else { s + *d };
+                    }
                 }
             }
+            k0 += kb;
         }
-        k0 += kb;
     }
 }
 
@@ -325,17 +329,20 @@ unsafe fn accumulate_fma(dw: &mut [f32], da: StepRows<'_>, x: StepRows<'_>, step
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn accumulate_avx512(dw: &mut [f32], da: StepRows<'_>, x: StepRows<'_>, steps: usize, rows: usize) {
-    use std::arch::x86_64::*;
-    let (m, n) = (da.width, x.width);
-    for j0 in (0..n).step_by(JC) {
-        let jw = JC.min(n - j0);
-        let nv = jw.div_ceil(16);
-        let tail = jw - (nv - 1) * 16;
-        let last: __mmask16 = if tail == 16 { 0xffff } else { ((1u32 << tail) - 1) as __mmask16 };
-        for g0 in (0..m).step_by(GR) {
-            let out = dw.as_mut_ptr().add(g0 * n + j0);
-            let (a, b) = (da.data.as_ptr().add(g0), x.data.as_ptr().add(j0));
-            macro_rules! shapes {
+    // SAFETY: the caller upholds this function's contract (its docs: operand extents) and the
+    // CPU has the features it is compiled for.
+    unsafe {
+        use std::arch::x86_64::*;
+        let (m, n) = (da.width, x.width);
+        for j0 in (0..n).step_by(JC) {
+            let jw = JC.min(n - j0);
+            let nv = jw.div_ceil(16);
+            let tail = jw - (nv - 1) * 16;
+            let last: __mmask16 = if tail == 16 { 0xffff } else { ((1u32 << tail) - 1) as __mmask16 };
+            for g0 in (0..m).step_by(GR) {
+                let out = dw.as_mut_ptr().add(g0 * n + j0);
+                let (a, b) = (da.data.as_ptr().add(g0), x.data.as_ptr().add(j0));
+                macro_rules! shapes {
                 ($($g:literal: $($v:literal)*;)*) => {
                     match (GR.min(m - g0), nv) {
                         $($(($g, $v) => step_tile::<$g, $v>(a, (da.step, m), b, (x.step, n), steps, rows, last, out, n),)*)*
@@ -343,7 +350,8 @@ unsafe fn accumulate_avx512(dw: &mut [f32], da: StepRows<'_>, x: StepRows<'_>, s
                     }
                 };
             }
-            shapes!(1: 1 2 3 4 5 6; 2: 1 2 3 4 5 6; 3: 1 2 3 4 5 6; 4: 1 2 3 4 5 6;);
+                shapes!(1: 1 2 3 4 5 6; 2: 1 2 3 4 5 6; 3: 1 2 3 4 5 6; 4: 1 2 3 4 5 6;);
+            }
         }
     }
 }
@@ -368,34 +376,38 @@ unsafe fn step_tile<const G: usize, const V: usize>(
     out: *mut f32,
     ldo: usize,
 ) {
-    use std::arch::x86_64::*;
-    let mask = |v: usize| if v + 1 == V { last } else { 0xffff };
-    let mut s = [[_mm512_setzero_ps(); V]; G];
-    for (g, row) in s.iter_mut().enumerate() {
-        for (v, acc) in row.iter_mut().enumerate() {
-            *acc = _mm512_maskz_loadu_ps(mask(v), out.add(g * ldo + v * 16));
-        }
-    }
-    for st in 0..steps {
-        let (ast, bst) = (a.add(st * a_at.0), b.add(st * b_at.0));
-        for r in 0..rows {
-            let br = bst.add(r * b_at.1);
-            let mut bv = [_mm512_setzero_ps(); V];
-            for (v, xv) in bv.iter_mut().enumerate() {
-                *xv = _mm512_maskz_loadu_ps(mask(v), br.add(v * 16));
+    // SAFETY: the caller upholds this function's contract (its docs: operand extents) and the
+    // CPU has the features it is compiled for.
+    unsafe {
+        use std::arch::x86_64::*;
+        let mask = |v: usize| if v + 1 == V { last } else { 0xffff };
+        let mut s = [[_mm512_setzero_ps(); V]; G];
+        for (g, row) in s.iter_mut().enumerate() {
+            for (v, acc) in row.iter_mut().enumerate() {
+                *acc = _mm512_maskz_loadu_ps(mask(v), out.add(g * ldo + v * 16));
             }
-            let ar = ast.add(r * a_at.1);
-            for (g, row) in s.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*ar.add(g));
-                for v in 0..V {
-                    row[v] = _mm512_fmadd_ps(av, bv[v], row[v]);
+        }
+        for st in 0..steps {
+            let (ast, bst) = (a.add(st * a_at.0), b.add(st * b_at.0));
+            for r in 0..rows {
+                let br = bst.add(r * b_at.1);
+                let mut bv = [_mm512_setzero_ps(); V];
+                for (v, xv) in bv.iter_mut().enumerate() {
+                    *xv = _mm512_maskz_loadu_ps(mask(v), br.add(v * 16));
+                }
+                let ar = ast.add(r * a_at.1);
+                for (g, row) in s.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*ar.add(g));
+                    for v in 0..V {
+                        row[v] = _mm512_fmadd_ps(av, bv[v], row[v]);
+                    }
                 }
             }
         }
-    }
-    for (g, row) in s.iter().enumerate() {
-        for (v, &acc) in row.iter().enumerate() {
-            _mm512_mask_storeu_ps(out.add(g * ldo + v * 16), mask(v), acc);
+        for (g, row) in s.iter().enumerate() {
+            for (v, &acc) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(out.add(g * ldo + v * 16), mask(v), acc);
+            }
         }
     }
 }
