@@ -17,7 +17,6 @@
 //! builds the whole directory under a staging name next to it, then swaps it in with one rename
 //! ([`Staging`]), so a crash never leaves new weights beside old centroids.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -25,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::prep::Normalization;
 use crate::error::{Error, Result};
+pub use crate::files::{write_atomic, write_json};
 use crate::model::{ModelConfig, ParamStore, Vrae};
 use crate::params::VraeParams;
 
@@ -156,24 +156,6 @@ impl Centroids {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    (|| {
-        let mut f = runtime::atomic_file::AtomicFile::create(path)?;
-        if crate::fault::abort_writing(&name) {
-            f.write_all(&bytes[..bytes.len() / 2])?;
-            f.flush()?;
-            std::process::abort();
-        }
-        f.write_all(bytes)?;
-        f.commit()
-    })()
-    .map_err(|e| Error::io(path, e))
-}
-
 /// A model directory being built under a hidden name next to its final place, then swapped in
 /// whole by [`Staging::commit`]. Dropped without a commit, it removes itself.
 #[derive(Debug)]
@@ -300,56 +282,6 @@ fn remove_stale_staging(parent: &Path, name: &str) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
-}
-
-/// Writes `training_log.csv` (one row per epoch).
-pub fn write_training_log(path: &Path, log: &[crate::train::EpochLog]) -> Result<()> {
-    use std::fmt::Write as _;
-    let mut s = String::from("epoch,loss,recon,kl,kl_weight,seconds,val_recon\n");
-    for e in log {
-        let val = e.val_recon.map_or(String::new(), |v| v.to_string());
-        let _ = writeln!(s, "{},{},{},{},{},{},{val}", e.epoch, e.loss, e.recon, e.kl, e.kl_weight, e.seconds);
-    }
-    write_atomic(path, s.as_bytes())
-}
-
-/// Reads a `training_log.csv` written by [`write_training_log`].
-pub fn read_training_log(path: &Path) -> Result<Vec<crate::train::EpochLog>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |why: String| Error::data(path, i + 1, why);
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 6 && f.len() != 7 {
-            return Err(bad(format!("expected 6 or 7 fields (epoch,loss,recon,kl,kl_weight,seconds[,val_recon]), found {}", f.len())));
-        }
-        let num = |j: usize| f[j].trim().parse::<f64>().map_err(|_| bad(format!("'{}' is not a number", f[j])));
-        let epoch = f[0].trim().parse::<usize>().map_err(|_| bad(format!("epoch '{}' is not a whole number", f[0])))?;
-        let val_recon = match f.get(6).map(|v| v.trim()) {
-            None | Some("") => None,
-            Some(_) => Some(num(6)?),
-        };
-        out.push(crate::train::EpochLog {
-            epoch,
-            loss: num(1)?,
-            recon: num(2)?,
-            kl: num(3)?,
-            kl_weight: num(4)?,
-            seconds: num(5)?,
-            val_recon,
-            contrastive: None,
-        });
-    }
-    Ok(out)
-}
-
-/// Serialises `value` as pretty JSON into `path` atomically.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::model(path, format!("cannot serialise: {e}")))?;
-    write_atomic(path, format!("{text}\n").as_bytes())
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T> {

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::params::{tensors_from_safetensors, tensors_to_safetensors};
 use crate::model::{ModelConfig, ParamStore};
 use crate::params::VraeParams;
-use crate::train::EpochLog;
+use crate::train_log::EpochLog;
 
 /// File name of the checkpoint inside a model directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";

@@ -8,12 +8,12 @@ use runtime::batch::{assign_all, embed_windows, raw_decisions};
 use runtime::bundle::AlignedBytes;
 use runtime::{Assignment, Encoder};
 
-use crate::artifacts::{write_atomic, RunConfig};
 use crate::cluster::decision::Decision;
 use crate::data::prep::{resample_all, Normalization};
 use crate::data::{Dataset, Series};
 use crate::error::{Error, Result};
 use crate::export::bundle_bytes;
+use crate::files::write_atomic;
 use crate::model::{ModelConfig, ParamStore};
 
 /// A trained encoder and its cluster decision in the runtime's bundle format, ready to run
@@ -73,8 +73,8 @@ fn windows(series: &[Series]) -> Result<Option<(Vec<f32>, usize)>> {
 /// Prepares new data for a model: checks the feature count and resamples to the model's length
 /// (normalisation happens inside the encoder, as on devices). Returns how many series were
 /// resampled.
-pub fn prepare(ds: &mut Dataset, cfg: &RunConfig) -> Result<usize> {
-    let want = cfg.model.n_features;
+pub fn prepare(ds: &mut Dataset, cfg: &ModelConfig) -> Result<usize> {
+    let want = cfg.n_features;
     if ds.n_features != want {
         let src = ds.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
         return Err(Error::Mismatch(format!(
@@ -82,7 +82,7 @@ pub fn prepare(ds: &mut Dataset, cfg: &RunConfig) -> Result<usize> {
             ds.n_features
         )));
     }
-    let t = cfg.model.seq_len;
+    let t = cfg.seq_len;
     let n = ds.series.iter().filter(|s| s.len != t).count();
     resample_all(ds, t);
     Ok(n)

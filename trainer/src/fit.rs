@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
-use serde::{Deserialize, Serialize};
 
-use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, LoadedModel, RunConfig, Staging, FORMAT_VERSION};
+use crate::artifacts::{self, Centroids, DataInfo, LoadedModel, RunConfig, Staging, FORMAT_VERSION};
 use crate::checkpoint::{self, fingerprint, Checkpoint, CheckpointMeta, RunSettings, CHECKPOINT, CHECKPOINT_VERSION};
-use crate::cluster::decision::{apply_scaling, knn_vote, ClusterMethod, ClusterParams, DecisionParams};
+use crate::cluster::decision::{apply_scaling, knn_vote, ClusterParams, DecisionParams};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
 use crate::data::prep::{normalize, resample_all, split, Normalization};
@@ -21,11 +20,13 @@ use crate::decide::{fit_decision, latent_means, FittedDecision};
 use crate::embed::NativeEncoder;
 use crate::error::{Error, Result};
 use crate::export::{write_bundle, write_encoder_onnx};
+use crate::files::{write_atomic, write_json};
 use crate::model::{ModelConfig, Vrae};
 use crate::params::VraeValidParams;
 use crate::report::tsne::TsneParams;
-use crate::report::{decode_centroids, write_plots, write_report, PlotInput, Report, ReportData};
-use crate::train::{train_resumable, EpochEnd, EpochLog, Stop, BEST_PREFIX};
+use crate::report::{decode_centroids, write_plots, write_report, Metrics, PlotInput, Report, ReportData};
+use crate::train::{train_resumable, EpochEnd, BEST_PREFIX};
+use crate::train_log::{write_training_log, EpochLog};
 
 /// Everything `fit` needs besides the data.
 #[derive(Debug, Clone)]
@@ -78,65 +79,6 @@ impl FitOptions {
     }
 }
 
-/// `metrics.json`: cluster quality of the device's decision and of k-means on the raw series.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
-    /// Number of clusters.
-    pub k: usize,
-    /// How k was chosen: "given", "labels" or "eigengap".
-    #[serde(default)]
-    pub k_from: String,
-    /// Clustering method of the decision vectors.
-    #[serde(default = "default_method")]
-    pub method: ClusterMethod,
-    /// The device's decision (nearest prototype) on the training part (labelled data only).
-    pub vrae_train: Option<ClusterScores>,
-    /// The device's decision on the held-out part.
-    pub vrae_holdout: Option<ClusterScores>,
-    /// The offline clustering itself on the training part.
-    #[serde(default)]
-    pub offline_train: Option<ClusterScores>,
-    /// Share of training series where the device's decision equals the offline cluster.
-    #[serde(default)]
-    pub agreement_train: f64,
-    /// Share of held-out series where the device's decision equals the majority cluster of
-    /// their nearest training series (the graph's out-of-sample rule); 1 when none is held out.
-    #[serde(default)]
-    pub agreement_holdout: f64,
-    /// Prototypes in the bundle.
-    #[serde(default)]
-    pub prototypes: usize,
-    /// Resampling stability (mean ARI) of each decision vector considered, when choosing
-    /// (`None`: too few series to resample; the first candidate is kept).
-    #[serde(default)]
-    pub stability: Vec<(String, Option<f64>)>,
-    /// Training series the device flags as anomalous (beyond their cluster's threshold).
-    #[serde(default)]
-    pub anomalous_train: usize,
-    /// Held-out series the device flags as anomalous.
-    #[serde(default)]
-    pub anomalous_holdout: usize,
-    /// The kNN graph's top eigenvalues (the eigengap curve), when computed.
-    #[serde(default)]
-    pub eigenvalues: Vec<f64>,
-    /// Seconds spent building the decision (embedding the training series included).
-    #[serde(default)]
-    pub cluster_seconds: f64,
-    /// k-means on the raw series, training part.
-    pub raw_train: Option<ClusterScores>,
-    /// k-means on the raw series, held-out part.
-    pub raw_holdout: Option<ClusterScores>,
-    /// Median seconds per training epoch.
-    pub seconds_per_epoch: f64,
-    /// Total training seconds.
-    pub train_seconds: f64,
-    /// Training series per cluster.
-    pub cluster_sizes: Vec<usize>,
-    /// How training ended.
-    #[serde(default)]
-    pub stop: Option<Stop>,
-}
-
 /// What `fit` produced.
 #[derive(Debug, Clone)]
 pub struct FitSummary {
@@ -150,10 +92,6 @@ pub struct FitSummary {
     pub n_train: usize,
     /// Series held out.
     pub n_holdout: usize,
-}
-
-fn default_method() -> ClusterMethod {
-    ClusterMethod::Kmeans
 }
 
 fn rows(series: &[Series]) -> Vec<f32> {
@@ -318,7 +256,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     };
     let train_seconds = t0.elapsed().as_secs_f64();
     artifacts::save_model(&stage, &config, &weights)?;
-    artifacts::write_training_log(&stage.join(artifacts::TRAINING_LOG), &log)?;
+    write_training_log(&stage.join(artifacts::TRAINING_LOG), &log)?;
     if let Some((_, bytes)) = &last_checkpoint {
         write_atomic(&stage.join(CHECKPOINT), bytes)?;
     }

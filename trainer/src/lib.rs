@@ -16,6 +16,7 @@ pub mod embed;
 pub mod error;
 pub mod export;
 mod fault;
+pub mod files;
 pub mod fit;
 #[cfg(feature = "onnx-import")]
 pub mod import;
@@ -24,5 +25,6 @@ pub mod optim;
 pub mod params;
 pub mod report;
 pub mod train;
+pub mod train_log;
 
 pub use error::{Error, Result};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use trainer::artifacts::{load_model, read_training_log, write_atomic};
+use trainer::artifacts::{load_model, write_atomic};
 use trainer::checkpoint::Checkpoint;
 use trainer::cluster::decision::{ClusterMethod, DecisionParams};
 use trainer::cluster::metrics::encode_labels;
@@ -19,6 +19,7 @@ use trainer::fit::{fit, FitOptions};
 use trainer::params::{Cell, LossScaling, OptimizerKind, Preset, ReconLoss, VraeParams};
 use trainer::report::tsne::TsneParams;
 use trainer::report::{decode_centroids, write_plots, PlotInput};
+use trainer::train_log::read_training_log;
 
 #[derive(Parser)]
 #[command(name = "trainer", version, about = "Train a variational recurrent autoencoder on time series and cluster its latent space")]
@@ -551,7 +552,7 @@ fn run_infer(a: InferArgs, assign: bool) -> Result<()> {
     let dev = device(a.data_args.device)?;
     let model = load_model(&a.model, &dev)?;
     let mut ds = load_files(&a.data, &CsvOptions { label: a.data_args.csv_label })?;
-    let resampled = prepare(&mut ds, &model.config)?;
+    let resampled = prepare(&mut ds, &model.config.model)?;
     if resampled > 0 {
         eprintln!("note: {resampled} series resampled to the model's length {}", model.config.model.seq_len);
     }
@@ -598,7 +599,7 @@ fn run_plot(a: PlotArgs) -> Result<()> {
         bail!("{}: no centroids.json; re-run `trainer fit` to produce one", model.dir.display());
     };
     let mut ds = load(&a.data, &a.data_args)?;
-    let resampled = prepare(&mut ds, &model.config)?;
+    let resampled = prepare(&mut ds, &model.config.model)?;
     if resampled > 0 {
         eprintln!("note: {resampled} series resampled to the model's length {}", model.config.model.seq_len);
     }

@@ -20,6 +20,7 @@ use crate::model::loss::{contrastive_loss, vrae_loss};
 use crate::model::{ModelConfig, ParamStore, Vrae};
 use crate::optim::Optimizer;
 use crate::params::VraeValidParams;
+use crate::train_log::EpochLog;
 
 /// Makes candle's element-wise worker threads sleep as soon as an op ends (unless
 /// `CANDLE_BARRIER_POOL_SPIN_LIMIT` is already set). By default they spin for 25,000 pauses after
@@ -31,29 +32,6 @@ pub fn park_idle_candle_workers() {
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
     }
-}
-
-/// Mean losses of one epoch (averaged over its batches) and its wall time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochLog {
-    /// 1-based epoch number.
-    pub epoch: usize,
-    /// Mean total loss.
-    pub loss: f64,
-    /// Mean reconstruction term.
-    pub recon: f64,
-    /// Mean KL term (weighted).
-    pub kl: f64,
-    /// KL weight used this epoch (after annealing).
-    pub kl_weight: f64,
-    /// Wall-clock seconds.
-    pub seconds: f64,
-    /// Mean reconstruction loss on the validation rows (early stopping only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub val_recon: Option<f64>,
-    /// Mean contrastive term before its weight (when it is on).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contrastive: Option<f64>,
 }
 
 /// How and when training ended.

@@ -7,9 +7,9 @@ use runtime::bundle::{encode, Header};
 
 use crate::cluster::decision::Decision;
 
-use crate::artifacts::write_atomic;
 use crate::data::prep::Normalization;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::model::{ModelConfig, ParamStore};
 
 fn dim<T: TryFrom<usize>>(v: usize, what: &str) -> Result<T> {

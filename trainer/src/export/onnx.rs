@@ -28,8 +28,9 @@ use std::path::Path;
 use prost::Message;
 
 use super::onnx_pb::*;
-use crate::artifacts::{write_atomic, LoadedModel};
+use crate::artifacts::LoadedModel;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::params::Cell;
 
 /// The opset the graph declares.

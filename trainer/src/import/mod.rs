@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use prost::Message;
 
-use crate::artifacts::{self, write_atomic, write_json, Centroids, DataInfo, ImportInfo, RunConfig, Staging, FORMAT_VERSION};
+use crate::artifacts::{self, Centroids, DataInfo, ImportInfo, RunConfig, Staging, FORMAT_VERSION};
 use crate::cluster::decision::{ClusterParams, Decision, DecisionParams};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency};
@@ -26,6 +26,7 @@ use crate::decide::{fit_decision, latent_means};
 use crate::embed::NativeEncoder;
 use crate::error::{Error, Result};
 use crate::export::write_bundle;
+use crate::files::{write_atomic, write_json};
 use crate::model::{ModelConfig, ParamStore};
 use crate::params::VraeParams;
 pub use graph::{recognise, Recognised};

@@ -27,7 +27,6 @@ use runtime::math::{sigmoid_inplace, tanh_inplace};
 
 use super::activation::GateActivations;
 use super::packed::{Aligned, Packed};
-use super::rnn::Output;
 use super::weight_grad::{self, StepRows};
 
 /// `C (m x n) (+)= A (m x k) · B (k x n)`, all row-major with unit column strides, except where
@@ -164,6 +163,20 @@ impl Drop for Cache {
             give(std::mem::take(v));
         }
     }
+}
+
+/// What a recurrent stack returns ([`super::rnn::Rnn::forward`], these kernels). On the fused path the top layer returns exactly this, because
+/// candle zero-fills and adds a gradient of the full size of every tensor in the graph: an
+/// encoder that needs only the last state or a linear layer over every step's rows then never
+/// makes candle build `[T, B, H]` gradients for a reshape or a slice.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Output {
+    /// Every hidden state `[T, B, H]`.
+    Seq,
+    /// Every hidden state as rows `[T·B, H]`.
+    Flat,
+    /// The last hidden state `[B, H]`.
+    Last,
 }
 
 /// Dimensions of one call.

@@ -58,7 +58,7 @@ fn rnn_case(kind: Cell, input: Option<usize>) {
     let proj = randn(&mut rng, &[t, b, h]);
     let loss = || {
         let h0s = vec![h0.as_tensor().clone(); depth];
-        let y = rnn.forward(x.as_ref(), t, &h0s, |x| Ok(x.clone()), super::rnn::Output::Seq).unwrap();
+        let y = rnn.forward(x.as_ref(), t, &h0s, |x| Ok(x.clone()), super::fused::Output::Seq).unwrap();
         // Weighted sum of every output plus the squared final state, so all paths carry gradient.
         let l = (&y * &proj).unwrap().sum_all().unwrap();
         (l + y.get(t - 1).unwrap().sqr().unwrap().sum_all().unwrap()).unwrap()

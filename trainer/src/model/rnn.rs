@@ -24,24 +24,10 @@ use candle_core::{Device, Tensor, D};
 use candle_nn::ops::sigmoid;
 use rand_chacha::ChaCha8Rng;
 
-use super::fused;
+use super::fused::{self, Output};
 use super::params::ParamStore;
 use crate::error::Result;
 use crate::params::Cell;
-
-/// What [`Rnn::forward`] returns. On the fused path the top layer returns exactly this, because
-/// candle zero-fills and adds a gradient of the full size of every tensor in the graph: an
-/// encoder that needs only the last state or a linear layer over every step's rows then never
-/// makes candle build `[T, B, H]` gradients for a reshape or a slice.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Output {
-    /// Every hidden state `[T, B, H]`.
-    Seq,
-    /// Every hidden state as rows `[T·B, H]`.
-    Flat,
-    /// The last hidden state `[B, H]`.
-    Last,
-}
 
 /// A stack of recurrent layers.
 #[derive(Debug, Clone)]

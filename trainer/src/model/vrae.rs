@@ -14,8 +14,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::fused::Output;
 use super::params::ParamStore;
-use super::rnn::{Output, Rnn, StackShape};
+use super::rnn::{Rnn, StackShape};
 use crate::error::{Error, Result};
 use crate::params::Cell;
 

@@ -13,13 +13,16 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::artifacts::{write_atomic, write_json, PLOTS, REPORT_HTML, REPORT_JSON};
+use crate::artifacts::{PLOTS, REPORT_HTML, REPORT_JSON};
+use crate::cluster::decision::ClusterMethod;
+use crate::cluster::ClusterScores;
 use crate::data::Series;
 use crate::error::{Error, Result};
-use crate::fit::Metrics;
+use crate::files::{write_atomic, write_json};
 use crate::model::{ModelConfig, Vrae};
 use crate::params::VraeParams;
-use crate::train::EpochLog;
+use crate::train::Stop;
+use crate::train_log::EpochLog;
 use pca::Pca;
 use plot::{save, ClusterExamples, LossCurve, Scatter};
 use tsne::{tsne, TsneParams};
@@ -151,6 +154,69 @@ pub fn decode_centroids(vrae: &Vrae, centroids: &[f32], dev: &Device) -> Result<
     // [T, k, F] -> per centroid, time-major.
     let y = vrae.decode(&z, t)?.transpose(0, 1)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     Ok(y.chunks(t * f).map(<[f32]>::to_vec).collect())
+}
+
+/// `metrics.json`: cluster quality of the device's decision and of k-means on the raw series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Number of clusters.
+    pub k: usize,
+    /// How k was chosen: "given", "labels" or "eigengap".
+    #[serde(default)]
+    pub k_from: String,
+    /// Clustering method of the decision vectors.
+    #[serde(default = "default_method")]
+    pub method: ClusterMethod,
+    /// The device's decision (nearest prototype) on the training part (labelled data only).
+    pub vrae_train: Option<ClusterScores>,
+    /// The device's decision on the held-out part.
+    pub vrae_holdout: Option<ClusterScores>,
+    /// The offline clustering itself on the training part.
+    #[serde(default)]
+    pub offline_train: Option<ClusterScores>,
+    /// Share of training series where the device's decision equals the offline cluster.
+    #[serde(default)]
+    pub agreement_train: f64,
+    /// Share of held-out series where the device's decision equals the majority cluster of
+    /// their nearest training series (the graph's out-of-sample rule); 1 when none is held out.
+    #[serde(default)]
+    pub agreement_holdout: f64,
+    /// Prototypes in the bundle.
+    #[serde(default)]
+    pub prototypes: usize,
+    /// Resampling stability (mean ARI) of each decision vector considered, when choosing
+    /// (`None`: too few series to resample; the first candidate is kept).
+    #[serde(default)]
+    pub stability: Vec<(String, Option<f64>)>,
+    /// Training series the device flags as anomalous (beyond their cluster's threshold).
+    #[serde(default)]
+    pub anomalous_train: usize,
+    /// Held-out series the device flags as anomalous.
+    #[serde(default)]
+    pub anomalous_holdout: usize,
+    /// The kNN graph's top eigenvalues (the eigengap curve), when computed.
+    #[serde(default)]
+    pub eigenvalues: Vec<f64>,
+    /// Seconds spent building the decision (embedding the training series included).
+    #[serde(default)]
+    pub cluster_seconds: f64,
+    /// k-means on the raw series, training part.
+    pub raw_train: Option<ClusterScores>,
+    /// k-means on the raw series, held-out part.
+    pub raw_holdout: Option<ClusterScores>,
+    /// Median seconds per training epoch.
+    pub seconds_per_epoch: f64,
+    /// Total training seconds.
+    pub train_seconds: f64,
+    /// Training series per cluster.
+    pub cluster_sizes: Vec<usize>,
+    /// How training ended.
+    #[serde(default)]
+    pub stop: Option<Stop>,
+}
+
+fn default_method() -> ClusterMethod {
+    ClusterMethod::Kmeans
 }
 
 /// Data shape in the report.

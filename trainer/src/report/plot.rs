@@ -8,9 +8,9 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::artifacts::write_atomic;
 use crate::error::{Error, Result};
-use crate::train::EpochLog;
+use crate::files::write_atomic;
+use crate::train_log::EpochLog;
 
 /// Tableau-10 colours, cycled for groups beyond ten.
 const PALETTE: [RGBColor; 10] = [
