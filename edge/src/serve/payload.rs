@@ -134,7 +134,7 @@ pub fn parse(payload: &[u8], features: usize) -> Result<Vec<Sample>, PayloadErro
 }
 
 fn parse_csv(text: &str) -> Result<Vec<Sample>, PayloadError> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(text.bytes().filter(|&b| b == b'\n').count() + 1);
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {

@@ -64,6 +64,8 @@ pub struct Store {
     generation: u64,
     /// Device files written since the last snapshot, not yet fsynced.
     unsynced_devices: Vec<PathBuf>,
+    /// The frame being appended, kept between records so an append allocates nothing.
+    frame: Vec<u8>,
 }
 
 /// The snapshot and log records found when opening.
@@ -125,6 +127,7 @@ impl Store {
             log_bytes: good,
             generation,
             unsynced_devices: Vec::new(),
+            frame: Vec::new(),
         };
         store.remove_other_logs()?;
         Ok(Opened { store, snapshot, records, truncated })
@@ -142,14 +145,22 @@ impl Store {
 
     /// Appends a record (buffered; durable after [`Store::sync`]).
     pub fn append<R: Serialize>(&mut self, r: &R) -> Result<(), StoreError> {
-        let payload = postcard::to_allocvec(r).map_err(|e| StoreError::Corrupt { path: self.log_path.clone(), why: e.to_string() })?;
-        let mut frame = Vec::with_capacity(8 + payload.len());
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&runtime::crc32(&payload).to_le_bytes());
-        frame.extend_from_slice(&payload);
-        self.log.write_all(&frame).map_err(io_err(&self.log_path))?;
-        self.log_bytes += frame.len() as u64;
-        Ok(())
+        // Frame: payload length, CRC-32 of the payload, payload; serialised after 8 bytes left
+        // for the two, which are filled in once the payload is there.
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        frame.extend_from_slice(&[0; 8]);
+        let mut frame = postcard::to_extend(r, frame).map_err(|e| StoreError::Corrupt { path: self.log_path.clone(), why: e.to_string() })?;
+        let len = (frame.len() - 8) as u32;
+        let crc = runtime::crc32(&frame[8..]);
+        frame[..4].copy_from_slice(&len.to_le_bytes());
+        frame[4..8].copy_from_slice(&crc.to_le_bytes());
+        let written = self.log.write_all(&frame).map_err(io_err(&self.log_path));
+        if written.is_ok() {
+            self.log_bytes += frame.len() as u64;
+        }
+        self.frame = frame;
+        written
     }
 
     /// Makes every appended record durable (write + fdatasync).
