@@ -150,7 +150,8 @@ impl Store {
         let mut frame = std::mem::take(&mut self.frame);
         frame.clear();
         frame.extend_from_slice(&[0; 8]);
-        let mut frame = postcard::to_extend(r, frame).map_err(|e| StoreError::Corrupt { path: self.log_path.clone(), why: e.to_string() })?;
+        let mut frame =
+            postcard::to_extend(r, frame).map_err(|e| StoreError::Corrupt { path: self.log_path.clone(), why: e.to_string() })?;
         let len = (frame.len() - 8) as u32;
         let crc = runtime::crc32(&frame[8..]);
         frame[..4].copy_from_slice(&len.to_le_bytes());
