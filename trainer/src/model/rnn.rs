@@ -21,13 +21,17 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor, D};
-use candle_nn::ops::sigmoid;
 use rand_chacha::ChaCha8Rng;
 
 use super::fused::{self, Output};
 use super::params::ParamStore;
 use crate::error::Result;
 use crate::params::Cell;
+
+/// `1 / (1 + e^-x)` from candle's own ops (differentiable; the op-by-op reference path only).
+fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
+    (x.neg()?.exp()? + 1.0)?.recip()
+}
 
 /// A stack of recurrent layers.
 #[derive(Debug, Clone)]
