@@ -78,7 +78,9 @@ fn run_one(cell: Cell, threads: usize, epochs: usize) {
         dropout: p.dropout,
     };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
-    let (_, log) = pool.install(|| train(&p.clone().check().expect("valid"), &cfg, &series, &Device::Cpu, false)).expect("training runs");
+    let (_, log) = pool
+        .install(|| train(&p.clone().check().expect("valid"), &cfg, &series, &Device::Cpu, &trainer::progress::quiet))
+        .expect("training runs");
     let mut secs: Vec<f64> = log.iter().map(|e| e.seconds).collect();
     secs.sort_by(f64::total_cmp);
     let med = secs[secs.len() / 2];

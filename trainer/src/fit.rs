@@ -23,6 +23,7 @@ use crate::export::{write_bundle, write_encoder_onnx};
 use crate::files::{write_atomic, write_json};
 use crate::model::{ModelConfig, Vrae};
 use crate::params::VraeValidParams;
+use crate::progress::{Progress, Reporter};
 use crate::report::tsne::TsneParams;
 use crate::report::{decode_centroids, write_plots, write_report, Metrics, PlotInput, Report, ReportData};
 use crate::train::{train_resumable, EpochEnd, BEST_PREFIX};
@@ -46,8 +47,8 @@ pub struct FitOptions {
     pub decision: DecisionParams,
     /// k-means restarts.
     pub n_init: usize,
-    /// Draw a progress bar and per-epoch lines on stderr.
-    pub show_progress: bool,
+    /// Where progress goes (training, notes); the binary draws it.
+    pub progress: Reporter,
     /// Write `checkpoint.safetensors` every this many epochs (and after the last); 0 = never.
     pub checkpoint_every: usize,
     /// Continue from this checkpoint (taken by a run with the same settings and data).
@@ -60,7 +61,7 @@ pub struct FitOptions {
 
 impl FitOptions {
     /// `params` with the CLI's defaults: 10% held out, no extra normalisation, k = number of
-    /// labels, 10 k-means restarts, no progress output, a checkpoint every epoch, a fresh start.
+    /// labels, 10 k-means restarts, progress to nobody, a checkpoint every epoch, a fresh start.
     pub fn new(params: VraeValidParams) -> Self {
         FitOptions {
             params,
@@ -70,7 +71,7 @@ impl FitOptions {
             auto_clusters: false,
             decision: DecisionParams::default(),
             n_init: 10,
-            show_progress: false,
+            progress: Reporter::default(),
             checkpoint_every: 1,
             resume: None,
             plots: true,
@@ -128,10 +129,10 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
     let seq_len = ds.max_len();
     let resampled = ds.equal_length().is_none();
     if resampled {
-        eprintln!(
+        opts.progress.report(Progress::Note(&format!(
             "note: series lengths range {}..{}; resampling all to {seq_len} steps (linear interpolation)",
             length_range.0, length_range.1
-        );
+        )));
         resample_all(&mut ds, seq_len);
     }
     let (train_idx, hold_idx) = split(ds.len(), opts.holdout, p.seed);
@@ -240,7 +241,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         Ok(())
     };
     let resume = opts.resume.as_deref().cloned();
-    let trained = train_resumable(p, &model_cfg, &train_series, dev, opts.show_progress, resume, &mut on_epoch);
+    let trained = train_resumable(p, &model_cfg, &train_series, dev, &|e| opts.progress.report(e), resume, &mut on_epoch);
     let (weights, log, stop) = match trained {
         Ok(t) => (t.weights, t.log, t.stop),
         Err(e @ Error::Diverged { .. }) => {
@@ -370,14 +371,12 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
             log: Some(&log),
             tsne: TsneParams { seed: p.seed, ..opts.tsne.clone() },
         };
-        if opts.show_progress {
-            eprintln!("drawing the report's figures (t-SNE of {} latents)...", clusters.len());
-        }
+        opts.progress.report(Progress::Note(&format!("drawing the report's figures (t-SNE of {} latents)...", clusters.len())));
         // A figure that cannot be drawn (e.g. too few series for t-SNE) must not cost the model.
         match write_plots(&stage.join(artifacts::PLOTS), &stage, &input) {
             Ok(info) => Some(info),
             Err(e) => {
-                eprintln!("warning: the report's figures were not drawn: {e}");
+                opts.progress.report(Progress::Note(&format!("warning: the report's figures were not drawn: {e}")));
                 None
             }
         }

@@ -23,6 +23,7 @@ pub mod import;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod progress;
 pub mod report;
 pub mod train;
 pub mod train_log;

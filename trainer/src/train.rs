@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand::SeedableRng;
@@ -20,6 +19,7 @@ use crate::model::loss::{contrastive_loss, vrae_loss};
 use crate::model::{ModelConfig, ParamStore, Vrae};
 use crate::optim::Optimizer;
 use crate::params::VraeValidParams;
+use crate::progress::{OnProgress, Progress};
 use crate::train_log::EpochLog;
 
 /// Makes candle's element-wise worker threads sleep as soon as an op ends (unless
@@ -245,9 +245,9 @@ pub fn train(
     cfg: &ModelConfig,
     train: &[Series],
     dev: &Device,
-    show_progress: bool,
+    progress: OnProgress<'_>,
 ) -> Result<(ParamStore, Vec<EpochLog>)> {
-    let t = train_resumable(params, cfg, train, dev, show_progress, None, &mut |_| Ok(()))?;
+    let t = train_resumable(params, cfg, train, dev, progress, None, &mut |_| Ok(()))?;
     Ok((t.weights, t.log))
 }
 
@@ -286,7 +286,7 @@ pub fn train_resumable(
     cfg: &ModelConfig,
     train: &[Series],
     dev: &Device,
-    show_progress: bool,
+    progress: OnProgress<'_>,
     resume: Option<Checkpoint>,
     on_epoch: &mut dyn FnMut(EpochEnd<'_>) -> Result<()>,
 ) -> Result<Trained> {
@@ -334,13 +334,7 @@ pub fn train_resumable(
     let first_epoch = log.len();
 
     let n_batches = fit_rows.div_ceil(params.batch_size);
-    let pb = if show_progress { ProgressBar::new((max_epochs * n_batches) as u64) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} batches  {msg}  ETA {eta}")
-            .map_err(|e| Error::Training(e.to_string()))?,
-    );
-    pb.set_position((first_epoch.min(max_epochs) * n_batches) as u64);
-    pb.reset_eta();
+    progress(Progress::Start { total: (max_epochs * n_batches) as u64, done: (first_epoch.min(max_epochs) * n_batches) as u64 });
     let mut reason = format!("fixed: {max_epochs} epochs");
     if params.early_stopping && max_epochs < params.epochs {
         reason = format!("step budget: {max_epochs} epochs ({} M time steps)", params.step_budget);
@@ -384,13 +378,13 @@ pub fn train_resumable(
                 loss = f64::NAN;
             }
             if !loss.is_finite() {
-                pb.abandon();
+                progress(Progress::Abandoned);
                 return Err(diverged(epoch, bi, "loss", loss));
             }
             let mut grads = total.backward()?;
             let norm = clip_grad_norm(&vars, &mut grads, params.clip_norm)?;
             if !norm.is_finite() {
-                pb.abandon();
+                progress(Progress::Abandoned);
                 return Err(diverged(epoch, bi, "gradient norm", norm));
             }
             opt.step(&grads)?;
@@ -398,21 +392,14 @@ pub fn train_resumable(
             sr += parts.recon.to_scalar::<f32>()? as f64;
             sk += parts.kl.to_scalar::<f32>()? as f64;
             let done = (bi + 1) as f64;
-            pb.set_message(format!(
-                "epoch {}/{}  loss {:.4}  recon {:.4}  KL {:.4}",
-                epoch + 1,
-                max_epochs,
-                sl / done,
-                sr / done,
-                sk / done
-            ));
-            pb.inc(1);
+            let message = format!("epoch {}/{}  loss {:.4}  recon {:.4}  KL {:.4}", epoch + 1, max_epochs, sl / done, sr / done, sk / done);
+            progress(Progress::Batch { message: &message });
         }
         let nb = n_batches as f64;
         let val_recon = if val_rows.is_empty() { None } else { Some(validation_recon(&model, &data, &val_rows, cfg)?) };
         if let Some(v) = val_recon {
             if !v.is_finite() {
-                pb.abandon();
+                progress(Progress::Abandoned);
                 return Err(diverged(epoch, 0, "validation loss", v));
             }
             if improves(v, best.as_ref().map(|b| b.1)) {
@@ -435,13 +422,7 @@ pub fn train_resumable(
             "epoch {:>3}/{}  loss {:.5}  recon {:.5}  KL {:.5}{val}  ({:.1} s)",
             e.epoch, max_epochs, e.loss, e.recon, e.kl, e.seconds
         );
-        if show_progress {
-            if pb.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                pb.println(line);
-            }
-        }
+        progress(Progress::Epoch { line: &line });
         log.push(e);
         let state = TrainState {
             epochs_done: epoch + 1,
@@ -460,7 +441,7 @@ pub fn train_resumable(
     if let Some(r) = ended_early {
         reason = r;
     }
-    pb.finish_and_clear();
+    progress(Progress::Finished);
     let epochs = log.len();
     let (weights, kept_epoch) = match best {
         Some((e, _, w)) => (ParamStore::from_tensors(w)?, e),

@@ -76,7 +76,7 @@ fn loss_goes_down_for_lstm_and_gru() {
     for cell in [Cell::Lstm, Cell::Gru] {
         let ds = waves(12, 16, 2, 1);
         let p = small(cell, 25);
-        let (_, log) = train(&p.clone().check().unwrap(), &cfg(&p, 16, 2), &ds.series, &Device::Cpu, false).unwrap();
+        let (_, log) = train(&p.clone().check().unwrap(), &cfg(&p, 16, 2), &ds.series, &Device::Cpu, &trainer::progress::quiet).unwrap();
         let (first, last) = (log[0].recon, log.last().unwrap().recon);
         assert!(last < 0.5 * first, "{cell:?}: reconstruction {first} -> {last} did not halve");
     }
@@ -88,7 +88,7 @@ fn same_seed_gives_identical_weights_and_other_seed_does_not() {
     let p = small(Cell::Gru, 2);
     let run = |seed| {
         let p = VraeParams { seed, ..p.clone() };
-        flat(&train(&p.clone().check().unwrap(), &cfg(&p, 10, 1), &ds.series, &Device::Cpu, false).unwrap().0)
+        flat(&train(&p.clone().check().unwrap(), &cfg(&p, 10, 1), &ds.series, &Device::Cpu, &trainer::progress::quiet).unwrap().0)
     };
     let a = run(4);
     assert_eq!(a, run(4));
@@ -100,7 +100,8 @@ fn contrastive_term_trains_reproducibly_and_changes_the_weights() {
     let ds = waves(8, 16, 1, 5);
     let run = |weight: f64| {
         let p = VraeParams { contrastive_weight: weight, ..small(Cell::Gru, 4) };
-        let (store, log) = train(&p.clone().check().unwrap(), &cfg(&p, 16, 1), &ds.series, &Device::Cpu, false).unwrap();
+        let (store, log) =
+            train(&p.clone().check().unwrap(), &cfg(&p, 16, 1), &ds.series, &Device::Cpu, &trainer::progress::quiet).unwrap();
         (flat(&store), log)
     };
     let (off, log_off) = run(0.0);
@@ -122,11 +123,11 @@ fn every_series_including_the_last_partial_batch_is_trained_on() {
     let p = VraeParams { batch_size: 4, dropout: 0.0, ..small(Cell::Lstm, 1) };
     let c = cfg(&p, 8, 1);
     let vp = p.clone().check().unwrap();
-    let base = flat(&train(&vp, &c, series, &Device::Cpu, false).unwrap().0);
+    let base = flat(&train(&vp, &c, series, &Device::Cpu, &trainer::progress::quiet).unwrap().0);
     for i in 0..series.len() {
         let mut changed = series.to_vec();
         changed[i].values[3] += 0.5;
-        let w = flat(&train(&vp, &c, &changed, &Device::Cpu, false).unwrap().0);
+        let w = flat(&train(&vp, &c, &changed, &Device::Cpu, &trainer::progress::quiet).unwrap().0);
         assert_ne!(w, base, "series {i} did not influence training");
     }
 }
@@ -157,7 +158,7 @@ fn save_load_gives_identical_latents_and_every_row_is_embedded() {
     let ds = waves(300, 12, 2, 4); // 600 series: more than one inference batch of 512
     let p = small(Cell::Lstm, 1);
     let c = cfg(&p, 12, 2);
-    let (store, _) = train(&p.clone().check().unwrap(), &c, &ds.series[..40], &Device::Cpu, false).unwrap();
+    let (store, _) = train(&p.clone().check().unwrap(), &c, &ds.series[..40], &Device::Cpu, &trainer::progress::quiet).unwrap();
     let dir = tempfile::tempdir().unwrap();
     save_model(dir.path(), &config_for(&c, &p), &store).unwrap();
     let loaded = load_model(dir.path(), &Device::Cpu).unwrap();

@@ -63,7 +63,7 @@ pub(crate) fn run_fit(a: FitArgs) -> Result<()> {
             (None, Preset::Default) => DecisionParams::default(),
         }),
         n_init,
-        show_progress: !a.quiet,
+        progress: progress_reporter(a.quiet),
         checkpoint_every: a.checkpoint_every,
         resume,
         plots: !a.no_plots,
