@@ -12,7 +12,7 @@ use crate::cluster::decision::{
 use crate::data::prep::Normalization;
 use crate::data::Series;
 use crate::embed::NativeEncoder;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{ModelConfig, ParamStore};
 
 /// A fitted decision and what was learnt on the way.
@@ -30,6 +30,18 @@ pub struct FittedDecision {
     pub x_train: Vec<f32>,
     /// Values per decision vector.
     pub dims: usize,
+}
+
+/// Checks that `k` clusters (`None`: chosen by the eigengap) can be made from `n` training
+/// series, before anything long runs.
+pub fn check_clusters(k: Option<usize>, n: usize) -> Result<()> {
+    match k {
+        Some(k) if k == 0 || k > n => Err(Error::Param(format!("cannot make {k} clusters from {n} training series"))),
+        None if n < 3 => {
+            Err(Error::Param(format!("choosing k (--clusters auto) needs at least 3 training series, there are {n}; pass --clusters K")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Fits the decision of the encoder in `weights` on `train` (all of `cfg.seq_len` steps) with

@@ -16,7 +16,7 @@ use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
 use crate::data::prep::{normalize, resample_all, split, Normalization};
 use crate::data::{Dataset, Series};
-use crate::decide::{fit_decision, latent_means, FittedDecision};
+use crate::decide::{check_clusters, fit_decision, latent_means, FittedDecision};
 use crate::embed::NativeEncoder;
 use crate::error::{Error, Result};
 use crate::export::{write_bundle, write_encoder_onnx};
@@ -143,16 +143,7 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         (None, Some((_, names))) if !opts.auto_clusters => (Some(names.len()), "labels"),
         _ => (None, "eigengap"),
     };
-    if let Some(k) = k_given {
-        if k == 0 || k > train_idx.len() {
-            return Err(Error::Param(format!("cannot make {k} clusters from {} training series", train_idx.len())));
-        }
-    } else if train_idx.len() < 3 {
-        return Err(Error::Param(format!(
-            "choosing k (--clusters auto) needs at least 3 training series, there are {}; pass --clusters K",
-            train_idx.len()
-        )));
-    }
+    check_clusters(k_given, train_idx.len())?;
     // Checked before training, so hours are not spent on a run that could not be saved.
     let staging = Staging::begin(out)?;
     let stage = staging.path().to_path_buf();

@@ -681,8 +681,6 @@ mod tests {
         }
     }
 
-    /// Negative control for the test above: without the redelivery of unacknowledged messages
-    /// (what the broker does and the power-cut test relies on), windows are missing.
     /// A message with a sample of the wrong width or a non-finite value is refused whole, with
     /// a message naming the sample, before anything is logged or applied.
     #[test]
@@ -710,6 +708,8 @@ mod tests {
         assert_eq!((a.samples, a.stale), (3, 0));
     }
 
+    /// Negative control for the power-cut test: without the redelivery of unacknowledged
+    /// messages (what the broker does and that test relies on), windows are missing.
     #[test]
     fn a_cut_without_redelivery_loses_windows() {
         let bytes = bundle("models/ecg5000/model.bundle");

@@ -278,41 +278,15 @@ fn tensor(t: &TensorProto) -> R<Const> {
         .collect::<Result<_, _>>()
         .map_err(|_| format!("tensor '{}' has a negative dimension", t.name))?;
     let n: usize = dims.iter().product();
-    let raw = |width: usize| -> R<Option<Vec<[u8; 8]>>> {
-        if t.raw_data.is_empty() {
-            return Ok(None);
-        }
-        if t.raw_data.len() != n * width {
-            return Err(format!("tensor '{}' of shape {dims:?} holds {} bytes, expected {}", t.name, t.raw_data.len(), n * width));
-        }
-        Ok(Some(
-            t.raw_data
-                .chunks_exact(width)
-                .map(|c| {
-                    let mut b = [0u8; 8];
-                    b[..width].copy_from_slice(c);
-                    b
-                })
-                .collect(),
-        ))
-    };
     let data = match DataType::try_from(t.data_type) {
-        Ok(DataType::Float) => ConstData::F32(match raw(4)? {
-            Some(b) => b.iter().map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            None => t.float_data.clone(),
-        }),
-        Ok(DataType::Double) => ConstData::F32(match raw(8)? {
-            Some(b) => b.iter().map(|b| f64::from_le_bytes(*b) as f32).collect(),
-            None => t.double_data.iter().map(|&v| v as f32).collect(),
-        }),
-        Ok(DataType::Int64) => ConstData::I64(match raw(8)? {
-            Some(b) => b.iter().map(|b| i64::from_le_bytes(*b)).collect(),
-            None => t.int64_data.clone(),
-        }),
-        Ok(DataType::Int32) => ConstData::I64(match raw(4)? {
-            Some(b) => b.iter().map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64).collect(),
-            None => t.int32_data.iter().map(|&v| v as i64).collect(),
-        }),
+        Ok(DataType::Float) => ConstData::F32(le(t, &dims, f32::from_le_bytes, || t.float_data.clone())?),
+        Ok(DataType::Double) => {
+            ConstData::F32(le(t, &dims, |b| f64::from_le_bytes(b) as f32, || t.double_data.iter().map(|&v| v as f32).collect())?)
+        }
+        Ok(DataType::Int64) => ConstData::I64(le(t, &dims, i64::from_le_bytes, || t.int64_data.clone())?),
+        Ok(DataType::Int32) => {
+            ConstData::I64(le(t, &dims, |b| i32::from_le_bytes(b) as i64, || t.int32_data.iter().map(|&v| v as i64).collect())?)
+        }
         _ => return Err(format!("tensor '{}' has element type {}, expected float, double, int32 or int64", t.name, t.data_type)),
     };
     let len = match &data {
@@ -328,6 +302,19 @@ fn tensor(t: &TensorProto) -> R<Const> {
         }
     }
     Ok(Const { dims, data })
+}
+
+/// A tensor's values of `W` bytes each from `raw_data` (little-endian, as ONNX stores them), or
+/// from the typed field (`typed`) when there is no raw data.
+fn le<const W: usize, T>(t: &TensorProto, dims: &[usize], from: fn([u8; W]) -> T, typed: impl FnOnce() -> Vec<T>) -> R<Vec<T>> {
+    if t.raw_data.is_empty() {
+        return Ok(typed());
+    }
+    let n: usize = dims.iter().product();
+    if t.raw_data.len() != n * W {
+        return Err(format!("tensor '{}' of shape {dims:?} holds {} bytes, expected {}", t.name, t.raw_data.len(), n * W));
+    }
+    Ok(t.raw_data.chunks_exact(W).map(|c| from(c.try_into().expect("chunks of W bytes"))).collect())
 }
 
 fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {

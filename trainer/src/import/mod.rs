@@ -22,7 +22,7 @@ use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency};
 use crate::data::prep::{normalize, resample_all, Normalization};
 use crate::data::Dataset;
-use crate::decide::{fit_decision, latent_means};
+use crate::decide::{check_clusters, fit_decision, latent_means};
 use crate::embed::NativeEncoder;
 use crate::error::{Error, Result};
 use crate::export::write_bundle;
@@ -115,16 +115,15 @@ pub fn param_store(rec: &Recognised) -> Result<ParamStore> {
 pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
     let (onnx_bytes, rec) = read_encoder(&opts.onnx)?;
     let weights = param_store(&rec)?;
-    let (mut data, k_fit, centroid_file) = match opts.centroids {
-        CentroidSource::Fit { data, k, decision, n_init, seed } => (Some(data), Some((k, decision, n_init, seed)), None),
-        CentroidSource::File(p) => (None, None, Some(p)),
+    let data_len = match &opts.centroids {
+        CentroidSource::Fit { data, .. } => Some(data.max_len()),
+        CentroidSource::File(_) => None,
     };
-    let seq_len = match (opts.seq_len, rec.seq_len, &data) {
+    let seq_len = match (opts.seq_len, rec.seq_len, data_len) {
         (Some(a), Some(b), _) if a != b => {
             return Err(Error::Param(format!("--seq-len {a} differs from the length {b} the graph's input fixes")));
         }
-        (Some(n), _, _) | (None, Some(n), _) => n,
-        (None, None, Some(ds)) => ds.max_len(),
+        (Some(n), _, _) | (None, Some(n), _) | (None, None, Some(n)) => n,
         (None, None, None) => {
             return Err(Error::Param(format!(
                 "{}: the graph's sequence length is symbolic; pass --seq-len N (the window length devices encode)",
@@ -157,8 +156,8 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
         normalization: norm,
         labels: None,
     };
-    let (centroids, decision, scores) = match (&mut data, k_fit) {
-        (Some(ds), Some((k, dp, n_init, seed))) => {
+    let (centroids, decision, scores) = match opts.centroids {
+        CentroidSource::Fit { data: mut ds, k, decision: dp, n_init, seed } => {
             if ds.is_empty() {
                 return Err(Error::Param("--fit-centroids: the data holds no series".into()));
             }
@@ -173,18 +172,12 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
             info.n_series = ds.len();
             info.n_train = ds.len();
             info.length_range = (ds.series.iter().map(|s| s.len).min().unwrap_or(0), ds.max_len());
-            normalize(ds, norm);
+            normalize(&mut ds, norm);
             info.resampled = ds.series.iter().any(|s| s.len != seq_len);
-            resample_all(ds, seq_len);
+            resample_all(&mut ds, seq_len);
             let truth = ds.labels.as_ref().map(|l| encode_labels(l));
             info.labels = truth.as_ref().map(|t| t.1.clone());
-            if k.is_some_and(|k| k == 0 || k > ds.len()) || (k.is_none() && ds.len() < 3) {
-                return Err(Error::Param(format!(
-                    "cannot make {} clusters from {} series",
-                    k.map_or("auto".into(), |k| k.to_string()),
-                    ds.len()
-                )));
-            }
+            check_clusters(k, ds.len())?;
             let fitted = fit_decision(&cfg, norm, &weights, &ds.series, &dp, &ClusterParams::of(&dp, k, n_init, seed))?;
             let native = NativeEncoder::new(&cfg, norm, &weights, &fitted.decision)?;
             let pred: Vec<usize> = native.assign(&ds.series, &fitted.z_train)?.iter().map(|a| a.cluster).collect();
@@ -201,9 +194,8 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
             };
             (c, fitted.decision, scores)
         }
-        _ => {
-            let path = centroid_file.as_deref().ok_or_else(|| Error::Param("no centroids given".into()))?;
-            let rows = read_centroids(path, l)?;
+        CentroidSource::File(path) => {
+            let rows = read_centroids(&path, l)?;
             let flat: Vec<f32> = rows.iter().flatten().copied().collect();
             let c = Centroids { k: rows.len(), latent_length: l, centroids: rows, sizes: Vec::new(), inertia: 0.0, decision: None };
             (c, Decision::centroids(&flat, l), None)
