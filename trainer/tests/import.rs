@@ -308,7 +308,13 @@ fn a_symbolic_length_needs_seq_len_and_bad_centroids_are_named() {
     for row in &z[..3] {
         b.extend(row.iter().flat_map(|v| (*v as f64).to_le_bytes()));
     }
-    std::fs::write(&npy, b).unwrap();
+    std::fs::write(&npy, &b).unwrap();
+    // Malformed tables name the file and what is wrong: cut short, not .npy at all.
+    let bad = dir.path().join("bad.npy");
+    std::fs::write(&bad, &b[..b.len() - 8]).unwrap();
+    expect(import(opts(bad.clone(), Some(140))).unwrap_err().to_string(), &["bad.npy", "data bytes for shape (3, 20)"]);
+    std::fs::write(&bad, b"not numpy").unwrap();
+    expect(import(opts(bad, Some(140))).unwrap_err().to_string(), &["bad.npy", "not a .npy file"]);
     import(opts(npy, Some(140))).unwrap();
     let m = load_model(&dir.path().join("out"), &candle_core::Device::Cpu).unwrap();
     assert_eq!(m.centroids.unwrap().centroids[2], z[2]);
