@@ -148,7 +148,7 @@ pub fn checkpoint(data: &[u8]) {
     if let Ok(ck) = trainer::checkpoint::Checkpoint::from_bytes(data, Path::new("fuzz/checkpoint.safetensors"), &dev) {
         let s = &ck.meta.state;
         assert_eq!(s.log.len(), s.epochs_done);
-        assert_eq!(s.order.len(), ck.meta.settings.n_train);
+        assert_eq!(s.order.len(), ck.meta.run.data.n_train);
         // Restoring the RNG must not panic either.
         let _ = s.rng.restore();
     }

@@ -4,8 +4,9 @@
 use rayon::prelude::*;
 
 use crate::assign::Assignment;
-use crate::bundle::{Cell, Normalization};
-use crate::encoder::{encodes_cleanly, gru_cell, lstm_cell, EncodeError, Encoder, State, Zscore, SUMMARY_SLOTS};
+use crate::bundle::Normalization;
+use crate::encoder::{encodes_cleanly, EncodeError, Encoder, State, Zscore, SUMMARY_SLOTS};
+use crate::kernel::{self, BLOCK};
 use crate::math::dot;
 use crate::summary::Summary;
 
@@ -123,41 +124,11 @@ fn encode_group_body<const N: usize>(enc: &Encoder<'_>, ws: &[f32], window_value
     }
 }
 
-/// One time step of `N` windows through every layer: `h` and `c` per layer, window-major
-/// (`h[(l * N + n) * hid ..][..hid]`), `x` the `N` samples. The math of the encoder's `step`,
-/// with each weight block applied to all `N` windows once it is loaded.
+/// One time step of `N` windows through every layer, window-major (`h[(l * N + n) * hid ..]`).
 #[inline(always)]
 fn step_group<const N: usize>(enc: &Encoder<'_>, h: &mut [f32], c: &mut [f32], x: &[f32], gates: &mut [f32], rec: &mut [f32]) {
-    let b = enc.bundle();
-    let hd = b.header;
-    let (f, hid, layers) = (hd.n_features as usize, hd.hidden as usize, hd.layers as usize);
-    let gh = hd.cell.gates() * hid;
-    for l in 0..layers {
-        let (w_ih, w_hh, b_ih, b_hh) = b.layer(l);
-        let (below, here) = h.split_at_mut(l * N * hid);
-        let (input, kd): (&[f32], usize) = if l == 0 { (x, f) } else { (&below[(l - 1) * N * hid..], hid) };
-        let hl = &mut here[..N * hid];
-        matvec_group::<N>(gates, b_ih, 0, w_ih, input, kd);
-        match hd.cell {
-            Cell::Lstm => {
-                rec.copy_from_slice(gates);
-                matvec_group::<N>(gates, rec, gh, w_hh, hl, hid);
-                let cl = &mut c[l * N * hid..(l + 1) * N * hid];
-                for ((g, cn), hn) in gates.chunks_exact_mut(gh).zip(cl.chunks_exact_mut(hid)).zip(hl.chunks_exact_mut(hid)) {
-                    for (gv, bh) in g.iter_mut().zip(b_hh) {
-                        *gv += bh;
-                    }
-                    lstm_cell(g, cn, hn);
-                }
-            }
-            Cell::Gru => {
-                matvec_group::<N>(rec, b_hh, 0, w_hh, hl, hid);
-                for ((g, r), hn) in gates.chunks_exact(gh).zip(rec.chunks_exact(gh)).zip(hl.chunks_exact_mut(hid)) {
-                    gru_cell(g, r, hn);
-                }
-            }
-        }
-    }
+    let hid = enc.bundle().header.hidden as usize;
+    kernel::step::<N, BLOCK>(enc.bundle(), h, c, hid, x, gates, rec);
 }
 
 /// Pushes one sample into each of several independent window states (e.g. the open windows of
@@ -285,72 +256,6 @@ fn push_group_body<const H: usize, const L: usize>(
     }
 }
 
-/// `out[m][j] = init[m·is + j] + Σ_k v[m][k] · w[k·n + j]` for the `N` windows `m`, with
-/// `n = out.len() / N` outputs and `kd = v.len() / N` inputs each (`is = 0`: a shared bias).
-/// Columns go in register blocks as in the encoder's `matvec_t`, each output summed in order.
-#[inline(always)]
-fn matvec_group<const N: usize>(out: &mut [f32], init: &[f32], is: usize, w: &[f32], v: &[f32], kd: usize) {
-    let n = out.len() / N;
-    let mut s = 0;
-    while s + 64 <= n {
-        block_group::<64, N>(out, init, is, w, v, kd, s);
-        s += 64;
-    }
-    while s + 8 <= n {
-        block_group::<8, N>(out, init, is, w, v, kd, s);
-        s += 8;
-    }
-    if s < n {
-        if n >= 8 {
-            block_group::<8, N>(out, init, is, w, v, kd, n - 8);
-        } else {
-            for m in 0..N {
-                let vm = &v[m * kd..(m + 1) * kd];
-                for j in s..n {
-                    out[m * n + j] = init[m * is + j] + vm.iter().enumerate().map(|(k, x)| w[k * n + j] * x).sum::<f32>();
-                }
-            }
-        }
-    }
-}
-
-/// One column block for two windows at a time: the block's weights (`kd` rows of `B` columns,
-/// 23 KB for 64 x 90) stay in L1 while the `N` windows pass over them, each loaded row serves
-/// two windows, and both windows' `B` sums stay in registers (two independent add chains).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn block_group<const B: usize, const N: usize>(out: &mut [f32], init: &[f32], is: usize, w: &[f32], v: &[f32], kd: usize, s: usize) {
-    let n = out.len() / N;
-    let mut m = 0;
-    while m + 2 <= N {
-        let (mut a0, mut a1) = ([0f32; B], [0f32; B]);
-        a0.copy_from_slice(&init[m * is + s..m * is + s + B]);
-        a1.copy_from_slice(&init[(m + 1) * is + s..(m + 1) * is + s + B]);
-        let (v0, v1) = (&v[m * kd..(m + 1) * kd], &v[(m + 1) * kd..(m + 2) * kd]);
-        for (k, (&x0, &x1)) in v0.iter().zip(v1).enumerate() {
-            let row: &[f32; B] = w[k * n + s..k * n + s + B].try_into().expect("block in bounds");
-            for i in 0..B {
-                a0[i] += row[i] * x0;
-                a1[i] += row[i] * x1;
-            }
-        }
-        out[m * n + s..m * n + s + B].copy_from_slice(&a0);
-        out[(m + 1) * n + s..(m + 1) * n + s + B].copy_from_slice(&a1);
-        m += 2;
-    }
-    if m < N {
-        let mut acc = [0f32; B];
-        acc.copy_from_slice(&init[m * is + s..m * is + s + B]);
-        for (k, &x) in v[m * kd..(m + 1) * kd].iter().enumerate() {
-            let row: &[f32; B] = w[k * n + s..k * n + s + B].try_into().expect("block in bounds");
-            for i in 0..B {
-                acc[i] += row[i] * x;
-            }
-        }
-        out[m * n + s..m * n + s + B].copy_from_slice(&acc);
-    }
-}
-
 fn check_rows(enc: &Encoder<'_>, windows: &[f32], window_values: usize, latents: &[f32]) -> Result<usize, EncodeError> {
     let hd = enc.bundle().header;
     let (f, l) = (hd.n_features as usize, hd.latent as usize);
@@ -404,6 +309,7 @@ pub fn raw_decisions(enc: &Encoder<'_>, windows: &[f32], window_values: usize, l
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::Cell;
     use crate::testutil::{random_bundle, Noise};
 
     /// The grouped kernel gives every window exactly the latent the one-window streaming path

@@ -24,7 +24,8 @@ use std::thread::JoinHandle;
 
 use crate::batch::{HostState, HOST_MAX_HIDDEN, HOST_MAX_LATENT, HOST_MAX_LAYERS};
 use crate::bundle::{Cell, Normalization};
-use crate::encoder::{encodes_cleanly, gru_cell, lstm_cell, EncodeError, Encoder, Zscore};
+use crate::encoder::{encodes_cleanly, EncodeError, Encoder, Zscore};
+use crate::kernel::{self, gru_cell, lstm_cell};
 use crate::math::dot;
 
 /// Smallest hidden size worth splitting (below it the hand-over costs more than it saves).
@@ -147,19 +148,14 @@ fn prefetch_row(panel: &[f32], at: usize, len: usize) {
 /// `out[s..s+B] = start + Σ_i v[i] · panel[k0 + i][..B]`, with `start` = `init[s..s+B]`, or the
 /// sums already in `out` when `init` is `None` (a product resumed at row `k0`: storing and
 /// reloading the partial sums rounds nothing, so a split product equals a whole one).
-/// With `FMA`, each term is one fused multiply-add (one rounding instead of two).
+/// [`kernel::block`] over the packed panel, prefetching [`PREFETCH_ROWS`] ahead; with `FMA`,
+/// each term is one fused multiply-add (one rounding instead of two).
 #[inline(always)]
 fn block<const B: usize, const FMA: bool>(out: &mut [f32], init: Option<&[f32]>, panel: &[f32], v: &[f32], k0: usize, s: usize) {
-    let mut acc = [0f32; B];
-    acc.copy_from_slice(&init.unwrap_or(&*out)[s..s + B]);
-    for (i, &x) in v.iter().enumerate() {
-        let k = k0 + i;
-        let row: &[f32; B] = panel[k * B..k * B + B].try_into().expect("block in bounds");
-        prefetch_row(panel, (k + PREFETCH_ROWS) % (panel.len() / B) * B, B);
-        for j in 0..B {
-            acc[j] = if FMA { row[j].mul_add(x, acc[j]) } else { acc[j] + row[j] * x };
-        }
-    }
+    let rows = panel.len() / B;
+    let [acc] = kernel::block::<B, 1, FMA>([&init.unwrap_or(&*out)[s..s + B]], panel, k0 * B, B, [v], |i| {
+        prefetch_row(panel, (k0 + i + PREFETCH_ROWS) % rows * B, B)
+    });
     out[s..s + B].copy_from_slice(&acc);
 }
 

@@ -3,8 +3,9 @@
 //! computed one hidden unit at a time so the only scratch is the next hidden vector.
 
 use crate::assign::{nearest, AssignError, Assignment};
-use crate::bundle::{Bundle, BundleError, Cell, Normalization};
-use crate::math::{dot, sigmoid, tanh};
+use crate::bundle::{Bundle, BundleError, Normalization};
+use crate::kernel::{self, BLOCK};
+use crate::math::dot;
 use crate::summary::Summary;
 
 /// Summary slots of every [`State`]: 32 segments, 32 frequencies and 16 step edges of one
@@ -462,40 +463,6 @@ pub(crate) fn encodes_cleanly(normalization: Normalization, n_features: usize, v
     values.iter().all(|v| v.is_finite()) && (normalization == Normalization::None || n_features <= MAX_ZSCORE_FEATURES)
 }
 
-/// LSTM cell update from complete pre-activations `gates = [i | f | g | o]` (both biases in).
-#[inline(always)]
-pub(crate) fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
-    let hid = h.len();
-    // Equal-length slices up front: no bounds checks in the loop, so it vectorises.
-    let (i, rest) = gates.split_at(hid);
-    let (f, rest) = rest.split_at(hid);
-    let (g, o) = rest.split_at(hid);
-    let (f, g, o, c) = (&f[..hid], &g[..hid], &o[..hid], &mut c[..hid]);
-    for j in 0..hid {
-        c[j] = sigmoid(f[j]) * c[j] + sigmoid(i[j]) * tanh(g[j]);
-        h[j] = sigmoid(o[j]) * tanh(c[j]);
-    }
-}
-
-/// GRU cell update from the input part `gates` and the recurrent part `rec` (with `b_hh`) of
-/// the pre-activations `[r | z | n]`: the reset gate scales `rec`'s `n` block alone.
-#[inline(always)]
-pub(crate) fn gru_cell(gates: &[f32], rec: &[f32], h: &mut [f32]) {
-    let hid = h.len();
-    // Equal-length slices up front: no bounds checks in the loop, so it vectorises.
-    let (xr, rest) = gates.split_at(hid);
-    let (xz, xn) = rest.split_at(hid);
-    let (hr, rest) = rec.split_at(hid);
-    let (hz, hn) = rest.split_at(hid);
-    let (xz, xn, hz, hn) = (&xz[..hid], &xn[..hid], &hz[..hid], &hn[..hid]);
-    for j in 0..hid {
-        let r = sigmoid(xr[j] + hr[j]);
-        let z = sigmoid(xz[j] + hz[j]);
-        let n = tanh(xn[j] + r * hn[j]);
-        h[j] = n + z * (h[j] - n);
-    }
-}
-
 /// The same step compiled for AVX2 (8-wide). Deliberately without FMA: a fused multiply-add
 /// rounds once where every other target rounds twice, and latents must be bit-identical on
 /// hosts, gateways and microcontrollers.
@@ -505,98 +472,20 @@ unsafe fn step_avx2<const H: usize, const L: usize>(b: &Bundle<'_>, s: &mut Stat
     step::<H, L, BLOCK>(b, s, x)
 }
 
-/// Outputs kept in registers per pass of [`matvec_t`]: 8 AVX registers on 64-bit hosts (8
-/// independent add chains hide the add latency), 8 scalars on microcontrollers (their FPU has
-/// 32 single-precision registers and no SIMD). An AVX-512 variant (128 outputs in 8 zmm
-/// registers) measured 4% slower: the step is bound by reading W_hh from L2, not by arithmetic.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-const BLOCK: usize = 64;
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const BLOCK: usize = 8;
-
-/// `out[s..s+B] = init[s..s+B] + Σ_k v[k] · w[k*n + s ..][..B]`, accumulators in registers.
-#[inline(always)]
-fn block<const B: usize>(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32], s: usize) {
-    let n = out.len();
-    let mut acc = [0f32; B];
-    acc.copy_from_slice(&init[s..s + B]);
-    for (k, &x) in v.iter().enumerate() {
-        let row: &[f32; B] = w[k * n + s..k * n + s + B].try_into().expect("block in bounds");
-        for i in 0..B {
-            acc[i] += row[i] * x;
-        }
-    }
-    out[s..s + B].copy_from_slice(&acc);
-}
-
-/// `out = init + Σ_k v[k] · w[k*n .. k*n + n]` with `w` row-major `[v.len(), n]` (a transposed
-/// weight matrix). Outputs go in register blocks while `k` runs, so each weight is loaded once
-/// and no accumulator round-trips through memory; a ragged end is covered by one 8-wide block
-/// that overlaps the previous one (each output's sum runs in the same order either way, so the
-/// overlap rewrites identical values).
-#[inline(always)]
-fn matvec_t<const B: usize>(out: &mut [f32], init: &[f32], w: &[f32], v: &[f32]) {
-    let n = out.len();
-    let mut s = 0;
-    while s + B <= n {
-        block::<B>(out, init, w, v, s);
-        s += B;
-    }
-    while s + 8 <= n {
-        block::<8>(out, init, w, v, s);
-        s += 8;
-    }
-    if s < n {
-        if n >= 8 {
-            block::<8>(out, init, w, v, n - 8);
-        } else {
-            for j in s..n {
-                out[j] = init[j] + v.iter().enumerate().map(|(k, x)| w[k * n + j] * x).sum::<f32>();
-            }
-        }
-    }
-}
-
-/// One time step through every layer; layer `l > 0` reads layer `l - 1`'s new `h`. `B` outputs
-/// per register block of [`matvec_t`].
+/// One time step of one window through every layer ([`kernel::step`] with `N = 1`), `B`
+/// outputs per register block.
 #[inline(always)]
 fn step<const H: usize, const L: usize, const B: usize>(b: &Bundle<'_>, s: &mut State<H, L>, x: &[f32]) {
-    let hd = &b.header;
-    let hid = hd.hidden as usize;
-    let gh = hd.cell.gates() * hid;
-    // Gate pre-activations: input part (plus the recurrent part for the LSTM), and the GRU's
-    // separate recurrent part (its reset gate multiplies `h W_hnᵀ + b_hn` alone).
-    let mut gates_buf = [[0f32; H]; 4];
-    let mut rec_buf = [[0f32; H]; 4];
-    let gates = &mut gates_buf.as_flattened_mut()[..gh];
-    for l in 0..hd.layers as usize {
-        let (w_ih, w_hh, b_ih, b_hh) = b.layer(l);
-        let (below, here) = s.h.split_at_mut(l);
-        let input: &[f32] = if l == 0 { x } else { &below[l - 1][..hid] };
-        let h = &mut here[0][..hid];
-        let rec = &mut rec_buf.as_flattened_mut()[..gh];
-        matvec_t::<B>(gates, b_ih, w_ih, input);
-        match hd.cell {
-            Cell::Lstm => {
-                rec.copy_from_slice(gates);
-                matvec_t::<B>(gates, rec, w_hh, h);
-                for (g, bh) in gates.iter_mut().zip(b_hh) {
-                    *g += bh;
-                }
-                lstm_cell(gates, &mut s.c[l][..hid], h);
-            }
-            Cell::Gru => {
-                matvec_t::<B>(rec, b_hh, w_hh, h);
-                gru_cell(gates, rec, h);
-            }
-        }
-    }
+    let mut gates = [[0f32; H]; 4];
+    let mut rec = [[0f32; H]; 4];
+    kernel::step::<1, B>(b, s.h.as_flattened_mut(), s.c.as_flattened_mut(), H, x, gates.as_flattened_mut(), rec.as_flattened_mut());
     s.steps += 1;
 }
 
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
+    use crate::bundle::Cell;
     use crate::testutil::{random_bundle, Noise};
 
     /// Every step variant (the dispatched SIMD one, 64-, 8- and 128-wide blocks) leaves

@@ -1,7 +1,8 @@
 //! Inference core that goes onto devices.
 //!
 //! `no_std` and allocation-free: a [`bundle`] (weights + centroids, checksummed) is parsed in
-//! place, the [`encoder`] consumes one sample at a time into a fixed-size [`encoder::State`], and
+//! place, the [`encoder`] consumes one sample at a time into a fixed-size [`encoder::State`] (its
+//! arithmetic, shared by every path, is in `kernel`), and
 //! [`assign`] picks the nearest centroid. With `std`, [`batch`] runs many windows on all cores
 //! and [`duo`] runs one window's steps on two cores (lowest latency), and [`atomic_file`] writes files that appear whole or not at all (every artifact of the tool chain); with `tract`, [`tract_engine`] runs the exported ONNX file instead of the native kernels.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -11,6 +12,7 @@ pub mod assign;
 pub mod bundle;
 mod crc;
 pub mod encoder;
+mod kernel;
 pub mod math;
 pub mod summary;
 

@@ -37,6 +37,16 @@ pub fn tanh(x: f32) -> f32 {
 
 /// Dot product over the common length, with 8 independent accumulators so the loop vectorises
 /// (a single running sum is a dependency chain the compiler may not reorder).
+/// `a·b + c` rounded once. With `std` it is the hardware instruction where the caller's target
+/// features have one (only the host's two-core path asks for it); without, libm's.
+#[inline(always)]
+pub(crate) fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(feature = "std")]
+    return a.mul_add(b, c);
+    #[cfg(not(feature = "std"))]
+    return libm::fmaf(a, b, c);
+}
+
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());

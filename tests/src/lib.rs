@@ -7,10 +7,11 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 use rand::SeedableRng;
-use trainer::artifacts::{load_model, save_model, DataInfo, LoadedModel, RunConfig, FORMAT_VERSION};
+use trainer::artifacts::{load_model, save_model, LoadedModel};
 use trainer::data::prep::Normalization;
 use trainer::model::{ModelConfig, Vrae};
 use trainer::params::{Cell, VraeParams};
+use trainer::run_record::{DataInfo, RunRecord};
 
 /// Environment variable naming onnxruntime's shared library.
 pub const ORT_ENV: &str = "ORT_DYLIB_PATH";
@@ -156,23 +157,24 @@ pub fn fixture_model(dir: &Path, cell: Cell, depth: usize, features: usize, hidd
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let store = Vrae::init(&cfg, &mut rng, &Device::Cpu)?;
-    let config = RunConfig {
-        format_version: FORMAT_VERSION,
+    let config = RunRecord {
         trainer_version: "fixture".into(),
-        model: cfg,
-        params: p,
-        data: DataInfo {
-            sources: vec!["fixture".into()],
-            n_series: 0,
-            n_train: 0,
-            n_holdout: 0,
-            holdout: 0.0,
-            length_range: (140, 140),
-            resampled: false,
-            normalization: Normalization::None,
-            labels: None,
-        },
-        imported: None,
+        ..RunRecord::new(
+            cfg,
+            p,
+            DataInfo {
+                sources: vec!["fixture".into()],
+                n_series: 0,
+                n_train: 0,
+                n_holdout: 0,
+                holdout: 0.0,
+                length_range: (140, 140),
+                resampled: false,
+                normalization: Normalization::None,
+                labels: None,
+                fingerprint: None,
+            },
+        )
     };
     save_model(dir, &config, &store)?;
     let m = load_model(dir, &Device::Cpu)?;

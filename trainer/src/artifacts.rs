@@ -3,7 +3,7 @@
 //! | file | content |
 //! |---|---|
 //! | `model.safetensors` | all weights, PyTorch-style names |
-//! | `config.json` | architecture, hyper-parameters, data shape, normalisation, seed |
+//! | `config.json` | the [`RunRecord`]: architecture, hyper-parameters, data shape, normalisation, seed |
 //! | `centroids.json` | k-means centroids of the latent means |
 //! | `metrics.json` | ARI/NMI/purity and the raw k-means baseline (labelled data only) |
 //! | `training_log.csv` | per-epoch losses and times |
@@ -22,11 +22,10 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::data::prep::Normalization;
 use crate::error::{Error, Result};
 pub use crate::files::{write_atomic, write_json};
-use crate::model::{ModelConfig, ParamStore, Vrae};
-use crate::params::VraeParams;
+use crate::model::{ParamStore, Vrae};
+use crate::run_record::{RunRecord, FORMAT_VERSION};
 
 /// Weights file name.
 pub const WEIGHTS: &str = "model.safetensors";
@@ -68,62 +67,6 @@ pub const KNOWN_ENTRIES: [&str; 12] = [
     REPORT_HTML,
     PLOTS,
 ];
-
-/// Version of the model-directory layout; bumped on incompatible changes.
-pub const FORMAT_VERSION: u32 = 1;
-
-/// Shape and preparation of the training data, stored so new data can be prepared the same way.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataInfo {
-    /// Files the model was trained on.
-    pub sources: Vec<String>,
-    /// Series loaded.
-    pub n_series: usize,
-    /// Series used for training.
-    pub n_train: usize,
-    /// Series held out.
-    pub n_holdout: usize,
-    /// Held-out fraction.
-    pub holdout: f64,
-    /// Shortest and longest series before resampling.
-    pub length_range: (usize, usize),
-    /// True when series were resampled to `seq_len` because lengths differed.
-    pub resampled: bool,
-    /// Normalisation applied per series before the model.
-    pub normalization: Normalization,
-    /// Distinct labels in order of first appearance, when the data had labels.
-    pub labels: Option<Vec<String>>,
-}
-
-/// `config.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunConfig {
-    /// Layout version ([`FORMAT_VERSION`]).
-    pub format_version: u32,
-    /// Trainer version that wrote the directory.
-    pub trainer_version: String,
-    /// Architecture.
-    pub model: ModelConfig,
-    /// Hyper-parameters of the run.
-    pub params: VraeParams,
-    /// Training data.
-    pub data: DataInfo,
-    /// Set when the encoder was imported from ONNX (`trainer import`) rather than trained here:
-    /// then `params` are defaults that record only the architecture, and there is no decoder.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub imported: Option<ImportInfo>,
-}
-
-/// Where an imported encoder came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImportInfo {
-    /// The ONNX file given to `trainer import`.
-    pub source: String,
-    /// The graph's producer and its version (e.g. `pytorch 2.15.0`).
-    pub producer: String,
-    /// The default-domain opset the graph declares.
-    pub opset: i64,
-}
 
 /// `centroids.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,7 +237,7 @@ pub struct LoadedModel {
     /// Directory it came from.
     pub dir: PathBuf,
     /// Its `config.json`.
-    pub config: RunConfig,
+    pub config: RunRecord,
     /// Bound weights.
     pub vrae: Vrae,
     /// Raw weights (for exporters).
@@ -322,7 +265,7 @@ impl LoadedModel {
 }
 
 /// Saves weights and config into `dir`.
-pub fn save_model(dir: &Path, config: &RunConfig, weights: &ParamStore) -> Result<()> {
+pub fn save_model(dir: &Path, config: &RunRecord, weights: &ParamStore) -> Result<()> {
     write_atomic(&dir.join(WEIGHTS), &weights.to_safetensors()?)?;
     write_json(&dir.join(CONFIG), config)
 }
@@ -346,7 +289,7 @@ pub fn load_model(dir: &Path, dev: &Device) -> Result<LoadedModel> {
 /// (optional) `centroids.json`; `dir` only names the files in errors.
 pub fn parse_model(dir: &Path, config: &[u8], weights: &[u8], centroids: Option<&[u8]>, dev: &Device) -> Result<LoadedModel> {
     let cfg_path = dir.join(CONFIG);
-    let config: RunConfig = parse_json(&cfg_path, config)?;
+    let config: RunRecord = parse_json(&cfg_path, config)?;
     if config.format_version != FORMAT_VERSION {
         return Err(Error::model(
             &cfg_path,

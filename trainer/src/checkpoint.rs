@@ -1,6 +1,6 @@
 //! Training checkpoints: everything needed to continue a run bit-for-bit — weights, optimiser
-//! moments and step, the RNG position, the shuffle order, the epoch log — plus the settings and
-//! a fingerprint of the data, so `trainer fit --resume DIR` can refuse a mismatched restart.
+//! moments and step, the RNG position, the shuffle order, the epoch log — plus the run's
+//! [`RunRecord`] (with a fingerprint of the data), so `trainer fit --resume DIR` can refuse a mismatched restart.
 //!
 //! One file, `checkpoint.safetensors`: tensors `w.<name>` (weights), `m.<name>` / `v.<name>` (Adam
 //! moments), and a JSON [`CheckpointMeta`] under the metadata key `vrae.checkpoint`. One file so
@@ -13,18 +13,16 @@ use candle_core::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::prep::Normalization;
-use crate::data::Series;
 use crate::error::{Error, Result};
 use crate::model::params::{tensors_from_safetensors, tensors_to_safetensors};
-use crate::model::{ModelConfig, ParamStore};
-use crate::params::VraeParams;
+use crate::model::ParamStore;
+use crate::run_record::RunRecord;
 use crate::train_log::EpochLog;
 
 /// File name of the checkpoint inside a model directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// Version of the checkpoint layout.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_VERSION: u32 = 2;
 const META_KEY: &str = "vrae.checkpoint";
 
 /// Exact position of the ChaCha8 generator (seed, stream, 128-bit word position as a string).
@@ -81,37 +79,13 @@ pub struct TrainState {
     pub log: Vec<EpochLog>,
 }
 
-/// The settings a run was started with, checked on resume.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSettings {
-    /// Hyper-parameters.
-    pub params: VraeParams,
-    /// Model shape.
-    pub model: ModelConfig,
-    /// Held-out fraction.
-    pub holdout: f64,
-    /// Per-series normalisation.
-    pub normalization: Normalization,
-    /// Requested clusters (`None`: number of labels).
-    pub clusters: Option<usize>,
-    /// k-means restarts.
-    pub n_init: usize,
-    /// How the cluster decision was built (absent in older checkpoints); may change on resume.
-    #[serde(default)]
-    pub decision: Option<crate::cluster::decision::DecisionParams>,
-    /// Training series.
-    pub n_train: usize,
-    /// FNV-1a 64 of the training series after preparation, hex.
-    pub data_fingerprint: String,
-}
-
 /// The JSON part of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     /// Layout version ([`CHECKPOINT_VERSION`]).
     pub version: u32,
-    /// How the run was started.
-    pub settings: RunSettings,
+    /// The run, as `config.json` will record it; checked on resume.
+    pub run: RunRecord,
     /// Where it stands.
     pub state: TrainState,
 }
@@ -147,16 +121,25 @@ impl Checkpoint {
             .as_ref()
             .and_then(|m| m.get(META_KEY))
             .ok_or_else(|| Error::model(path, "not a training checkpoint (no vrae.checkpoint metadata)"))?;
-        let meta: CheckpointMeta =
-            serde_json::from_str(json).map_err(|e| Error::model(path, format!("checkpoint metadata is corrupt: {e}")))?;
-        if meta.version != CHECKPOINT_VERSION {
+        /// The layout version alone, read first so an old layout gets a clear error rather
+        /// than a missing field.
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let corrupt = |e: serde_json::Error| Error::model(path, format!("checkpoint metadata is corrupt: {e}"));
+        let version = serde_json::from_str::<Version>(json).map_err(corrupt)?.version;
+        if version != CHECKPOINT_VERSION {
             return Err(Error::model(
                 path,
-                format!("checkpoint version {} is not supported (this trainer reads {CHECKPOINT_VERSION})", meta.version),
+                format!(
+                    "checkpoint version {version} is not supported (this trainer reads {CHECKPOINT_VERSION}); start the run afresh without --resume"
+                ),
             ));
         }
+        let meta: CheckpointMeta = serde_json::from_str(json).map_err(corrupt)?;
         let s = &meta.state;
-        if s.log.len() != s.epochs_done || s.order.len() != meta.settings.n_train {
+        if s.log.len() != s.epochs_done || s.order.len() != meta.run.data.n_train {
             return Err(Error::model(path, "checkpoint state is inconsistent (log or shuffle order has the wrong length)"));
         }
         let mut sorted = s.order.clone();
@@ -186,54 +169,4 @@ pub fn encode(meta: &CheckpointMeta, weights: &ParamStore, optimizer: &BTreeMap<
     t.extend(optimizer.iter().map(|(k, v)| (k.clone(), v.clone())));
     let json = serde_json::to_string(meta).map_err(|e| Error::Training(format!("checkpoint metadata: {e}")))?;
     tensors_to_safetensors(&t, Some(HashMap::from([(META_KEY.to_string(), json)])))
-}
-
-impl RunSettings {
-    /// Differences that make `other` (a checkpoint's settings) unusable for this run; the epoch
-    /// count, learning rate and clipping may change on resume.
-    pub fn mismatches(&self, other: &RunSettings) -> Vec<String> {
-        let mut a = self.clone();
-        let b = other;
-        a.params.epochs = b.params.epochs;
-        a.params.learning_rate = b.params.learning_rate;
-        a.params.clip_norm = b.params.clip_norm;
-        a.decision = b.decision;
-        let mut out = Vec::new();
-        if a.data_fingerprint != b.data_fingerprint || a.n_train != b.n_train {
-            out.push(format!(
-                "the training data differ ({} series, fingerprint {} now; {} series, fingerprint {} in the checkpoint)",
-                a.n_train, a.data_fingerprint, b.n_train, b.data_fingerprint
-            ));
-        }
-        if a.params != b.params {
-            out.push(format!("hyper-parameters differ: now {:?}, checkpoint {:?}", a.params, b.params));
-        }
-        if a.model != b.model {
-            out.push(format!("model shape differs: now {:?}, checkpoint {:?}", a.model, b.model));
-        }
-        if a.holdout != b.holdout || a.normalization != b.normalization || a.clusters != b.clusters || a.n_init != b.n_init {
-            out.push("holdout, normalisation, clusters or n_init differ".into());
-        }
-        out
-    }
-}
-
-/// FNV-1a 64 over the feature count and every value of every series, as hex: cheap, and any
-/// changed, added, removed or reordered value changes it.
-pub fn fingerprint(series: &[Series], n_features: usize) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(&(n_features as u64).to_le_bytes());
-    for s in series {
-        eat(&(s.values.len() as u64).to_le_bytes());
-        for v in &s.values {
-            eat(&v.to_le_bytes());
-        }
-    }
-    format!("{h:016x}")
 }

@@ -1,7 +1,14 @@
-//! `trainer fit` end to end: prepare data -> split -> train -> save -> embed -> decision vectors
-//! (latent + window summary) -> clusters (spectral or k-means) -> prototypes -> the device's
-//! decision on every series -> scores against labels (with raw-series k-means as the baseline)
-//! -> save -> bundle + ONNX export.
+//! `trainer fit` end to end, one function per stage:
+//!
+//! 1. [`prepare`]: normalise, resample unequal lengths, split, fill the run's [`RunRecord`];
+//! 2. [`train`]: train (or resume), checkpointing each epoch;
+//! 3. [`cluster`]: embed, build the decision (latent + window summary -> spectral or k-means ->
+//!    prototypes), and take the device's decision on every series;
+//! 4. [`write_model`]: weights, config, centroids, bundle, ONNX, assignments;
+//! 5. [`score`]: scores against labels, with raw-series k-means as the baseline;
+//! 6. [`write_run_report`]: figures, report.json and report.html.
+//!
+//! Everything goes into a staging directory that replaces `out` in one step at the end.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,8 +16,8 @@ use std::time::Instant;
 
 use candle_core::Device;
 
-use crate::artifacts::{self, Centroids, DataInfo, LoadedModel, RunConfig, Staging, FORMAT_VERSION};
-use crate::checkpoint::{self, fingerprint, Checkpoint, CheckpointMeta, RunSettings, CHECKPOINT, CHECKPOINT_VERSION};
+use crate::artifacts::{self, Centroids, LoadedModel, Staging};
+use crate::checkpoint::{self, Checkpoint, CheckpointMeta, CHECKPOINT, CHECKPOINT_VERSION};
 use crate::cluster::decision::{apply_scaling, knn_vote, ClusterParams, DecisionParams};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
@@ -21,12 +28,13 @@ use crate::embed::NativeEncoder;
 use crate::error::{Error, Result};
 use crate::export::{write_bundle, write_encoder_onnx};
 use crate::files::{write_atomic, write_json};
-use crate::model::{ModelConfig, Vrae};
+use crate::model::{ModelConfig, ParamStore, Vrae};
 use crate::params::VraeValidParams;
 use crate::progress::{Progress, Reporter};
 use crate::report::tsne::TsneParams;
-use crate::report::{decode_centroids, write_plots, write_report, Metrics, PlotInput, Report, ReportData};
-use crate::train::{train_resumable, EpochEnd, BEST_PREFIX};
+use crate::report::{decode_centroids, write_plots, write_report, Metrics, PlotInfo, PlotInput, Report};
+use crate::run_record::{fingerprint, ClusterRequest, DataInfo, RunRecord};
+use crate::train::{train_resumable, EpochEnd, Stop, BEST_PREFIX};
 use crate::train_log::{write_training_log, EpochLog};
 
 /// Everything `fit` needs besides the data.
@@ -109,7 +117,40 @@ fn scores(truth: &[usize], idx: &[usize], pred: &[usize]) -> Option<ClusterScore
 
 /// Trains, clusters and writes every artifact into `out`, replacing its previous content in one
 /// step at the end; checkpoints go to `out` during training.
-pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Result<FitSummary> {
+pub fn fit(ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Result<FitSummary> {
+    let prep = prepare(ds, opts)?;
+    // Checked before training, so hours are not spent on a run that could not be saved.
+    let staging = Staging::begin(out)?;
+    let stage = staging.path().to_path_buf();
+    let trained = train(&prep, opts, out, dev)?;
+    let clustered = cluster(&prep, opts, &trained.weights)?;
+    let loaded = write_model(&prep, opts, &trained, &clustered, &stage, out)?;
+    let metrics = score(&prep, opts, &trained, &clustered)?;
+    write_json(&stage.join(artifacts::METRICS), &metrics)?;
+    write_run_report(&prep, opts, &trained, &clustered, &loaded, &metrics, &stage, dev)?;
+    staging.commit()?;
+    let (n_train, n_holdout) = (prep.train_idx.len(), prep.hold_idx.len());
+    Ok(FitSummary { dir: out.to_path_buf(), metrics, log: trained.log, n_train, n_holdout })
+}
+
+/// The data ready for training, split, and the run's record.
+struct Prepared {
+    ds: Dataset,
+    record: RunRecord,
+    train_idx: Vec<usize>,
+    hold_idx: Vec<usize>,
+    train_series: Vec<Series>,
+    hold_series: Vec<Series>,
+    /// Encoded labels and their names.
+    truth: Option<(Vec<usize>, Vec<String>)>,
+    /// Clusters asked for (`None`: the eigengap chooses), and where the number came from.
+    k_given: Option<usize>,
+    k_from: &'static str,
+}
+
+/// Checks the options, normalises, resamples unequal lengths (with a note), splits, and fills
+/// the [`RunRecord`] that config.json, the checkpoint and report.json carry.
+fn prepare(mut ds: Dataset, opts: &FitOptions) -> Result<Prepared> {
     let p = &opts.params;
     if !(0.0..1.0).contains(&opts.holdout) {
         return Err(Error::Param(format!("holdout must be in [0, 1), got {}", opts.holdout)));
@@ -144,11 +185,9 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         _ => (None, "eigengap"),
     };
     check_clusters(k_given, train_idx.len())?;
-    // Checked before training, so hours are not spent on a run that could not be saved.
-    let staging = Staging::begin(out)?;
-    let stage = staging.path().to_path_buf();
-
-    let model_cfg = ModelConfig {
+    let train_series: Vec<Series> = train_idx.iter().map(|&i| ds.series[i].clone()).collect();
+    let hold_series: Vec<Series> = hold_idx.iter().map(|&i| ds.series[i].clone()).collect();
+    let model = ModelConfig {
         cell: p.cell,
         n_features: ds.n_features,
         seq_len,
@@ -157,40 +196,41 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         latent_length: p.latent_length,
         dropout: p.dropout,
     };
-    let config = RunConfig {
-        format_version: FORMAT_VERSION,
-        trainer_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: model_cfg,
-        params: (**p).clone(),
-        data: DataInfo {
-            sources: ds.sources.iter().map(|s| s.display().to_string()).collect(),
-            n_series: ds.len(),
-            n_train: train_idx.len(),
-            n_holdout: hold_idx.len(),
-            holdout: opts.holdout,
-            length_range,
-            resampled,
-            normalization: opts.normalization,
-            labels: truth.as_ref().map(|t| t.1.clone()),
-        },
-        imported: None,
-    };
-    let train_series: Vec<Series> = train_idx.iter().map(|&i| ds.series[i].clone()).collect();
-    let hold_series: Vec<Series> = hold_idx.iter().map(|&i| ds.series[i].clone()).collect();
-
-    let settings = RunSettings {
-        params: (**p).clone(),
-        model: model_cfg,
+    let data = DataInfo {
+        sources: ds.sources.iter().map(|s| s.display().to_string()).collect(),
+        n_series: ds.len(),
+        n_train: train_idx.len(),
+        n_holdout: hold_idx.len(),
         holdout: opts.holdout,
+        length_range,
+        resampled,
         normalization: opts.normalization,
-        clusters: opts.clusters,
-        n_init: opts.n_init,
-        decision: Some(opts.decision),
-        n_train: train_series.len(),
-        data_fingerprint: fingerprint(&train_series, ds.n_features),
+        labels: truth.as_ref().map(|t| t.1.clone()),
+        fingerprint: Some(fingerprint(&train_series, ds.n_features)),
     };
+    let clustering = ClusterRequest { clusters: opts.clusters, auto: opts.auto_clusters, n_init: opts.n_init, decision: opts.decision };
+    let record = RunRecord { clustering: Some(clustering), ..RunRecord::new(model, (**p).clone(), data) };
+    Ok(Prepared { ds, record, train_idx, hold_idx, train_series, hold_series, truth, k_given, k_from })
+}
+
+/// What training left.
+struct Trained {
+    weights: ParamStore,
+    log: Vec<EpochLog>,
+    stop: Stop,
+    /// The last checkpoint written (epochs done, bytes), copied into the new directory.
+    last_checkpoint: Option<(usize, Vec<u8>)>,
+    seconds: f64,
+}
+
+/// Trains from scratch or from `opts.resume` (refused unless it is this run with the same
+/// data), writing a checkpoint into `out` every `checkpoint_every` epochs; a diverged run keeps
+/// its last good checkpoint and the previous model files.
+fn train(prep: &Prepared, opts: &FitOptions, out: &Path, dev: &Device) -> Result<Trained> {
+    let p = &opts.params;
+    let record = &prep.record;
     if let Some(ck) = &opts.resume {
-        let diff = settings.mismatches(&ck.meta.settings);
+        let diff = record.mismatches(&ck.meta.run);
         if !diff.is_empty() {
             return Err(Error::Training(format!("cannot resume from {}: {}", out.join(CHECKPOINT).display(), diff.join("; "))));
         }
@@ -201,7 +241,6 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
             )));
         }
     }
-
     let t0 = Instant::now();
     // A resumed run that trains no further epochs still hands its checkpoint to the new directory.
     let mut last_checkpoint: Option<(usize, Vec<u8>)> = match &opts.resume {
@@ -225,16 +264,16 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
         if let Some(best) = end.best {
             opt_tensors.extend(best.iter().map(|(k, t)| (format!("{BEST_PREFIX}{k}"), t.clone())));
         }
-        let meta = CheckpointMeta { version: CHECKPOINT_VERSION, settings: settings.clone(), state: end.state };
+        let meta = CheckpointMeta { version: CHECKPOINT_VERSION, run: record.clone(), state: end.state };
         let bytes = checkpoint::encode(&meta, end.weights, &opt_tensors)?;
         write_atomic(&out.join(CHECKPOINT), &bytes)?;
         last_checkpoint = Some((done, bytes));
         Ok(())
     };
     let resume = opts.resume.as_deref().cloned();
-    let trained = train_resumable(p, &model_cfg, &train_series, dev, &|e| opts.progress.report(e), resume, &mut on_epoch);
-    let (weights, log, stop) = match trained {
-        Ok(t) => (t.weights, t.log, t.stop),
+    let trained = train_resumable(p, &record.model, &prep.train_series, dev, &|e| opts.progress.report(e), resume, &mut on_epoch);
+    match trained {
+        Ok(t) => Ok(Trained { weights: t.weights, log: t.log, stop: t.stop, last_checkpoint, seconds: t0.elapsed().as_secs_f64() }),
         Err(e @ Error::Diverged { .. }) => {
             let kept = match last_checkpoint.as_ref().map(|c| c.0) {
                 Some(k) => {
@@ -242,156 +281,202 @@ pub fn fit(mut ds: Dataset, opts: &FitOptions, out: &Path, dev: &Device) -> Resu
                 }
                 _ => "no checkpoint had been written yet".to_string(),
             };
-            return Err(Error::Training(format!("{e}. Stopped; {kept}; the previous model files in {} are untouched", out.display())));
+            Err(Error::Training(format!("{e}. Stopped; {kept}; the previous model files in {} are untouched", out.display())))
         }
-        Err(e) => return Err(e),
-    };
-    let train_seconds = t0.elapsed().as_secs_f64();
-    artifacts::save_model(&stage, &config, &weights)?;
-    write_training_log(&stage.join(artifacts::TRAINING_LOG), &log)?;
-    if let Some((_, bytes)) = &last_checkpoint {
-        write_atomic(&stage.join(CHECKPOINT), bytes)?;
+        Err(e) => Err(e),
     }
+}
 
-    let vrae = Vrae::bind(&model_cfg, &weights, &out.join(artifacts::WEIGHTS))?;
-    let l = p.latent_length;
-    let t_cluster = Instant::now();
-    let cp = ClusterParams::of(&opts.decision, k_given, opts.n_init, p.seed);
-    let fitted = fit_decision(&model_cfg, opts.normalization, &weights, &train_series, &opts.decision, &cp)?;
-    let FittedDecision { decision, clustering, stabilities, z_train, x_train, dims } = fitted;
-    let k = decision.k;
-    let native = NativeEncoder::new(&model_cfg, opts.normalization, &weights, &decision)?;
-    let z_hold = native.embed(&hold_series)?;
-    // What a device decides, for every series: the scores below are of this.
-    let train_assign = native.assign(&train_series, &z_train)?;
-    let hold_assign = native.assign(&hold_series, &z_hold)?;
+/// The cluster decision and what a device decides with it on every series.
+struct Clustered {
+    fitted: FittedDecision,
+    z_hold: Vec<f32>,
+    train_assign: Vec<runtime::Assignment>,
+    hold_assign: Vec<runtime::Assignment>,
+    /// Share of training series whose device decision equals the offline clustering.
+    agreement_train: f64,
+    /// Share of held-out series whose device decision equals a k-NN vote of the training ones.
+    agreement_holdout: f64,
+    /// Mean latent of each cluster's training series, row-major `k x latent`, and sizes.
+    latent_means: Vec<f32>,
+    sizes: Vec<usize>,
+    seconds: f64,
+}
+
+/// Builds the decision on the training series ([`fit_decision`]) and runs the device's
+/// decision (the runtime, through the bundle's tables) on every series.
+fn cluster(prep: &Prepared, opts: &FitOptions, weights: &ParamStore) -> Result<Clustered> {
+    let p = &opts.params;
+    let t0 = Instant::now();
+    let cp = ClusterParams::of(&opts.decision, prep.k_given, opts.n_init, p.seed);
+    let model = &prep.record.model;
+    let fitted = fit_decision(model, opts.normalization, weights, &prep.train_series, &opts.decision, &cp)?;
+    let native = NativeEncoder::new(model, opts.normalization, weights, &fitted.decision)?;
+    let z_hold = native.embed(&prep.hold_series)?;
+    let train_assign = native.assign(&prep.train_series, &fitted.z_train)?;
+    let hold_assign = native.assign(&prep.hold_series, &z_hold)?;
     let train_pred: Vec<usize> = train_assign.iter().map(|a| a.cluster).collect();
     let hold_pred: Vec<usize> = hold_assign.iter().map(|a| a.cluster).collect();
     let agree =
         |a: &[usize], b: &[usize]| if a.is_empty() { 1.0 } else { a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64 };
-    let agreement_train = agree(&train_pred, &clustering.labels);
-    let hold_vote = if hold_series.is_empty() {
+    let agreement_train = agree(&train_pred, &fitted.clustering.labels);
+    let hold_vote = if prep.hold_series.is_empty() {
         Vec::new()
     } else {
-        let raw_hold = native.raw_decisions(&hold_series, &z_hold)?;
-        knn_vote(
-            &x_train,
-            &clustering.labels,
-            k,
-            &apply_scaling(&raw_hold, &decision.offsets, &decision.scales),
-            dims,
-            opts.decision.neighbors,
-        )
+        let d = &fitted.decision;
+        let raw_hold = native.raw_decisions(&prep.hold_series, &z_hold)?;
+        let scaled = apply_scaling(&raw_hold, &d.offsets, &d.scales);
+        knn_vote(&fitted.x_train, &fitted.clustering.labels, d.k, &scaled, fitted.dims, opts.decision.neighbors)
     };
     let agreement_holdout = agree(&hold_pred, &hold_vote);
-    let cluster_seconds = t_cluster.elapsed().as_secs_f64();
-    let (latent_means, sizes) = latent_means(&z_train, l, &train_pred, k);
+    let (latent_means, sizes) = latent_means(&fitted.z_train, p.latent_length, &train_pred, fitted.decision.k);
+    Ok(Clustered {
+        fitted,
+        z_hold,
+        train_assign,
+        hold_assign,
+        agreement_train,
+        agreement_holdout,
+        latent_means,
+        sizes,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes the model files into `stage`: weights and config, the training log and checkpoint,
+/// centroids, the runtime bundle, the ONNX encoder and every series' assignment. Returns the
+/// model as `embed`/`cluster` will load it (`out` names the weights in errors).
+fn write_model(prep: &Prepared, opts: &FitOptions, trained: &Trained, cl: &Clustered, stage: &Path, out: &Path) -> Result<LoadedModel> {
+    let (record, weights) = (&prep.record, &trained.weights);
+    artifacts::save_model(stage, record, weights)?;
+    write_training_log(&stage.join(artifacts::TRAINING_LOG), &trained.log)?;
+    if let Some((_, bytes)) = &trained.last_checkpoint {
+        write_atomic(&stage.join(CHECKPOINT), bytes)?;
+    }
+    let decision = &cl.fitted.decision;
+    let l = record.model.latent_length;
     let centroids = Centroids {
-        k,
+        k: decision.k,
         latent_length: l,
-        centroids: latent_means.chunks(l).map(|c| c.to_vec()).collect(),
-        sizes: sizes.clone(),
+        centroids: cl.latent_means.chunks(l).map(|c| c.to_vec()).collect(),
+        sizes: cl.sizes.clone(),
         inertia: 0.0,
         decision: Some(decision.clone()),
     };
     write_json(&stage.join(artifacts::CENTROIDS), &centroids)?;
-    write_bundle(&model_cfg, opts.normalization, &weights, &decision, &stage.join(artifacts::BUNDLE))?;
-    let loaded = LoadedModel { dir: stage.clone(), config, vrae, weights, centroids: Some(centroids) };
+    write_bundle(&record.model, opts.normalization, weights, decision, &stage.join(artifacts::BUNDLE))?;
+    let vrae = Vrae::bind(&record.model, weights, &out.join(artifacts::WEIGHTS))?;
+    let loaded =
+        LoadedModel { dir: stage.to_path_buf(), config: record.clone(), vrae, weights: weights.clone(), centroids: Some(centroids) };
     write_encoder_onnx(&loaded, &stage.join(artifacts::ENCODER_ONNX))?;
 
     let mut assignments = String::from("index,split,label,cluster,distance,anomalous\n");
-    for (part, idx, asg) in [("train", &train_idx, &train_assign), ("holdout", &hold_idx, &hold_assign)] {
+    for (part, idx, asg) in [("train", &prep.train_idx, &cl.train_assign), ("holdout", &prep.hold_idx, &cl.hold_assign)] {
         for (&i, a) in idx.iter().zip(asg.iter()) {
-            let label = ds.labels.as_ref().map_or("", |l| l[i].as_str());
+            let label = prep.ds.labels.as_ref().map_or("", |l| l[i].as_str());
             let _ = writeln!(assignments, "{i},{part},{label},{},{},{}", a.cluster, a.distance, a.anomalous);
         }
     }
     write_atomic(&stage.join(artifacts::ASSIGNMENTS), assignments.as_bytes())?;
+    Ok(loaded)
+}
 
-    let mut epoch_secs: Vec<f64> = log.iter().map(|e| e.seconds).collect();
+/// Timings, cluster sizes and, with labels, ARI/NMI/purity of the device's decision, of the
+/// offline clustering, and of k-means on the raw series (the baseline).
+fn score(prep: &Prepared, opts: &FitOptions, trained: &Trained, cl: &Clustered) -> Result<Metrics> {
+    let p = &opts.params;
+    let fitted = &cl.fitted;
+    let k = fitted.decision.k;
+    let mut epoch_secs: Vec<f64> = trained.log.iter().map(|e| e.seconds).collect();
     epoch_secs.sort_by(f64::total_cmp);
     let mut metrics = Metrics {
         k,
-        k_from: k_from.to_string(),
+        k_from: prep.k_from.to_string(),
         method: opts.decision.cluster_method,
         vrae_train: None,
         vrae_holdout: None,
         offline_train: None,
-        agreement_train,
-        agreement_holdout,
-        prototypes: clustering.prototype_clusters.len(),
-        stability: stabilities.clone(),
-        anomalous_train: train_assign.iter().filter(|a| a.anomalous).count(),
-        anomalous_holdout: hold_assign.iter().filter(|a| a.anomalous).count(),
-        eigenvalues: clustering.eigenvalues.clone(),
-        cluster_seconds,
+        agreement_train: cl.agreement_train,
+        agreement_holdout: cl.agreement_holdout,
+        prototypes: fitted.clustering.prototype_clusters.len(),
+        stability: fitted.stabilities.clone(),
+        anomalous_train: cl.train_assign.iter().filter(|a| a.anomalous).count(),
+        anomalous_holdout: cl.hold_assign.iter().filter(|a| a.anomalous).count(),
+        eigenvalues: fitted.clustering.eigenvalues.clone(),
+        cluster_seconds: cl.seconds,
         raw_train: None,
         raw_holdout: None,
         seconds_per_epoch: epoch_secs.get(epoch_secs.len() / 2).copied().unwrap_or(0.0),
-        train_seconds,
-        cluster_sizes: sizes,
-        stop: Some(stop.clone()),
+        train_seconds: trained.seconds,
+        cluster_sizes: cl.sizes.clone(),
+        stop: Some(trained.stop.clone()),
     };
-    if let Some((truth, _)) = &truth {
-        metrics.vrae_train = scores(truth, &train_idx, &train_pred);
-        metrics.vrae_holdout = scores(truth, &hold_idx, &hold_pred);
-        metrics.offline_train = scores(truth, &train_idx, &clustering.labels);
-        let dim = seq_len * ds.n_features;
-        let raw = KMeans::fit(&rows(&train_series), dim, &KMeansParams { n_init: opts.n_init, ..KMeansParams::new(k, p.seed) })?;
-        let raw_hold: Vec<usize> = raw.predict(&rows(&hold_series))?.iter().map(|a| a.cluster).collect();
-        metrics.raw_train = scores(truth, &train_idx, &raw.labels);
-        metrics.raw_holdout = scores(truth, &hold_idx, &raw_hold);
+    if let Some((truth, _)) = &prep.truth {
+        let pred = |a: &[runtime::Assignment]| a.iter().map(|a| a.cluster).collect::<Vec<_>>();
+        metrics.vrae_train = scores(truth, &prep.train_idx, &pred(&cl.train_assign));
+        metrics.vrae_holdout = scores(truth, &prep.hold_idx, &pred(&cl.hold_assign));
+        metrics.offline_train = scores(truth, &prep.train_idx, &fitted.clustering.labels);
+        let dim = prep.record.model.seq_len * prep.ds.n_features;
+        let raw = KMeans::fit(&rows(&prep.train_series), dim, &KMeansParams { n_init: opts.n_init, ..KMeansParams::new(k, p.seed) })?;
+        let raw_hold: Vec<usize> = raw.predict(&rows(&prep.hold_series))?.iter().map(|a| a.cluster).collect();
+        metrics.raw_train = scores(truth, &prep.train_idx, &raw.labels);
+        metrics.raw_holdout = scores(truth, &prep.hold_idx, &raw_hold);
     }
-    write_json(&stage.join(artifacts::METRICS), &metrics)?;
+    Ok(metrics)
+}
 
-    let plots = if opts.plots {
-        let latents: Vec<f32> = z_train.iter().chain(&z_hold).copied().collect();
-        let clusters: Vec<(usize, f32)> = train_assign.iter().chain(&hold_assign).map(|a| (a.cluster, a.distance)).collect();
-        let series: Vec<Series> = train_series.iter().chain(&hold_series).cloned().collect();
-        let labels: Option<Vec<usize>> = truth.as_ref().map(|(t, _)| train_idx.iter().chain(&hold_idx).map(|&i| t[i]).collect());
-        let centroid_series = decode_centroids(&loaded.vrae, &latent_means, dev)?;
-        let input = PlotInput {
-            latents: &latents,
-            dim: l,
-            clusters: &clusters,
-            k,
-            labels: labels.as_deref().zip(truth.as_ref().map(|(_, names)| names.as_slice())),
-            series: &series,
-            n_features: ds.n_features,
-            centroid_series: &centroid_series,
-            log: Some(&log),
-            tsne: TsneParams { seed: p.seed, ..opts.tsne.clone() },
-        };
-        opts.progress.report(Progress::Note(&format!("drawing the report's figures (t-SNE of {} latents)...", clusters.len())));
-        // A figure that cannot be drawn (e.g. too few series for t-SNE) must not cost the model.
-        match write_plots(&stage.join(artifacts::PLOTS), &stage, &input) {
-            Ok(info) => Some(info),
-            Err(e) => {
-                opts.progress.report(Progress::Note(&format!("warning: the report's figures were not drawn: {e}")));
-                None
-            }
+/// Draws the figures (unless `--no-plots`; a figure that cannot be drawn costs a warning, not
+/// the model) and writes report.json and report.html.
+#[allow(clippy::too_many_arguments)]
+fn write_run_report(
+    prep: &Prepared,
+    opts: &FitOptions,
+    trained: &Trained,
+    cl: &Clustered,
+    loaded: &LoadedModel,
+    metrics: &Metrics,
+    stage: &Path,
+    dev: &Device,
+) -> Result<()> {
+    let plots = if opts.plots { draw_plots(prep, opts, trained, cl, loaded, stage, dev)? } else { None };
+    let report = Report { run: prep.record.clone(), epochs: trained.log.clone(), metrics: metrics.clone(), plots };
+    write_report(stage, &report)
+}
+
+/// The report's figures into `stage/plots`; `None` (with a warning) if they cannot be drawn.
+fn draw_plots(
+    prep: &Prepared,
+    opts: &FitOptions,
+    trained: &Trained,
+    cl: &Clustered,
+    loaded: &LoadedModel,
+    stage: &Path,
+    dev: &Device,
+) -> Result<Option<PlotInfo>> {
+    let latents: Vec<f32> = cl.fitted.z_train.iter().chain(&cl.z_hold).copied().collect();
+    let clusters: Vec<(usize, f32)> = cl.train_assign.iter().chain(&cl.hold_assign).map(|a| (a.cluster, a.distance)).collect();
+    let series: Vec<Series> = prep.train_series.iter().chain(&prep.hold_series).cloned().collect();
+    let truth = &prep.truth;
+    let labels: Option<Vec<usize>> = truth.as_ref().map(|(t, _)| prep.train_idx.iter().chain(&prep.hold_idx).map(|&i| t[i]).collect());
+    let centroid_series = decode_centroids(&loaded.vrae, &cl.latent_means, dev)?;
+    let input = PlotInput {
+        latents: &latents,
+        dim: prep.record.model.latent_length,
+        clusters: &clusters,
+        k: cl.fitted.decision.k,
+        labels: labels.as_deref().zip(truth.as_ref().map(|(_, names)| names.as_slice())),
+        series: &series,
+        n_features: prep.ds.n_features,
+        centroid_series: &centroid_series,
+        log: Some(&trained.log),
+        tsne: TsneParams { seed: opts.params.seed, ..opts.tsne.clone() },
+    };
+    opts.progress.report(Progress::Note(&format!("drawing the report's figures (t-SNE of {} latents)...", clusters.len())));
+    match write_plots(&stage.join(artifacts::PLOTS), stage, &input) {
+        Ok(info) => Ok(Some(info)),
+        Err(e) => {
+            opts.progress.report(Progress::Note(&format!("warning: the report's figures were not drawn: {e}")));
+            Ok(None)
         }
-    } else {
-        None
-    };
-    let report = Report {
-        trainer_version: env!("CARGO_PKG_VERSION").to_string(),
-        hyper_parameters: (**p).clone(),
-        model: model_cfg,
-        data: ReportData {
-            sources: loaded.config.data.sources.clone(),
-            n_series: ds.len(),
-            n_train: train_idx.len(),
-            n_holdout: hold_idx.len(),
-            n_features: ds.n_features,
-            seq_len,
-            labels: truth.as_ref().map(|(_, names)| names.clone()),
-        },
-        epochs: log.clone(),
-        metrics: metrics.clone(),
-        plots,
-    };
-    write_report(&stage, &report)?;
-    staging.commit()?;
-    Ok(FitSummary { dir: out.to_path_buf(), metrics, log, n_train: train_idx.len(), n_holdout: hold_idx.len() })
+    }
 }

@@ -3,7 +3,8 @@
 //! Data flows top to bottom through the modules: [`data`] (load, normalise, split) ->
 //! [`model`] (VRAE, loss) -> [`train`] (with [`optim`], [`checkpoint`]) -> [`embed`] ->
 //! [`cluster`] (k-means, spectral, scores) -> [`decide`] (an encoder's cluster decision) -> [`artifacts`] (the model directory) -> [`export`] (ONNX);
-//! [`report`] (plots, report.json/html); [`fit`] strings them together.
+//! [`report`] (plots, report.json/html); [`run_record`] is what one run was, written into
+//! config.json, the checkpoint and report.json; [`fit`] strings them together.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -25,6 +26,7 @@ pub mod optim;
 pub mod params;
 pub mod progress;
 pub mod report;
+pub mod run_record;
 pub mod train;
 pub mod train_log;
 

@@ -63,7 +63,7 @@ fn diverging_run_stops_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_res
     assert_eq!(snapshot(&interrupted), before, "a failed run must not touch the previous model");
     let ck = Checkpoint::load(&interrupted, &Device::Cpu).unwrap();
     assert_eq!(ck.meta.state.epochs_done, 3);
-    assert_eq!(ck.meta.settings.params.seed, 2);
+    assert_eq!(ck.meta.run.params.seed, 2);
     load_model(&interrupted, &Device::Cpu).expect("previous model still loads");
 
     let o = run(

@@ -58,8 +58,8 @@ fn fit_writes_report_json_html_and_figures() {
     let (_, model) = fit(tmp.path());
     let r: Report = serde_json::from_str(&std::fs::read_to_string(model.join("report.json")).unwrap()).unwrap();
     assert_eq!(r.epochs.len(), 3);
-    assert_eq!((r.data.n_series, r.data.n_train, r.data.n_holdout, r.data.seq_len), (60, 54, 6, 30));
-    assert_eq!(r.hyper_parameters.hidden_size, 8);
+    assert_eq!((r.run.data.n_series, r.run.data.n_train, r.run.data.n_holdout, r.run.model.seq_len), (60, 54, 6, 30));
+    assert_eq!(r.run.params.hidden_size, 8);
     assert_eq!(r.metrics.k, 3);
     assert_eq!(r.metrics.cluster_sizes.iter().sum::<usize>(), 54);
     let (vrae, raw) = (r.metrics.vrae_holdout.unwrap(), r.metrics.raw_holdout.unwrap());

@@ -6,13 +6,14 @@ use std::path::Path;
 use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use trainer::artifacts::{load_model, save_model, DataInfo, RunConfig, FORMAT_VERSION};
+use trainer::artifacts::{load_model, save_model};
 use trainer::data::prep::Normalization;
 use trainer::data::{Dataset, Series};
 use trainer::embed::NativeEncoder;
 use trainer::fit::{fit, FitOptions};
 use trainer::model::{ModelConfig, ParamStore, Vrae};
 use trainer::params::{Cell, LossScaling, VraeParams};
+use trainer::run_record::{DataInfo, RunRecord};
 use trainer::train::{batch_tensor, train};
 
 /// Two classes of noisy waves: a sine and a sawtooth-like ramp, `n` of each, `t` steps, `nf`
@@ -132,24 +133,25 @@ fn every_series_including_the_last_partial_batch_is_trained_on() {
     }
 }
 
-fn config_for(c: &ModelConfig, p: &VraeParams) -> RunConfig {
-    RunConfig {
-        format_version: FORMAT_VERSION,
+fn config_for(c: &ModelConfig, p: &VraeParams) -> RunRecord {
+    RunRecord {
         trainer_version: "test".into(),
-        model: *c,
-        params: p.clone(),
-        data: DataInfo {
-            sources: vec![],
-            n_series: 0,
-            n_train: 0,
-            n_holdout: 0,
-            holdout: 0.0,
-            length_range: (c.seq_len, c.seq_len),
-            resampled: false,
-            normalization: Normalization::None,
-            labels: None,
-        },
-        imported: None,
+        ..RunRecord::new(
+            *c,
+            p.clone(),
+            DataInfo {
+                sources: vec![],
+                n_series: 0,
+                n_train: 0,
+                n_holdout: 0,
+                holdout: 0.0,
+                length_range: (c.seq_len, c.seq_len),
+                resampled: false,
+                normalization: Normalization::None,
+                labels: None,
+                fingerprint: None,
+            },
+        )
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use prost::Message;
 
-use crate::artifacts::{self, Centroids, DataInfo, ImportInfo, RunConfig, Staging, FORMAT_VERSION};
+use crate::artifacts::{self, Centroids, Staging};
 use crate::cluster::decision::{ClusterParams, Decision, DecisionParams};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency};
@@ -29,6 +29,7 @@ use crate::export::write_bundle;
 use crate::files::{write_atomic, write_json};
 use crate::model::{ModelConfig, ParamStore};
 use crate::params::VraeParams;
+use crate::run_record::{fingerprint, ClusterRequest, DataInfo, ImportInfo, RunRecord};
 pub use graph::{recognise, Recognised};
 
 /// Where the clusters of an imported encoder come from.
@@ -155,7 +156,9 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
         resampled: false,
         normalization: norm,
         labels: None,
+        fingerprint: None,
     };
+    let mut clustering = None;
     let (centroids, decision, scores) = match opts.centroids {
         CentroidSource::Fit { data: mut ds, k, decision: dp, n_init, seed } => {
             if ds.is_empty() {
@@ -178,6 +181,8 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
             let truth = ds.labels.as_ref().map(|l| encode_labels(l));
             info.labels = truth.as_ref().map(|t| t.1.clone());
             check_clusters(k, ds.len())?;
+            info.fingerprint = Some(fingerprint(&ds.series, ds.n_features));
+            clustering = Some(ClusterRequest { clusters: k, auto: k.is_none(), n_init, decision: dp });
             let fitted = fit_decision(&cfg, norm, &weights, &ds.series, &dp, &ClusterParams::of(&dp, k, n_init, seed))?;
             let native = NativeEncoder::new(&cfg, norm, &weights, &fitted.decision)?;
             let pred: Vec<usize> = native.assign(&ds.series, &fitted.z_train)?.iter().map(|a| a.cluster).collect();
@@ -212,13 +217,10 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
         dropout: 0.0,
         ..VraeParams::default()
     };
-    let config = RunConfig {
-        format_version: FORMAT_VERSION,
-        trainer_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: cfg,
-        params,
-        data: info,
+    let config = RunRecord {
+        clustering,
         imported: Some(ImportInfo { source: opts.onnx.display().to_string(), producer: rec.producer.clone(), opset: rec.opset }),
+        ..RunRecord::new(cfg, params, info)
     };
     artifacts::save_model(&stage, &config, &weights)?;
     write_json(&stage.join(artifacts::CENTROIDS), &centroids)?;

@@ -19,8 +19,8 @@ use crate::cluster::ClusterScores;
 use crate::data::Series;
 use crate::error::{Error, Result};
 use crate::files::{write_atomic, write_json};
-use crate::model::{ModelConfig, Vrae};
-use crate::params::VraeParams;
+use crate::model::Vrae;
+use crate::run_record::RunRecord;
 use crate::train::Stop;
 use crate::train_log::EpochLog;
 use pca::Pca;
@@ -219,36 +219,11 @@ fn default_method() -> ClusterMethod {
     ClusterMethod::Kmeans
 }
 
-/// Data shape in the report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReportData {
-    /// Source files.
-    pub sources: Vec<String>,
-    /// Series loaded.
-    pub n_series: usize,
-    /// Series trained on.
-    pub n_train: usize,
-    /// Series held out.
-    pub n_holdout: usize,
-    /// Values per step.
-    pub n_features: usize,
-    /// Steps per series (after resampling).
-    pub seq_len: usize,
-    /// Label names, when labelled.
-    pub labels: Option<Vec<String>>,
-}
-
 /// `report.json`: everything about one `trainer fit` run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// Trainer version.
-    pub trainer_version: String,
-    /// Hyper-parameters.
-    pub hyper_parameters: VraeParams,
-    /// Model shape.
-    pub model: ModelConfig,
-    /// Data shape.
-    pub data: ReportData,
+    /// The run, as `config.json` records it.
+    pub run: RunRecord,
     /// Per-epoch losses and times.
     pub epochs: Vec<EpochLog>,
     /// Scores (VRAE and raw k-means), cluster sizes and timings.
@@ -270,7 +245,7 @@ fn esc(s: &str) -> String {
 /// The one-page HTML report (images referenced from `plots/`, no scripts, no network).
 pub fn render_html(r: &Report) -> String {
     let m = &r.metrics;
-    let p = &r.hyper_parameters;
+    let p = &r.run.params;
     let mut h = String::new();
     let _ = write!(
         h,
@@ -284,15 +259,15 @@ img{{max-width:100%;border:1px solid #ddd;margin:6px 0}}.grid{{display:grid;grid
         h,
         "<p id=\"summary\">{} series ({} trained on, {} held out), {} feature(s), {} steps; {} encoder, {} hidden x {} layer(s), latent {}; \
 {} epochs in {:.1} s ({:.2} s/epoch); k = {}.</p>",
-        r.data.n_series,
-        r.data.n_train,
-        r.data.n_holdout,
-        r.data.n_features,
-        r.data.seq_len,
-        format!("{:?}", r.model.cell).to_uppercase(),
-        r.model.hidden_size,
-        r.model.hidden_layer_depth,
-        r.model.latent_length,
+        r.run.data.n_series,
+        r.run.data.n_train,
+        r.run.data.n_holdout,
+        r.run.model.n_features,
+        r.run.model.seq_len,
+        format!("{:?}", r.run.model.cell).to_uppercase(),
+        r.run.model.hidden_size,
+        r.run.model.hidden_layer_depth,
+        r.run.model.latent_length,
         r.epochs.len(),
         m.train_seconds,
         m.seconds_per_epoch,
@@ -363,6 +338,6 @@ img{{max-width:100%;border:1px solid #ddd;margin:6px 0}}.grid{{display:grid;grid
             let _ = writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(v.to_string().trim_matches('"')));
         }
     }
-    let _ = writeln!(h, "</table>\n<p>Data: {}.</p>\n</body></html>", esc(&r.data.sources.join(", ")));
+    let _ = writeln!(h, "</table>\n<p>Data: {}.</p>\n</body></html>", esc(&r.run.data.sources.join(", ")));
     h
 }

@@ -23,7 +23,7 @@ pub(crate) fn run_fit(a: FitArgs) -> Result<()> {
                 "resuming {} after epoch {} of {}",
                 dir.display(),
                 ck.meta.state.epochs_done,
-                a.hp.epochs.unwrap_or(ck.meta.settings.params.epochs)
+                a.hp.epochs.unwrap_or(ck.meta.run.params.epochs)
             );
             Some(Box::new(ck))
         }
@@ -35,13 +35,14 @@ pub(crate) fn run_fit(a: FitArgs) -> Result<()> {
     };
     let (params, out, holdout, normalization, clusters, n_init) = match &resume {
         Some(ck) => {
-            let s = &ck.meta.settings;
+            let r = &ck.meta.run;
             let dir = a.resume.clone().unwrap_or_default();
-            (a.hp.apply(s.params.clone()).check()?, dir, s.holdout, s.normalization, s.clusters, s.n_init)
+            let asked = r.clustering.ok_or_else(|| anyhow::anyhow!("{}: the checkpoint records no cluster settings", dir.display()))?;
+            (a.hp.apply(r.params.clone()).check()?, dir, r.data.holdout, r.data.normalization, asked.clusters, asked.n_init)
         }
         None => (a.hp.apply_fresh(VraeParams::preset(a.preset)).check()?, a.out.clone(), a.holdout, a.normalize, fixed, a.n_init),
     };
-    let resume_decision = resume.as_ref().map(|ck| ck.meta.settings.decision.unwrap_or_default());
+    let resume_decision = resume.as_ref().map(|ck| ck.meta.run.clustering.map(|c| c.decision).unwrap_or_default());
     let ds = load(&a.data, &a.data_args)?;
     eprintln!(
         "data: {} series, {} feature(s), length {}..{}, labels: {}",
