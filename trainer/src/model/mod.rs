@@ -11,7 +11,5 @@ pub use vrae::{ModelConfig, Vrae};
 #[cfg(test)]
 mod gradcheck;
 
-mod activation;
 mod fused;
-mod packed;
-mod weight_grad;
+mod kernels;
