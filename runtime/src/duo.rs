@@ -16,6 +16,8 @@
 //! check identical cluster IDs on all ECG5000 series.
 //!
 //! The helper thread spins briefly between windows, then parks; it is joined on drop.
+//!
+//! `scripts/miri.sh` (CI) runs the hand-over under Miri's data-race detector on a small model.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -323,9 +325,12 @@ unsafe fn run<const FMA: bool>(sh: &Shared, t: usize, base: u64, sc: &mut Scratc
     let (hid, f, layers) = (sh.hid, sh.f, sh.layers);
     let (hw, ow) = (sh.split[t].1, sh.split[1 - t].1);
     let hwp = sc.h.len();
-    // SAFETY: the window is written before `go` is published and not again until both threads
-    // have returned (the caller's contract).
-    let x = unsafe { &*sh.x.get() };
+    // SAFETY: the window is written before `go` is published and not again until the other
+    // thread has fetched this thread's last phase, so it is only read in between. Its length is
+    // read here, once: after this thread's last publish the caller may already be writing the
+    // next window (Miri's race detector found a read of the length after the loop).
+    let x: &[f32] = unsafe { &*sh.x.get() };
+    let steps = x.len() / f;
     sc.c.fill(0.0);
     sc.full.fill(0.0);
     let top = layers - 1;
@@ -390,7 +395,6 @@ unsafe fn run<const FMA: bool>(sh: &Shared, t: usize, base: u64, sc: &mut Scratc
             unsafe { sh.publish(t, l, nxt, phase(s, l), own(l)) };
         }
     }
-    let steps = x.len() / f;
     // Thread 0's caller reads the final state next.
     if t == 0 && steps > 0 && !fetch(Some((top, steps % 2, phase(steps - 1, top)))) {
         return None;
@@ -665,5 +669,33 @@ mod tests {
             }
         }
         eprintln!("largest relative difference: {worst:e}");
+    }
+
+    /// The hand-over protocol on a model just big enough to split (17 units: unequal halves,
+    /// one hand-over line each), both cells, 1 and 2 layers, windows of 1, 2 and 5 steps back to
+    /// back on one helper thread: small enough for Miri, which runs it with its data-race
+    /// detector and weak-memory emulation (`scripts/miri.sh`; every read of a half-state must be
+    /// ordered after its write by the phase's Release/Acquire pair, or Miri reports a race).
+    #[test]
+    fn handover_is_race_free() {
+        let mut noise = Noise::new(99);
+        let two_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+        for cell in [Cell::Lstm, Cell::Gru] {
+            for layers in [1u8, 2] {
+                let bytes = random_bundle(cell, 1, MIN_SPLIT_HIDDEN as u16 + 1, layers, 2, Normalization::None, &mut noise);
+                let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+                let mut duo = DuoEncoder::new(enc).unwrap();
+                assert_eq!(duo.is_split(), two_cores, "{cell:?} {layers} layers");
+                for len in [1usize, 2, 5] {
+                    let window: Vec<f32> = (0..len).map(|_| noise.next() * 2.0).collect();
+                    let got = duo.encode_window(&window).unwrap();
+                    let mut s = HostState::default();
+                    let want = enc.encode_window::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>(&mut s, &window).unwrap();
+                    for (g, w) in got.iter().zip(want.iter()) {
+                        assert!((g - w).abs() / w.abs().max(1.0) <= TOLERANCE, "{cell:?} {layers} layers, {len} steps: {g} vs {w}");
+                    }
+                }
+            }
+        }
     }
 }
