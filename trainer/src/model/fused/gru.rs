@@ -4,8 +4,8 @@ use rayon::prelude::*;
 
 use super::pool::{give, take};
 use super::{
-    batch_parts, column_sums, matmul_par, recurrent_weight_grad, rows, split_parts, threads, BwdPart, Cache, Dims, Dy, FwdPart, Projection,
-    Weights,
+    batch_parts, column_sums, matmul_par, recurrent_weight_grad, rows, split_parts, threads, Backward, BwdPart, Cache, Dims, Dy, FwdPart,
+    Projection,
 };
 use crate::model::kernels::packed::Packed;
 use runtime::math::{sigmoid_inplace, tanh_inplace};
@@ -14,18 +14,8 @@ use runtime::math::{sigmoid_inplace, tanh_inplace};
 /// storing the gradients of the gates' input part (`da`, of `x W_ihᵀ + b_ih`) and recurrent part
 /// (`dhh`, of `h W_hhᵀ + b_hh`) for every step; the weight gradients are then large products over
 /// all steps ([`recurrent_weight_grad`], gemm), and the bias gradients column sums.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn backward(
-    c: &Cache,
-    dy: Dy<'_>,
-    y: &[f32],
-    h0: &[f32],
-    x: &[f32],
-    wv: &Weights,
-    whh: &Packed,
-    want_dx: bool,
-    d: Dims,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub(super) fn backward(a: &Backward<'_>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Backward { c, dy, y, h0, x, w: wv, whh, want_dx, d } = *a;
     let (gh, h, inp, tb) = (d.gh(), d.h, d.inp, d.t * d.b);
     // da: gradient of the gate pre-activations' input part (x W_ih^T + b_ih);
     // dhh: of the recurrent part (h W_hh^T + b_hh). Every step writes all rows of both.

@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::pool::take;
-use super::{rows, split_parts, Cache, Dims, Dy, FwdPart, Part, Projection, Weights};
+use super::{rows, split_parts, Backward, Cache, Dims, Dy, FwdPart, Part, Projection};
 use crate::model::kernels::activation::GateActivations;
 use crate::model::kernels::packed::{Aligned, Packed};
 use crate::model::kernels::weight_grad::{self, StepRows};
@@ -139,18 +139,8 @@ fn flush_steps(groups: &[Part]) -> usize {
 /// in cache (one [`weight_grad::accumulate`] over the rows `[x_t, h_{t-1}, 1, 1]` gives
 /// `dW = [dW_ih | dW_hh | db_ih | db_hh]` at once), instead of storing `dA` for all steps and
 /// reading it back in three more passes. The groups' sums are added in group order at the end.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn backward(
-    c: &Cache,
-    dy: Dy<'_>,
-    y: &[f32],
-    h0: &[f32],
-    x: &[f32],
-    wv: &Weights,
-    whh: &Packed,
-    want_dx: bool,
-    d: Dims,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub(super) fn backward(a: &Backward<'_>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Backward { c, dy, y, h0, x, w: wv, whh, want_dx, d } = *a;
     let (b, h, inp, gh) = (d.b, d.h, d.inp, d.gh());
     let want_dx = want_dx && inp > 0;
     let wih = want_dx.then(|| Packed::new(&wv.w_ih, gh, inp, inp, false));

@@ -356,13 +356,30 @@ impl CustomOp3 for SeqOp {
         // dA_t W_hh at every step: B = W_hh, [G·H, H].
         let whh = Packed::new(&wv.w_hh, gh, h, h, false);
         let want_dx = x.track_op();
+        let args = Backward { c: cache, dy, y: yv, h0: h0v, x: xv, w: &wv, whh: &whh, want_dx, d };
         let (dx, dw, dh0) = match self.kind {
-            Cell::Lstm => lstm::backward(cache, dy, yv, h0v, xv, &wv, &whh, want_dx, d),
-            Cell::Gru => gru::backward(cache, dy, yv, h0v, xv, &wv, &whh, want_dx, d),
+            Cell::Lstm => lstm::backward(&args),
+            Cell::Gru => gru::backward(&args),
         };
         let dx = if want_dx { Some(to_tensor(dx, x)?) } else { None };
         Ok((dx, Some(to_tensor(dw, w)?), Some(to_tensor(dh0, h0)?)))
     }
+}
+
+/// What either cell's backward pass reads: the forward pass's cache, the output's gradient, the
+/// op's operands (`y`: every hidden state), `W_hh` packed for `dA_t W_hh`, and whether the
+/// input's gradient is wanted.
+#[derive(Clone, Copy)]
+struct Backward<'a> {
+    c: &'a Cache,
+    dy: Dy<'a>,
+    y: &'a [f32],
+    h0: &'a [f32],
+    x: &'a [f32],
+    w: &'a Weights,
+    whh: &'a Packed,
+    want_dx: bool,
+    d: Dims,
 }
 
 /// `Σ_r buf[r][g]` for every column `g` of a row-major `[·, width]` buffer, each sum in row
