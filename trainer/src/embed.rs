@@ -88,27 +88,10 @@ pub fn prepare(ds: &mut Dataset, cfg: &ModelConfig) -> Result<usize> {
     Ok(n)
 }
 
-/// Writes a float matrix as NumPy `.npy` (version 1.0, little-endian f32, C order).
-pub fn npy_bytes(data: &[f32], rows: usize, cols: usize) -> Vec<u8> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    // Magic (6) + version (2) + header length (2) + header + '\n' must be a multiple of 64.
-    let pad = 64 - (10 + header.len() + 1) % 64;
-    header.push_str(&" ".repeat(pad % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
 /// Writes latents to `path`: `.npy` gives the bare matrix; anything else gives CSV.
 pub fn write_latents(path: &Path, latents: &[f32], dim: usize, labels: Option<&[String]>) -> Result<()> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-        return write_atomic(path, &npy_bytes(latents, latents.len() / dim.max(1), dim));
+        return write_atomic(path, &crate::npy::matrix_bytes(latents, latents.len() / dim.max(1), dim));
     }
     write_atomic(path, latents_csv(latents, dim, labels).as_bytes())
 }

@@ -22,6 +22,7 @@ pub mod fit;
 #[cfg(feature = "onnx-import")]
 pub mod import;
 pub mod model;
+pub mod npy;
 pub mod optim;
 pub mod params;
 pub mod progress;

@@ -235,7 +235,7 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
 pub fn read_centroids(path: &Path, latent: usize) -> Result<Vec<Vec<f32>>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let rows: Vec<Vec<f32>> = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-        let (data, rows, cols) = npy_matrix(&bytes).map_err(|e| Error::model(path, e))?;
+        let (data, rows, cols) = crate::npy::read_matrix(&bytes).map_err(|e| Error::model(path, e))?;
         data.chunks(cols.max(1)).take(rows).map(<[f32]>::to_vec).collect()
     } else {
         #[derive(serde::Deserialize)]
@@ -259,47 +259,4 @@ pub fn read_centroids(path: &Path, latent: usize) -> Result<Vec<Vec<f32>>> {
         return Err(Error::model(path, "a centroid value is not finite"));
     }
     Ok(rows)
-}
-
-/// A 2-D little-endian f4/f8 `.npy` array in C order: values, rows, columns.
-fn npy_matrix(b: &[u8]) -> std::result::Result<(Vec<f32>, usize, usize), String> {
-    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
-        return Err("not a .npy file".into());
-    }
-    let (hlen, start) = match b[6] {
-        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
-        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
-        v => return Err(format!(".npy version {v} is not supported")),
-    };
-    let header = b.get(start..start + hlen).ok_or(".npy header is truncated")?;
-    let header = String::from_utf8_lossy(header);
-    let width = if header.contains("'<f4'") {
-        4
-    } else if header.contains("'<f8'") {
-        8
-    } else {
-        return Err(format!("expected little-endian float32 or float64 values, header {header}"));
-    };
-    if header.contains("'fortran_order': True") {
-        return Err("Fortran-order arrays are not supported (save with np.ascontiguousarray)".into());
-    }
-    let shape = header.split("'shape':").nth(1).and_then(|s| s.split(')').next()).ok_or("no shape in the .npy header")?;
-    let dims: Vec<usize> = shape
-        .trim_start_matches([' ', '('])
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| format!("bad shape {shape})"))?;
-    let [rows, cols] = dims[..] else { return Err(format!("expected a 2-D array (k, latent), found shape {dims:?}")) };
-    let data = &b[start + hlen..];
-    if data.len() != rows * cols * width {
-        return Err(format!("{} data bytes for shape ({rows}, {cols}) of {width}-byte values", data.len()));
-    }
-    let vals = if width == 4 {
-        data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-    } else {
-        data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()
-    };
-    Ok((vals, rows, cols))
 }
