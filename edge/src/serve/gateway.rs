@@ -634,7 +634,9 @@ mod tests {
             let (mut g, _) = Gateway::open(dir.path(), &p, model, &bytes).unwrap();
             let mut published: BTreeMap<u64, Outgoing> = BTreeMap::new();
             let (mut acked, mut next, mut cuts, mut applied) = (0usize, 0usize, 0, 0usize);
-            let mut synced_len = std::fs::metadata(log_file(dir.path())).unwrap().len();
+            // What a sync made durable: the records' end and the file's (records, then zeros).
+            let durable = |g: &Gateway| (g.log_bytes(), std::fs::metadata(log_file(dir.path())).unwrap().len());
+            let mut synced = durable(&g);
             while acked < msgs.len() {
                 g.apply(&msgs[next].0, &msgs[next].1).unwrap();
                 next += 1;
@@ -647,16 +649,19 @@ mod tests {
                     let seqs: Vec<u64> = published.keys().copied().filter(|s| g.outbox.contains_key(s)).take(3).collect();
                     seqs.into_iter().for_each(|s| g.published(s).unwrap());
                     acked = next;
-                    synced_len = std::fs::metadata(log_file(dir.path())).unwrap().len();
+                    synced = durable(&g);
                 }
                 if applied % 1009 == 0 || (next == msgs.len() && cuts < 3) {
-                    // Power cut: unsynced bytes are gone, half a frame was on its way.
+                    // Power cut: unsynced bytes are gone (the zeros laid down before are still
+                    // there), half a frame was on its way.
                     cuts += 1;
                     drop(g);
                     let log = log_file(dir.path());
-                    let f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-                    f.set_len(synced_len).unwrap();
-                    std::io::Write::write_all(&mut &f, &[9, 0, 0, 0, 1, 2]).unwrap();
+                    let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+                    f.set_len(synced.1).unwrap();
+                    let zeros = vec![0u8; (synced.1 - synced.0) as usize];
+                    std::os::unix::fs::FileExt::write_all_at(&f, &zeros, synced.0).unwrap();
+                    std::os::unix::fs::FileExt::write_all_at(&f, &[9, 0, 0, 0, 1, 2], synced.0).unwrap();
                     let (g2, rec) = Gateway::open(dir.path(), &p, model, &bytes).unwrap();
                     assert_eq!(rec.truncated_bytes, 6);
                     g = g2;
@@ -669,7 +674,7 @@ mod tests {
                         }
                         published.insert(o.seq, o);
                     }
-                    synced_len = std::fs::metadata(log_file(dir.path())).unwrap().len();
+                    synced = durable(&g);
                 }
             }
             assert!(cuts >= 3);
