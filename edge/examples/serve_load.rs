@@ -5,13 +5,15 @@
 //!
 //! ```sh
 //! cargo build --release -p edge --bins --examples
-//! target/release/examples/serve_load --devices 10000
+//! target/release/examples/serve_load --devices 10000 [--rate-base SAMPLES_PER_S]
 //! ```
 //!
 //! It starts its own mosquitto (free port, no queue limit) and `target/release/edge serve` (state
 //! in a temp dir). Latency is measured end to end at the generator: from publishing the message
 //! that holds a window's last sample to receiving that window's result. Broker, generator and
 //! service share the machine, so the sustained rate is the whole pipeline's on this machine.
+//! `--rate-base N` makes the 50% and 90% phases shares of N samples/s instead of the measured
+//! sustained rate, so two builds can be compared at the same load.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -32,6 +34,8 @@ struct Args {
     phase_s: f64,
     flush_messages: usize,
     inflight: usize,
+    /// The rate the 50% and 90% phases are shares of; `None`: the measured sustained rate.
+    rate_base: Option<f64>,
     edge: PathBuf,
 }
 
@@ -42,6 +46,7 @@ fn parse_args() -> Args {
         phase_s: 15.0,
         flush_messages: 20,
         inflight: 20,
+        rate_base: None,
         edge: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/edge"),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -54,8 +59,9 @@ fn parse_args() -> Args {
             "--phase-s" => a.phase_s = v.parse().unwrap_or_else(|_| bad()),
             "--flush-messages" => a.flush_messages = v.parse().unwrap_or_else(|_| bad()),
             "--inflight" => a.inflight = v.parse().unwrap_or_else(|_| bad()),
+            "--rate-base" => a.rate_base = Some(v.parse().unwrap_or_else(|_| bad())),
             "--edge" => a.edge = v.into(),
-            other => panic!("unknown flag {other}; flags: --devices --batch --phase-s --flush-messages --inflight --edge"),
+            other => panic!("unknown flag {other}; flags: --devices --batch --phase-s --flush-messages --inflight --rate-base --edge"),
         }
     }
     assert!(WINDOW.is_multiple_of(a.batch), "--batch must divide the window of {WINDOW}");
@@ -277,7 +283,7 @@ fn main() {
     for share in [0.5, 0.9] {
         latencies.lock().unwrap().clear();
         let (cpu0, from) = (cpu_seconds(pid), Instant::now());
-        let n = generate(&client, &a, &mut next, Some(sustained * share), a.phase_s, &sent);
+        let n = generate(&client, &a, &mut next, Some(a.rate_base.unwrap_or(sustained) * share), a.phase_s, &sent);
         total += n;
         wait_drained(total);
         std::thread::sleep(Duration::from_millis(1500));
