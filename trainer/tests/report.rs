@@ -60,6 +60,13 @@ fn fit_writes_report_json_html_and_figures() {
     assert_eq!(r.epochs.len(), 3);
     assert_eq!((r.run.data.n_series, r.run.data.n_train, r.run.data.n_holdout, r.run.model.seq_len), (60, 54, 6, 30));
     assert_eq!(r.run.params.hidden_size, 8);
+    // One run record: config.json, the checkpoint and report.json hold the same one, with the
+    // data's fingerprint and the cluster settings.
+    let config: trainer::run_record::RunRecord =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let ck = trainer::checkpoint::Checkpoint::load(&model, &candle_core::Device::Cpu).unwrap();
+    assert_eq!((&config, &ck.meta.run), (&r.run, &r.run));
+    assert!(r.run.data.fingerprint.as_ref().is_some_and(|f| f.len() == 16) && r.run.clustering.is_some_and(|c| c.n_init > 0));
     assert_eq!(r.metrics.k, 3);
     assert_eq!(r.metrics.cluster_sizes.iter().sum::<usize>(), 54);
     let (vrae, raw) = (r.metrics.vrae_holdout.unwrap(), r.metrics.raw_holdout.unwrap());
