@@ -59,6 +59,16 @@ impl OrtEncoder {
         let (_, z) = out[0].try_extract_tensor::<f32>().map_err(|e| anyhow!("{e}"))?;
         Ok(z.to_vec())
     }
+
+    /// [`OrtEncoder::run`] for a graph with a `lengths` input (`trainer export --lengths`):
+    /// `x` holds `b` series padded to `t` steps, series `i` ending at `lengths[i]`.
+    pub fn run_with_lengths(&mut self, x: &[f32], t: usize, b: usize, f: usize, lengths: &[i32]) -> Result<Vec<f32>> {
+        let input = ort::value::Tensor::from_array(([t, b, f], x.to_vec())).map_err(|e| anyhow!("{e}"))?;
+        let lens = ort::value::Tensor::from_array(([b], lengths.to_vec())).map_err(|e| anyhow!("{e}"))?;
+        let out = self.session.run(ort::inputs!["x" => input, "lengths" => lens]).map_err(|e| anyhow!("onnxruntime run: {e}"))?;
+        let (_, z) = out[0].try_extract_tensor::<f32>().map_err(|e| anyhow!("{e}"))?;
+        Ok(z.to_vec())
+    }
 }
 
 /// An encoder run by tract, optimised for one input shape.

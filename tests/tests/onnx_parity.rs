@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use prost::Message;
 use tests::*;
-use trainer::export::encoder_onnx_with_gate_blocks;
+use trainer::export::{encoder_onnx_with, BatchLengths};
 use trainer::params::Cell;
 
 const TOL: f32 = 1e-4;
@@ -70,6 +70,63 @@ fn other_sequence_lengths_agree() {
     }
 }
 
+/// A padded batch of series of unequal lengths through `trainer export --lengths`'s graph
+/// (`sequence_lens` on every layer): onnxruntime gives each series the latent of that series
+/// alone, at its own length (1 to 200 steps; LSTM and GRU, 2 layers, 3 features, and the
+/// one-feature GRU whose input the exporter pads). tract 0.23.9 refuses the graph
+/// ("Non constant seq_len is not supported"), which this pins: batches for tract go by length.
+#[test]
+fn padded_batches_of_unequal_lengths() {
+    let lens = [140usize, 37, 1, 200, 90];
+    let (t, b) = (200, lens.len());
+    for (cell, features) in [(Cell::Lstm, 3), (Cell::Gru, 3), (Cell::Gru, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = fixture_model(dir.path(), cell, 2, features, 16, 11).unwrap();
+        let onnx = dir.path().join("ragged.onnx");
+        trainer::export::write_encoder_onnx_with(&m, &onnx, BatchLengths::Ragged).unwrap();
+        let series = ecg_series(b, features, t).unwrap();
+        // Series i keeps its first lens[i] steps; the padding after them is a constant the
+        // engines must not read (a value far from the data, so reading it shows).
+        let mut x = vec![7.5f32; t * b * features];
+        let mut want = Vec::new();
+        for (i, (s, &len)) in series.iter().zip(&lens).enumerate() {
+            for step in 0..len {
+                for k in 0..features {
+                    x[(step * b + i) * features + k] = s.values[step * features + k];
+                }
+            }
+            let alone = Tensor::from_vec(s.values[..len * features].to_vec(), (len, 1, features), &Device::Cpu).unwrap();
+            want.extend(m.vrae.encode_mean(&alone).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        }
+        let lengths: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
+        let case = format!("{cell:?} {features} feature(s)");
+        let got = OrtEncoder::load(&onnx, 1).unwrap().run_with_lengths(&x, t, b, features, &lengths).unwrap();
+        let d = max_abs_diff(&got, &want);
+        assert!(d <= TOL, "{case}: onnxruntime with lengths vs each series alone: {d:e}");
+        // tract refuses `sequence_lens` fed at run time (it takes only a constant one).
+        let e = format!("{:#}", tract_with_lengths(&onnx, &x, (t, b, features), &lengths).unwrap_err());
+        assert!(e.contains("Non constant seq_len is not supported"), "{case}: tract: {e}");
+        // Negative control: the one-input graph on the same padded batch reads the padding.
+        let padded = OrtEncoder::load(&dir.path().join("encoder.onnx"), 1).unwrap().run(&x, t, b, features).unwrap();
+        assert!(max_abs_diff(&padded, &want) > 100.0 * TOL, "{case}: the padding changed nothing");
+    }
+}
+
+/// The `lengths` graph under tract, both inputs fixed to these shapes: latents, or the error.
+fn tract_with_lengths(path: &Path, x: &[f32], (t, b, f): (usize, usize, usize), lengths: &[i32]) -> anyhow::Result<Vec<f32>> {
+    use tract_onnx::prelude::*;
+    let plan = tract_onnx::onnx()
+        .model_for_path(path)?
+        .with_input_fact(0, f32::fact([t, b, f]).into())?
+        .with_input_fact(1, i32::fact([b]).into())?
+        .into_optimized()?
+        .into_runnable()?;
+    let xt: Tensor = tract_ndarray::Array3::from_shape_vec((t, b, f), x.to_vec())?.into();
+    let lt: Tensor = tract_ndarray::Array1::from_vec(lengths.to_vec()).into();
+    let out = plan.run(tvec!(xt.into(), lt.into()))?;
+    Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
+}
+
 /// The parity check can fail: exporting with PyTorch's gate order left in place gives latents
 /// far from the trainer's.
 #[test]
@@ -78,7 +135,7 @@ fn a_swapped_gate_order_is_caught() {
         let dir = tempfile::tempdir().unwrap();
         let m = fixture_model(dir.path(), cell, 1, 1, 16, 3).unwrap();
         let bad = dir.path().join("bad.onnx");
-        std::fs::write(&bad, encoder_onnx_with_gate_blocks(&m, wrong).unwrap().encode_to_vec()).unwrap();
+        std::fs::write(&bad, encoder_onnx_with(&m, wrong, BatchLengths::Equal).unwrap().encode_to_vec()).unwrap();
         let series = ecg_series(7, 1, 140).unwrap();
         let x = time_major(&series, 140, 1);
         let c = candle_embed(&m, &series).unwrap();
@@ -133,8 +190,11 @@ fn exported_files_pass_the_onnx_checker() {
         .expect("ONNX_PYTHONPATH is not set: point it at a directory holding the PyPI `onnx` package (scripts/test.sh sets it)");
     for (cell, depth, f) in [(Cell::Lstm, 1, 1), (Cell::Lstm, 2, 3), (Cell::Gru, 1, 1), (Cell::Gru, 2, 3)] {
         let dir = tempfile::tempdir().unwrap();
-        fixture_model(dir.path(), cell, depth, f, 8, 0).unwrap();
+        let m = fixture_model(dir.path(), cell, depth, f, 8, 0).unwrap();
         check_with_python(&dir.path().join("encoder.onnx"), &pythonpath);
+        let ragged = dir.path().join("ragged.onnx");
+        trainer::export::write_encoder_onnx_with(&m, &ragged, BatchLengths::Ragged).unwrap();
+        check_with_python(&ragged, &pythonpath);
     }
 }
 

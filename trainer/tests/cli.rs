@@ -106,6 +106,16 @@ fn fit_embed_cluster_round_trip() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("resampled"));
     assert_eq!(ok(&o).lines().count(), 2);
 
+    // export --lengths: a graph with a second input, never over the directory's encoder.onnx.
+    let before = std::fs::read(model.join("encoder.onnx")).unwrap();
+    let e = err(&trainer(&["export", model.to_str().unwrap(), "--lengths"]));
+    assert!(e.contains("--lengths") && e.contains("--out"), "{e}");
+    let ragged = dir.path().join("ragged.onnx");
+    ok(&trainer(&["export", model.to_str().unwrap(), "--lengths", "--out", ragged.to_str().unwrap()]));
+    let r = std::fs::read(&ragged).unwrap();
+    assert!(r.windows(7).any(|w| w == b"lengths") && !before.windows(7).any(|w| w == b"lengths"));
+    assert_eq!(std::fs::read(model.join("encoder.onnx")).unwrap(), before);
+
     // Damaged model files: each gives an error naming the file.
     let broken = dir.path().join("broken");
     std::fs::create_dir(&broken).unwrap();

@@ -106,11 +106,15 @@ enum Dim {
 }
 
 fn value_info(name: &str, dims: &[Dim], doc: &str) -> ValueInfoProto {
+    value_info_of(data_type::FLOAT, name, dims, doc)
+}
+
+fn value_info_of(elem_type: i32, name: &str, dims: &[Dim], doc: &str) -> ValueInfoProto {
     ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(TypeProto {
             tensor_type: Some(TypeProtoTensor {
-                elem_type: Some(data_type::FLOAT),
+                elem_type: Some(elem_type),
                 shape: Some(TensorShapeProto {
                     dim: dims
                         .iter()
@@ -128,12 +132,25 @@ fn value_info(name: &str, dims: &[Dim], doc: &str) -> ValueInfoProto {
 
 /// Builds the ONNX model of `m`'s encoder and latent-mean head.
 pub fn encoder_onnx(m: &LoadedModel) -> Result<ModelProto> {
-    encoder_onnx_with_gate_blocks(m, onnx_gate_blocks(m.config.model.cell))
+    encoder_onnx_with(m, onnx_gate_blocks(m.config.model.cell), BatchLengths::Equal)
 }
 
-/// [`encoder_onnx`] with an explicit gate-block permutation; only tests pass anything but
-/// [`onnx_gate_blocks`] (to prove a wrong order is caught by the parity checks).
-pub fn encoder_onnx_with_gate_blocks(m: &LoadedModel, blocks: &[usize]) -> Result<ModelProto> {
+/// How the series of one batch line up in the exported graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchLengths {
+    /// Every series has the batch's length: the one input `x`.
+    Equal,
+    /// A second input, `lengths` `[batch]` int32, is every recurrent node's `sequence_lens`:
+    /// series of unequal lengths go in one batch, each padded after its end, and each latent
+    /// is taken at its own series' last step (`Y_h`). onnxruntime follows it; tract 0.23.9
+    /// refuses a `sequence_lens` fed at run time ("Non constant seq_len is not supported"), so
+    /// there batch series of one length together with the one-input graph.
+    Ragged,
+}
+
+/// [`encoder_onnx`] with an explicit gate-block permutation (only tests pass anything but
+/// [`onnx_gate_blocks`], to prove a wrong order is caught by the parity checks) and batch layout.
+pub fn encoder_onnx_with(m: &LoadedModel, blocks: &[usize], lengths: BatchLengths) -> Result<ModelProto> {
     let cfg = &m.config.model;
     let (h, f, depth, l) = (cfg.hidden_size, cfg.n_features, cfg.hidden_layer_depth, cfg.latent_length);
     let g = cfg.cell.gates();
@@ -195,7 +212,8 @@ pub fn encoder_onnx_with_gate_blocks(m: &LoadedModel, blocks: &[usize]) -> Resul
         init.push(float_tensor(&rn, &[1, g * h, h], &r));
         init.push(float_tensor(&bn, &[1, 2 * g * h], &b));
         let (y, yh) = (format!("Y{layer}"), format!("Y_h{layer}"));
-        let mut inputs = vec![input.as_str(), wn.as_str(), rn.as_str(), bn.as_str(), "", "zeros"];
+        let seq_lens = if lengths == BatchLengths::Ragged { "lengths" } else { "" };
+        let mut inputs = vec![input.as_str(), wn.as_str(), rn.as_str(), bn.as_str(), seq_lens, "zeros"];
         let mut outputs = vec![y.as_str(), yh.as_str()];
         if cfg.cell == Cell::Lstm {
             inputs.push("zeros"); // initial_c
@@ -241,11 +259,7 @@ pub fn encoder_onnx_with_gate_blocks(m: &LoadedModel, blocks: &[usize]) -> Resul
             "VRAE encoder ({} x{depth}, hidden {h}) and latent-mean head; trained on series of {} steps x {f} features",
             op, cfg.seq_len
         )),
-        input: vec![value_info(
-            "x",
-            &[Dim::Symbol("seq_len"), Dim::Symbol("batch"), Dim::Fixed(f)],
-            "time-major series [seq_len, batch, features], normalised as the metadata 'normalization' says",
-        )],
+        input: graph_inputs(f, lengths),
         output: vec![value_info("z_mean", &[Dim::Symbol("batch"), Dim::Fixed(l)], "latent means [batch, latent]")],
     };
     Ok(ModelProto {
@@ -263,9 +277,28 @@ pub fn encoder_onnx_with_gate_blocks(m: &LoadedModel, blocks: &[usize]) -> Resul
     })
 }
 
+/// `x`, and `lengths` for [`BatchLengths::Ragged`].
+fn graph_inputs(f: usize, lengths: BatchLengths) -> Vec<ValueInfoProto> {
+    let mut inputs = vec![value_info(
+        "x",
+        &[Dim::Symbol("seq_len"), Dim::Symbol("batch"), Dim::Fixed(f)],
+        "time-major series [seq_len, batch, features], normalised as the metadata 'normalization' says",
+    )];
+    if lengths == BatchLengths::Ragged {
+        let doc = "steps of each series (1..=seq_len); x is padded after them";
+        inputs.push(value_info_of(data_type::INT32, "lengths", &[Dim::Symbol("batch")], doc));
+    }
+    inputs
+}
+
 /// Writes `m`'s encoder to `path` atomically; returns the encoded size in bytes.
 pub fn write_encoder_onnx(m: &LoadedModel, path: &Path) -> Result<usize> {
-    let bytes = encoder_onnx(m)?.encode_to_vec();
+    write_encoder_onnx_with(m, path, BatchLengths::Equal)
+}
+
+/// [`write_encoder_onnx`] with the given batch layout.
+pub fn write_encoder_onnx_with(m: &LoadedModel, path: &Path, lengths: BatchLengths) -> Result<usize> {
+    let bytes = encoder_onnx_with(m, onnx_gate_blocks(m.config.model.cell), lengths)?.encode_to_vec();
     write_atomic(path, &bytes)?;
     Ok(bytes.len())
 }

@@ -114,6 +114,12 @@ pub(crate) struct ExportArgs {
     /// Also write the runtime bundle (encoder + centroids) [default path: MODEL/model.bundle].
     #[arg(long, num_args = 0..=1)]
     pub(crate) bundle: Option<Option<PathBuf>>,
+    /// Give the graph a second input, `lengths` [batch] int32 (ONNX `sequence_lens`): a batch of
+    /// series of unequal lengths, each padded after its end, encodes each at its own length
+    /// (onnxruntime; tract 0.23.9 refuses it: batch by length there). Use with --out: the model
+    /// directory's encoder.onnx keeps the one-input form the runtime's tract engine reads.
+    #[arg(long)]
+    pub(crate) lengths: bool,
 }
 
 /// Compute device.
