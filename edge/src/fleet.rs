@@ -16,6 +16,12 @@
 //! or is out of time order for its device is skipped and counted ([`WindowerParams::strict`]
 //! makes it an error instead). A gap larger than `max_gap` between two samples of a device
 //! restarts that device's window.
+//!
+//! With [`WindowerParams::sessions`] a device's stream is cut into sessions instead: at every
+//! gap larger than `max_gap`, a session becomes one window of its own length (at least
+//! [`SessionLimits::min`] samples, else it is counted as short and dropped; one longer than
+//! [`SessionLimits::max`] is cut there and goes on as a new session), and [`Windower::finish`]
+//! closes the sessions still open at the end of the input.
 
 use std::collections::HashMap;
 
@@ -32,6 +38,18 @@ pub struct WindowerParams {
     pub max_gap: Option<f64>,
     /// Fail on the first bad row instead of skipping it.
     pub strict: bool,
+    /// Sessions (cut at gaps) instead of fixed windows; `window` and `stride` are then unused.
+    pub sessions: Option<SessionLimits>,
+}
+
+/// The lengths a session may have, in samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Shorter sessions are counted ([`Summary::short_sessions`]) and not scored.
+    pub min: usize,
+    /// A session reaching this length is closed, and the next sample starts a new one
+    /// ([`Summary::cut_sessions`]).
+    pub max: usize,
 }
 
 /// A row that was rejected: its 1-based line (CSV) or row (Parquet) number and why.
@@ -104,14 +122,30 @@ impl Number {
 
 /// Invalid windowing parameters.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("window, stride and features must all be at least 1 (got window {window}, stride {stride}, features {features})")]
-pub struct ParamsError {
-    /// Requested window.
-    pub window: usize,
-    /// Requested stride.
-    pub stride: usize,
-    /// Requested features.
-    pub features: usize,
+pub enum ParamsError {
+    /// A size of zero.
+    #[error("window, stride and features must all be at least 1 (got window {window}, stride {stride}, features {features})")]
+    Sizes {
+        /// Requested window.
+        window: usize,
+        /// Requested stride.
+        stride: usize,
+        /// Requested features.
+        features: usize,
+    },
+    /// Sessions are cut at gaps, so they need a gap.
+    #[error("sessions end at a gap: give --max-gap")]
+    SessionsNeedGap,
+    /// Impossible session lengths.
+    #[error(
+        "session lengths: --min-session must be at least 1 and --max-session at least 2 and at least --min-session (got {min} and {max})"
+    )]
+    SessionLimits {
+        /// Requested minimum.
+        min: usize,
+        /// Requested maximum.
+        max: usize,
+    },
 }
 
 /// Counts over everything fed so far.
@@ -125,8 +159,12 @@ pub struct Summary {
     pub out_of_order: usize,
     /// Windows restarted because of a gap.
     pub gaps: usize,
-    /// Windows emitted.
+    /// Windows (or sessions) emitted.
     pub windows: usize,
+    /// Sessions dropped for having fewer than [`SessionLimits::min`] samples.
+    pub short_sessions: usize,
+    /// Sessions closed at [`SessionLimits::max`] samples.
+    pub cut_sessions: usize,
     /// The first row skipped, and why (to explain a file where no row is valid).
     pub first_skipped: Option<RowError>,
 }
@@ -173,7 +211,15 @@ impl Windower {
     /// A windower with no devices yet.
     pub fn new(p: WindowerParams) -> Result<Self, ParamsError> {
         if p.window == 0 || p.stride == 0 || p.features == 0 {
-            return Err(ParamsError { window: p.window, stride: p.stride, features: p.features });
+            return Err(ParamsError::Sizes { window: p.window, stride: p.stride, features: p.features });
+        }
+        if let Some(s) = p.sessions {
+            if p.max_gap.is_none() {
+                return Err(ParamsError::SessionsNeedGap);
+            }
+            if s.min == 0 || s.max < s.min.max(2) {
+                return Err(ParamsError::SessionLimits { min: s.min, max: s.max });
+            }
         }
         let vals = vec![0.0; p.features];
         Ok(Windower { p, devices: HashMap::new(), summary: Summary::default(), lines: 0, unit: "line", vals, started: false })
@@ -280,9 +326,10 @@ impl Windower {
         let (t, device) = (row.time, row.device);
         let p = &self.p;
         let f = p.features;
+        let ring = if p.sessions.is_some() { 0 } else { p.window };
         let dev = self.devices.entry(device.to_string()).or_insert_with(|| Device {
-            buf: vec![0.0; p.window * f],
-            times: vec![String::new(); p.window],
+            buf: vec![0.0; ring * f],
+            times: vec![String::new(); ring.max(2)],
             filled: 0,
             since_emit: 0,
             last_t: f64::NEG_INFINITY,
@@ -293,7 +340,31 @@ impl Windower {
             let why = format!("device '{device}' time {t} is not after {}", dev.last_t);
             return self.reject(line, why, true);
         }
-        if p.max_gap.is_some_and(|g| dev.filled > 0 && t - dev.last_t > g) {
+        let gap = p.max_gap.is_some_and(|g| dev.filled > 0 && t - dev.last_t > g);
+        if let Some(limits) = p.sessions {
+            // The session a gap ends goes out now; this sample starts the next one.
+            let ended = if gap {
+                self.summary.gaps += 1;
+                close_session(dev, &mut self.summary, device, limits.min, values)
+            } else {
+                None
+            };
+            dev.last_t = t;
+            dev.samples += 1;
+            if dev.filled == 0 {
+                dev.times[0] = row.time_text.to_string();
+            }
+            dev.times[1] = row.time_text.to_string();
+            dev.buf.extend_from_slice(row.values);
+            dev.filled += 1;
+            if dev.filled == limits.max {
+                // `ended` is None here: a gap leaves a one-sample session, and `max` >= 2.
+                self.summary.cut_sessions += 1;
+                return Ok(close_session(dev, &mut self.summary, device, limits.min, values));
+            }
+            return Ok(ended);
+        }
+        if gap {
             self.summary.gaps += 1;
             dev.filled = 0;
             dev.since_emit = 0;
@@ -321,6 +392,25 @@ impl Windower {
         Ok(Some(Window { device: device.to_string(), start: dev.times[first].clone(), end: row.time_text.to_string() }))
     }
 
+    /// Closes every open session at the end of the input (in device id order), appending their
+    /// values to `values`: each window with the number of values it appended. Nothing in
+    /// fixed-window mode (a partial window is not scored).
+    pub fn finish(&mut self, values: &mut Vec<f32>) -> Vec<(Window, usize)> {
+        let Some(limits) = self.p.sessions else { return Vec::new() };
+        let mut ids: Vec<&String> = self.devices.keys().collect();
+        ids.sort();
+        let ids: Vec<String> = ids.into_iter().cloned().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            let dev = self.devices.get_mut(&id).expect("listed above");
+            let before = values.len();
+            if let Some(w) = close_session(dev, &mut self.summary, &id, limits.min, values) {
+                out.push((w, values.len() - before));
+            }
+        }
+        out
+    }
+
     fn reject(&mut self, line: usize, why: String, out_of_order: bool) -> Result<Option<Window>, RowError> {
         let e = RowError { unit: self.unit, line, why };
         if self.p.strict {
@@ -334,6 +424,23 @@ impl Windower {
         }
         Ok(None)
     }
+}
+
+/// Ends `dev`'s open session: a window if it has at least `min` samples (values appended to
+/// `values`), else counted as short; the device then has no open session.
+fn close_session(dev: &mut Device, summary: &mut Summary, device: &str, min: usize, values: &mut Vec<f32>) -> Option<Window> {
+    let n = std::mem::take(&mut dev.filled);
+    let out = if n >= min {
+        values.extend_from_slice(&dev.buf);
+        dev.windows += 1;
+        summary.windows += 1;
+        Some(Window { device: device.to_string(), start: dev.times[0].clone(), end: dev.times[1].clone() })
+    } else {
+        summary.short_sessions += usize::from(n > 0);
+        None
+    };
+    dev.buf.clear();
+    out
 }
 
 /// Parses timestamp and values of a row into `vals`; returns the timestamp.
@@ -369,7 +476,7 @@ mod tests {
     use super::*;
 
     fn params(window: usize, stride: usize) -> WindowerParams {
-        WindowerParams { features: 1, window, stride, max_gap: None, strict: false }
+        WindowerParams { features: 1, window, stride, max_gap: None, strict: false, sessions: None }
     }
 
     fn records(text: &[u8]) -> Vec<(usize, csv::ByteRecord)> {

@@ -137,13 +137,18 @@ fn overlapping_windows_and_strict_mode() {
 /// snappy pages, row groups of `group` rows); the CSV's malformed rows become a null timestamp
 /// (missing field), a null value (non-numeric) and a NaN value.
 fn sample_as_parquet(path: &Path, group: usize, value_columns: usize) {
+    csv_as_parquet(&root().join("data/fleet/sample.csv"), path, group, value_columns)
+}
+
+/// The rows of a one-value `device,timestamp,value` CSV (header skipped) as Parquet.
+fn csv_as_parquet(csv: &Path, path: &Path, group: usize, value_columns: usize) {
     use parquet::basic::Compression;
     use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
     use parquet::file::properties::WriterProperties;
     use parquet::file::writer::SerializedFileWriter;
     use std::sync::Arc;
 
-    let text = std::fs::read_to_string(root().join("data/fleet/sample.csv")).unwrap();
+    let text = std::fs::read_to_string(csv).unwrap();
     let rows: Vec<(String, Option<i64>, Option<f64>)> = text
         .lines()
         .skip(1)
@@ -190,6 +195,71 @@ fn assign_file(input: &Path, out: &Path, extra: &[&str]) -> Output {
         vec!["assign", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
     args.extend(extra);
     edge(&args)
+}
+
+/// `--sessions`: each device's stream is cut at every gap above --max-gap, and each session is
+/// scored at its own length, exactly as the runtime encodes and decides that session alone;
+/// sessions below --min-session (default: a quarter of the model's 140 steps) are counted and
+/// dropped, one above --max-session (default 4 x 140) is cut there; CSV and Parquet give the
+/// same table; bad settings are clear errors.
+#[test]
+fn sessions_are_scored_at_their_own_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = String::from_utf8(
+        std::process::Command::new("gzip").args(["-dc"]).arg(root().join("data/ecg5000/ECG5000_TEST.tsv.gz")).output().unwrap().stdout,
+    )
+    .unwrap();
+    let beats: Vec<Vec<f32>> = text.lines().take(16).map(|l| l.split('\t').skip(1).map(|v| v.trim().parse().unwrap()).collect()).collect();
+    // Four devices, sessions of 140, 90, 20 and 600 (device 0) or 60 samples, 100 s apart.
+    let mut rows: Vec<(String, u64, f32)> = Vec::new();
+    let mut sessions: Vec<(String, u64, Vec<f32>)> = Vec::new();
+    for d in 0..4 {
+        let mut t = 0u64;
+        for (i, len) in [140usize, 90, 20, if d == 0 { 600 } else { 60 }].into_iter().enumerate() {
+            let vals: Vec<f32> = (0..len).map(|j| beats[d * 4 + i][j % 140]).collect();
+            // What the service should score: cut at 560 samples, at least 35.
+            for (k, piece) in vals.chunks(560).enumerate() {
+                if piece.len() >= 35 {
+                    sessions.push((format!("dev{d}"), t + 560 * k as u64, piece.to_vec()));
+                }
+            }
+            rows.extend(vals.iter().enumerate().map(|(j, &v)| (format!("dev{d}"), t + j as u64, v)));
+            t += len as u64 + 100;
+        }
+    }
+    rows.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    let csv = dir.path().join("sessions.csv");
+    let body: String = rows.iter().map(|(d, t, v)| format!("{d},{t},{v}\n")).collect();
+    std::fs::write(&csv, format!("device,timestamp,value\n{body}")).unwrap();
+    let out = dir.path().join("out.csv");
+    let o = assign_file(&csv, &out, &["--sessions", "--max-gap", "50"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("sessions too short    4") && stderr.contains("sessions cut          1"), "{stderr}");
+    let table = std::fs::read_to_string(&out).unwrap();
+    let got: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(got.len(), sessions.len(), "{table}");
+    let bytes = AlignedBytes::new(&std::fs::read(root().join("models/ecg5000/model.bundle")).unwrap());
+    let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+    let mut s = Box::new(State::<512, 4>::default());
+    for (device, start, vals) in &sessions {
+        let row = got.iter().find(|r| r[0] == device && r[1] == start.to_string()).unwrap_or_else(|| panic!("{device} {start}: no row"));
+        assert_eq!(row[2], (start + vals.len() as u64 - 1).to_string(), "{device} {start}: session end");
+        let (_, a) = enc.classify_window::<512, 4, 256>(&mut s, vals).unwrap();
+        assert_eq!(row[3], a.cluster.to_string(), "{device} {start}: cluster");
+        assert_eq!(row[4].parse::<f32>().unwrap().to_bits(), a.distance.to_bits(), "{device} {start}: distance");
+    }
+    // Parquet input: the same table.
+    let pq = dir.path().join("sessions.parquet");
+    csv_as_parquet(&csv, &pq, 500, 1);
+    let out2 = dir.path().join("out2.csv");
+    assert!(assign_file(&pq, &out2, &["--sessions", "--max-gap", "50"]).status.success());
+    assert_eq!(std::fs::read_to_string(&out2).unwrap(), table);
+    // Bad settings.
+    let e = String::from_utf8_lossy(&assign_file(&csv, &out2, &["--sessions"]).stderr).into_owned();
+    assert!(e.contains("--max-gap"), "{e}");
+    let e = String::from_utf8_lossy(&assign_file(&csv, &out2, &["--sessions", "--max-gap", "5", "--min-session", "0"]).stderr).into_owned();
+    assert!(e.contains("--min-session must be at least 1"), "{e}");
 }
 
 #[test]

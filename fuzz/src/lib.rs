@@ -156,7 +156,7 @@ pub fn checkpoint(data: &[u8]) {
 
 /// `edge`'s long-format fleet rows into windows, lenient and strict.
 pub fn fleet_rows(data: &[u8]) {
-    use edge::fleet::{Windower, WindowerParams};
+    use edge::fleet::{SessionLimits, Windower, WindowerParams};
     let Some((&sel, rest)) = data.split_first() else { return };
     for strict in [false, true] {
         let p = WindowerParams {
@@ -165,7 +165,10 @@ pub fn fleet_rows(data: &[u8]) {
             stride: 1 + (sel as usize / 15) % 3,
             max_gap: if sel & 0x80 != 0 { Some(2.0) } else { None },
             strict,
+            // Sessions (cut at gaps) for some selectors that have a gap.
+            sessions: (sel & 0xc0 == 0xc0).then_some(SessionLimits { min: 1 + (sel as usize / 3) % 3, max: 3 + (sel as usize / 3) % 5 }),
         };
+        let sessions = p.sessions.is_some();
         let (f, w) = (p.features, p.window);
         let mut win = Windower::new(p).expect("sizes are >= 1");
         let mut vals = Vec::new();
@@ -192,7 +195,14 @@ pub fn fleet_rows(data: &[u8]) {
                 Err(e) => panic!("lenient mode returned an error after the first record: {e}"),
             }
         }
-        assert_eq!(vals.len(), emitted * w * f);
+        if sessions {
+            // Sessions vary in length; closing the open ones accounts for every value.
+            let closed = win.finish(&mut vals);
+            emitted += closed.len();
+            assert!(vals.len().is_multiple_of(f) && vals.len() >= emitted * f);
+        } else {
+            assert_eq!(vals.len(), emitted * w * f);
+        }
         let s = win.summary();
         assert_eq!(s.windows, emitted);
         if !strict && !stopped {

@@ -157,7 +157,7 @@ impl Scorer {
         let hd = model::encoder(&bundle).bundle().header;
         let features = hd.n_features as usize;
         let (window, stride) = edge::fleet::window_and_stride(window, stride, hd.seq_len as usize);
-        let windower = Windower::new(WindowerParams { features, window, stride, max_gap, strict }).map_err(value_error)?;
+        let windower = Windower::new(WindowerParams { features, window, stride, max_gap, strict, sessions: None }).map_err(value_error)?;
         Ok(Scorer {
             bundle,
             window,

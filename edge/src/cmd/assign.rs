@@ -17,6 +17,12 @@
 //! model's header nor a reading, or a file where no row is valid, is an error. A gap larger than
 //! `--max-gap` between two samples of a device restarts that device's window. Devices with fewer
 //! samples than a window produce no output row and are counted. A summary goes to stderr.
+//!
+//! `--sessions` scores sessions instead of windows: each device's stream is cut at every gap
+//! larger than `--max-gap` (sessions longer than `--max-session` are cut there too), and each
+//! session of at least `--min-session` samples is encoded at its own length, one row per session
+//! in the window table (`window_start`/`window_end` are the session's first and last timestamp).
+//! Sessions too short are counted in the summary.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -30,7 +36,7 @@ use runtime::bundle::AlignedBytes;
 use runtime::Encoder;
 
 use edge::devices::DeviceTable;
-use edge::fleet::{Window, Windower, WindowerParams};
+use edge::fleet::{SessionLimits, Window, Windower, WindowerParams};
 use edge::outputs::{device_cells, device_columns, window_cells, window_columns};
 use edge::parquet_input::{is_parquet, ParquetInputError, ParquetReadings};
 use edge::table::{TableFormat, TableWriter};
@@ -76,6 +82,18 @@ pub struct AssignArgs {
     no_devices: bool,
     #[command(flatten)]
     windows: super::WindowArgs,
+    /// Score sessions instead of fixed windows: each device's stream is cut at every gap larger
+    /// than --max-gap, and each session is encoded at its own length (native engine).
+    #[arg(long, requires = "max_gap")]
+    sessions: bool,
+    /// Sessions with fewer samples are counted and not scored [default: a quarter of the
+    /// model's training length].
+    #[arg(long, requires = "sessions")]
+    min_session: Option<usize>,
+    /// A session reaching this many samples is scored and the next sample starts a new one
+    /// [default: four times the model's training length].
+    #[arg(long, requires = "sessions")]
+    max_session: Option<usize>,
     /// Inference engine.
     #[arg(long, value_enum, default_value_t = Engine::Native)]
     engine: Engine,
@@ -88,6 +106,23 @@ pub struct AssignArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// Every session in `values` (session `i` ends at `ends[i]`) encoded at its own length and
+/// decided, in parallel: what a device that streamed the session would decide.
+fn score_sessions(enc: &Encoder<'_>, values: &[f32], ends: &[usize]) -> Result<Vec<runtime::Assignment>> {
+    use rayon::prelude::*;
+    use runtime::batch::{HostState, HOST_MAX_HIDDEN, HOST_MAX_LATENT, HOST_MAX_LAYERS};
+    let starts = std::iter::once(0).chain(ends.iter().copied());
+    let spans: Vec<(usize, usize)> = starts.zip(ends.iter().copied()).collect();
+    let scored: Result<Vec<_>, _> = spans
+        .par_iter()
+        .map_init(
+            || Box::new(HostState::default()),
+            |s, &(a, b)| enc.classify_window::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>(s, &values[a..b]).map(|(_, asg)| asg),
+        )
+        .collect();
+    Ok(scored?)
 }
 
 fn load_bundle(dir: &Path) -> Result<AlignedBytes> {
@@ -150,15 +185,35 @@ pub fn run(a: AssignArgs) -> Result<()> {
         bail!("--devices and --out name the same file {}", a.out.display());
     }
     let started = Instant::now();
-    let mut windower = Windower::new(WindowerParams { features: f, window, stride, max_gap: a.windows.max_gap, strict: a.strict })?;
+    let seq_len = hd.seq_len as usize;
+    let sessions = a
+        .sessions
+        .then(|| SessionLimits { min: a.min_session.unwrap_or((seq_len / 4).max(1)), max: a.max_session.unwrap_or(4 * seq_len.max(1)) });
+    if sessions.is_some() && a.engine == Engine::Tract {
+        bail!("--sessions: sessions of unequal lengths run on --engine native (tract takes one input length per plan)");
+    }
+    let mut windower =
+        Windower::new(WindowerParams { features: f, window, stride, max_gap: a.windows.max_gap, strict: a.strict, sessions })?;
     let mut table = DeviceTable::new(k);
     // Nothing appears at --out or --devices unless the whole run succeeds (atomic commits).
     let mut out = TableWriter::create(&a.out, TableFormat::of(&a.out), &window_columns())?;
     {
         let mut jobs: Vec<Window> = Vec::new();
         let mut pending: Vec<f32> = Vec::new();
-        let mut flush = |jobs: &mut Vec<Window>, pending: &mut Vec<f32>| -> Result<()> {
+        // Sessions: where each job's values end in `pending` (their lengths differ).
+        let mut ends: Vec<usize> = Vec::new();
+        let mut flush = |jobs: &mut Vec<Window>, pending: &mut Vec<f32>, ends: &mut Vec<usize>| -> Result<()> {
             if jobs.is_empty() {
+                return Ok(());
+            }
+            if sessions.is_some() {
+                for (job, asg) in jobs.iter().zip(score_sessions(&enc, pending, ends)?) {
+                    out.write(&window_cells(job, &asg))?;
+                    table.add(job, &asg);
+                }
+                jobs.clear();
+                pending.clear();
+                ends.clear();
                 return Ok(());
             }
             let z = match a.engine {
@@ -177,17 +232,23 @@ pub fn run(a: AssignArgs) -> Result<()> {
             Ok(())
         };
         // One fed row's window, if it completed one: batched, scored when the batch is full.
-        let mut take =
-            |job: Option<Window>, windower: &Windower, jobs: &mut Vec<Window>, pending: &mut Vec<f32>, pb: &ProgressBar| -> Result<()> {
-                if let Some(job) = job {
-                    jobs.push(job);
-                    if jobs.len() >= a.batch {
-                        flush(jobs, pending)?;
-                        pb.set_message(format!("{} windows", windower.summary().windows));
-                    }
+        let mut take = |job: Option<Window>,
+                        windower: &Windower,
+                        jobs: &mut Vec<Window>,
+                        pending: &mut Vec<f32>,
+                        ends: &mut Vec<usize>,
+                        pb: &ProgressBar|
+         -> Result<()> {
+            if let Some(job) = job {
+                jobs.push(job);
+                ends.push(pending.len());
+                if jobs.len() >= a.batch {
+                    flush(jobs, pending, ends)?;
+                    pb.set_message(format!("{} windows", windower.summary().windows));
                 }
-                Ok(())
-            };
+            }
+            Ok(())
+        };
         let pb;
         if parquet {
             let readings = ParquetReadings::open(&a.input, f).with_context(|| format!("{}", a.input.display()))?;
@@ -197,7 +258,7 @@ pub fn run(a: AssignArgs) -> Result<()> {
             readings
                 .for_each(|row| -> Result<()> {
                     let job = windower.feed_row(row, &mut pending).with_context(|| format!("{}", a.input.display()))?;
-                    take(job, &windower, &mut jobs, &mut pending, &pb)?;
+                    take(job, &windower, &mut jobs, &mut pending, &mut ends, &pb)?;
                     n += 1;
                     if n.is_multiple_of(65536) {
                         pb.set_position(n);
@@ -221,10 +282,19 @@ pub fn run(a: AssignArgs) -> Result<()> {
                 }
                 let line = record.position().map_or(records, |p| p.line() as usize);
                 let job = windower.feed_record(line, &record, &mut pending).with_context(|| format!("{}", a.input.display()))?;
-                take(job, &windower, &mut jobs, &mut pending, &pb)?;
+                take(job, &windower, &mut jobs, &mut pending, &mut ends, &pb)?;
             }
         }
-        flush(&mut jobs, &mut pending)?;
+        // Sessions still open at the end of the input.
+        let mut tail = Vec::new();
+        for (job, n) in windower.finish(&mut tail) {
+            let at = pending.len();
+            pending.extend_from_slice(&tail[..n]);
+            tail.drain(..n);
+            take(Some(job), &windower, &mut jobs, &mut pending, &mut ends, &pb)?;
+            debug_assert_eq!(pending.len(), at + n);
+        }
+        flush(&mut jobs, &mut pending, &mut ends)?;
         pb.finish_and_clear();
     }
     let s = windower.summary();
@@ -258,9 +328,23 @@ pub fn run(a: AssignArgs) -> Result<()> {
     let flagged: u64 = rows.iter().map(|r| r.anomalous_windows).sum();
     eprintln!("rows read             {}", s.rows);
     eprintln!("rows skipped          {} malformed, {} out of time order", s.malformed, s.out_of_order);
-    eprintln!("devices               {} ({} with fewer samples than a window of {window})", windower.devices(), windower.short_devices());
-    eprintln!("windows restarted     {} (gap > --max-gap)", s.gaps);
-    eprintln!("windows scored        {} -> {}", s.windows, a.out.display());
+    match sessions {
+        Some(_) => eprintln!("devices               {} ({} without a session scored)", windower.devices(), windower.short_devices()),
+        None => eprintln!(
+            "devices               {} ({} with fewer samples than a window of {window})",
+            windower.devices(),
+            windower.short_devices()
+        ),
+    }
+    if let Some(l) = sessions {
+        eprintln!("sessions ended by gap {} (gap > --max-gap)", s.gaps);
+        eprintln!("sessions too short    {} (fewer than {} samples)", s.short_sessions, l.min);
+        eprintln!("sessions cut          {} (at {} samples)", s.cut_sessions, l.max);
+        eprintln!("sessions scored       {} -> {}", s.windows, a.out.display());
+    } else {
+        eprintln!("windows restarted     {} (gap > --max-gap)", s.gaps);
+        eprintln!("windows scored        {} -> {}", s.windows, a.out.display());
+    }
     eprintln!("windows anomalous     {flagged}");
     if let Some(p) = &devices_path {
         eprintln!("device table          {} devices -> {}", table.len(), p.display());

@@ -572,8 +572,15 @@ mod tests {
     /// What `edge assign` computes for the same samples: (device, start, end, cluster, distance bits, anomalous).
     fn reference(model: &Model, w: &Windowing, msgs: &[(String, Vec<Sample>)]) -> Vec<(String, String, String, usize, u32, bool)> {
         let enc = model.encoder();
-        let mut win =
-            Windower::new(WindowerParams { features: 1, window: w.window, stride: w.stride, max_gap: w.max_gap, strict: false }).unwrap();
+        let mut win = Windower::new(WindowerParams {
+            features: 1,
+            window: w.window,
+            stride: w.stride,
+            max_gap: w.max_gap,
+            strict: false,
+            sessions: None,
+        })
+        .unwrap();
         let (mut jobs, mut vals) = (Vec::new(), Vec::new());
         for (d, ss) in msgs {
             for s in ss {
