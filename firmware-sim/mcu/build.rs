@@ -1,6 +1,9 @@
 //! Generates the firmware's test data on the host: the first ECG5000 TEST beats as f32 windows,
 //! and their expected cluster IDs computed by the runtime's native path (the same crate, built
-//! for the host), then one window of noise, which the model flags as anomalous.
+//! for the host), then one window of noise, which the model flags as anomalous, then two
+//! windows of other lengths (the first 100 samples of a beat; two beats run together, 200
+//! samples): the streaming encoder takes any number of samples. `lengths.bin` holds each
+//! window's length.
 //! `FIRMWARE_CORRUPT_EXPECTED=1` deliberately corrupts the first expectation, to
 //! prove the firmware's check can fail. `FIRMWARE_BUNDLE=PATH` flashes another bundle than the
 //! shipped `models/ecg5000/model.bundle` (e.g. one `trainer import` made).
@@ -48,8 +51,12 @@ fn main() {
             x as f32 / u32::MAX as f32 - 0.5
         })
         .collect();
-    for w in beats.chain(std::iter::once(noise)) {
-        let w: Vec<f32> = w;
+    let beats: Vec<Vec<f32>> = beats.collect();
+    let short: Vec<f32> = beats[0][..100].to_vec();
+    let long: Vec<f32> = beats[1].iter().chain(&beats[2][..60]).copied().collect();
+    let mut lengths = Vec::new();
+    for w in beats.into_iter().chain([noise, short, long]) {
+        lengths.extend((w.len() as u32).to_le_bytes());
         let (_, a) = enc.classify_window::<512, 4, 256>(&mut state, &w).unwrap();
         windows.extend(w.iter().flat_map(|v| v.to_le_bytes()));
         expected.extend((a.cluster as u32).to_le_bytes());
@@ -62,6 +69,7 @@ fn main() {
         expected[0..4].copy_from_slice(&((id + 1) % k).to_le_bytes());
     }
     std::fs::write(out.join("windows.bin"), windows).unwrap();
+    std::fs::write(out.join("lengths.bin"), lengths).unwrap();
     std::fs::write(out.join("expected.bin"), expected).unwrap();
     std::fs::copy(&bundle_path, out.join("model.bundle")).unwrap();
 }

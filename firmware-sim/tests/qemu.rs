@@ -57,10 +57,13 @@ fn firmware_matches_the_host_and_catches_a_corrupted_expectation() {
     assert_eq!(out.status.code(), Some(0), "firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     // Bit-identical arithmetic: the distances printed by the device equal the host's exactly.
     let ids = device_ids(&stdout);
-    // 16 ECG beats, then a window of noise the model must flag.
-    assert_eq!(ids.len(), 17, "{stdout}");
+    // 16 ECG beats, then a window of noise the model must flag, then windows of 100 and 200
+    // samples (their distances equal the host's to the bit, checked above).
+    assert_eq!(ids.len(), 19, "{stdout}");
     assert!(ids[16].1, "the noise window is not flagged anomalous:\n{stdout}");
     assert_eq!(ids[..16], host_ids(16, "models/ecg5000/model.bundle")[..], "Cortex-M IDs differ from the host's:\n{stdout}");
+    let samples: Vec<&str> = stdout.lines().filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("samples="))).collect();
+    assert_eq!(samples[15..], ["140", "140", "100", "200"], "{stdout}");
     let stack: usize = stdout.lines().find_map(|l| l.strip_prefix("stack_high_water_bytes=")).unwrap().parse().unwrap();
     let state: usize = stdout.lines().find_map(|l| l.strip_prefix("state_bytes_per_device=")).unwrap().parse().unwrap();
     assert!(stack > 0 && stack + state <= 16 * 1024, "RAM budget: stack {stack} + state {state} bytes");
@@ -98,7 +101,7 @@ fn firmware_runs_a_bundle_imported_from_pytorch() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let ids = device_ids(&stdout);
-    assert_eq!(ids.len(), 17, "{stdout}");
+    assert_eq!(ids.len(), 19, "{stdout}");
     let device: Vec<usize> = ids[..16].iter().map(|i| i.0).collect();
     assert_eq!(device, host_ids(16, bundle).iter().map(|i| i.0).collect::<Vec<_>>(), "Cortex-M IDs differ from the host's:\n{stdout}");
     // The clusters PyTorch's own latents fall in: the device runs PyTorch's model.
