@@ -517,6 +517,33 @@ mod tests {
         assert_eq!((w.devices(), w.short_devices(), w.samples()), (2, 1, 4));
     }
 
+    /// Sessions: a gap closes one (its values go out when the next sample arrives), a short one
+    /// is counted and dropped, one at the maximum is cut and the stream goes on as a new
+    /// session, and `finish` closes the open ones in device order; bad limits are refused.
+    #[test]
+    fn sessions_cut_at_gaps_and_limits() {
+        let p = WindowerParams { max_gap: Some(5.0), sessions: Some(SessionLimits { min: 2, max: 4 }), ..params(99, 99) };
+        let mut w = Windower::new(p.clone()).unwrap();
+        // b: 1,2,3 | gap | 20 (short) | gap | 40..45 (cut after 4, then 2 more); a: 1,2 open at the end.
+        let text = b"b,1,1\nb,2,2\nb,3,3\na,1,7\na,2,8\nb,20,9\nb,40,4\nb,41,5\nb,42,6\nb,43,7\nb,44,8\nb,45,9\n";
+        let (wins, mut vals) = feed_all(&mut w, text);
+        let win = |d: &str, a: &str, b: &str| Window { device: d.into(), start: a.into(), end: b.into() };
+        assert_eq!(wins, vec![win("b", "1", "3"), win("b", "40", "43")]);
+        assert_eq!(vals, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+        let rest = w.finish(&mut vals);
+        assert_eq!(rest, vec![(win("a", "1", "2"), 2), (win("b", "44", "45"), 2)]);
+        assert_eq!(vals[7..], [7.0, 8.0, 8.0, 9.0]);
+        let s = w.summary();
+        assert_eq!((s.windows, s.short_sessions, s.cut_sessions, s.gaps), (4, 1, 1, 2));
+        assert!(w.finish(&mut vals).is_empty(), "finish closes each session once");
+        // Fixed windows: finish scores nothing.
+        assert!(Windower::new(params(2, 2)).unwrap().finish(&mut vals).is_empty());
+        for (gap, min, max) in [(None, 2, 4), (Some(1.0), 0, 4), (Some(1.0), 3, 2), (Some(1.0), 1, 1)] {
+            let bad = WindowerParams { max_gap: gap, sessions: Some(SessionLimits { min, max }), ..params(9, 9) };
+            assert!(Windower::new(bad).is_err(), "{gap:?} {min} {max}");
+        }
+    }
+
     #[test]
     fn strict_mode_names_the_line() {
         let mut w = Windower::new(WindowerParams { strict: true, ..params(2, 2) }).unwrap();
