@@ -92,7 +92,9 @@ if [ "${TEST_PYTHON:-1}" != 0 ]; then
     "$pyvenv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps target/wheels/vrae_edge-*.whl
     # From the repository root, so `vrae_edge` is the installed wheel, not python/'s sources.
     rc=0
-    EDGE_BIN="$PWD/target/release/edge" REQUIRE_SPARK=1 SPARK_LOCAL_IP=127.0.0.1 \
+    # The edge binary cargo built above, wherever CARGO_TARGET_DIR puts it (CI may share one).
+    edge_bin="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/edge"
+    EDGE_BIN="$edge_bin" REQUIRE_SPARK=1 SPARK_LOCAL_IP=127.0.0.1 \
         "$pyvenv/bin/python" -m pytest python/tests -q -p no:cacheprovider || rc=$?
     if [ "$rc" = 5 ]; then
         echo "pytest collected no tests from python/tests: that is a failure, not a pass"
