@@ -170,3 +170,31 @@ pub fn encode(meta: &CheckpointMeta, weights: &ParamStore, optimizer: &BTreeMap<
     let json = serde_json::to_string(meta).map_err(|e| Error::Training(format!("checkpoint metadata: {e}")))?;
     tensors_to_safetensors(&t, Some(HashMap::from([(META_KEY.to_string(), json)])))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed fuzz seed (a layout-2 checkpoint) reads back; the same bytes with an older
+    /// layout, or with metadata that is not JSON, are refused with errors that say so and name
+    /// the file.
+    #[test]
+    fn older_layouts_and_corrupt_metadata_are_named_errors() {
+        let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/checkpoint/tiny");
+        let bytes = std::fs::read(seed).unwrap();
+        let path = Path::new("dir/checkpoint.safetensors");
+        let ck = Checkpoint::from_bytes(&bytes, path, &Device::Cpu).unwrap();
+        let mut old = ck.meta.clone();
+        old.version = 1;
+        let e = Checkpoint::from_bytes(&encode(&old, &ck.weights, &ck.optimizer).unwrap(), path, &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("checkpoint.safetensors") && e.contains("version 1 is not supported") && e.contains("without --resume"), "{e}");
+        // A layout-1 body (`settings`, no `run`) gets the version error, not a missing field.
+        let t: BTreeMap<String, Tensor> = ck.weights.iter().map(|(k, v)| (format!("w.{k}"), v.as_tensor().clone())).collect();
+        let v1 = tensors_to_safetensors(&t, Some(HashMap::from([(META_KEY.into(), r#"{"version":1,"settings":{}}"#.into())]))).unwrap();
+        let e = Checkpoint::from_bytes(&v1, path, &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("version 1 is not supported"), "{e}");
+        let bad = tensors_to_safetensors(&t, Some(HashMap::from([(META_KEY.into(), "{not json".into())]))).unwrap();
+        let e = Checkpoint::from_bytes(&bad, path, &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("checkpoint.safetensors") && e.contains("metadata is corrupt"), "{e}");
+    }
+}
