@@ -326,10 +326,12 @@ impl Windower {
         let (t, device) = (row.time, row.device);
         let p = &self.p;
         let f = p.features;
-        let ring = if p.sessions.is_some() { 0 } else { p.window };
+        // Fixed windows: a ring of `window` samples and their times. Sessions: a growing buffer,
+        // and the session's first and last time.
+        let (ring, times) = if p.sessions.is_some() { (0, 2) } else { (p.window, p.window) };
         let dev = self.devices.entry(device.to_string()).or_insert_with(|| Device {
             buf: vec![0.0; ring * f],
-            times: vec![String::new(); ring.max(2)],
+            times: vec![String::new(); times],
             filled: 0,
             since_emit: 0,
             last_t: f64::NEG_INFINITY,

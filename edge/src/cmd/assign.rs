@@ -286,13 +286,13 @@ pub fn run(a: AssignArgs) -> Result<()> {
             }
         }
         // Sessions still open at the end of the input.
+        // Fed one at a time, so a full batch can be scored (and `pending` cleared) between them.
         let mut tail = Vec::new();
+        let mut at = 0;
         for (job, n) in windower.finish(&mut tail) {
-            let at = pending.len();
-            pending.extend_from_slice(&tail[..n]);
-            tail.drain(..n);
+            pending.extend_from_slice(&tail[at..at + n]);
+            at += n;
             take(Some(job), &windower, &mut jobs, &mut pending, &mut ends, &pb)?;
-            debug_assert_eq!(pending.len(), at + n);
         }
         flush(&mut jobs, &mut pending, &mut ends)?;
         pb.finish_and_clear();
@@ -328,20 +328,18 @@ pub fn run(a: AssignArgs) -> Result<()> {
     let flagged: u64 = rows.iter().map(|r| r.anomalous_windows).sum();
     eprintln!("rows read             {}", s.rows);
     eprintln!("rows skipped          {} malformed, {} out of time order", s.malformed, s.out_of_order);
-    match sessions {
-        Some(_) => eprintln!("devices               {} ({} without a session scored)", windower.devices(), windower.short_devices()),
-        None => eprintln!(
-            "devices               {} ({} with fewer samples than a window of {window})",
-            windower.devices(),
-            windower.short_devices()
-        ),
-    }
     if let Some(l) = sessions {
+        eprintln!("devices               {} ({} without a session scored)", windower.devices(), windower.short_devices());
         eprintln!("sessions ended by gap {} (gap > --max-gap)", s.gaps);
         eprintln!("sessions too short    {} (fewer than {} samples)", s.short_sessions, l.min);
         eprintln!("sessions cut          {} (at {} samples)", s.cut_sessions, l.max);
         eprintln!("sessions scored       {} -> {}", s.windows, a.out.display());
     } else {
+        eprintln!(
+            "devices               {} ({} with fewer samples than a window of {window})",
+            windower.devices(),
+            windower.short_devices()
+        );
         eprintln!("windows restarted     {} (gap > --max-gap)", s.gaps);
         eprintln!("windows scored        {} -> {}", s.windows, a.out.display());
     }

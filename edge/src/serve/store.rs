@@ -287,7 +287,6 @@ impl Store {
     }
 }
 
-/// `magic, crc32(payload), payload`.
 /// `magic | CRC-32 | postcard`, built in one buffer of exactly its size: a gateway's snapshot
 /// holds every live device (~20 MB for 10,000), and growing a buffer by doubling and then
 /// copying it behind the header took up to three times that at once (peak RSS).
