@@ -260,6 +260,9 @@ fn sessions_are_scored_at_their_own_length() {
     assert!(e.contains("--max-gap"), "{e}");
     let e = String::from_utf8_lossy(&assign_file(&csv, &out2, &["--sessions", "--max-gap", "5", "--min-session", "0"]).stderr).into_owned();
     assert!(e.contains("--min-session must be at least 1"), "{e}");
+    // Sessions have no fixed window: --window or --stride beside --sessions is refused.
+    let e = String::from_utf8_lossy(&assign_file(&csv, &out2, &["--sessions", "--max-gap", "5", "--window", "50"]).stderr).into_owned();
+    assert!(e.contains("--window") && e.contains("cannot be used with"), "{e}");
 }
 
 #[test]

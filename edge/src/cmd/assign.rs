@@ -84,7 +84,7 @@ pub struct AssignArgs {
     windows: super::WindowArgs,
     /// Score sessions instead of fixed windows: each device's stream is cut at every gap larger
     /// than --max-gap, and each session is encoded at its own length (native engine).
-    #[arg(long, requires = "max_gap")]
+    #[arg(long, requires = "max_gap", conflicts_with_all = ["window", "stride"])]
     sessions: bool,
     /// Sessions with fewer samples are counted and not scored [default: a quarter of the
     /// model's training length].
