@@ -105,7 +105,7 @@ pub fn candle_embed(m: &LoadedModel, series: &[trainer::data::Series]) -> Result
     for chunk in series.chunks(512) {
         let refs: Vec<&trainer::data::Series> = chunk.iter().collect();
         let x = trainer::train::batch_tensor(&refs, chunk[0].len, cfg.n_features, &Device::Cpu)?;
-        out.extend(m.vrae.encode_mean(&x)?.flatten_all()?.to_vec1::<f32>()?);
+        out.extend(m.vrae.encode_mean(&x, None)?.flatten_all()?.to_vec1::<f32>()?);
     }
     Ok(out)
 }

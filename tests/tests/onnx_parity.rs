@@ -61,7 +61,7 @@ fn other_sequence_lengths_agree() {
             let series = ecg_series(5, 3, len).unwrap();
             let x = time_major(&series, len, 3);
             let xt = Tensor::from_vec(x.clone(), (len, 5, 3), &Device::Cpu).unwrap();
-            let c: Vec<f32> = m.vrae.encode_mean(&xt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let c: Vec<f32> = m.vrae.encode_mean(&xt, None).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             let o = ort.run(&x, len, 5, 3).unwrap();
             let t = TractEncoder::load(&onnx, len, 5, 3).unwrap().run(&x, len, 5, 3).unwrap();
             let (co, ct) = (max_abs_diff(&c, &o), max_abs_diff(&c, &t));
@@ -96,7 +96,7 @@ fn padded_batches_of_unequal_lengths() {
                 }
             }
             let alone = Tensor::from_vec(s.values[..len * features].to_vec(), (len, 1, features), &Device::Cpu).unwrap();
-            want.extend(m.vrae.encode_mean(&alone).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            want.extend(m.vrae.encode_mean(&alone, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
         }
         let lengths: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
         let case = format!("{cell:?} {features} feature(s)");

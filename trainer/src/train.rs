@@ -15,7 +15,7 @@ use crate::checkpoint::{Checkpoint, RngState, TrainState};
 use crate::data::Series;
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::model::loss::{contrastive_loss, vrae_loss};
+use crate::model::loss::{contrastive_loss, vrae_loss, StepMask};
 use crate::model::{ModelConfig, ParamStore, Vrae};
 use crate::optim::Optimizer;
 use crate::params::VraeValidParams;
@@ -86,14 +86,24 @@ pub fn epoch_bounds(params: &VraeValidParams, fit_rows: usize, seq_len: usize) -
     (most, params.min_steps.div_ceil(batches).min(most))
 }
 
-/// Mean squared reconstruction error of `rows` of `train` (no dropout, no sampling).
-fn validation_recon(model: &Vrae, data: &Batches, rows: &[usize], cfg: &ModelConfig) -> Result<f64> {
+/// Mean squared reconstruction error of `rows` of `train` (no dropout, no sampling), over
+/// their real steps.
+fn validation_recon(model: &Vrae, data: &Batches, rows: &[usize]) -> Result<f64> {
     let (mut sum, mut n) = (0f64, 0usize);
     for chunk in rows.chunks(256) {
-        let x = data.batch(chunk)?;
-        let recon = model.decode(&model.encode_mean(&x)?, cfg.seq_len)?;
-        sum += (recon - &x)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-        n += x.elem_count();
+        let b = data.batch(chunk)?;
+        let (t, _, f) = b.x.dims3()?;
+        let sq = (model.decode(&model.encode_mean(&b.x, b.lengths.as_deref())?, t)? - &b.x)?.sqr()?;
+        match &b.mask {
+            Some(m) => {
+                sum += sq.broadcast_mul(&m.mask)?.sum_all()?.to_scalar::<f32>()? as f64;
+                n += m.steps * f;
+            }
+            None => {
+                sum += sq.sum_all()?.to_scalar::<f32>()? as f64;
+                n += b.x.elem_count();
+            }
+        }
     }
     Ok(sum / n.max(1) as f64)
 }
@@ -120,53 +130,86 @@ fn snapshot(store: &ParamStore) -> Result<std::collections::BTreeMap<String, Ten
     store.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect()
 }
 
+/// One batch: its rows' values `[T, B, F]`, `T` the longest row, shorter rows padded with zeros;
+/// where the rows' lengths differ, those lengths and the loss's [`StepMask`] (`None` when every
+/// row has `T` steps, which is then exactly the equal-length computation).
+pub struct Batch {
+    /// Values `[T, B, F]`.
+    pub x: Tensor,
+    /// Each row's length, when they differ.
+    pub lengths: Option<Vec<usize>>,
+    /// The real steps, when the lengths differ.
+    pub mask: Option<StepMask>,
+}
+
+impl Batch {
+    fn new(x: Tensor, lengths: Vec<usize>) -> Result<Self> {
+        let t = x.dim(0)?;
+        if lengths.iter().all(|&n| n == t) {
+            return Ok(Batch { x, lengths: None, mask: None });
+        }
+        let mask = StepMask::new(&lengths, t, x.device())?;
+        Ok(Batch { x, lengths: Some(lengths), mask: Some(mask) })
+    }
+}
+
 /// Where training batches come from. On the CPU each batch is packed from the series (no second
-/// copy of the data set); on another device the series are uploaded once as `[N, T, F]` and a
-/// batch is an `index_select` of its rows, so a step moves only the row indices and the noise to
-/// the device, not the batch.
+/// copy of the data set); on another device the series are uploaded once as `[N, T, F]` (padded
+/// to the longest) and a batch is an `index_select` of its rows, so a step moves only the row
+/// indices and the noise to the device, not the batch.
 pub enum Batches<'a> {
     /// Packed per batch on the CPU.
-    Host { series: &'a [Series], t: usize, nf: usize, dev: Device },
-    /// Every series on the device.
-    Device(Tensor),
+    Host { series: &'a [Series], nf: usize, dev: Device },
+    /// Every series on the device, and each one's length.
+    Device(Tensor, Vec<usize>),
 }
 
 impl<'a> Batches<'a> {
-    /// Batches of `series` (all of length `t`, `nf` features) on `dev`.
+    /// Batches of `series` (of at most `t` steps, `nf` features) on `dev`.
     pub fn new(series: &'a [Series], t: usize, nf: usize, dev: &Device) -> Result<Self> {
         if dev.is_cpu() {
-            return Ok(Batches::Host { series, t, nf, dev: dev.clone() });
+            return Ok(Batches::Host { series, nf, dev: dev.clone() });
         }
         Self::on_device(series, t, nf, dev)
     }
 
     /// The uploaded form on any device (the CPU included, for tests).
     pub fn on_device(series: &[Series], t: usize, nf: usize, dev: &Device) -> Result<Self> {
-        let flat: Vec<f32> = series.iter().flat_map(|s| s.values.iter().copied()).collect();
-        Ok(Batches::Device(Tensor::from_vec(flat, (series.len(), t, nf), dev)?))
+        let mut flat = vec![0f32; series.len() * t * nf];
+        for (dst, s) in flat.chunks_exact_mut(t * nf).zip(series) {
+            dst[..s.values.len()].copy_from_slice(&s.values);
+        }
+        let lengths = series.iter().map(|s| s.len).collect();
+        Ok(Batches::Device(Tensor::from_vec(flat, (series.len(), t, nf), dev)?, lengths))
     }
 
-    /// Rows `rows` as a `[T, B, F]` tensor.
-    pub fn batch(&self, rows: &[usize]) -> Result<Tensor> {
+    /// Rows `rows` as a [`Batch`].
+    pub fn batch(&self, rows: &[usize]) -> Result<Batch> {
         match self {
-            Batches::Host { series, t, nf, dev } => {
+            Batches::Host { series, nf, dev } => {
                 let batch: Vec<&Series> = rows.iter().map(|&i| &series[i]).collect();
-                batch_tensor(&batch, *t, *nf, dev)
+                let lengths: Vec<usize> = batch.iter().map(|s| s.len).collect();
+                let t = lengths.iter().copied().max().unwrap_or(0);
+                Batch::new(batch_tensor(&batch, t, *nf, dev)?, lengths)
             }
-            Batches::Device(all) => {
+            Batches::Device(all, len) => {
+                let lengths: Vec<usize> = rows.iter().map(|&i| len[i]).collect();
+                let t = lengths.iter().copied().max().unwrap_or(0);
                 let idx = Tensor::from_vec(rows.iter().map(|&i| i as u32).collect::<Vec<u32>>(), rows.len(), all.device())?;
-                Ok(all.index_select(&idx, 0)?.transpose(0, 1)?.contiguous()?)
+                let x = all.index_select(&idx, 0)?.transpose(0, 1)?;
+                let x = if t < x.dim(0)? { x.narrow(0, 0, t)? } else { x };
+                Batch::new(x.contiguous()?, lengths)
             }
         }
     }
 }
 
-/// Packs series (all of length `t`) into a `[T, B, F]` tensor.
+/// Packs series (of at most `t` steps) into a `[T, B, F]` tensor, shorter ones padded with zeros.
 pub fn batch_tensor(series: &[&Series], t: usize, nf: usize, dev: &Device) -> Result<Tensor> {
     let b = series.len();
     let mut data = vec![0f32; t * b * nf];
     for (j, s) in series.iter().enumerate() {
-        for step in 0..t {
+        for step in 0..t.min(s.len) {
             let src = &s.values[step * nf..(step + 1) * nf];
             data[(step * b + j) * nf..(step * b + j + 1) * nf].copy_from_slice(src);
         }
@@ -174,22 +217,45 @@ pub fn batch_tensor(series: &[&Series], t: usize, nf: usize, dev: &Device) -> Re
     Ok(Tensor::from_vec(data, (t, b, nf), dev)?)
 }
 
-/// A random crop of every series of a batch as a `[C, B, F]` tensor: one crop length `C` drawn
-/// uniformly from `[ceil(min_share * t), t]`, and an offset per series.
-fn crop_tensor(series: &[&Series], t: usize, nf: usize, min_share: f64, rng: &mut ChaCha8Rng, dev: &Device) -> Result<Tensor> {
-    let shortest = ((min_share * t as f64).ceil() as usize).clamp(1, t);
-    let c = rng.gen_range(shortest..=t);
+/// A random crop of every series of a batch. Series of one length `t`: one crop length `C` drawn
+/// uniformly from `[ceil(min_share * t), t]`, an offset per series, a `[C, B, F]` tensor.
+/// Series of unequal lengths: one share `u` drawn uniformly from `[min_share, 1]`, each series
+/// cropped to `ceil(u * len)` steps at its own offset, a padded [`Batch`] with its lengths, so
+/// every crop keeps the same share of its own series.
+fn crop_batch(series: &[&Series], nf: usize, min_share: f64, rng: &mut ChaCha8Rng, dev: &Device) -> Result<Batch> {
     let b = series.len();
+    let t = series.iter().map(|s| s.len).max().unwrap_or(0);
+    let lengths: Vec<usize> = if series.iter().all(|s| s.len == t) {
+        let shortest = ((min_share * t as f64).ceil() as usize).clamp(1, t);
+        vec![rng.gen_range(shortest..=t); b]
+    } else {
+        let u = rng.gen_range(min_share.min(1.0)..=1.0);
+        series.iter().map(|s| ((u * s.len as f64).ceil() as usize).clamp(1, s.len)).collect()
+    };
+    let c = lengths.iter().copied().max().unwrap_or(0);
     let mut data = vec![0f32; c * b * nf];
-    for (j, s) in series.iter().enumerate() {
-        let start = rng.gen_range(0..=t - c);
-        for step in 0..c {
+    for (j, (s, &n)) in series.iter().zip(&lengths).enumerate() {
+        let start = rng.gen_range(0..=s.len - n);
+        for step in 0..n {
             let src = &s.values[(start + step) * nf..(start + step + 1) * nf];
             data[(step * b + j) * nf..(step * b + j + 1) * nf].copy_from_slice(src);
         }
     }
-    Ok(Tensor::from_vec(data, (c, b, nf), dev)?)
+    Batch::new(Tensor::from_vec(data, (c, b, nf), dev)?, lengths)
 }
+
+/// Batches of series of unequal lengths are padded to their longest row, so each stretch of
+/// [`BUCKET_BATCHES`] batches of the shuffled order is sorted by length (stable) before it is cut
+/// into batches: rows of similar length train together and little time goes to padding, while
+/// which series meet in a batch still changes every epoch.
+fn bucket_by_length(order: &mut [usize], series: &[Series], batch_size: usize) {
+    for stretch in order.chunks_mut(BUCKET_BATCHES * batch_size.max(1)) {
+        stretch.sort_by_key(|&i| series[i].len);
+    }
+}
+
+/// Batches per stretch of the shuffled order sorted by length ([`bucket_by_length`]).
+pub const BUCKET_BATCHES: usize = 8;
 
 /// Scales all gradients so their global L2 norm is at most `max_norm` (PyTorch's
 /// `clip_grad_norm_`: factor `max_norm / (norm + 1e-6)` when that is below 1). Returns the norm
@@ -298,7 +364,10 @@ pub fn train_resumable(
     let mut is_val = vec![false; train.len()];
     val_rows.iter().for_each(|&i| is_val[i] = true);
     let fit_rows = train.len() - val_rows.len();
-    let (max_epochs, min_epochs) = epoch_bounds(params, fit_rows, cfg.seq_len);
+    let fit_steps: usize = train.iter().zip(&is_val).filter(|(_, &v)| !v).map(|(s, _)| s.len).sum();
+    let ragged = train.iter().any(|s| s.len != train[0].len);
+    // The budget counts real steps: the mean length of the rows trained on.
+    let (max_epochs, min_epochs) = epoch_bounds(params, fit_rows, fit_steps.div_ceil(fit_rows.max(1)));
     let mut best: Option<(usize, f64, std::collections::BTreeMap<String, Tensor>)> = None;
     let (store, mut rng, mut order, mut log, mut opt) = match resume {
         None => {
@@ -357,16 +426,19 @@ pub fn train_resumable(
         let start = Instant::now();
         let klw = kl_weight_at(params.kl_weight, params.kl_anneal_epochs, epoch);
         order.shuffle(&mut rng);
-        let fit_order: Vec<usize> = order.iter().copied().filter(|&i| !is_val[i]).collect();
+        let mut fit_order: Vec<usize> = order.iter().copied().filter(|&i| !is_val[i]).collect();
+        if ragged {
+            bucket_by_length(&mut fit_order, train, params.batch_size);
+        }
         let (mut sl, mut sr, mut sk, mut sc) = (0f64, 0f64, 0f64, 0f64);
         for (bi, chunk) in fit_order.chunks(params.batch_size).enumerate() {
             let batch: Vec<&Series> = chunk.iter().map(|&i| &train[i]).collect();
             let x = data.batch(chunk)?;
-            let fw = model.forward_train(&x, &mut rng)?;
-            let parts = vrae_loss(&x, &fw.recon, &fw.mean, &fw.logvar, params.loss, params.loss_scaling, klw)?;
+            let fw = model.forward_train(&x.x, x.lengths.as_deref(), &mut rng)?;
+            let parts = vrae_loss(&x.x, &fw.recon, x.mask.as_ref(), &fw.mean, &fw.logvar, params.loss, params.loss_scaling, klw)?;
             let total = if params.contrastive_weight > 0.0 {
-                let xc = crop_tensor(&batch, cfg.seq_len, cfg.n_features, params.contrastive_crop, &mut rng, dev)?;
-                let zc = model.encode_mean_train(&xc, &mut rng)?;
+                let xc = crop_batch(&batch, cfg.n_features, params.contrastive_crop, &mut rng, dev)?;
+                let zc = model.encode_mean_train(&xc.x, xc.lengths.as_deref(), &mut rng)?;
                 let c = contrastive_loss(&fw.mean, &zc, params.contrastive_temperature)?;
                 sc += c.to_scalar::<f32>()? as f64;
                 (&parts.total + (c * params.contrastive_weight)?)?
@@ -396,7 +468,7 @@ pub fn train_resumable(
             progress(Progress::Batch { message: &message });
         }
         let nb = n_batches as f64;
-        let val_recon = if val_rows.is_empty() { None } else { Some(validation_recon(&model, &data, &val_rows, cfg)?) };
+        let val_recon = if val_rows.is_empty() { None } else { Some(validation_recon(&model, &data, &val_rows)?) };
         if let Some(v) = val_recon {
             if !v.is_finite() {
                 progress(Progress::Abandoned);

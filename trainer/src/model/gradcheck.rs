@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::loss::vrae_loss;
+use super::loss::{vrae_loss, StepMask};
 use super::params::ParamStore;
 use super::rnn::{Rnn, StackShape};
 use super::vrae::{standard_normal, ModelConfig, Vrae};
@@ -45,10 +45,10 @@ fn check(vars: &[(String, Var)], loss: &dyn Fn() -> Tensor) {
     assert!(worst.is_finite());
 }
 
-fn rnn_case(kind: Cell, input: Option<usize>) {
+fn rnn_case(kind: Cell, input: Option<usize>, lengths: Option<&[usize]>) {
     let dev = Device::Cpu;
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let (h, depth, b, t) = (3, 2, 2, 5);
+    let (h, depth, b, t) = (3, 2, lengths.map_or(2, <[usize]>::len), 5);
     let mut store = ParamStore::default();
     Rnn::init(&mut store, "r", StackShape { kind, input, hidden: h, depth }, &mut rng, &dev).unwrap();
     let store = store.to_dtype(DType::F64).unwrap();
@@ -58,7 +58,7 @@ fn rnn_case(kind: Cell, input: Option<usize>) {
     let proj = randn(&mut rng, &[t, b, h]);
     let loss = || {
         let h0s = vec![h0.as_tensor().clone(); depth];
-        let y = rnn.forward(x.as_ref(), t, &h0s, |x| Ok(x.clone()), super::fused::Output::Seq).unwrap();
+        let y = rnn.forward(x.as_ref(), t, &h0s, |x| Ok(x.clone()), super::fused::Output::Seq, lengths).unwrap();
         // Weighted sum of every output plus the squared final state, so all paths carry gradient.
         let l = (&y * &proj).unwrap().sum_all().unwrap();
         (l + y.get(t - 1).unwrap().sqr().unwrap().sum_all().unwrap()).unwrap()
@@ -70,32 +70,42 @@ fn rnn_case(kind: Cell, input: Option<usize>) {
 
 #[test]
 fn lstm_gradients_match_finite_differences() {
-    rnn_case(Cell::Lstm, Some(2));
+    rnn_case(Cell::Lstm, Some(2), None);
 }
 
 #[test]
 fn gru_gradients_match_finite_differences() {
-    rnn_case(Cell::Gru, Some(2));
+    rnn_case(Cell::Gru, Some(2), None);
 }
 
 #[test]
 fn input_free_layers_match_finite_differences() {
-    rnn_case(Cell::Lstm, None);
-    rnn_case(Cell::Gru, None);
+    rnn_case(Cell::Lstm, None, None);
+    rnn_case(Cell::Gru, None, None);
 }
 
-fn vrae_case(cell: Cell, loss_kind: ReconLoss, scaling: LossScaling) {
+/// Rows of unequal lengths (one of length 1, all different) hold their state after their end.
+#[test]
+fn ragged_batches_match_finite_differences() {
+    for cell in [Cell::Lstm, Cell::Gru] {
+        rnn_case(cell, Some(2), Some(&[5, 1, 3]));
+        rnn_case(cell, None, Some(&[2, 5, 1]));
+    }
+}
+
+fn vrae_case(cell: Cell, loss_kind: ReconLoss, scaling: LossScaling, lengths: Option<&[usize]>) {
     let dev = Device::Cpu;
     let cfg = ModelConfig { cell, n_features: 2, seq_len: 4, hidden_size: 3, hidden_layer_depth: 2, latent_length: 2, dropout: 0.0 };
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let store = Vrae::init(&cfg, &mut rng, &dev).unwrap().to_dtype(DType::F64).unwrap();
     let model = Vrae::bind(&cfg, &store, Path::new("test")).unwrap();
     let x = (randn(&mut rng, &[4, 3, 2]) * 1.5).unwrap();
+    let mask = lengths.map(|l| StepMask::new(l, 4, &dev).unwrap());
     let loss = || {
         // Same reparameterisation noise on every evaluation.
         let mut r = ChaCha8Rng::seed_from_u64(9);
-        let fw = model.forward_train(&x, &mut r).unwrap();
-        vrae_loss(&x, &fw.recon, &fw.mean, &fw.logvar, loss_kind, scaling, 0.7).unwrap().total
+        let fw = model.forward_train(&x, lengths, &mut r).unwrap();
+        vrae_loss(&x, &fw.recon, mask.as_ref(), &fw.mean, &fw.logvar, loss_kind, scaling, 0.7).unwrap().total
     };
     let vars: Vec<(String, Var)> = store.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     check(&vars, &loss);
@@ -103,28 +113,45 @@ fn vrae_case(cell: Cell, loss_kind: ReconLoss, scaling: LossScaling) {
 
 #[test]
 fn vrae_loss_gradients_match_finite_differences() {
-    vrae_case(Cell::Lstm, ReconLoss::Mse, LossScaling::Seed);
-    vrae_case(Cell::Gru, ReconLoss::SmoothL1, LossScaling::Mean);
+    vrae_case(Cell::Lstm, ReconLoss::Mse, LossScaling::Seed, None);
+    vrae_case(Cell::Gru, ReconLoss::SmoothL1, LossScaling::Mean, None);
+    // The masked loss of a ragged batch.
+    vrae_case(Cell::Lstm, ReconLoss::Mse, LossScaling::Mean, Some(&[4, 1, 2]));
+    vrae_case(Cell::Gru, ReconLoss::SmoothL1, LossScaling::Seed, Some(&[3, 4, 1]));
 }
 
 /// The fused CPU kernels give the same loss and gradients as the op-by-op reference path (which
 /// the tests above check against finite differences), including dropout between layers.
-fn fused_case(cell: Cell, n_features: usize) {
+fn fused_case(cell: Cell, n_features: usize, lengths: Option<&[usize]>) {
     let dev = Device::Cpu;
     let cfg = ModelConfig { cell, n_features, seq_len: 9, hidden_size: 7, hidden_layer_depth: 2, latent_length: 4, dropout: 0.3 };
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let store = Vrae::init(&cfg, &mut rng, &dev).unwrap();
     // Batch 24 on 3 threads: the fused kernels cut it into 3 slices of 8 rows.
-    let x = Tensor::from_vec(standard_normal(&mut rng, 9 * 24 * n_features), (9, 24, n_features), &dev).unwrap();
+    let b = lengths.map_or(24, <[usize]>::len);
+    let x = Tensor::from_vec(standard_normal(&mut rng, 9 * b * n_features), (9, b, n_features), &dev).unwrap();
+    let mask = lengths.map(|l| StepMask::new(l, 9, &dev).unwrap());
     let run = |reference: bool| {
         let mut model = Vrae::bind(&cfg, &store, Path::new("test")).unwrap();
         model.set_reference_kernels(reference);
         let mut r = ChaCha8Rng::seed_from_u64(2);
-        let fw = model.forward_train(&x, &mut r).unwrap();
-        let loss = vrae_loss(&x, &fw.recon, &fw.mean, &fw.logvar, ReconLoss::Mse, LossScaling::Mean, 0.5).unwrap().total;
+        let fw = model.forward_train(&x, lengths, &mut r).unwrap();
+        let loss = vrae_loss(&x, &fw.recon, mask.as_ref(), &fw.mean, &fw.logvar, ReconLoss::Mse, LossScaling::Mean, 0.5).unwrap().total;
         let grads = loss.backward().unwrap();
         let mut out = vec![("loss".to_string(), vec![loss.to_scalar::<f32>().unwrap()])];
-        out.push(("mean".into(), model.encode_mean(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap()));
+        let mean = model.encode_mean(&x, lengths).unwrap();
+        if let Some(l) = lengths {
+            // Each row's latent is the one of its series alone, unpadded.
+            let mean: Vec<Vec<f32>> = mean.to_vec2().unwrap();
+            for (row, &n) in l.iter().enumerate() {
+                let alone = x.narrow(0, 0, n).unwrap().narrow(1, row, 1).unwrap().contiguous().unwrap();
+                let want: Vec<f32> = model.encode_mean(&alone, None).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                for (a, w) in mean[row].iter().zip(&want) {
+                    assert!((a - w).abs() <= 1e-5, "{cell:?} reference={reference}: row {row} (length {n}) {a} vs alone {w}");
+                }
+            }
+        }
+        out.push(("mean".into(), mean.flatten_all().unwrap().to_vec1().unwrap()));
         for (k, v) in store.iter() {
             out.push((k.clone(), grads.get(v).unwrap().flatten_all().unwrap().to_vec1().unwrap()));
         }
@@ -132,7 +159,7 @@ fn fused_case(cell: Cell, n_features: usize) {
     };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
     // Recycled buffers full of NaN: every value the kernels read from them must be written first.
-    let (t, b, h, g) = (9, 24, 7, if cell == Cell::Lstm { 4 } else { 3 });
+    let (t, h, g) = (9, 7, if cell == Cell::Lstm { 4 } else { 3 });
     super::fused::poison_pool(&[[t * b * g * h; 8].as_slice(), &[t * b * h; 16]].concat());
     let (reference, fused) = (run(true), pool.install(|| run(false)));
     for ((name, a), (_, b)) in reference.iter().zip(&fused) {
@@ -146,14 +173,24 @@ fn fused_case(cell: Cell, n_features: usize) {
 #[test]
 fn fused_lstm_matches_reference() {
     // One feature takes the projection's shortcut, three the gemm call.
-    fused_case(Cell::Lstm, 1);
-    fused_case(Cell::Lstm, 3);
+    fused_case(Cell::Lstm, 1, None);
+    fused_case(Cell::Lstm, 3, None);
 }
 
 #[test]
 fn fused_gru_matches_reference() {
-    fused_case(Cell::Gru, 1);
-    fused_case(Cell::Gru, 3);
+    fused_case(Cell::Gru, 1, None);
+    fused_case(Cell::Gru, 3, None);
+}
+
+/// Ragged batches: 24 rows of lengths 1..=9 (three thread slices), and 5 rows that all differ.
+#[test]
+fn fused_ragged_batches_match_reference() {
+    let mixed: Vec<usize> = (0..24).map(|i| (i * 7) % 9 + 1).collect();
+    for cell in [Cell::Lstm, Cell::Gru] {
+        fused_case(cell, 1, Some(&mixed));
+        fused_case(cell, 3, Some(&[9, 1, 4, 7, 2]));
+    }
 }
 
 /// The fused kernels' loss and gradients do not depend on the number of threads: the LSTM keeps
@@ -172,8 +209,8 @@ fn fused_gradients_are_the_same_bits_on_any_thread_count() {
             pool.install(|| {
                 let model = Vrae::bind(&cfg, &store, Path::new("test")).unwrap();
                 let mut r = ChaCha8Rng::seed_from_u64(3);
-                let fw = model.forward_train(&x, &mut r).unwrap();
-                let loss = vrae_loss(&x, &fw.recon, &fw.mean, &fw.logvar, ReconLoss::Mse, LossScaling::Mean, 0.5).unwrap().total;
+                let fw = model.forward_train(&x, None, &mut r).unwrap();
+                let loss = vrae_loss(&x, &fw.recon, None, &fw.mean, &fw.logvar, ReconLoss::Mse, LossScaling::Mean, 0.5).unwrap().total;
                 let grads = loss.backward().unwrap();
                 let mut bits = vec![loss.to_scalar::<f32>().unwrap().to_bits()];
                 for (_, v) in store.iter() {

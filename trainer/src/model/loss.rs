@@ -3,7 +3,7 @@
 //! `KL = -0.5 * Σ (1 + logvar - mean² - exp(logvar))`; the scaling of both terms is described on
 //! [`LossScaling`]. Beside it, an optional contrastive term on the encoder ([`contrastive_loss`]).
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 use crate::params::{LossScaling, ReconLoss};
@@ -19,10 +19,33 @@ pub struct LossParts {
     pub kl: Tensor,
 }
 
-/// Computes the loss of a reconstruction `recon` of `x` (both `[T, B, F]`).
+/// Which steps of a padded `[T, B, ·]` batch of unequal series are real: `mask` is `[T, B, 1]`,
+/// 1 at step `t` of row `b` when `t < lengths[b]`, else 0.
+#[derive(Debug, Clone)]
+pub struct StepMask {
+    /// The 0/1 mask `[T, B, 1]` (f32, broadcast over features).
+    pub mask: Tensor,
+    /// Real steps in the batch, `Σ_b lengths[b]`.
+    pub steps: usize,
+}
+
+impl StepMask {
+    /// The mask of rows of `lengths` steps padded to `t`.
+    pub fn new(lengths: &[usize], t: usize, dev: &Device) -> Result<Self> {
+        let b = lengths.len();
+        let m: Vec<f32> = (0..t * b).map(|i| f32::from(u8::from(i / b < lengths[i % b]))).collect();
+        Ok(StepMask { mask: Tensor::from_vec(m, (t, b, 1), dev)?, steps: lengths.iter().map(|&n| n.min(t)).sum() })
+    }
+}
+
+/// Computes the loss of a reconstruction `recon` of `x` (both `[T, B, F]`). With `mask`, padding
+/// steps contribute nothing to the loss or its gradients, and [`LossScaling::Mean`] averages over
+/// the real steps only.
+#[allow(clippy::too_many_arguments)]
 pub fn vrae_loss(
     x: &Tensor,
     recon: &Tensor,
+    mask: Option<&StepMask>,
     mean: &Tensor,
     logvar: &Tensor,
     kind: ReconLoss,
@@ -39,11 +62,14 @@ pub fn vrae_loss(
             ((m.sqr()? * 0.5)? + (a - m)?)?
         }
     };
+    let (r, n) = match mask {
+        Some(m) => (r.broadcast_mul(&m.mask.to_dtype(r.dtype())?)?, (m.steps * x.dim(2)?) as f64),
+        None => (r.clone(), r.elem_count() as f64),
+    };
     let k = ((logvar + 1.0)? - mean.sqr()? - logvar.exp()?)?;
     let (recon, kl) = match scaling {
         LossScaling::Seed => (r.sum_all()?, (k.mean_all()? * (-0.5 * kl_weight))?),
         LossScaling::Mean => {
-            let n = r.elem_count() as f64;
             ((r.sum_all()? / n)?, (k.sum_all()? * (-0.5 * kl_weight / n))?)
         }
     };

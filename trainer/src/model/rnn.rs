@@ -123,7 +123,10 @@ impl Rnn {
     /// `h0[l]` is layer `l`'s initial hidden state `[B, H]` (cell states start at zero);
     /// `dropout` is applied to each layer's output before it feeds the next layer (it receives
     /// `[T, B, H]` on the fused path and `[B, H]` per step on the reference path, and must draw
-    /// its randomness in time-major order so both paths see the same masks).
+    /// its randomness in time-major order so both paths see the same masks). `lengths` (one per
+    /// batch row, each in `1..=steps`) runs a padded batch of unequal series: a row holds its
+    /// state after its own last step (see [`fused::lstm_seq`]), so `Output::Last` is each row's
+    /// state at its own end.
     pub fn forward(
         &self,
         x: Option<&Tensor>,
@@ -131,11 +134,12 @@ impl Rnn {
         h0: &[Tensor],
         dropout: impl FnMut(&Tensor) -> Result<Tensor>,
         out: Output,
+        lengths: Option<&[usize]>,
     ) -> Result<Tensor> {
         if self.fused_applies(h0) {
-            return self.forward_fused(x, steps, h0, dropout, out);
+            return self.forward_fused(x, steps, h0, dropout, out, lengths);
         }
-        let y = self.forward_reference(x, steps, h0, dropout)?;
+        let y = self.forward_reference(x, steps, h0, dropout, lengths)?;
         Ok(match out {
             Output::Seq => y,
             Output::Flat => y.reshape((steps * h0[0].dim(0)?, self.hidden))?,
@@ -160,6 +164,7 @@ impl Rnn {
         h0: &[Tensor],
         mut dropout: impl FnMut(&Tensor) -> Result<Tensor>,
         out: Output,
+        lengths: Option<&[usize]>,
     ) -> Result<Tensor> {
         let mut seq = match x {
             Some(x) => x.clone(),
@@ -174,8 +179,8 @@ impl Rnn {
             let top = l + 1 == self.layers.len();
             let out = if top { out } else { Output::Seq };
             let y = match self.kind {
-                Cell::Lstm => fused::lstm_seq(&seq, &w, &h0[l], out)?,
-                Cell::Gru => fused::gru_seq(&seq, &w, &h0[l], out)?,
+                Cell::Lstm => fused::lstm_seq(&seq, &w, &h0[l], out, lengths)?,
+                Cell::Gru => fused::gru_seq(&seq, &w, &h0[l], out, lengths)?,
             };
             seq = if l + 1 < self.layers.len() { dropout(&y)? } else { y };
         }
@@ -188,7 +193,15 @@ impl Rnn {
         steps: usize,
         h0: &[Tensor],
         mut dropout: impl FnMut(&Tensor) -> Result<Tensor>,
+        lengths: Option<&[usize]>,
     ) -> Result<Tensor> {
+        // Rows still running at step t, as a [B, H] mask; `None` where every row runs.
+        let b = h0[0].dim(0)?;
+        let running = |t: usize| -> Result<Option<Tensor>> {
+            let Some(l) = lengths.filter(|l| l.iter().any(|&n| n <= t)) else { return Ok(None) };
+            let m: Vec<u8> = l.iter().map(|&n| u8::from(n > t)).collect();
+            Ok(Some(Tensor::from_vec(m, (b, 1), h0[0].device())?.broadcast_as((b, self.hidden))?.contiguous()?))
+        };
         // Per-step tensors throughout: narrowing a sequence tensor that carries gradient would
         // make every step's backward materialise a full-size zero gradient.
         let mut seq: Vec<Tensor> = match x {
@@ -207,6 +220,7 @@ impl Rnn {
             let w_hh_t = layer.w_hh.t()?;
             let mut out = Vec::with_capacity(steps);
             for t in 0..steps {
+                let (hprev, cprev) = (h.clone(), c.clone());
                 let gx = match (&w_ih_t, seq.get(t)) {
                     (Some(w), Some(x)) => Some(x.matmul(w)?),
                     _ => None,
@@ -231,6 +245,12 @@ impl Rnn {
                         self.gru_gates(&gx, &gh, &h)?
                     }
                 };
+                if let Some(m) = running(t)? {
+                    h = m.where_cond(&h, &hprev)?;
+                    if let (Some(cn), Some(cp)) = (&c, &cprev) {
+                        c = Some(m.where_cond(cn, cp)?);
+                    }
+                }
                 out.push(h.clone());
             }
             seq = if l + 1 < self.layers.len() { out.iter().map(&mut dropout).collect::<Result<_>>()? } else { out };

@@ -148,26 +148,28 @@ impl Vrae {
         &self.cfg
     }
 
-    /// Final top-layer hidden state of the encoder for `x` `[T, B, F]`; `rng` enables dropout.
-    fn encode_hidden(&self, x: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+    /// Final top-layer hidden state of the encoder for `x` `[T, B, F]` (each row's at its own
+    /// last step when `lengths` are given); `rng` enables dropout.
+    fn encode_hidden(&self, x: &Tensor, lengths: Option<&[usize]>, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         let (t, b, _) = x.dims3()?;
         let h = self.cfg.hidden_size;
         let h0 = vec![Tensor::zeros((b, h), x.dtype(), x.device())?; self.encoder.depth()];
         let p = self.cfg.dropout;
         Ok(match rng {
-            Some(rng) if p > 0.0 => self.encoder.forward(Some(x), t, &h0, |h| dropout(h, p, rng), Output::Last)?,
-            _ => self.encoder.forward(Some(x), t, &h0, |h| Ok(h.clone()), Output::Last)?,
+            Some(rng) if p > 0.0 => self.encoder.forward(Some(x), t, &h0, |h| dropout(h, p, rng), Output::Last, lengths)?,
+            _ => self.encoder.forward(Some(x), t, &h0, |h| Ok(h.clone()), Output::Last, lengths)?,
         })
     }
 
-    /// Latent means `[B, L]` for `x` `[T, B, F]` (inference: no dropout, no sampling).
-    pub fn encode_mean(&self, x: &Tensor) -> Result<Tensor> {
-        self.to_mean.forward(&self.encode_hidden(x, None)?)
+    /// Latent means `[B, L]` for `x` `[T, B, F]` (inference: no dropout, no sampling); with
+    /// `lengths`, row `b` is a series of `lengths[b]` steps padded to `T`.
+    pub fn encode_mean(&self, x: &Tensor, lengths: Option<&[usize]>) -> Result<Tensor> {
+        self.to_mean.forward(&self.encode_hidden(x, lengths, None)?)
     }
 
     /// Latent means `[B, L]` with dropout from `rng` (a training view for the contrastive term).
-    pub fn encode_mean_train(&self, x: &Tensor, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        self.to_mean.forward(&self.encode_hidden(x, Some(rng))?)
+    pub fn encode_mean_train(&self, x: &Tensor, lengths: Option<&[usize]>, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        self.to_mean.forward(&self.encode_hidden(x, lengths, Some(rng))?)
     }
 
     /// Decodes latents `z` `[B, L]` into `[T, B, F]` for `steps` time steps.
@@ -176,7 +178,7 @@ impl Vrae {
         let rest = self.rest()?;
         let h0 = vec![rest.latent_to_hidden.forward(z)?; rest.decoder.depth()];
         // All steps' rows at once: one matmul for all steps instead of one per step.
-        let hs = rest.decoder.forward(None, steps, &h0, |h| Ok(h.clone()), Output::Flat)?;
+        let hs = rest.decoder.forward(None, steps, &h0, |h| Ok(h.clone()), Output::Flat, None)?;
         Ok(rest.to_output.forward(&hs)?.reshape((steps, b, self.cfg.n_features))?)
     }
 
@@ -188,10 +190,12 @@ impl Vrae {
         }
     }
 
-    /// Training pass: dropout and the reparameterisation sample both come from `rng`.
-    pub fn forward_train(&self, x: &Tensor, rng: &mut ChaCha8Rng) -> Result<Forward> {
+    /// Training pass: dropout and the reparameterisation sample both come from `rng`. With
+    /// `lengths` the latent is each row's at its own last step and the reconstruction runs all
+    /// `T` steps; the loss masks the padding ([`super::loss::vrae_loss`]).
+    pub fn forward_train(&self, x: &Tensor, lengths: Option<&[usize]>, rng: &mut ChaCha8Rng) -> Result<Forward> {
         let (t, b, _) = x.dims3()?;
-        let h = self.encode_hidden(x, Some(rng))?;
+        let h = self.encode_hidden(x, lengths, Some(rng))?;
         let mean = self.to_mean.forward(&h)?;
         let logvar = self.rest()?.to_logvar.forward(&h)?;
         let l = self.cfg.latent_length;

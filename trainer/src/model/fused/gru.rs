@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::pool::{give, take};
 use super::{
-    batch_parts, column_sums, matmul_par, recurrent_weight_grad, rows, split_parts, threads, Backward, BwdPart, Cache, Dims, Dy, FwdPart,
+    batch_parts, column_sums, held, matmul_par, recurrent_weight_grad, rows, split_parts, threads, Backward, BwdPart, Cache, Dims, Dy, FwdPart,
     Projection,
 };
 use crate::model::kernels::packed::Packed;
@@ -15,7 +15,7 @@ use runtime::math::{sigmoid_inplace, tanh_inplace};
 /// (`dhh`, of `h W_hhᵀ + b_hh`) for every step; the weight gradients are then large products over
 /// all steps ([`recurrent_weight_grad`], gemm), and the bias gradients column sums.
 pub(super) fn backward(a: &Backward<'_>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let Backward { c, dy, y, h0, x, w: wv, whh, want_dx, d } = *a;
+    let Backward { c, dy, y, h0, x, w: wv, whh, want_dx, lengths, d } = *a;
     let (gh, h, inp, tb) = (d.gh(), d.h, d.inp, d.t * d.b);
     // da: gradient of the gate pre-activations' input part (x W_ih^T + b_ih);
     // dhh: of the recurrent part (h W_hh^T + b_hh). Every step writes all rows of both.
@@ -29,7 +29,7 @@ pub(super) fn backward(a: &Backward<'_>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         .zip(split_parts(&mut da, d.b, gh, &parts))
         .zip(split_parts(&mut dhh, d.b, gh, &parts))
         .zip(split_parts(&mut dh0, d.b, h, &parts).into_iter().flatten())
-        .map(|(((&part, da), dhh), dh0)| BwdPart { part, da, dhh, dh0 })
+        .map(|(((&part, da), dhh), dh0)| BwdPart { part, len: lengths.map(|l| &l[part.b0..part.b0 + part.bc]), da, dhh, dh0 })
         .collect();
     jobs.into_par_iter().for_each(|mut j| gru_backward(c, y, dy, whh, h0, d, &mut j));
     let dw_hh = recurrent_weight_grad(&dhh, y, h0, d);
@@ -142,6 +142,10 @@ fn gru_forward_body(j: &mut FwdPart, proj: &Projection, whh: &Packed, bhh: &[f32
                 ys[r * h + k] = n + z * (hp[r * h + k] - n);
             }
         }
+        // Rows that have ended hold their state; their gates are never read back.
+        for r in (0..bc).filter(|&r| held(j.len, r, s)) {
+            ys[r * h..(r + 1) * h].copy_from_slice(&hp[r * h..(r + 1) * h]);
+        }
     }
 }
 
@@ -161,6 +165,16 @@ fn gru_backward_body(c: &Cache, y: &[f32], dy: Dy<'_>, whh: &Packed, h0: &[f32],
         let dhs = &mut *j.dhh[s];
         for r in 0..bc {
             let (row, g) = (r * h..(r + 1) * h, r * g3..(r + 1) * g3);
+            if held(j.len, r, s) {
+                // `dh` passes to the step before unchanged: no gate gradient, so the product
+                // below adds exactly zero to this row.
+                for ((k, &a), &b) in carry[row.clone()].iter_mut().zip(&dys[row.clone()]).zip(&dh_next[row.clone()]) {
+                    *k = a + b;
+                }
+                dx[g.clone()].fill(0.0);
+                dhs[g].fill(0.0);
+                continue;
+            }
             gru_cell_backward(
                 &gs[g.clone()],
                 &hns[row.clone()],

@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::pool::take;
-use super::{rows, split_parts, Backward, Cache, Dims, Dy, FwdPart, Part, Projection};
+use super::{held, rows, split_parts, Backward, Cache, Dims, Dy, FwdPart, Part, Projection};
 use crate::model::kernels::activation::GateActivations;
 use crate::model::kernels::packed::{Aligned, Packed};
 use crate::model::kernels::weight_grad::{self, StepRows};
@@ -54,6 +54,12 @@ fn lstm_forward_body(j: &mut FwdPart, proj: &Projection, w: &Packed, h0: &[f32],
                 yr[k] = o[k] * tr[k];
             }
         }
+        // Rows that have ended hold their state; their gates are never read back.
+        for r in (0..bc).filter(|&r| held(j.len, r, s)) {
+            let row = r * h..(r + 1) * h;
+            ys[row.clone()].copy_from_slice(&hp[row.clone()]);
+            c[row.clone()].copy_from_slice(&cprev[row]);
+        }
     }
 }
 
@@ -96,6 +102,8 @@ fn lstm_cell_backward(
 /// The tensors an LSTM backward pass reads besides its cache, each `[T, B, ·]` except `h0`.
 struct LstmIo<'a> {
     dy: Dy<'a>,
+    /// Row lengths of the whole batch (see [`super::lstm_seq`]).
+    lengths: Option<&'a [usize]>,
     y: &'a [f32],
     h0: &'a [f32],
     x: &'a [f32],
@@ -140,12 +148,12 @@ fn flush_steps(groups: &[Part]) -> usize {
 /// `dW = [dW_ih | dW_hh | db_ih | db_hh]` at once), instead of storing `dA` for all steps and
 /// reading it back in three more passes. The groups' sums are added in group order at the end.
 pub(super) fn backward(a: &Backward<'_>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let Backward { c, dy, y, h0, x, w: wv, whh, want_dx, d } = *a;
+    let Backward { c, dy, y, h0, x, w: wv, whh, want_dx, lengths, d } = *a;
     let (b, h, inp, gh) = (d.b, d.h, d.inp, d.gh());
     let want_dx = want_dx && inp > 0;
     let wih = want_dx.then(|| Packed::new(&wv.w_ih, gh, inp, inp, false));
     let weights = LstmBwdWeights { whh, wih: wih.as_ref() };
-    let io = LstmIo { dy, y, h0, x };
+    let io = LstmIo { dy, lengths, y, h0, x };
     let groups = grad_groups(b);
     let n = rayon::current_num_threads().min(groups.len()).max(1);
     let shares: Vec<&[Part]> = (0..n).map(|i| &groups[i * groups.len() / n..(i + 1) * groups.len() / n]).collect();
@@ -198,6 +206,9 @@ fn lstm_backward_body(c: &Cache, io: &LstmIo, w: &LstmBwdWeights, d: Dims, j: &m
     let mut dh_next = vec![0f32; bc * h];
     let mut dc_next = vec![0f32; bc * h];
     let zeros = vec![0f32; bc * h];
+    let len = io.lengths.map(|l| &l[p.b0..p.b0 + bc]);
+    // A held row's `dh`, which passes to the step before unchanged (its gates get nothing).
+    let mut kept = if len.is_some() { vec![0f32; bc * h] } else { Vec::new() };
     // The last few steps' gate gradients and the rows they multiply in the weight gradient,
     // `[x_t, h_{t-1}, 1, 1]`, slot by slot.
     let ring = flush_steps(j.groups);
@@ -222,6 +233,13 @@ fn lstm_backward_body(c: &Cache, io: &LstmIo, w: &LstmBwdWeights, d: Dims, j: &m
             let (df, rest) = rest.split_at_mut(h);
             let (dg, dout) = rest.split_at_mut(h);
             let row = r * h..(r + 1) * h;
+            if held(len, r, s) {
+                for ((k, &a), &b) in kept[row.clone()].iter_mut().zip(&dys[row.clone()]).zip(&dh_next[row.clone()]) {
+                    *k = a + b;
+                }
+                dr.fill(0.0);
+                continue;
+            }
             lstm_cell_backward(
                 &gates[r * g4..(r + 1) * g4],
                 &dys[row.clone()],
@@ -237,6 +255,9 @@ fn lstm_backward_body(c: &Cache, io: &LstmIo, w: &LstmBwdWeights, d: Dims, j: &m
         }
         // dh_{t-1} = dA_t W_hh, dx_t = dA_t W_ih
         w.whh.matmul(bc, das, g4, &mut dh_next, h, false);
+        for r in (0..bc).filter(|&r| held(len, r, s)) {
+            dh_next[r * h..(r + 1) * h].copy_from_slice(&kept[r * h..(r + 1) * h]);
+        }
         if let Some(wih) = w.wih {
             wih.matmul(bc, das, g4, j.dx[s], inp, false);
         }

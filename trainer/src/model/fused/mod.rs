@@ -190,7 +190,15 @@ struct SeqOp {
     kind: Cell,
     /// What the op returns.
     out: Output,
+    /// Each batch row's own length (see [`lstm_seq`]); `None`: every row runs all `T` steps.
+    lengths: Option<Vec<usize>>,
     cache: Mutex<Option<Cache>>,
+}
+
+/// Whether row `r` of `len` has ended before step `s`, so the step holds its state.
+#[inline(always)]
+fn held(len: Option<&[usize]>, r: usize, s: usize) -> bool {
+    len.is_some_and(|l| l[r] <= s)
 }
 
 /// Batch rows `b0..b0 + bc`: the share of one thread.
@@ -243,13 +251,25 @@ impl SeqOp {
                 self.name()
             )));
         }
+        if let Some(l) = &self.lengths {
+            if l.len() != b || l.iter().any(|&n| n == 0 || n > t) {
+                return Err(candle_core::Error::Msg(format!("{}: {} row lengths for {b} rows of {t} steps (each must be 1..={t})", self.name(), l.len())));
+            }
+        }
         Ok(d)
+    }
+
+    /// Part `p`'s rows of the lengths.
+    fn part_lengths(&self, p: Part) -> Option<&[usize]> {
+        self.lengths.as_deref().map(|l| &l[p.b0..p.b0 + p.bc])
     }
 }
 
 /// What one part's forward pass writes: its rows of each cached buffer, per step.
 struct FwdPart<'a> {
     part: Part,
+    /// The part's row lengths (`None`: all run every step); an ended row holds its state.
+    len: Option<&'a [usize]>,
     gates: Vec<&'a mut [f32]>,
     y: Vec<&'a mut [f32]>,
     aux: Vec<&'a mut [f32]>,
@@ -259,6 +279,7 @@ struct FwdPart<'a> {
 /// What one part's GRU backward pass writes: its rows of the gate gradients per step, and of `dh0`.
 struct BwdPart<'a> {
     part: Part,
+    len: Option<&'a [usize]>,
     da: Vec<&'a mut [f32]>,
     dhh: Vec<&'a mut [f32]>,
     dh0: &'a mut [f32],
@@ -301,7 +322,7 @@ impl CustomOp3 for SeqOp {
             .zip(split_parts(&mut y, b, h, &parts))
             .zip(split_parts(&mut aux, b, h, &parts))
             .zip(split_parts(&mut aux2, b, h, &parts))
-            .map(|((((&part, gates), y), aux), aux2)| FwdPart { part, gates, y, aux, aux2 })
+            .map(|((((&part, gates), y), aux), aux2)| FwdPart { part, len: self.part_lengths(part), gates, y, aux, aux2 })
             .collect();
         jobs.into_par_iter().for_each(|mut j| {
             let h0p = &h0[j.part.b0 * h..(j.part.b0 + j.part.bc) * h];
@@ -356,7 +377,7 @@ impl CustomOp3 for SeqOp {
         // dA_t W_hh at every step: B = W_hh, [G·H, H].
         let whh = Packed::new(&wv.w_hh, gh, h, h, false);
         let want_dx = x.track_op();
-        let args = Backward { c: cache, dy, y: yv, h0: h0v, x: xv, w: &wv, whh: &whh, want_dx, d };
+        let args = Backward { c: cache, dy, y: yv, h0: h0v, x: xv, w: &wv, whh: &whh, want_dx, lengths: self.lengths.as_deref(), d };
         let (dx, dw, dh0) = match self.kind {
             Cell::Lstm => lstm::backward(&args),
             Cell::Gru => gru::backward(&args),
@@ -379,6 +400,8 @@ struct Backward<'a> {
     w: &'a Weights,
     whh: &'a Packed,
     want_dx: bool,
+    /// Row lengths, as the forward pass had them.
+    lengths: Option<&'a [usize]>,
     d: Dims,
 }
 
@@ -451,20 +474,25 @@ impl<'a> Projection<'a> {
     }
 }
 
-fn run(kind: Cell, out: Output, x: &Tensor, w: &Tensor, h0: &Tensor) -> candle_core::Result<Tensor> {
-    let op = SeqOp { kind, out, cache: Mutex::new(None) };
+fn run(kind: Cell, out: Output, x: &Tensor, w: &Tensor, h0: &Tensor, lengths: Option<&[usize]>) -> candle_core::Result<Tensor> {
+    let op = SeqOp { kind, out, lengths: lengths.map(<[usize]>::to_vec), cache: Mutex::new(None) };
     x.contiguous()?.apply_op3_arc(&w.contiguous()?, &h0.contiguous()?, Arc::new(Box::new(op)))
 }
 
 /// LSTM layer over a sequence: `x` `[T,B,In]`, `w = [W_ih | W_hh | b_ih | b_hh]`
 /// `[4H, In+H+2]`, `h0` `[B,H]`, `c0 = 0`. Returns the hidden states as `out` says.
-pub fn lstm_seq(x: &Tensor, w: &Tensor, h0: &Tensor, out: Output) -> candle_core::Result<Tensor> {
-    run(Cell::Lstm, out, x, w, h0)
+///
+/// `lengths` (one per batch row, each in `1..=T`) makes a padded batch of unequal series: from
+/// step `lengths[b]` on, row `b` holds its state (`h_t = h_{t-1}`, `c_t = c_{t-1}`), so its last
+/// hidden state is the one at its own last step and its padding steps get no gradient; the
+/// gradient reaching a held step passes to the step before it unchanged.
+pub fn lstm_seq(x: &Tensor, w: &Tensor, h0: &Tensor, out: Output, lengths: Option<&[usize]>) -> candle_core::Result<Tensor> {
+    run(Cell::Lstm, out, x, w, h0, lengths)
 }
 
-/// GRU layer over a sequence, operands as for [`lstm_seq`] with `3H` gate rows.
-pub fn gru_seq(x: &Tensor, w: &Tensor, h0: &Tensor, out: Output) -> candle_core::Result<Tensor> {
-    run(Cell::Gru, out, x, w, h0)
+/// GRU layer over a sequence, operands (and `lengths`) as for [`lstm_seq`] with `3H` gate rows.
+pub fn gru_seq(x: &Tensor, w: &Tensor, h0: &Tensor, out: Output, lengths: Option<&[usize]>) -> candle_core::Result<Tensor> {
+    run(Cell::Gru, out, x, w, h0, lengths)
 }
 
 /// The gradient of the op's output: every step's `[T, B, H]`, or only the last step's `[B, H]`
