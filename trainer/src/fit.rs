@@ -21,7 +21,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointMeta, CHECKPOINT, CHECKPOINT
 use crate::cluster::decision::{apply_scaling, knn_vote, ClusterParams, DecisionParams};
 use crate::cluster::metrics::encode_labels;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
-use crate::data::prep::{normalize, resample_all, split, Normalization};
+use crate::data::prep::{native_min_length, resample, shape_lengths, split, LengthMode, Normalization};
 use crate::data::{Dataset, Series};
 use crate::decide::{check_clusters, fit_decision, latent_means, FittedDecision};
 use crate::embed::NativeEncoder;
@@ -46,6 +46,10 @@ pub struct FitOptions {
     pub holdout: f64,
     /// Per-series normalisation.
     pub normalization: Normalization,
+    /// Series of unequal lengths: each at its own length, or interpolated onto one.
+    pub length: LengthMode,
+    /// Longer series are cut to this many steps (their start kept); `None`: the longest series.
+    pub max_length: Option<usize>,
     /// Number of clusters; `None` takes the number of distinct labels, or picks k by the
     /// eigengap when the data has none.
     pub clusters: Option<usize>,
@@ -75,6 +79,8 @@ impl FitOptions {
             params,
             holdout: 0.1,
             normalization: Normalization::None,
+            length: LengthMode::Native,
+            max_length: None,
             clusters: None,
             auto_clusters: false,
             decision: DecisionParams::default(),
@@ -101,10 +107,6 @@ pub struct FitSummary {
     pub n_train: usize,
     /// Series held out.
     pub n_holdout: usize,
-}
-
-fn rows(series: &[Series]) -> Vec<f32> {
-    series.iter().flat_map(|s| s.values.iter().copied()).collect()
 }
 
 fn scores(truth: &[usize], idx: &[usize], pred: &[usize]) -> Option<ClusterScores> {
@@ -148,8 +150,9 @@ struct Prepared {
     k_from: &'static str,
 }
 
-/// Checks the options, normalises, resamples unequal lengths (with a note), splits, and fills
-/// the [`RunRecord`] that config.json, the checkpoint and report.json carry.
+/// Checks the options, cuts series above `--max-length`, normalises, resamples unequal lengths
+/// in resample mode (each with a note), splits, and fills the [`RunRecord`] that config.json,
+/// the checkpoint and report.json carry.
 fn prepare(mut ds: Dataset, opts: &FitOptions) -> Result<Prepared> {
     let p = &opts.params;
     if !(0.0..1.0).contains(&opts.holdout) {
@@ -165,16 +168,30 @@ fn prepare(mut ds: Dataset, opts: &FitOptions) -> Result<Prepared> {
             ds.n_features
         )));
     }
+    if opts.max_length == Some(0) {
+        return Err(Error::Param("--max-length must be at least 1".into()));
+    }
     let length_range = (ds.series.iter().map(|s| s.len).min().unwrap_or(0), ds.max_len());
-    normalize(&mut ds, opts.normalization);
-    let seq_len = ds.max_len();
-    let resampled = ds.equal_length().is_none();
+    let plan = shape_lengths(&mut ds, opts.length, opts.max_length, opts.normalization);
+    let seq_len = plan.seq_len;
+    if plan.cut > 0 {
+        opts.progress.report(Progress::Note(&format!(
+            "note: {} of {} series are longer than --max-length {seq_len}; each keeps its first {seq_len} steps",
+            plan.cut,
+            ds.len()
+        )));
+    }
+    let resampled = plan.resampled > 0;
     if resampled {
         opts.progress.report(Progress::Note(&format!(
-            "note: series lengths range {}..{}; resampling all to {seq_len} steps (linear interpolation)",
+            "note: series lengths range {}..{}; resampling all to {seq_len} steps (linear interpolation, --length resample)",
             length_range.0, length_range.1
         )));
-        resample_all(&mut ds, seq_len);
+    } else if ds.equal_length().is_none() {
+        opts.progress.report(Progress::Note(&format!(
+            "note: series lengths range {}..{seq_len}; training at each series' own length (--length native)",
+            ds.series.iter().map(|s| s.len).min().unwrap_or(0)
+        )));
     }
     let (train_idx, hold_idx) = split(ds.len(), opts.holdout, p.seed);
     opts.decision.check()?;
@@ -204,6 +221,9 @@ fn prepare(mut ds: Dataset, opts: &FitOptions) -> Result<Prepared> {
         holdout: opts.holdout,
         length_range,
         resampled,
+        length: opts.length,
+        min_length: (opts.length == LengthMode::Native).then(|| native_min_length(&train_series)),
+        cut: plan.cut,
         normalization: opts.normalization,
         labels: truth.as_ref().map(|t| t.1.clone()),
         fingerprint: Some(fingerprint(&train_series, ds.n_features)),
@@ -416,9 +436,13 @@ fn score(prep: &Prepared, opts: &FitOptions, trained: &Trained, cl: &Clustered) 
         metrics.vrae_train = scores(truth, &prep.train_idx, &pred(&cl.train_assign));
         metrics.vrae_holdout = scores(truth, &prep.hold_idx, &pred(&cl.hold_assign));
         metrics.offline_train = scores(truth, &prep.train_idx, &fitted.clustering.labels);
-        let dim = prep.record.model.seq_len * prep.ds.n_features;
-        let raw = KMeans::fit(&rows(&prep.train_series), dim, &KMeansParams { n_init: opts.n_init, ..KMeansParams::new(k, p.seed) })?;
-        let raw_hold: Vec<usize> = raw.predict(&rows(&prep.hold_series))?.iter().map(|a| a.cluster).collect();
+        let (t, nf) = (prep.record.model.seq_len, prep.ds.n_features);
+        // k-means on raw values needs one length: native series are interpolated onto the
+        // model's length for the baseline only.
+        let raw_rows = |series: &[Series]| -> Vec<f32> { series.iter().flat_map(|s| resample(s, nf, t).values).collect() };
+        let raw =
+            KMeans::fit(&raw_rows(&prep.train_series), t * nf, &KMeansParams { n_init: opts.n_init, ..KMeansParams::new(k, p.seed) })?;
+        let raw_hold: Vec<usize> = raw.predict(&raw_rows(&prep.hold_series))?.iter().map(|a| a.cluster).collect();
         metrics.raw_train = scores(truth, &prep.train_idx, &raw.labels);
         metrics.raw_holdout = scores(truth, &prep.hold_idx, &raw_hold);
     }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::decision::DecisionParams;
-use crate::data::prep::Normalization;
+use crate::data::prep::{LengthMode, Normalization};
 use crate::data::Series;
 use crate::model::ModelConfig;
 use crate::params::VraeParams;
@@ -54,6 +54,16 @@ pub struct DataInfo {
     pub length_range: (usize, usize),
     /// True when series were resampled to `seq_len` because lengths differed.
     pub resampled: bool,
+    /// How unequal lengths reach the model (directories written before the choice: resample).
+    #[serde(default = "LengthMode::recorded_before")]
+    pub length: LengthMode,
+    /// Native lengths: the shortest series `embed` and `cluster` accept
+    /// ([`crate::data::prep::native_min_length`]); absent when series are resampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<usize>,
+    /// Series cut to the model's length (`--max-length`), their first `seq_len` steps kept.
+    #[serde(default)]
+    pub cut: usize,
     /// Normalisation applied per series before the model.
     pub normalization: Normalization,
     /// Distinct labels in order of first appearance, when the data had labels.
@@ -129,8 +139,12 @@ impl RunRecord {
             out.push(format!("model shape differs: now {:?}, checkpoint {:?}", a.model, b.model));
         }
         let asked = |r: &RunRecord| r.clustering.map(|c| (c.clusters, c.n_init));
-        if a.data.holdout != b.data.holdout || a.data.normalization != b.data.normalization || asked(a) != asked(b) {
-            out.push("holdout, normalisation, clusters or n_init differ".into());
+        if a.data.holdout != b.data.holdout
+            || a.data.normalization != b.data.normalization
+            || a.data.length != b.data.length
+            || asked(a) != asked(b)
+        {
+            out.push("holdout, normalisation, length mode, clusters or n_init differ".into());
         }
         out
     }

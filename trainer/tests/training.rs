@@ -147,6 +147,9 @@ fn config_for(c: &ModelConfig, p: &VraeParams) -> RunRecord {
                 holdout: 0.0,
                 length_range: (c.seq_len, c.seq_len),
                 resampled: false,
+                length: trainer::data::prep::LengthMode::Native,
+                min_length: None,
+                cut: 0,
                 normalization: Normalization::None,
                 labels: None,
                 fingerprint: None,
@@ -224,7 +227,7 @@ fn fit_separates_two_clear_classes_and_writes_all_artifacts() {
 }
 
 #[test]
-fn unequal_lengths_are_resampled_to_the_longest_and_recorded() {
+fn unequal_lengths_in_resample_mode_are_resampled_to_the_longest_and_recorded() {
     let mut ds = waves(6, 16, 2, 6);
     for (i, s) in ds.series.iter_mut().enumerate() {
         if i % 3 == 0 {
@@ -235,6 +238,7 @@ fn unequal_lengths_are_resampled_to_the_longest_and_recorded() {
         params: small(Cell::Lstm, 1).check().unwrap(),
         holdout: 0.0,
         normalization: Normalization::None,
+        length: trainer::data::prep::LengthMode::Resample,
         clusters: None,
         n_init: 2,
         ..FitOptions::new(small(Cell::Gru, 1).check().unwrap())
@@ -311,8 +315,41 @@ fn device_batches_equal_packed_batches() {
     let packed: Vec<f32> = batch_tensor(&refs, 12, 2, &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let up = trainer::train::Batches::on_device(&ds.series, 12, 2, &Device::Cpu).unwrap();
     let x = up.batch(&rows).unwrap();
-    assert_eq!(x.dims(), [12, 5, 2]);
-    assert_eq!(x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), packed);
-    let other: Vec<f32> = up.batch(&[0, 7, 3, 9, 3]).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(x.x.dims(), [12, 5, 2]);
+    assert!(x.lengths.is_none() && x.mask.is_none(), "equal lengths need no mask");
+    assert_eq!(x.x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), packed);
+    let other: Vec<f32> = up.batch(&[0, 7, 3, 9, 3]).unwrap().x.flatten_all().unwrap().to_vec1().unwrap();
     assert_ne!(other, packed, "row order matters");
+}
+
+/// A batch of series of unequal lengths, packed on the CPU and cut from the uploaded form, is
+/// padded to its longest row (not the data set's) with zeros, and carries the rows' lengths and
+/// the loss mask.
+#[test]
+fn ragged_batches_are_padded_to_their_longest_row() {
+    let mut ds = waves(5, 12, 2, 9);
+    for (i, s) in ds.series.iter_mut().enumerate() {
+        let n = 3 + i % 9;
+        s.values.truncate(n * 2);
+        s.len = n;
+    }
+    let rows = [7usize, 0, 3, 2];
+    let host = trainer::train::Batches::new(&ds.series, 12, 2, &Device::Cpu).unwrap().batch(&rows).unwrap();
+    let up = trainer::train::Batches::on_device(&ds.series, 12, 2, &Device::Cpu).unwrap().batch(&rows).unwrap();
+    let lengths = vec![10, 3, 6, 5];
+    for b in [&host, &up] {
+        assert_eq!(b.x.dims(), [10, 4, 2], "padded to the longest row, 10");
+        assert_eq!(b.lengths.as_ref(), Some(&lengths));
+        let m: Vec<f32> = b.mask.as_ref().unwrap().mask.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(m.iter().sum::<f32>() as usize, 24);
+        assert_eq!(b.mask.as_ref().unwrap().steps, 24);
+        let x: Vec<Vec<Vec<f32>>> = b.x.to_vec3().unwrap();
+        for (j, (&r, &n)) in rows.iter().zip(&lengths).enumerate() {
+            for t in 0..10 {
+                let want = if t < n { ds.series[r].values[t * 2..t * 2 + 2].to_vec() } else { vec![0.0, 0.0] };
+                assert_eq!(x[t][j], want, "row {j} step {t}");
+                assert_eq!(m[t * 4 + j], if t < n { 1.0 } else { 0.0 });
+            }
+        }
+    }
 }

@@ -5,6 +5,7 @@
 pub mod bundled;
 mod csv;
 pub mod prep;
+pub mod synthetic;
 mod ts;
 mod ucr;
 

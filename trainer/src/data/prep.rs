@@ -1,6 +1,8 @@
-//! Preparing loaded series for the model: normalisation, common length, train/held-out split.
+//! Preparing loaded series for the model: normalisation, lengths (native or resampled, and the
+//! cap), train/held-out split.
 
 use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -19,6 +21,74 @@ pub fn normalize(ds: &mut Dataset, norm: Normalization) {
     for s in &mut ds.series {
         runtime::encoder::zscore_in_place(&mut s.values, ds.n_features);
     }
+}
+
+/// How series of unequal lengths reach the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LengthMode {
+    /// Each series at its own length: training masks the padding of a batch, and embedding runs
+    /// the encoder over exactly the series' steps (as a device streams them).
+    #[default]
+    Native,
+    /// Every series linearly interpolated onto the model's length (the seed's behaviour): a
+    /// 1-second event stretched to 3 seconds becomes a slower one.
+    Resample,
+}
+
+impl LengthMode {
+    /// What directories written before the choice existed did.
+    pub fn recorded_before() -> Self {
+        LengthMode::Resample
+    }
+}
+
+/// What [`shape_lengths`] did to a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LengthPlan {
+    /// The model's length: the cap, or the longest series when that is shorter.
+    pub seq_len: usize,
+    /// Series cut to the cap (their first `seq_len` steps kept).
+    pub cut: usize,
+    /// Series interpolated onto `seq_len` (resample mode only).
+    pub resampled: usize,
+}
+
+/// Keeps the first `cap` steps of every longer series: a cap bounds a batch's padding and the
+/// decoder's length, and the start of an event-shaped series (a cycle, a trip) is where it is
+/// aligned. Returns how many were cut.
+pub fn cut_to(ds: &mut Dataset, cap: usize) -> usize {
+    let nf = ds.n_features;
+    let mut cut = 0;
+    for s in ds.series.iter_mut().filter(|s| s.len > cap) {
+        s.values.truncate(cap * nf);
+        s.len = cap;
+        cut += 1;
+    }
+    cut
+}
+
+/// Brings `ds` to what the model trains on: series longer than `max_length` (default: the
+/// longest, so none) are cut to it ([`cut_to`]), then normalised, then, in resample mode only,
+/// interpolated onto one length. In native mode series keep their own lengths.
+pub fn shape_lengths(ds: &mut Dataset, mode: LengthMode, max_length: Option<usize>, norm: Normalization) -> LengthPlan {
+    let cap = max_length.unwrap_or_else(|| ds.max_len()).max(1);
+    let cut = cut_to(ds, cap);
+    normalize(ds, norm);
+    let seq_len = ds.max_len();
+    let mut resampled = 0;
+    if mode == LengthMode::Resample && ds.equal_length().is_none() {
+        resampled = ds.series.iter().filter(|s| s.len != seq_len).count();
+        resample_all(ds, seq_len);
+    }
+    LengthPlan { seq_len, cut, resampled }
+}
+
+/// The shortest series a native-length model accepts: half its shortest training series (at
+/// least 1). Shorter input is refused rather than encoded from fewer steps than the model ever
+/// learnt from.
+pub fn native_min_length(train: &[Series]) -> usize {
+    (train.iter().map(|s| s.len).min().unwrap_or(1) / 2).max(1)
 }
 
 /// Linearly interpolates a series onto `target` equally spaced time steps (end points kept).

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use trainer::cluster::decision::{ClusterMethod, DecisionParams};
-use trainer::data::prep::Normalization;
+use trainer::data::prep::{LengthMode, Normalization};
 use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
 use trainer::params::{Cell, LossScaling, OptimizerKind, Preset, ReconLoss, VraeParams};
 
@@ -162,6 +162,15 @@ pub(crate) struct FitArgs {
     /// so the default leaves values unchanged.
     #[arg(long, value_enum, default_value_t = Normalization::None, conflicts_with = "resume")]
     pub(crate) normalize: Normalization,
+    /// Series of unequal lengths: `native` trains and embeds each at its own length (padded
+    /// batches with a masked loss); `resample` interpolates all onto the longest (the seed's way).
+    /// Equal-length data is the same either way.
+    #[arg(long, value_enum, default_value_t = LengthMode::Native, conflicts_with = "resume")]
+    pub(crate) length: LengthMode,
+    /// Series longer than N steps keep their first N (noted); the model's length is then N
+    /// [default: the longest series, so none is cut].
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
+    pub(crate) max_length: Option<usize>,
     /// Fraction of all series held out from training (shuffled with --seed).
     #[arg(long, default_value_t = 0.1, conflicts_with = "resume")]
     pub(crate) holdout: f64,

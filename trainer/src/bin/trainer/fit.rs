@@ -42,6 +42,14 @@ pub(crate) fn run_fit(a: FitArgs) -> Result<()> {
         }
         None => (a.hp.apply_fresh(VraeParams::preset(a.preset)).check()?, a.out.clone(), a.holdout, a.normalize, fixed, a.n_init),
     };
+    // A resumed run prepares its data as the checkpoint's did: same length mode and cap.
+    let (length, max_length) = match &resume {
+        Some(ck) => {
+            let d = &ck.meta.run.data;
+            (d.length, (d.cut > 0).then_some(ck.meta.run.model.seq_len))
+        }
+        None => (a.length, a.max_length),
+    };
     let resume_decision = resume.as_ref().map(|ck| ck.meta.run.clustering.map(|c| c.decision).unwrap_or_default());
     let ds = load(&a.data, &a.data_args)?;
     eprintln!(
@@ -56,6 +64,8 @@ pub(crate) fn run_fit(a: FitArgs) -> Result<()> {
         params,
         holdout,
         normalization,
+        length,
+        max_length,
         clusters,
         auto_clusters: matches!(a.clusters, Some(Clusters::Auto)),
         decision: a.decision.apply(match (&resume_decision, a.preset) {

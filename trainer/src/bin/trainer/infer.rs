@@ -14,9 +14,13 @@ pub(crate) fn run_infer(a: InferArgs, assign: bool) -> Result<()> {
     let dev = device(a.data_args.device)?;
     let model = load_model(&a.model, &dev)?;
     let mut ds = load_files(&a.data, &CsvOptions { label: a.data_args.csv_label })?;
-    let resampled = prepare(&mut ds, &model.config.model)?;
-    if resampled > 0 {
-        eprintln!("note: {resampled} series resampled to the model's length {}", model.config.model.seq_len);
+    let prep = prepare(&mut ds, &model.config)?;
+    if prep.resampled > 0 {
+        eprintln!("note: {} series resampled to the model's length {}", prep.resampled, model.config.model.seq_len);
+    }
+    if prep.cut > 0 {
+        let t = model.config.model.seq_len;
+        eprintln!("note: {} series longer than the model's length {t} keep their first {t} steps", prep.cut);
     }
     let l = model.config.model.latent_length;
     let native = model.native()?;

@@ -19,9 +19,13 @@ pub(crate) fn run_plot(a: PlotArgs) -> Result<()> {
         bail!("{}: no centroids.json; re-run `trainer fit` to produce one", model.dir.display());
     };
     let mut ds = load(&a.data, &a.data_args)?;
-    let resampled = prepare(&mut ds, &model.config.model)?;
-    if resampled > 0 {
-        eprintln!("note: {resampled} series resampled to the model's length {}", model.config.model.seq_len);
+    let prep = prepare(&mut ds, &model.config)?;
+    if prep.resampled > 0 {
+        eprintln!("note: {} series resampled to the model's length {}", prep.resampled, model.config.model.seq_len);
+    }
+    if prep.cut > 0 {
+        let t = model.config.model.seq_len;
+        eprintln!("note: {} series longer than the model's length {t} keep their first {t} steps", prep.cut);
     }
     let native = model.native()?;
     let z = native.embed(&ds.series)?;
