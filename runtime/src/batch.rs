@@ -35,6 +35,10 @@ pub fn embed_windows(enc: &Encoder<'_>, windows: &[f32], window_values: usize) -
     if window_values == 0 || !window_values.is_multiple_of(f) || !windows.len().is_multiple_of(window_values) {
         return Err(EncodeError::WindowShape { len: window_values, features: f });
     }
+    let steps = u32::try_from(window_values / f).unwrap_or(u32::MAX);
+    if steps < hd.min_len && !windows.is_empty() {
+        return Err(EncodeError::TooShort { steps, min: hd.min_len });
+    }
     let l = hd.latent as usize;
     let mut out = vec![0f32; windows.len() / window_values * l];
     out.par_chunks_mut(l * GROUP).zip(windows.par_chunks(window_values * GROUP)).try_for_each_init(
@@ -370,6 +374,7 @@ mod tests {
                     freqs: 3,
                     step_edges: 1,
                     step_freqs: 2,
+                    min_len: 1,
                 };
                 hd.weights_len = hd.expected_weights() as u32;
                 let d = hd.decision_dims();

@@ -34,6 +34,10 @@
 //! threshold (the trainer sets it at a quantile of the training series' distances in that
 //! cluster) is anomalous.
 //!
+//! A model with a minimum window length (`min_len` above 1, version 6) is written as version 6;
+//! every other model is written as version 5, byte for byte what it was before the field
+//! existed, so older runtimes still read it. Version 5 reads as `min_len` 1.
+//!
 //! Older bundles still load. Version 4 (no spectrum of the steps) reads as `step_freqs` 0. Version 3 (summary of segment means and steps only) reads as
 //! `freqs` 0 and no step edges, and decides as it did. Version 2 (no anomaly thresholds) flags nothing
 //! ([`Bundle::has_anomaly_thresholds`] is false so a host can say so); version 1 (latent only,
@@ -51,7 +55,7 @@ use crate::crc::crc32;
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"VRAEBNDL";
 /// Bundle format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Oldest bundle format version this crate still reads.
 pub const OLDEST_VERSION: u32 = 1;
 /// The anomaly threshold that never flags: a model fitted before the flag existed is exported
@@ -129,6 +133,90 @@ pub struct Header {
     pub step_edges: u16,
     /// Frequencies per feature of the steps' spectrum in the summary (0 = none; version 5 on).
     pub step_freqs: u16,
+    /// Fewest samples a window may have ([`crate::Encoder::finish`] refuses fewer): a model
+    /// trained on series of their own lengths learnt nothing from shorter ones (1 = any;
+    /// version 6 on).
+    pub min_len: u32,
+}
+
+/// The version 5 header: the current one without `min_len`, which reads as 1.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct HeaderV5 {
+    cell: Cell,
+    n_features: u16,
+    hidden: u16,
+    layers: u8,
+    latent: u16,
+    k: u16,
+    seq_len: u32,
+    normalization: Normalization,
+    weights_len: u32,
+    segments: u16,
+    stride: u32,
+    prototypes: u16,
+    freqs: u16,
+    step_edges: u16,
+    step_freqs: u16,
+}
+
+impl HeaderV5 {
+    fn upgrade(self) -> Header {
+        let HeaderV5 {
+            cell,
+            n_features,
+            hidden,
+            layers,
+            latent,
+            k,
+            seq_len,
+            normalization,
+            weights_len,
+            segments,
+            stride,
+            prototypes,
+            freqs,
+            step_edges,
+            step_freqs,
+        } = self;
+        Header {
+            cell,
+            n_features,
+            hidden,
+            layers,
+            latent,
+            k,
+            seq_len,
+            normalization,
+            weights_len,
+            segments,
+            stride,
+            prototypes,
+            freqs,
+            step_edges,
+            step_freqs,
+            min_len: 1,
+        }
+    }
+
+    fn of(h: &Header) -> Self {
+        HeaderV5 {
+            cell: h.cell,
+            n_features: h.n_features,
+            hidden: h.hidden,
+            layers: h.layers,
+            latent: h.latent,
+            k: h.k,
+            seq_len: h.seq_len,
+            normalization: h.normalization,
+            weights_len: h.weights_len,
+            segments: h.segments,
+            stride: h.stride,
+            prototypes: h.prototypes,
+            freqs: h.freqs,
+            step_edges: h.step_edges,
+            step_freqs: h.step_freqs,
+        }
+    }
 }
 
 /// The version 4 header (no spectrum of the steps): the version 3 fields, then these.
@@ -190,6 +278,7 @@ impl HeaderV3 {
             freqs: 0,
             step_edges: 0,
             step_freqs: 0,
+            min_len: 1,
         }
     }
 }
@@ -376,10 +465,11 @@ impl<'a> Bundle<'a> {
             }
             2 | 3 => exact::<HeaderV3>(raw)?.upgrade(),
             4 => exact::<HeaderV4>(raw)?.upgrade(),
+            5 => exact::<HeaderV5>(raw)?.upgrade(),
             _ => exact::<Header>(raw)?,
         };
         let h = header;
-        if h.n_features == 0 || h.hidden == 0 || h.layers == 0 || h.latent == 0 || h.k == 0 || h.seq_len == 0 {
+        if h.n_features == 0 || h.hidden == 0 || h.layers == 0 || h.latent == 0 || h.k == 0 || h.seq_len == 0 || h.min_len == 0 {
             return Err(BundleError::BadDims("every dimension must be at least 1"));
         }
         if h.prototypes < h.k {
@@ -552,11 +642,20 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     if decision.step_edges.iter().any(|v| !v.is_finite()) {
         return Err(BundleError::NonFinite);
     }
-    let head = postcard::to_allocvec(header).map_err(|_| BundleError::BadHeader)?;
+    if header.min_len == 0 {
+        return Err(BundleError::BadDims("min_len must be at least 1"));
+    }
+    // Version 5 where it says everything: no minimum length.
+    let (version, head) = if header.min_len == 1 {
+        (5u32, postcard::to_allocvec(&HeaderV5::of(header)))
+    } else {
+        (FORMAT_VERSION, postcard::to_allocvec(header))
+    };
+    let head = head.map_err(|_| BundleError::BadHeader)?;
     let n = weights.len() + 2 * d + p * d + p + header.k as usize + decision.step_edges.len();
     let mut out = Vec::with_capacity(padded(16 + head.len()) + 4 * n + 4);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(head.len() as u32).to_le_bytes());
     out.extend_from_slice(&head);
     out.resize(padded(out.len()), 0);

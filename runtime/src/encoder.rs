@@ -149,6 +149,14 @@ pub enum EncodeError {
     /// `finish` before any sample.
     #[error("no samples pushed since the last reset")]
     Empty,
+    /// `finish` after fewer samples than the model's minimum window length.
+    #[error("window of {steps} samples is shorter than the model's minimum length {min}")]
+    TooShort {
+        /// Samples pushed.
+        steps: u32,
+        /// The bundle's `min_len`.
+        min: u32,
+    },
     /// Assignment failed.
     #[error(transparent)]
     Assign(#[from] AssignError),
@@ -250,6 +258,9 @@ impl<'a> Encoder<'a> {
             return Err(EncodeError::Empty);
         }
         let hd = &self.bundle.header;
+        if s.steps < hd.min_len {
+            return Err(EncodeError::TooShort { steps: s.steps, min: hd.min_len });
+        }
         let (hid, top) = (hd.hidden as usize, hd.layers as usize - 1);
         let (w, b) = self.bundle.head();
         let mut out = heapless::Vec::new();

@@ -45,6 +45,7 @@ pub(crate) fn random_bundle(
         freqs: 0,
         step_edges: 0,
         step_freqs: 0,
+        min_len: 1,
     };
     hd.weights_len = hd.expected_weights() as u32;
     let w: Vec<f32> = (0..hd.weights_len).map(|_| noise.next()).collect();

@@ -34,6 +34,7 @@ fn header(cell: Cell, f: u16, h: u16, layers: u8, latent: u16, k: u16, norm: Nor
         freqs: 0,
         step_edges: 0,
         step_freqs: 0,
+        min_len: 1,
     };
     hd.weights_len = hd.expected_weights() as u32;
     hd
@@ -523,4 +524,50 @@ fn version_4_bundle_loads_without_the_steps_spectrum() {
         assert_eq!(a.cluster, c);
         assert!((a.distance as f64 - d).abs() < 1e-3 * d.max(1.0), "{} vs {d}", a.distance);
     }
+}
+
+/// A minimum window length travels in a version-6 header and `finish` (one window or a batch)
+/// refuses shorter windows; a model without one is written as version 5, byte for byte what the
+/// encoder wrote before the field existed.
+#[test]
+fn minimum_length_is_version_6_and_enforced_by_finish() {
+    let mut hd = header(Cell::Gru, 2, 5, 1, 3, 2, Normalization::None);
+    let plain = bundle(&hd, 4);
+    assert_eq!(u32::from_le_bytes(plain[8..12].try_into().unwrap()), 5, "no minimum: version 5");
+    hd.min_len = 6;
+    let bytes = AlignedBytes::new(&bundle(&hd, 4));
+    assert_eq!(u32::from_le_bytes(bytes.as_bytes()[8..12].try_into().unwrap()), FORMAT_VERSION);
+    assert_eq!(FORMAT_VERSION, 6);
+    let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+    assert_eq!(enc.bundle().header.min_len, 6);
+    let mut s: State<8, 2> = State::default();
+    let window = values(2 * 6, 9, 1.0);
+    let z = enc.encode_window::<8, 2, 4>(&mut s, &window).unwrap();
+    // The same weights without the minimum give the same latent: the field only gates.
+    let plain_bytes = AlignedBytes::new(&plain);
+    let old = Encoder::from_bytes(plain_bytes.as_bytes()).unwrap();
+    assert_eq!(old.encode_window::<8, 2, 4>(&mut s, &window).unwrap(), z);
+    assert_eq!(
+        enc.encode_window::<8, 2, 4>(&mut s, &window[..2 * 5]).unwrap_err(),
+        EncodeError::TooShort { steps: 5, min: 6 },
+        "one sample short"
+    );
+    assert!(old.encode_window::<8, 2, 4>(&mut s, &window[..2 * 5]).is_ok(), "control: no minimum, no error");
+    let batch = values(2 * 5 * 3, 10, 1.0);
+    let e = runtime::batch::embed_windows(&enc, &batch, 10).unwrap_err();
+    assert_eq!(e, EncodeError::TooShort { steps: 5, min: 6 });
+    assert!(e.to_string().contains("minimum length 6"), "{e}");
+    // A zero minimum is not a bundle.
+    hd.min_len = 0;
+    let w = values(hd.weights_len as usize, 4, 0.4);
+    let d = hd.decision_dims();
+    let tables = DecisionTables {
+        offsets: vec![0.0; d],
+        scales: vec![1.0; d],
+        prototypes: vec![0.0; 2 * d],
+        clusters: vec![0, 1],
+        anomaly_thresholds: vec![1.0; 2],
+        step_edges: vec![],
+    };
+    assert!(encode(&hd, &w, &tables).is_err());
 }

@@ -16,7 +16,13 @@ fn main() -> anyhow::Result<()> {
         let ds = cycles(&CyclesParams { seed, ..CyclesParams::default() });
         let path = dir.join(format!("Cycles_{part}.ts"));
         write_atomic(&path, to_ts(&ds, "Cycles").as_bytes())?;
-        println!("{}: {} series, lengths {}..{}", path.display(), ds.len(), ds.series.iter().map(|s| s.len).min().unwrap_or(0), ds.max_len());
+        println!(
+            "{}: {} series, lengths {}..{}",
+            path.display(),
+            ds.len(),
+            ds.series.iter().map(|s| s.len).min().unwrap_or(0),
+            ds.max_len()
+        );
     }
     Ok(())
 }

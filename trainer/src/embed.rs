@@ -136,7 +136,11 @@ pub fn prepare(ds: &mut Dataset, run: &RunRecord) -> Result<Prepared> {
     let want = cfg.n_features;
     let src = || ds.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
     if ds.n_features != want {
-        return Err(Error::Mismatch(format!("{}: data has {} features per time step but the model was trained on {want}", src(), ds.n_features)));
+        return Err(Error::Mismatch(format!(
+            "{}: data has {} features per time step but the model was trained on {want}",
+            src(),
+            ds.n_features
+        )));
     }
     let t = cfg.seq_len;
     if run.data.length == LengthMode::Native {

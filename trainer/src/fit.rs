@@ -194,6 +194,9 @@ fn prepare(mut ds: Dataset, opts: &FitOptions) -> Result<Prepared> {
         )));
     }
     let (train_idx, hold_idx) = split(ds.len(), opts.holdout, p.seed);
+    // What new data gets: native lengths only for a model that learnt from several; one trained
+    // on one length gets new data resampled onto it, as before the choice existed.
+    let length = if opts.length == LengthMode::Native && ds.equal_length().is_none() { LengthMode::Native } else { LengthMode::Resample };
     opts.decision.check()?;
     let truth = ds.labels.as_ref().map(|l| encode_labels(l));
     let (k_given, k_from) = match (opts.clusters, &truth) {
@@ -221,8 +224,8 @@ fn prepare(mut ds: Dataset, opts: &FitOptions) -> Result<Prepared> {
         holdout: opts.holdout,
         length_range,
         resampled,
-        length: opts.length,
-        min_length: (opts.length == LengthMode::Native).then(|| native_min_length(&train_series)),
+        length,
+        min_length: (length == LengthMode::Native).then(|| native_min_length(&train_series)),
         cut: plan.cut,
         normalization: opts.normalization,
         labels: truth.as_ref().map(|t| t.1.clone()),
@@ -384,7 +387,8 @@ fn write_model(prep: &Prepared, opts: &FitOptions, trained: &Trained, cl: &Clust
         decision: Some(decision.clone()),
     };
     write_json(&stage.join(artifacts::CENTROIDS), &centroids)?;
-    write_bundle(&record.model, opts.normalization, weights, decision, &stage.join(artifacts::BUNDLE))?;
+    let min_len = record.data.min_length.unwrap_or(1);
+    write_bundle(&record.model, opts.normalization, weights, decision, min_len, &stage.join(artifacts::BUNDLE))?;
     let vrae = Vrae::bind(&record.model, weights, &out.join(artifacts::WEIGHTS))?;
     let loaded =
         LoadedModel { dir: stage.to_path_buf(), config: record.clone(), vrae, weights: weights.clone(), centroids: Some(centroids) };

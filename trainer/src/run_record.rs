@@ -54,7 +54,9 @@ pub struct DataInfo {
     pub length_range: (usize, usize),
     /// True when series were resampled to `seq_len` because lengths differed.
     pub resampled: bool,
-    /// How unequal lengths reach the model (directories written before the choice: resample).
+    /// How new data reaches the model: `native` for a model trained at native lengths on series
+    /// of several lengths; `resample` (onto `seq_len`) for one trained on one length, or
+    /// resampled, and for directories written before the choice.
     #[serde(default = "LengthMode::recorded_before")]
     pub length: LengthMode,
     /// Native lengths: the shortest series `embed` and `cluster` accept

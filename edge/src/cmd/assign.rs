@@ -87,7 +87,7 @@ pub struct AssignArgs {
     #[arg(long, requires = "max_gap", conflicts_with_all = ["window", "stride"])]
     sessions: bool,
     /// Sessions with fewer samples are counted and not scored [default: a quarter of the
-    /// model's training length].
+    /// model's training length, or its minimum length when that is more].
     #[arg(long, requires = "sessions")]
     min_session: Option<usize>,
     /// A session reaching this many samples is scored and the next sample starts a new one
@@ -153,6 +153,9 @@ pub fn run(a: AssignArgs) -> Result<()> {
     if window == 0 || stride == 0 || a.batch == 0 {
         bail!("--window, --stride and --batch must be at least 1");
     }
+    if !a.sessions {
+        super::check_window_len(window, hd.min_len)?;
+    }
     #[cfg(feature = "tract")]
     let tract = match a.engine {
         Engine::Tract => Some(runtime::tract_engine::TractEncoder::load(&a.model.join("encoder.onnx"), window, f)?),
@@ -186,9 +189,15 @@ pub fn run(a: AssignArgs) -> Result<()> {
     }
     let started = Instant::now();
     let seq_len = hd.seq_len as usize;
-    let sessions = a
-        .sessions
-        .then(|| SessionLimits { min: a.min_session.unwrap_or((seq_len / 4).max(1)), max: a.max_session.unwrap_or(4 * seq_len.max(1)) });
+    let min_len = hd.min_len as usize;
+    if let Some(m) = a.min_session.filter(|&m| m < min_len) {
+        bail!("--min-session {m} is below the model's minimum length {min_len}: shorter sessions cannot be encoded");
+    }
+    // The model's minimum length raises the default when it is above a quarter of seq_len.
+    let sessions = a.sessions.then(|| SessionLimits {
+        min: a.min_session.unwrap_or((seq_len / 4).max(min_len).max(1)),
+        max: a.max_session.unwrap_or(4 * seq_len.max(1)),
+    });
     if sessions.is_some() && a.engine == Engine::Tract {
         bail!("--sessions: sessions of unequal lengths run on --engine native (tract takes one input length per plan)");
     }

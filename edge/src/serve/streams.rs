@@ -70,6 +70,11 @@ impl Model {
         self.enc.bundle().header.seq_len as usize
     }
 
+    /// The shortest window the model encodes (the bundle's `min_len`).
+    pub fn min_len(&self) -> u32 {
+        self.enc.bundle().header.min_len
+    }
+
     /// Words one saved window state takes.
     fn state_words(&self) -> usize {
         let h = self.enc.bundle().header;

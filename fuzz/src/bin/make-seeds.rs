@@ -50,6 +50,7 @@ fn main() {
             freqs: segments,
             step_edges: segments / 2,
             step_freqs: segments / 2,
+            min_len: 1,
         };
         hd.weights_len = hd.expected_weights() as u32;
         let w: Vec<f32> = (0..hd.weights_len).map(|i| ((i as f32) * 0.7).sin() * 0.5).collect();

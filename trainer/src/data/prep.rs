@@ -2,9 +2,9 @@
 //! cap), train/held-out split.
 
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use super::{Dataset, Series};
 

@@ -63,7 +63,8 @@ pub fn cycles(p: &CyclesParams) -> Dataset {
             let a = rng.gen_range(0.8f64..1.2);
             let phase = rng.gen_range(0.0..p.phase.max(1e-9));
             let eps = standard_normal(&mut rng, n);
-            let values = (0..n).map(|t| (a * (std::f64::consts::TAU * t as f64 / period + phase).sin()) as f32 + p.noise * eps[t]).collect();
+            let values =
+                (0..n).map(|t| (a * (std::f64::consts::TAU * t as f64 / period + phase).sin()) as f32 + p.noise * eps[t]).collect();
             series.push(Series { values, len: n });
             labels.push((c + 1).to_string());
         }

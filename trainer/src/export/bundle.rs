@@ -16,8 +16,20 @@ fn dim<T: TryFrom<usize>>(v: usize, what: &str) -> Result<T> {
     T::try_from(v).map_err(|_| Error::Param(format!("{what} = {v} does not fit the bundle format")))
 }
 
-/// Encodes the encoder weights of `weights` and the cluster decision as a bundle.
+/// Encodes the encoder weights of `weights` and the cluster decision as a bundle with no minimum
+/// window length (what the trainer's own inference runs).
 pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, decision: &Decision) -> Result<Vec<u8>> {
+    bundle_bytes_min(cfg, norm, weights, decision, 1)
+}
+
+/// [`bundle_bytes`] with a minimum window length, which devices enforce in `finish`.
+pub fn bundle_bytes_min(
+    cfg: &ModelConfig,
+    norm: Normalization,
+    weights: &ParamStore,
+    decision: &Decision,
+    min_len: usize,
+) -> Result<Vec<u8>> {
     let l = cfg.latent_length;
     let d = decision.expected_dims(l, cfg.n_features);
     if decision.dims() != d || decision.prototypes.is_empty() || !decision.prototypes.len().is_multiple_of(d) {
@@ -55,13 +67,22 @@ pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore
         freqs: dim(decision.freqs, "spectrum frequencies")?,
         step_edges: dim(decision.step_levels(cfg.n_features), "step edges")?,
         step_freqs: dim(decision.step_freqs, "steps' spectrum frequencies")?,
+        min_len: dim(min_len.max(1), "minimum length")?,
     };
     encode(&header, &flat, &decision.tables()).map_err(|e| Error::Param(format!("bundle: {e}")))
 }
 
-/// Writes the bundle to `path` atomically; returns its size in bytes.
-pub fn write_bundle(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, decision: &Decision, path: &Path) -> Result<usize> {
-    let b = bundle_bytes(cfg, norm, weights, decision)?;
+/// Writes the bundle (minimum window length `min_len`, 1 for none) to `path` atomically;
+/// returns its size in bytes.
+pub fn write_bundle(
+    cfg: &ModelConfig,
+    norm: Normalization,
+    weights: &ParamStore,
+    decision: &Decision,
+    min_len: usize,
+    path: &Path,
+) -> Result<usize> {
+    let b = bundle_bytes_min(cfg, norm, weights, decision, min_len)?;
     write_atomic(path, &b)?;
     Ok(b.len())
 }

@@ -154,6 +154,10 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
         holdout: 0.0,
         length_range: (seq_len, seq_len),
         resampled: false,
+        // An imported encoder gets new data the way its centroids were fitted: on its length.
+        length: crate::data::prep::LengthMode::Resample,
+        min_length: None,
+        cut: 0,
         normalization: norm,
         labels: None,
         fingerprint: None,
@@ -224,7 +228,7 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
     };
     artifacts::save_model(&stage, &config, &weights)?;
     write_json(&stage.join(artifacts::CENTROIDS), &centroids)?;
-    let bundle_bytes = write_bundle(&cfg, norm, &weights, &decision, &stage.join(artifacts::BUNDLE))?;
+    let bundle_bytes = write_bundle(&cfg, norm, &weights, &decision, 1, &stage.join(artifacts::BUNDLE))?;
     write_atomic(&stage.join(artifacts::ENCODER_ONNX), &onnx_bytes)?;
     staging.commit()?;
     Ok(ImportSummary { config: cfg, producer: rec.producer, k: centroids.k, sizes: centroids.sizes, scores, bundle_bytes })

@@ -69,9 +69,7 @@ pub fn vrae_loss(
     let k = ((logvar + 1.0)? - mean.sqr()? - logvar.exp()?)?;
     let (recon, kl) = match scaling {
         LossScaling::Seed => (r.sum_all()?, (k.mean_all()? * (-0.5 * kl_weight))?),
-        LossScaling::Mean => {
-            ((r.sum_all()? / n)?, (k.sum_all()? * (-0.5 * kl_weight / n))?)
-        }
+        LossScaling::Mean => ((r.sum_all()? / n)?, (k.sum_all()? * (-0.5 * kl_weight / n))?),
     };
     Ok(LossParts { total: (&recon + &kl)?, recon, kl })
 }

@@ -20,7 +20,8 @@ pub(crate) fn run_export(a: ExportArgs) -> Result<()> {
         let Some(c) = &model.centroids else {
             bail!("{}: no centroids.json; a bundle carries the cluster decision", model.dir.display());
         };
-        let n = write_bundle(&model.config.model, model.config.data.normalization, &model.weights, &c.decision(), &path)?;
+        let min_len = model.config.data.min_length.unwrap_or(1);
+        let n = write_bundle(&model.config.model, model.config.data.normalization, &model.weights, &c.decision(), min_len, &path)?;
         println!("wrote {} ({n} bytes)", path.display());
     }
     Ok(())

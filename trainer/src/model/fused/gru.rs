@@ -4,8 +4,8 @@ use rayon::prelude::*;
 
 use super::pool::{give, take};
 use super::{
-    batch_parts, column_sums, held, matmul_par, recurrent_weight_grad, rows, split_parts, threads, Backward, BwdPart, Cache, Dims, Dy, FwdPart,
-    Projection,
+    batch_parts, column_sums, held, matmul_par, recurrent_weight_grad, rows, split_parts, threads, Backward, BwdPart, Cache, Dims, Dy,
+    FwdPart, Projection,
 };
 use crate::model::kernels::packed::Packed;
 use runtime::math::{sigmoid_inplace, tanh_inplace};

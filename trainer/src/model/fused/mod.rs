@@ -253,7 +253,11 @@ impl SeqOp {
         }
         if let Some(l) = &self.lengths {
             if l.len() != b || l.iter().any(|&n| n == 0 || n > t) {
-                return Err(candle_core::Error::Msg(format!("{}: {} row lengths for {b} rows of {t} steps (each must be 1..={t})", self.name(), l.len())));
+                return Err(candle_core::Error::Msg(format!(
+                    "{}: {} row lengths for {b} rows of {t} steps (each must be 1..={t})",
+                    self.name(),
+                    l.len()
+                )));
             }
         }
         Ok(d)
