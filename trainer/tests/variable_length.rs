@@ -114,3 +114,66 @@ fn native_lengths_cluster_cycle_periods_that_resampling_mixes() {
     assert!(native.ari > 0.9, "native {native:?}");
     assert!(native.ari > resampled.ari + 0.5, "native {native:?} vs resample {resampled:?}");
 }
+
+/// Multivariate series of unequal lengths from an aeon `.ts` file and from a long CSV train at
+/// native length through the CLI, and `embed` encodes a series of a length the training data
+/// did not have.
+#[test]
+fn multivariate_unequal_ts_and_long_csv_train_natively_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let trainer = env!("CARGO_BIN_EXE_trainer");
+    // Two classes: the two features in phase or in opposition, 12..=30 steps.
+    let mut ts = String::from("@problemName Two\n@univariate false\n@dimensions 2\n@equalLength false\n@classLabel true a b\n@data\n");
+    let mut long = String::from("series_id,t,x,y,label\n");
+    for i in 0..24 {
+        let n = 12 + (i * 7) % 19;
+        let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+        let x: Vec<f32> = (0..n).map(|t| (t as f32 * 0.7 + i as f32).sin()).collect();
+        let y: Vec<f32> = x.iter().map(|v| sign * v).collect();
+        let join = |v: &[f32]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+        let label = if i % 2 == 0 { "a" } else { "b" };
+        ts.push_str(&format!("{}:{}:{label}\n", join(&x), join(&y)));
+        for t in 0..n {
+            long.push_str(&format!("s{i},{t},{},{},{label}\n", x[t], y[t]));
+        }
+    }
+    for (name, text) in [("two.ts", ts), ("two.csv", long)] {
+        let data = dir.path().join(name);
+        std::fs::write(&data, text).unwrap();
+        let model = dir.path().join(format!("m-{name}"));
+        let o = std::process::Command::new(trainer)
+            .args([
+                "fit",
+                data.to_str().unwrap(),
+                "--out",
+                model.to_str().unwrap(),
+                "--epochs",
+                "2",
+                "--holdout",
+                "0",
+                "--no-plots",
+                "--quiet",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {err}");
+        assert!(err.contains("--length native"), "{name}: {err}");
+        let m = load_model(&model, &Device::Cpu).unwrap();
+        assert_eq!((m.config.model.n_features, m.config.model.seq_len, m.config.data.length), (2, 30, LengthMode::Native), "{name}");
+        assert_eq!(m.config.data.length_range, (12, 30));
+        // A series of any length from the minimum (half of 12) to the cap embeds as it is; a
+        // 3-step one is refused.
+        let new = dir.path().join("new.csv");
+        let rows: String = (0..20).map(|t| format!("n,{t},{},{}\n", t as f32 * 0.1, 0.5)).collect();
+        std::fs::write(&new, format!("series_id,t,x,y\n{rows}")).unwrap();
+        let o = std::process::Command::new(trainer).args(["embed", model.to_str().unwrap(), new.to_str().unwrap()]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+        let rows: String = (0..3).map(|t| format!("n,{t},{},{}\n", t, 0.5)).collect();
+        std::fs::write(&new, format!("series_id,t,x,y\n{rows}")).unwrap();
+        let o = std::process::Command::new(trainer).args(["embed", model.to_str().unwrap(), new.to_str().unwrap()]).output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains("new.csv") && e.contains("minimum length 6"), "{e}");
+    }
+}
