@@ -130,7 +130,7 @@ mod tests {
     use super::*;
 
     fn win(d: &str, s: &str, e: &str) -> Window {
-        Window { device: d.into(), start: s.into(), end: e.into() }
+        Window { device: d.into(), start: s.into(), end: e.into(), session: None }
     }
 
     fn asg(cluster: usize, distance: f32, anomalous: bool) -> Assignment {

@@ -21,7 +21,11 @@
 //! gap larger than `max_gap`, a session becomes one window of its own length (at least
 //! [`SessionLimits::min`] samples, else it is counted as short and dropped; one longer than
 //! [`SessionLimits::max`] is cut there and goes on as a new session), and [`Windower::finish`]
-//! closes the sessions still open at the end of the input.
+//! closes the sessions still open at the end of the input. With
+//! [`WindowerParams::session_column`] every row carries a session id after its timestamp
+//! (`device_id,timestamp,session,value...`): a row whose id differs from the device's previous
+//! row's starts a new session (an id that comes back later starts another one), and gaps cut
+//! sessions too when `max_gap` is given.
 
 use std::collections::HashMap;
 
@@ -40,6 +44,9 @@ pub struct WindowerParams {
     pub strict: bool,
     /// Sessions (cut at gaps) instead of fixed windows; `window` and `stride` are then unused.
     pub sessions: Option<SessionLimits>,
+    /// Rows carry a session id after the timestamp, and a new id starts a new session
+    /// (sessions only).
+    pub session_column: bool,
 }
 
 /// The lengths a session may have, in samples.
@@ -74,6 +81,8 @@ pub struct Row<'a> {
     pub time: f64,
     /// Timestamp as written in the output.
     pub time_text: &'a str,
+    /// Session id, when the input has a session column.
+    pub session: Option<&'a str>,
     /// One value per feature.
     pub values: &'a [f32],
 }
@@ -133,9 +142,12 @@ pub enum ParamsError {
         /// Requested features.
         features: usize,
     },
-    /// Sessions are cut at gaps, so they need a gap.
-    #[error("sessions end at a gap: give --max-gap")]
+    /// Sessions are cut at gaps or session ids, so they need one of them.
+    #[error("sessions end at a gap or where the session id changes: give --max-gap or --session-column")]
     SessionsNeedGap,
+    /// A session id column only makes sense when scoring sessions.
+    #[error("--session-column needs --sessions")]
+    SessionColumnNeedsSessions,
     /// Impossible session lengths.
     #[error(
         "session lengths: --min-session must be at least 1 and --max-session at least 2 and at least --min-session (got {min} and {max})"
@@ -165,6 +177,8 @@ pub struct Summary {
     pub short_sessions: usize,
     /// Sessions closed at [`SessionLimits::max`] samples.
     pub cut_sessions: usize,
+    /// Sessions ended by a new session id ([`WindowerParams::session_column`]).
+    pub session_ids: usize,
     /// The first row skipped, and why (to explain a file where no row is valid).
     pub first_skipped: Option<RowError>,
 }
@@ -179,6 +193,8 @@ pub struct Window {
     pub start: String,
     /// Timestamp of the last sample.
     pub end: String,
+    /// The session id, when the rows carry one ([`WindowerParams::session_column`]).
+    pub session: Option<String>,
 }
 
 /// Per-device ring buffer of the last `window` samples.
@@ -186,6 +202,8 @@ pub struct Window {
 struct Device {
     buf: Vec<f32>,
     times: Vec<String>,
+    /// The session id of the device's last row ([`WindowerParams::session_column`]).
+    session: String,
     filled: usize,
     since_emit: usize,
     last_t: f64,
@@ -213,8 +231,11 @@ impl Windower {
         if p.window == 0 || p.stride == 0 || p.features == 0 {
             return Err(ParamsError::Sizes { window: p.window, stride: p.stride, features: p.features });
         }
+        if p.session_column && p.sessions.is_none() {
+            return Err(ParamsError::SessionColumnNeedsSessions);
+        }
         if let Some(s) = p.sessions {
-            if p.max_gap.is_none() {
+            if p.max_gap.is_none() && !p.session_column {
                 return Err(ParamsError::SessionsNeedGap);
             }
             if s.min == 0 || s.max < s.min.max(2) {
@@ -270,15 +291,17 @@ impl Windower {
             self.summary.rows += 1;
             return self.reject(line, "not valid UTF-8".into(), false);
         };
+        let sc = self.p.session_column;
+        let layout = if sc { "device, timestamp, session" } else { "device, timestamp" };
         if first && fields.len() >= 2 && fields[1].parse::<f64>().is_err() {
-            if fields.len() != 2 + f {
+            if fields.len() != 2 + usize::from(sc) + f {
                 let shown: Vec<String> = fields.iter().take(8).map(|c| format!("{c:?}")).collect();
                 let more = if fields.len() > 8 { ", ..." } else { "" };
                 return Err(RowError {
                     unit: "line",
                     line,
                     why: format!(
-                        "the header has {} column(s) ({}{more}); this model reads device, timestamp and {f} value column(s)",
+                        "the header has {} column(s) ({}{more}); this model reads {layout} and {f} value column(s)",
                         fields.len(),
                         shown.join(", ")
                     ),
@@ -288,12 +311,15 @@ impl Windower {
         }
         self.summary.rows += 1;
         let mut vals = std::mem::take(&mut self.vals);
-        let r = match parse_row(&fields, &mut vals) {
-            Ok(t) => self.accept(line, Row { device: fields[0], time: t, time_text: fields[1], values: &vals }, values),
+        let r = match parse_row(&fields, sc, &mut vals) {
+            Ok(t) => {
+                let session = sc.then(|| fields[2]);
+                self.accept(line, Row { device: fields[0], time: t, time_text: fields[1], session, values: &vals }, values)
+            }
             Err(why) if first => Err(RowError {
                 unit: "line",
                 line,
-                why: format!("is neither a header (device, timestamp, {f} value column(s)) nor a reading: {why}"),
+                why: format!("is neither a header ({layout}, {f} value column(s)) nor a reading: {why}"),
             }),
             Err(why) => self.reject(line, why, false),
         };
@@ -311,6 +337,9 @@ impl Windower {
         let row = row.and_then(|r| {
             if r.values.len() != self.p.features {
                 return Err(format!("expected {} value(s), found {}", self.p.features, r.values.len()));
+            }
+            if r.session.is_some() != self.p.session_column {
+                return Err(if self.p.session_column { "missing session id".into() } else { "unexpected session id".into() });
             }
             check_row(&r)?;
             Ok(r)
@@ -332,6 +361,7 @@ impl Windower {
         let dev = self.devices.entry(device.to_string()).or_insert_with(|| Device {
             buf: vec![0.0; ring * f],
             times: vec![String::new(); times],
+            session: String::new(),
             filled: 0,
             since_emit: 0,
             last_t: f64::NEG_INFINITY,
@@ -344,13 +374,23 @@ impl Windower {
         }
         let gap = p.max_gap.is_some_and(|g| dev.filled > 0 && t - dev.last_t > g);
         if let Some(limits) = p.sessions {
-            // The session a gap ends goes out now; this sample starts the next one.
-            let ended = if gap {
-                self.summary.gaps += 1;
-                close_session(dev, &mut self.summary, device, limits.min, values)
+            let sc = p.session_column;
+            let new_id = sc && dev.filled > 0 && row.session != Some(dev.session.as_str());
+            // The session a gap or a new id ends goes out now; this sample starts the next one.
+            let ended = if gap || new_id {
+                if gap {
+                    self.summary.gaps += 1;
+                } else {
+                    self.summary.session_ids += 1;
+                }
+                close_session(dev, &mut self.summary, device, limits.min, sc, values)
             } else {
                 None
             };
+            if let Some(id) = row.session.filter(|id| *id != dev.session) {
+                dev.session.clear();
+                dev.session.push_str(id);
+            }
             dev.last_t = t;
             dev.samples += 1;
             if dev.filled == 0 {
@@ -362,7 +402,7 @@ impl Windower {
             if dev.filled == limits.max {
                 // `ended` is None here: a gap leaves a one-sample session, and `max` >= 2.
                 self.summary.cut_sessions += 1;
-                return Ok(close_session(dev, &mut self.summary, device, limits.min, values));
+                return Ok(close_session(dev, &mut self.summary, device, limits.min, sc, values));
             }
             return Ok(ended);
         }
@@ -391,7 +431,7 @@ impl Windower {
             let i = (first + k) % w;
             values.extend_from_slice(&dev.buf[i * f..(i + 1) * f]);
         }
-        Ok(Some(Window { device: device.to_string(), start: dev.times[first].clone(), end: row.time_text.to_string() }))
+        Ok(Some(Window { device: device.to_string(), start: dev.times[first].clone(), end: row.time_text.to_string(), session: None }))
     }
 
     /// Closes every open session at the end of the input (in device id order), appending their
@@ -406,7 +446,7 @@ impl Windower {
         for id in ids {
             let dev = self.devices.get_mut(&id).expect("listed above");
             let before = values.len();
-            if let Some(w) = close_session(dev, &mut self.summary, &id, limits.min, values) {
+            if let Some(w) = close_session(dev, &mut self.summary, &id, limits.min, self.p.session_column, values) {
                 out.push((w, values.len() - before));
             }
         }
@@ -429,14 +469,23 @@ impl Windower {
 }
 
 /// Ends `dev`'s open session: a window if it has at least `min` samples (values appended to
-/// `values`), else counted as short; the device then has no open session.
-fn close_session(dev: &mut Device, summary: &mut Summary, device: &str, min: usize, values: &mut Vec<f32>) -> Option<Window> {
+/// `values`; with its session id when `with_id`), else counted as short; the device then has no
+/// open session.
+fn close_session(
+    dev: &mut Device,
+    summary: &mut Summary,
+    device: &str,
+    min: usize,
+    with_id: bool,
+    values: &mut Vec<f32>,
+) -> Option<Window> {
     let n = std::mem::take(&mut dev.filled);
     let out = if n >= min {
         values.extend_from_slice(&dev.buf);
         dev.windows += 1;
         summary.windows += 1;
-        Some(Window { device: device.to_string(), start: dev.times[0].clone(), end: dev.times[1].clone() })
+        let session = with_id.then(|| dev.session.clone());
+        Some(Window { device: device.to_string(), start: dev.times[0].clone(), end: dev.times[1].clone(), session })
     } else {
         summary.short_sessions += usize::from(n > 0);
         None
@@ -445,17 +494,21 @@ fn close_session(dev: &mut Device, summary: &mut Summary, device: &str, min: usi
     out
 }
 
-/// Parses timestamp and values of a row into `vals`; returns the timestamp.
-fn parse_row(fields: &[&str], vals: &mut [f32]) -> Result<f64, String> {
+/// Parses timestamp and values of a row (after a session id when `session`) into `vals`;
+/// returns the timestamp.
+fn parse_row(fields: &[&str], session: bool, vals: &mut [f32]) -> Result<f64, String> {
     let f = vals.len();
-    if fields.len() != 2 + f {
-        return Err(format!("expected {} fields (device, timestamp, {f} value(s)), found {}", 2 + f, fields.len()));
+    let s = usize::from(session);
+    if fields.len() != 2 + s + f {
+        let what = if session { "device, timestamp, session" } else { "device, timestamp" };
+        return Err(format!("expected {} fields ({what}, {f} value(s)), found {}", 2 + s + f, fields.len()));
     }
     let t: f64 = fields[1].parse().map_err(|_| format!("timestamp '{}' is not a number", fields[1]))?;
-    for (v, cell) in vals.iter_mut().zip(&fields[2..]) {
+    for (v, cell) in vals.iter_mut().zip(&fields[2 + s..]) {
         *v = cell.parse().map_err(|_| format!("value '{cell}' is not a number"))?;
     }
-    check_row(&Row { device: fields[0], time: t, time_text: fields[1], values: vals })?;
+    let id = session.then(|| fields[2]);
+    check_row(&Row { device: fields[0], time: t, time_text: fields[1], session: id, values: vals })?;
     Ok(t)
 }
 
@@ -463,6 +516,9 @@ fn parse_row(fields: &[&str], vals: &mut [f32]) -> Result<f64, String> {
 fn check_row(r: &Row<'_>) -> Result<(), String> {
     if r.device.is_empty() {
         return Err("empty device id".into());
+    }
+    if r.session == Some("") {
+        return Err("empty session id".into());
     }
     if !r.time.is_finite() {
         return Err(format!("timestamp '{}' is not finite", r.time_text));
@@ -478,7 +534,7 @@ mod tests {
     use super::*;
 
     fn params(window: usize, stride: usize) -> WindowerParams {
-        WindowerParams { features: 1, window, stride, max_gap: None, strict: false, sessions: None }
+        WindowerParams { features: 1, window, stride, max_gap: None, strict: false, sessions: None, session_column: false }
     }
 
     fn records(text: &[u8]) -> Vec<(usize, csv::ByteRecord)> {
@@ -507,12 +563,45 @@ mod tests {
         w.feed_record(line + w.lines, &rec, vals)
     }
 
+    /// A session id column: a new id ends the device's session (also without --max-gap), a gap
+    /// still does when given, the ids travel with the windows, and rows without the column or
+    /// with an empty id are malformed.
+    #[test]
+    fn session_ids_cut_sessions() {
+        let p = WindowerParams { sessions: Some(SessionLimits { min: 2, max: 9 }), session_column: true, ..params(99, 99) };
+        let mut w = Windower::new(p.clone()).unwrap();
+        let text = b"device,t,session,v\na,1,x,1\nb,1,7,5\na,2,x,2\na,3,y,3\nb,2,7,6\na,4,y,4\na,5,y,5\na,6,x,6\na,7,x,7\nb,3,,9\nb,4,8\n";
+        let (wins, vals) = feed_all(&mut w, text);
+        let mut tail = Vec::new();
+        let last: Vec<Window> = w.finish(&mut tail).into_iter().map(|(w, _)| w).collect();
+        let win = |d: &str, a: &str, b: &str, s: &str| Window { device: d.into(), start: a.into(), end: b.into(), session: Some(s.into()) };
+        assert_eq!(wins, vec![win("a", "1", "2", "x"), win("a", "3", "5", "y")]);
+        assert_eq!(vals, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+        // `x` comes back: another session.
+        assert_eq!(last, vec![win("a", "6", "7", "x"), win("b", "1", "2", "7")]);
+        assert_eq!(tail, vec![6.0, 7.0, 5.0, 6.0]);
+        let s = w.summary();
+        assert_eq!((s.session_ids, s.gaps, s.malformed), (2, 0, 2), "{s:?}");
+        // With a gap as well.
+        let mut w = Windower::new(WindowerParams { max_gap: Some(5.0), ..p.clone() }).unwrap();
+        let (wins, _) = feed_all(&mut w, b"a,1,x,1\na,2,x,2\na,20,x,3\na,21,x,4\n");
+        assert_eq!(wins, vec![win("a", "1", "2", "x")]);
+        assert_eq!(w.summary().gaps, 1);
+        // A header of the wrong width names the session column.
+        let mut w = Windower::new(p).unwrap();
+        let e = feed(&mut w, b"device,t,v\n", &mut Vec::new()).unwrap_err();
+        assert!(e.why.contains("device, timestamp, session"), "{e}");
+        // Without sessions the column means nothing.
+        let e = Windower::new(WindowerParams { session_column: true, ..params(3, 3) }).unwrap_err();
+        assert_eq!(e, ParamsError::SessionColumnNeedsSessions);
+    }
+
     #[test]
     fn bad_rows_are_counted_and_never_take_a_good_row_with_them() {
         let mut w = Windower::new(params(3, 3)).unwrap();
         let text = b"device,t,v\na,1,10\na,2,x\nb,1,5\n\xff\xfe,3,1\na,2,11\na,2,99\na,3,12\nb,2,nan\n";
         let (wins, vals) = feed_all(&mut w, text);
-        assert_eq!(wins, vec![Window { device: "a".into(), start: "1".into(), end: "3".into() }]);
+        assert_eq!(wins, vec![Window { device: "a".into(), start: "1".into(), end: "3".into(), session: None }]);
         assert_eq!(vals, vec![10.0, 11.0, 12.0]);
         let s = w.summary();
         assert_eq!((s.rows, s.malformed, s.out_of_order, s.windows), (8, 3, 1, 1));
@@ -529,7 +618,7 @@ mod tests {
         // b: 1,2,3 | gap | 20 (short) | gap | 40..45 (cut after 4, then 2 more); a: 1,2 open at the end.
         let text = b"b,1,1\nb,2,2\nb,3,3\na,1,7\na,2,8\nb,20,9\nb,40,4\nb,41,5\nb,42,6\nb,43,7\nb,44,8\nb,45,9\n";
         let (wins, mut vals) = feed_all(&mut w, text);
-        let win = |d: &str, a: &str, b: &str| Window { device: d.into(), start: a.into(), end: b.into() };
+        let win = |d: &str, a: &str, b: &str| Window { device: d.into(), start: a.into(), end: b.into(), session: None };
         assert_eq!(wins, vec![win("b", "1", "3"), win("b", "40", "43")]);
         assert_eq!(vals, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
         let rest = w.finish(&mut vals);

@@ -12,30 +12,38 @@ fn named(columns: &[(&str, Kind)]) -> Vec<(String, Kind)> {
     columns.iter().map(|&(n, k)| (n.to_string(), k)).collect()
 }
 
-/// Columns of the window table.
-pub fn window_columns() -> Vec<(String, Kind)> {
-    named(&[
-        ("device", Kind::Text),
+/// Columns of the window table; with `session`, the session id follows the device.
+pub fn window_columns(session: bool) -> Vec<(String, Kind)> {
+    let mut cols = named(&[("device", Kind::Text)]);
+    if session {
+        cols.extend(named(&[("session", Kind::Text)]));
+    }
+    cols.extend(named(&[
         ("window_start", Kind::Text),
         ("window_end", Kind::Text),
         ("cluster", Kind::I32),
         ("distance", Kind::F32),
         ("second_distance", Kind::F32),
         ("anomalous", Kind::Bool),
-    ])
+    ]));
+    cols
 }
 
-/// One window's row.
-pub fn window_cells<'a>(w: &'a Window, a: &Assignment) -> [Cell<'a>; 7] {
-    [
-        Cell::Text(&w.device),
+/// One window's row (its session id after the device when it has one; see [`window_columns`]).
+pub fn window_cells<'a>(w: &'a Window, a: &Assignment) -> Vec<Cell<'a>> {
+    let mut cells = vec![Cell::Text(&w.device)];
+    if let Some(s) = &w.session {
+        cells.push(Cell::Text(s));
+    }
+    cells.extend([
         Cell::Text(&w.start),
         Cell::Text(&w.end),
         Cell::I32(a.cluster as i32),
         Cell::F32(a.distance),
         Cell::F32(a.second_distance),
         Cell::Bool(a.anomalous),
-    ]
+    ]);
+    cells
 }
 
 /// Columns of the device table for a model of `k` clusters (`windows_in_0` .. per cluster).

@@ -1,6 +1,7 @@
 //! Parquet readings: the same long format as the CSV input, as flat columns in this order:
 //! device id (string, surrounding whitespace trimmed as in CSV, or integer), timestamp (integer, float or a Parquet TIMESTAMP/DATE, used as
-//! its stored number), then one numeric column per feature. Column names are free.
+//! its stored number), with a session column a session id (string or integer), then one numeric
+//! column per feature. Column names are free.
 //!
 //! Rows stream row group by row group (memory: one row group's pages, not the file). A row with a
 //! null cell is malformed like a non-numeric CSV cell: skipped and counted, or an error with
@@ -28,10 +29,12 @@ pub enum ParquetInputError {
     #[error("not a readable Parquet file: {0}")]
     Parquet(#[from] ParquetError),
     /// Wrong number of columns for the model.
-    #[error("expected {expected} columns (device id, timestamp, {features} value column(s)), found {found}: {names}")]
+    #[error("expected {expected} columns ({layout}, {features} value column(s)), found {found}: {names}")]
     Columns {
-        /// 2 + features.
+        /// 2 + features, plus 1 with a session column.
         expected: usize,
+        /// The leading columns expected.
+        layout: &'static str,
         /// The model's feature count.
         features: usize,
         /// Columns in the file.
@@ -90,19 +93,22 @@ pub fn is_parquet(path: &Path) -> std::io::Result<bool> {
 pub struct ParquetReadings {
     reader: SerializedFileReader<File>,
     features: usize,
+    session: bool,
 }
 
 impl ParquetReadings {
-    /// Opens `path` and checks its footer and columns.
-    pub fn open(path: &Path, features: usize) -> Result<Self, ParquetInputError> {
+    /// Opens `path` and checks its footer and columns (a session id column third when `session`).
+    pub fn open(path: &Path, features: usize, session: bool) -> Result<Self, ParquetInputError> {
         let reader = SerializedFileReader::new(File::open(path)?)?;
         let schema = reader.metadata().file_metadata().schema_descr();
         let cols = schema.columns();
         let names = || cols.iter().map(|c| c.path().string()).collect::<Vec<_>>().join(", ");
         let flat = schema.root_schema().get_fields().len() == cols.len();
-        if cols.len() != 2 + features || !flat {
+        let s = usize::from(session);
+        if cols.len() != 2 + s + features || !flat {
             return Err(ParquetInputError::Columns {
-                expected: 2 + features,
+                expected: 2 + s + features,
+                layout: if session { "device id, timestamp, session id" } else { "device id, timestamp" },
                 features,
                 found: schema.root_schema().get_fields().len(),
                 names: names(),
@@ -120,6 +126,11 @@ impl ParquetReadings {
                     "numeric (integer, float, TIMESTAMP or DATE)",
                     matches!(c.physical_type(), Physical::INT32 | Physical::INT64 | Physical::FLOAT | Physical::DOUBLE),
                 ),
+                2 if session => (
+                    "session id",
+                    "a string or an integer",
+                    matches!(c.physical_type(), Physical::BYTE_ARRAY | Physical::INT32 | Physical::INT64),
+                ),
                 _ => (
                     "value",
                     "numeric (float or integer)",
@@ -131,7 +142,7 @@ impl ParquetReadings {
                 return Err(ParquetInputError::ColumnType { index: i + 1, name: c.path().string(), found, role, allowed });
             }
         }
-        Ok(ParquetReadings { reader, features })
+        Ok(ParquetReadings { reader, features, session })
     }
 
     /// Rows in the file (from its footer).
@@ -143,31 +154,46 @@ impl ParquetReadings {
     /// decoding error mid-file (a corrupt page) ends the walk with that error.
     pub fn for_each<E: From<ParquetInputError>>(self, mut each: impl FnMut(Result<Row<'_>, String>) -> Result<(), E>) -> Result<(), E> {
         let mut values = vec![0f32; self.features];
-        let (mut device, mut time) = (String::new(), String::new());
+        let (mut device, mut time, mut session) = (String::new(), String::new(), String::new());
+        let with_session = self.session;
         let iter = self.reader.get_row_iter(None).map_err(ParquetInputError::from)?;
         for row in iter {
             let row = row.map_err(ParquetInputError::from)?;
-            each(split(&row, &mut values, &mut device, &mut time))?;
+            let texts = Texts { device: &mut device, time: &mut time, session: with_session.then_some(&mut session) };
+            each(split(&row, &mut values, texts))?;
         }
         Ok(())
     }
 }
 
-/// The device, timestamp and values of one record (column order checked at open); integer
-/// device ids and all timestamps are written as text into `device_text` and `time_text`, which
-/// are reused from row to row.
-fn split<'a>(row: &'a PqRow, values: &'a mut [f32], device_text: &'a mut String, time_text: &'a mut String) -> Result<Row<'a>, String> {
-    let mut cells = row.get_column_iter().map(|(_, f)| f);
-    let device: &'a str = match cells.next() {
-        // Trimmed like a CSV cell, so one device has one id whatever the input format.
-        Some(Field::Str(s)) => s.trim(),
-        Some(Field::Null) | None => return Err("missing device id".into()),
+/// Text buffers reused from row to row for the cells written as text: integer ids, timestamps,
+/// and the session id when the file has one.
+struct Texts<'a> {
+    device: &'a mut String,
+    time: &'a mut String,
+    session: Option<&'a mut String>,
+}
+
+/// A string cell (trimmed like a CSV cell, so one id is one id whatever the input format), or an
+/// integer written into `text`.
+fn id_cell<'a>(cell: Option<&'a Field>, what: &str, text: &'a mut String) -> Result<&'a str, String> {
+    match cell {
+        Some(Field::Str(s)) => Ok(s.trim()),
+        Some(Field::Null) | None => Err(format!("missing {what}")),
         Some(f) => {
-            let id = number(f).ok_or_else(|| format!("device id {f} is not a string or an integer"))?;
-            id.write_text(device_text);
-            device_text
+            let id = number(f).ok_or_else(|| format!("{what} {f} is not a string or an integer"))?;
+            id.write_text(text);
+            Ok(text)
         }
-    };
+    }
+}
+
+/// The device, timestamp, session id (with a session column) and values of one record (column
+/// order checked at open).
+fn split<'a>(row: &'a PqRow, values: &'a mut [f32], texts: Texts<'a>) -> Result<Row<'a>, String> {
+    let Texts { device: device_text, time: time_text, session: session_text } = texts;
+    let mut cells = row.get_column_iter().map(|(_, f)| f);
+    let device = id_cell(cells.next(), "device id", device_text)?;
     let time = match cells.next() {
         Some(Field::Null) | None => return Err("missing timestamp".into()),
         Some(f) => {
@@ -176,13 +202,17 @@ fn split<'a>(row: &'a PqRow, values: &'a mut [f32], device_text: &'a mut String,
             t.value()
         }
     };
+    let session = match session_text {
+        Some(text) => Some(id_cell(cells.next(), "session id", text)?),
+        None => None,
+    };
     for (v, f) in values.iter_mut().zip(cells) {
         *v = match f {
             Field::Null => return Err("missing value".into()),
             f => number(f).ok_or_else(|| format!("value {f} is not a number"))?.value() as f32,
         };
     }
-    Ok(Row { device, time, time_text, values })
+    Ok(Row { device, time, time_text, session, values })
 }
 
 /// A numeric cell, or `None` for strings, bytes, decimals and nested values.

@@ -265,6 +265,101 @@ fn sessions_are_scored_at_their_own_length() {
     assert!(e.contains("--window") && e.contains("cannot be used with"), "{e}");
 }
 
+/// `--session-column`: a session id after the timestamp cuts sessions without any gap (here
+/// every sample is 1 s apart), the window table names each session, and each is scored exactly
+/// as the runtime scores it alone; Parquet with integer ids gives the same table; a file without
+/// the column is refused.
+#[test]
+fn a_session_id_column_cuts_sessions() {
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+    let dir = tempfile::tempdir().unwrap();
+    let text = String::from_utf8(
+        std::process::Command::new("gzip").args(["-dc"]).arg(root().join("data/ecg5000/ECG5000_TEST.tsv.gz")).output().unwrap().stdout,
+    )
+    .unwrap();
+    let beats: Vec<Vec<f32>> = text.lines().take(6).map(|l| l.split('\t').skip(1).map(|v| v.trim().parse().unwrap()).collect()).collect();
+    // Two devices, sessions 100, 140 and 70 samples long, back to back; ids 10, 11, 12 per device.
+    let mut rows: Vec<(String, i64, i64, f32)> = Vec::new();
+    let mut sessions = Vec::new();
+    for d in 0..2 {
+        let mut t = 0i64;
+        for (i, len) in [100usize, 140, 70].into_iter().enumerate() {
+            let vals: Vec<f32> = beats[d * 3 + i][..len].to_vec();
+            sessions.push((format!("dev{d}"), (10 + i).to_string(), t, vals.clone()));
+            rows.extend(vals.iter().enumerate().map(|(j, &v)| (format!("dev{d}"), t + j as i64, 10 + i as i64, v)));
+            t += len as i64;
+        }
+    }
+    rows.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    let csv = dir.path().join("ids.csv");
+    let body: String = rows.iter().map(|(d, t, s, v)| format!("{d},{t},{s},{v}\n")).collect();
+    std::fs::write(&csv, format!("device,timestamp,session,value\n{body}")).unwrap();
+    let out = dir.path().join("out.csv");
+    let o = assign_file(&csv, &out, &["--sessions", "--session-column"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("sessions ended by id  4"), "{stderr}");
+    let table = std::fs::read_to_string(&out).unwrap();
+    assert!(table.starts_with("device,session,window_start,window_end,cluster,"), "{table}");
+    let got: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(got.len(), 6, "{table}");
+    let bytes = AlignedBytes::new(&std::fs::read(root().join("models/ecg5000/model.bundle")).unwrap());
+    let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+    let mut st = Box::new(State::<512, 4>::default());
+    for (device, id, start, vals) in &sessions {
+        let row = got.iter().find(|r| r[0] == device && r[1] == id).unwrap_or_else(|| panic!("{device} {id}: no row"));
+        assert_eq!((row[2], row[3]), (start.to_string().as_str(), (start + vals.len() as i64 - 1).to_string().as_str()));
+        let (_, a) = enc.classify_window::<512, 4, 256>(&mut st, vals).unwrap();
+        assert_eq!(row[4], a.cluster.to_string(), "{device} {id}: cluster");
+        assert_eq!(row[5].parse::<f32>().unwrap().to_bits(), a.distance.to_bits(), "{device} {id}: distance");
+    }
+    // Parquet, integer session ids: the same table.
+    let pq = dir.path().join("ids.parquet");
+    {
+        use parquet::file::properties::WriterProperties;
+        use parquet::file::writer::SerializedFileWriter;
+        use std::sync::Arc;
+        let schema = Arc::new(
+            parquet::schema::parser::parse_message_type(
+                "message r { required binary device (UTF8); required int64 ts; required int64 session; required double value; }",
+            )
+            .unwrap(),
+        );
+        let mut w =
+            SerializedFileWriter::new(std::fs::File::create(&pq).unwrap(), schema, Arc::new(WriterProperties::builder().build())).unwrap();
+        for chunk in rows.chunks(333) {
+            let mut rg = w.next_row_group().unwrap();
+            let mut col = rg.next_column().unwrap().unwrap();
+            let ids: Vec<ByteArray> = chunk.iter().map(|r| ByteArray::from(r.0.as_str())).collect();
+            col.typed::<ByteArrayType>().write_batch(&ids, None, None).unwrap();
+            col.close().unwrap();
+            for pick in [|r: &(String, i64, i64, f32)| r.1, |r: &(String, i64, i64, f32)| r.2] {
+                let mut col = rg.next_column().unwrap().unwrap();
+                col.typed::<Int64Type>().write_batch(&chunk.iter().map(pick).collect::<Vec<_>>(), None, None).unwrap();
+                col.close().unwrap();
+            }
+            let mut col = rg.next_column().unwrap().unwrap();
+            col.typed::<DoubleType>().write_batch(&chunk.iter().map(|r| r.3 as f64).collect::<Vec<_>>(), None, None).unwrap();
+            col.close().unwrap();
+            rg.close().unwrap();
+        }
+        w.close().unwrap();
+    }
+    let out2 = dir.path().join("out2.csv");
+    let o = assign_file(&pq, &out2, &["--sessions", "--session-column"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&out2).unwrap(), table);
+    // Without the flag the file's extra column is a clear error (Parquet) or a bad header (CSV).
+    let e = String::from_utf8_lossy(&assign_file(&pq, &out2, &["--sessions", "--max-gap", "5"]).stderr).into_owned();
+    assert!(e.contains("expected 3 columns") && e.contains("found 4"), "{e}");
+    let e = String::from_utf8_lossy(&assign_file(&csv, &out2, &["--sessions", "--max-gap", "5"]).stderr).into_owned();
+    assert!(e.contains("4 column(s)"), "{e}");
+    let plain = dir.path().join("plain.csv");
+    std::fs::write(&plain, "device,timestamp,value\na,1,0.5\n").unwrap();
+    let e = String::from_utf8_lossy(&assign_file(&plain, &out2, &["--sessions", "--session-column"]).stderr).into_owned();
+    assert!(e.contains("device, timestamp, session"), "{e}");
+}
+
 #[test]
 fn parquet_input_gives_the_same_output_as_csv() {
     let dir = tempfile::tempdir().unwrap();
@@ -382,4 +477,53 @@ fn serve_rejects_bad_settings_clearly() {
     }
     let o = edge(&["serve", "--model", dir.path().to_str().unwrap(), "--state-dir", s]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the model bundle"));
+}
+
+/// A model with a minimum window length (bundle version 6): `--window` below it is refused
+/// before any data is read, an explicit `--min-session` below it too, and by default sessions
+/// shorter than it are counted as too short rather than scored. The shipped model (no minimum)
+/// scores the same sessions: the control.
+#[test]
+fn the_models_minimum_length_bounds_windows_and_sessions() {
+    use runtime::bundle::{encode, Bundle, DecisionTables};
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = AlignedBytes::new(&std::fs::read(root().join("models/ecg5000/model.bundle")).unwrap());
+    let b = Bundle::parse(shipped.as_bytes()).unwrap();
+    let tables = DecisionTables {
+        offsets: b.offsets.to_vec(),
+        scales: b.scales.to_vec(),
+        prototypes: b.prototypes.to_vec(),
+        clusters: b.prototype_clusters.iter().map(|&c| c as usize).collect(),
+        anomaly_thresholds: b.anomaly_thresholds.to_vec(),
+        step_edges: b.step_edges.to_vec(),
+    };
+    let model = dir.path().join("min80");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(model.join("model.bundle"), encode(&runtime::Header { min_len: 80, ..b.header }, b.weights, &tables).unwrap()).unwrap();
+    // One device: sessions of 60 and 100 samples, 100 s apart.
+    let rows: String = (0..60)
+        .map(|t| format!("d,{t},{}\n", (t as f32 * 0.2).sin()))
+        .chain((0..100).map(|t| format!("d,{},{}\n", 160 + t, (t as f32 * 0.1).cos())))
+        .collect();
+    let csv = dir.path().join("s.csv");
+    std::fs::write(&csv, format!("device,timestamp,value\n{rows}")).unwrap();
+    let out = dir.path().join("out.csv");
+    let run = |model: &Path, extra: &[&str]| {
+        let mut args =
+            vec!["assign", "--model", model.to_str().unwrap(), "--input", csv.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
+        args.extend(extra);
+        edge(&args)
+    };
+    let e = String::from_utf8_lossy(&run(&model, &["--window", "50"]).stderr).into_owned();
+    assert!(e.contains("--window 50") && e.contains("minimum length 80"), "{e}");
+    let e = String::from_utf8_lossy(&run(&model, &["--sessions", "--max-gap", "10", "--min-session", "40"]).stderr).into_owned();
+    assert!(e.contains("--min-session 40") && e.contains("minimum length 80"), "{e}");
+    let o = run(&model, &["--sessions", "--max-gap", "10"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("sessions too short    1 (fewer than 80 samples)"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2, "the 100-sample session only");
+    let o = run(&root().join("models/ecg5000"), &["--sessions", "--max-gap", "10"]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3, "no minimum: both sessions");
 }

@@ -167,6 +167,8 @@ pub fn fleet_rows(data: &[u8]) {
             strict,
             // Sessions (cut at gaps) for some selectors that have a gap.
             sessions: (sel & 0xc0 == 0xc0).then_some(SessionLimits { min: 1 + (sel as usize / 3) % 3, max: 3 + (sel as usize / 3) % 5 }),
+            // A session id column for half of those.
+            session_column: sel & 0xc1 == 0xc1,
         };
         let sessions = p.sessions.is_some();
         let (f, w) = (p.features, p.window);

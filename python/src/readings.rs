@@ -173,6 +173,6 @@ impl<'a> Readings<'a> {
             }
             *v = col.at(i).value() as f32;
         }
-        Ok(Row { device, time: t.value(), time_text, values })
+        Ok(Row { device, time: t.value(), time_text, session: None, values })
     }
 }

@@ -89,7 +89,7 @@ impl Scorer {
     /// Feeds every row of `batch`; returns the windows it completed, scored.
     fn score(&mut self, batch: &RecordBatch) -> PyResult<RecordBatch> {
         let readings = Readings::new(batch, self.features).map_err(value_error)?;
-        let mut out = TableBuilder::new(&window_columns());
+        let mut out = TableBuilder::new(&window_columns(false));
         let (mut jobs, mut pending) = (Vec::new(), Vec::new());
         let mut values = vec![0f32; self.features];
         let (mut device, mut time) = (String::new(), String::new());
@@ -157,7 +157,8 @@ impl Scorer {
         let hd = model::encoder(&bundle).bundle().header;
         let features = hd.n_features as usize;
         let (window, stride) = edge::fleet::window_and_stride(window, stride, hd.seq_len as usize);
-        let windower = Windower::new(WindowerParams { features, window, stride, max_gap, strict, sessions: None }).map_err(value_error)?;
+        let windower = Windower::new(WindowerParams { features, window, stride, max_gap, strict, sessions: None, session_column: false })
+            .map_err(value_error)?;
         Ok(Scorer {
             bundle,
             window,

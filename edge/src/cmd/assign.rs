@@ -83,9 +83,16 @@ pub struct AssignArgs {
     #[command(flatten)]
     windows: super::WindowArgs,
     /// Score sessions instead of fixed windows: each device's stream is cut at every gap larger
-    /// than --max-gap, and each session is encoded at its own length (native engine).
-    #[arg(long, requires = "max_gap", conflicts_with_all = ["window", "stride"])]
+    /// than --max-gap (and where the session id changes, with --session-column), and each
+    /// session is encoded at its own length (native engine).
+    #[arg(long, conflicts_with_all = ["window", "stride"])]
     sessions: bool,
+    /// The input has a session id column after the timestamp (device, timestamp, session,
+    /// values...; CSV or Parquet, string or integer ids): a row whose id differs from the
+    /// device's previous row's starts a new session, and the window table gets a `session`
+    /// column. --max-gap is then optional.
+    #[arg(long, requires = "sessions")]
+    session_column: bool,
     /// Sessions with fewer samples are counted and not scored [default: a quarter of the
     /// model's training length, or its minimum length when that is more].
     #[arg(long, requires = "sessions")]
@@ -190,7 +197,7 @@ pub fn run(a: AssignArgs) -> Result<()> {
     let started = Instant::now();
     let seq_len = hd.seq_len as usize;
     let min_len = hd.min_len as usize;
-    if let Some(m) = a.min_session.filter(|&m| m < min_len) {
+    if let Some(m) = a.min_session.filter(|&m| m > 0 && m < min_len) {
         bail!("--min-session {m} is below the model's minimum length {min_len}: shorter sessions cannot be encoded");
     }
     // The model's minimum length raises the default when it is above a quarter of seq_len.
@@ -201,11 +208,18 @@ pub fn run(a: AssignArgs) -> Result<()> {
     if sessions.is_some() && a.engine == Engine::Tract {
         bail!("--sessions: sessions of unequal lengths run on --engine native (tract takes one input length per plan)");
     }
-    let mut windower =
-        Windower::new(WindowerParams { features: f, window, stride, max_gap: a.windows.max_gap, strict: a.strict, sessions })?;
+    let mut windower = Windower::new(WindowerParams {
+        features: f,
+        window,
+        stride,
+        max_gap: a.windows.max_gap,
+        strict: a.strict,
+        sessions,
+        session_column: a.session_column,
+    })?;
     let mut table = DeviceTable::new(k);
     // Nothing appears at --out or --devices unless the whole run succeeds (atomic commits).
-    let mut out = TableWriter::create(&a.out, TableFormat::of(&a.out), &window_columns())?;
+    let mut out = TableWriter::create(&a.out, TableFormat::of(&a.out), &window_columns(a.session_column))?;
     {
         let mut jobs: Vec<Window> = Vec::new();
         let mut pending: Vec<f32> = Vec::new();
@@ -260,7 +274,7 @@ pub fn run(a: AssignArgs) -> Result<()> {
         };
         let pb;
         if parquet {
-            let readings = ParquetReadings::open(&a.input, f).with_context(|| format!("{}", a.input.display()))?;
+            let readings = ParquetReadings::open(&a.input, f, a.session_column).with_context(|| format!("{}", a.input.display()))?;
             pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(readings.rows()) };
             pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} rows {msg} ETA {eta}")?);
             let mut n = 0u64;
@@ -310,8 +324,9 @@ pub fn run(a: AssignArgs) -> Result<()> {
     if windower.samples() == 0 {
         let why = s.first_skipped.as_ref().map_or(String::new(), |e| format!("; the first skipped: {e}"));
         bail!(
-            "{}: no valid reading ({} row(s): {} malformed, {} out of time order{why}); expected device, timestamp and {f} value column(s) per row",
+            "{}: no valid reading ({} row(s): {} malformed, {} out of time order{why}); expected device, timestamp{} and {f} value column(s) per row",
             a.input.display(),
+            if a.session_column { ", session" } else { "" },
             s.rows,
             s.malformed,
             s.out_of_order
@@ -340,6 +355,9 @@ pub fn run(a: AssignArgs) -> Result<()> {
     if let Some(l) = sessions {
         eprintln!("devices               {} ({} without a session scored)", windower.devices(), windower.short_devices());
         eprintln!("sessions ended by gap {} (gap > --max-gap)", s.gaps);
+        if a.session_column {
+            eprintln!("sessions ended by id  {} (a new session id)", s.session_ids);
+        }
         eprintln!("sessions too short    {} (fewer than {} samples)", s.short_sessions, l.min);
         eprintln!("sessions cut          {} (at {} samples)", s.cut_sessions, l.max);
         eprintln!("sessions scored       {} -> {}", s.windows, a.out.display());

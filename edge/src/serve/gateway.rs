@@ -579,12 +579,13 @@ mod tests {
             max_gap: w.max_gap,
             strict: false,
             sessions: None,
+            session_column: false,
         })
         .unwrap();
         let (mut jobs, mut vals) = (Vec::new(), Vec::new());
         for (d, ss) in msgs {
             for s in ss {
-                let row = crate::fleet::Row { device: d, time: s.t, time_text: s.text.as_str(), values: &s.values[..] };
+                let row = crate::fleet::Row { device: d, time: s.t, time_text: s.text.as_str(), session: None, values: &s.values[..] };
                 if let Some(j) = win.feed_row(Ok(row), &mut vals).unwrap() {
                     jobs.push(j);
                 }
