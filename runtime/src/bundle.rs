@@ -198,6 +198,8 @@ impl HeaderV5 {
         }
     }
 
+    /// The version 5 form of `h` (the writer's, for a model without a minimum length).
+    #[cfg(feature = "std")]
     fn of(h: &Header) -> Self {
         HeaderV5 {
             cell: h.cell,
