@@ -86,7 +86,7 @@ impl DeviceFold {
         }
         py.detach(|| {
             for i in 0..b.num_rows() {
-                let w = Window { device: device(i).to_string(), start: start(i).to_string(), end: end(i).to_string() };
+                let w = Window { device: device(i).to_string(), start: start(i).to_string(), end: end(i).to_string(), session: None };
                 let a = Assignment {
                     cluster: cluster.value(i) as usize,
                     distance: distance.value(i),
