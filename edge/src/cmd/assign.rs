@@ -326,10 +326,10 @@ pub fn run(a: AssignArgs) -> Result<()> {
         bail!(
             "{}: no valid reading ({} row(s): {} malformed, {} out of time order{why}); expected device, timestamp{} and {f} value column(s) per row",
             a.input.display(),
-            if a.session_column { ", session" } else { "" },
             s.rows,
             s.malformed,
-            s.out_of_order
+            s.out_of_order,
+            if a.session_column { ", session" } else { "" },
         );
     }
     let rows = table.rows();
