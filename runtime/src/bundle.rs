@@ -139,87 +139,10 @@ pub struct Header {
     pub min_len: u32,
 }
 
-/// The version 5 header: the current one without `min_len`, which reads as 1.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct HeaderV5 {
-    cell: Cell,
-    n_features: u16,
-    hidden: u16,
-    layers: u8,
-    latent: u16,
-    k: u16,
-    seq_len: u32,
-    normalization: Normalization,
-    weights_len: u32,
-    segments: u16,
-    stride: u32,
-    prototypes: u16,
-    freqs: u16,
-    step_edges: u16,
-    step_freqs: u16,
-}
-
-impl HeaderV5 {
-    fn upgrade(self) -> Header {
-        let HeaderV5 {
-            cell,
-            n_features,
-            hidden,
-            layers,
-            latent,
-            k,
-            seq_len,
-            normalization,
-            weights_len,
-            segments,
-            stride,
-            prototypes,
-            freqs,
-            step_edges,
-            step_freqs,
-        } = self;
-        Header {
-            cell,
-            n_features,
-            hidden,
-            layers,
-            latent,
-            k,
-            seq_len,
-            normalization,
-            weights_len,
-            segments,
-            stride,
-            prototypes,
-            freqs,
-            step_edges,
-            step_freqs,
-            min_len: 1,
-        }
-    }
-
-    /// The version 5 form of `h` (the writer's, for a model without a minimum length).
-    #[cfg(feature = "std")]
-    fn of(h: &Header) -> Self {
-        HeaderV5 {
-            cell: h.cell,
-            n_features: h.n_features,
-            hidden: h.hidden,
-            layers: h.layers,
-            latent: h.latent,
-            k: h.k,
-            seq_len: h.seq_len,
-            normalization: h.normalization,
-            weights_len: h.weights_len,
-            segments: h.segments,
-            stride: h.stride,
-            prototypes: h.prototypes,
-            freqs: h.freqs,
-            step_edges: h.step_edges,
-            step_freqs: h.step_freqs,
-        }
-    }
-}
+/// A version 5 header is the current header's encoding with `min_len` 1 minus its last byte:
+/// postcard writes a struct's fields in order with no framing, `min_len` is the last field, and
+/// the varint of 1 is the single byte `V5_MIN_LEN`.
+const V5_MIN_LEN: u8 = 1;
 
 /// The version 4 header (no spectrum of the steps): the version 3 fields, then these.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -467,7 +390,13 @@ impl<'a> Bundle<'a> {
             }
             2 | 3 => exact::<HeaderV3>(raw)?.upgrade(),
             4 => exact::<HeaderV4>(raw)?.upgrade(),
-            5 => exact::<HeaderV5>(raw)?.upgrade(),
+            5 => {
+                // The version 5 bytes plus `min_len` 1 (no allocation: headers are small).
+                let mut v6 = [0u8; MAX_HEADER + 1];
+                v6[..hlen].copy_from_slice(raw);
+                v6[hlen] = V5_MIN_LEN;
+                exact::<Header>(&v6[..=hlen])?
+            }
             _ => exact::<Header>(raw)?,
         };
         let h = header;
@@ -647,13 +576,15 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     if header.min_len == 0 {
         return Err(BundleError::BadDims("min_len must be at least 1"));
     }
+    let mut head = postcard::to_allocvec(header).map_err(|_| BundleError::BadHeader)?;
     // Version 5 where it says everything: no minimum length.
-    let (version, head) = if header.min_len == 1 {
-        (5u32, postcard::to_allocvec(&HeaderV5::of(header)))
+    let version = if header.min_len == 1 {
+        debug_assert_eq!(head.last(), Some(&V5_MIN_LEN));
+        head.pop();
+        5
     } else {
-        (FORMAT_VERSION, postcard::to_allocvec(header))
+        FORMAT_VERSION
     };
-    let head = head.map_err(|_| BundleError::BadHeader)?;
     let n = weights.len() + 2 * d + p * d + p + header.k as usize + decision.step_edges.len();
     let mut out = Vec::with_capacity(padded(16 + head.len()) + 4 * n + 4);
     out.extend_from_slice(&MAGIC);

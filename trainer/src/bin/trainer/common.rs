@@ -61,3 +61,17 @@ pub(crate) fn progress_reporter(quiet: bool) -> trainer::progress::Reporter {
         }
     })
 }
+
+/// Prepares new data for `model` ([`trainer::embed::prepare`]) and notes on stderr what was
+/// resampled or cut.
+pub(crate) fn prepare_noted(ds: &mut trainer::data::Dataset, model: &trainer::artifacts::LoadedModel) -> Result<()> {
+    let prep = trainer::embed::prepare(ds, &model.config)?;
+    let t = model.config.model.seq_len;
+    if prep.resampled > 0 {
+        eprintln!("note: {} series resampled to the model's length {t}", prep.resampled);
+    }
+    if prep.cut > 0 {
+        eprintln!("note: {} series longer than the model's length {t} keep their first {t} steps", prep.cut);
+    }
+    Ok(())
+}

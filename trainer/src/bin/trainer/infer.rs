@@ -8,20 +8,13 @@ use crate::args::*;
 use crate::common::*;
 use trainer::artifacts::load_model;
 use trainer::data::{load_files, CsvOptions};
-use trainer::embed::{latents_csv, prepare, write_latents};
+use trainer::embed::{latents_csv, write_latents};
 
 pub(crate) fn run_infer(a: InferArgs, assign: bool) -> Result<()> {
     let dev = device(a.data_args.device)?;
     let model = load_model(&a.model, &dev)?;
     let mut ds = load_files(&a.data, &CsvOptions { label: a.data_args.csv_label })?;
-    let prep = prepare(&mut ds, &model.config)?;
-    if prep.resampled > 0 {
-        eprintln!("note: {} series resampled to the model's length {}", prep.resampled, model.config.model.seq_len);
-    }
-    if prep.cut > 0 {
-        let t = model.config.model.seq_len;
-        eprintln!("note: {} series longer than the model's length {t} keep their first {t} steps", prep.cut);
-    }
+    prepare_noted(&mut ds, &model)?;
     let l = model.config.model.latent_length;
     let native = model.native()?;
     let z = native.embed(&ds.series)?;

@@ -5,9 +5,9 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::args::*;
+use crate::common::prepare_noted;
 use trainer::artifacts::load_model;
 use trainer::cluster::metrics::encode_labels;
-use trainer::embed::prepare;
 use trainer::report::tsne::TsneParams;
 use trainer::report::{decode_centroids, write_plots, PlotInput};
 use trainer::train_log::read_training_log;
@@ -19,14 +19,7 @@ pub(crate) fn run_plot(a: PlotArgs) -> Result<()> {
         bail!("{}: no centroids.json; re-run `trainer fit` to produce one", model.dir.display());
     };
     let mut ds = load(&a.data, &a.data_args)?;
-    let prep = prepare(&mut ds, &model.config)?;
-    if prep.resampled > 0 {
-        eprintln!("note: {} series resampled to the model's length {}", prep.resampled, model.config.model.seq_len);
-    }
-    if prep.cut > 0 {
-        let t = model.config.model.seq_len;
-        eprintln!("note: {} series longer than the model's length {t} keep their first {t} steps", prep.cut);
-    }
+    prepare_noted(&mut ds, &model)?;
     let native = model.native()?;
     let z = native.embed(&ds.series)?;
     let clusters: Vec<(usize, f32)> = native.assign(&ds.series, &z)?.iter().map(|a| (a.cluster, a.distance)).collect();
