@@ -11,4 +11,5 @@ pub mod outputs;
 pub mod parquet_input;
 #[cfg(feature = "serve")]
 pub mod serve;
+pub mod sessions;
 pub mod table;

@@ -4,11 +4,11 @@
 use arrow_array::RecordBatch;
 use arrow_pyarrow::{FromPyArrow, ToPyArrow};
 use edge::devices::DeviceTable;
-use edge::fleet::{Window, Windower, WindowerParams};
+use edge::fleet::{SessionLimits, Window, Windower, WindowerParams};
 use edge::outputs::{window_cells, window_columns};
 use edge::table::{Cell, Kind};
 use numpy::{PyArray2, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use runtime::batch::{assign_all, embed_windows};
@@ -40,11 +40,14 @@ fn float32_array<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>, what: &str) -> P
 
 /// Scores a fleet's readings with a trained model, exactly as `edge assign` does.
 ///
-/// `Scorer(model, window=None, stride=None, max_gap=None, sessions=False, strict=False)`:
-/// `model` is a model directory, a `model.bundle` path or the bundle's bytes; `window` defaults
-/// to the model's training length, `stride` to `window`; a timestamp step larger than
-/// `max_gap` restarts a device's window; `strict` makes a malformed or out-of-order row an
-/// error instead of a counted skip.
+/// `Scorer(model, window=None, stride=None, max_gap=None, sessions=False, strict=False,
+/// min_session=None, max_session=None)`: `model` is a model directory, a `model.bundle` path or
+/// the bundle's bytes; `window` defaults to the model's training length, `stride` to `window`;
+/// a timestamp step larger than `max_gap` restarts a device's window; `strict` makes a
+/// malformed or out-of-order row an error instead of a counted skip. `sessions=True` is `edge
+/// assign --sessions`: each device's stream is cut at gaps above `max_gap` (required) and each
+/// session scored at its own length (`min_session`, `max_session` as the CLI's flags); the
+/// sessions still open at the end come from `close()`.
 #[pyclass(module = "vrae_edge._native")]
 pub struct Scorer {
     bundle: AlignedBytes,
@@ -54,10 +57,14 @@ pub struct Scorer {
     clusters: usize,
     latent: usize,
     windower: Windower,
+    /// Session limits in sessions mode; `None`: fixed windows.
+    sessions: Option<SessionLimits>,
     table: DeviceTable,
     anomalous: u64,
-    /// Why the scorer takes no more rows (`finish` called, or a strict-mode error).
+    /// Why the scorer takes no more rows (`close` or `finish` called, or a strict-mode error).
     closed: Option<String>,
+    /// `close()` has scored the sessions still open (`finish()` may follow).
+    tail_taken: bool,
 }
 
 impl Scorer {
@@ -68,29 +75,55 @@ impl Scorer {
         }
     }
 
-    /// Scores the windows in `jobs` / `pending` into `out` and the device table.
-    fn flush(&mut self, jobs: &mut Vec<Window>, pending: &mut Vec<f32>, out: &mut TableBuilder) -> PyResult<()> {
+    /// Scores the windows in `jobs` / `pending` (sessions: ending at `ends` in `pending`) into
+    /// `out` and the device table.
+    fn flush(&mut self, jobs: &mut Vec<Window>, pending: &mut Vec<f32>, ends: &mut Vec<usize>, out: &mut TableBuilder) -> PyResult<()> {
         if jobs.is_empty() {
             return Ok(());
         }
         let enc = model::encoder(&self.bundle);
-        let values = self.window * self.features;
-        let z = embed_windows(&enc, pending, values).map_err(runtime_error)?;
-        for (job, a) in jobs.iter().zip(assign_all(&enc, pending, values, &z).map_err(runtime_error)?) {
+        let asg = if self.sessions.is_some() {
+            edge::sessions::score_sessions(&enc, pending, ends).map_err(runtime_error)?
+        } else {
+            let values = self.window * self.features;
+            let z = embed_windows(&enc, pending, values).map_err(runtime_error)?;
+            assign_all(&enc, pending, values, &z).map_err(runtime_error)?
+        };
+        for (job, a) in jobs.iter().zip(asg) {
             out.push(&window_cells(job, &a));
             self.table.add(job, &a);
             self.anomalous += a.anomalous as u64;
         }
         jobs.clear();
         pending.clear();
+        ends.clear();
         Ok(())
+    }
+
+    /// Scores the sessions still open (sessions mode; nothing with fixed windows).
+    fn score_tail(&mut self) -> PyResult<RecordBatch> {
+        let mut out = TableBuilder::new(&window_columns(false));
+        let (mut jobs, mut pending, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+        let mut tail = Vec::new();
+        let mut at = 0;
+        for (job, n) in self.windower.finish(&mut tail) {
+            pending.extend_from_slice(&tail[at..at + n]);
+            at += n;
+            jobs.push(job);
+            ends.push(pending.len());
+            if jobs.len() >= BATCH {
+                self.flush(&mut jobs, &mut pending, &mut ends, &mut out)?;
+            }
+        }
+        self.flush(&mut jobs, &mut pending, &mut ends, &mut out)?;
+        out.finish().map_err(runtime_error)
     }
 
     /// Feeds every row of `batch`; returns the windows it completed, scored.
     fn score(&mut self, batch: &RecordBatch) -> PyResult<RecordBatch> {
         let readings = Readings::new(batch, self.features).map_err(value_error)?;
         let mut out = TableBuilder::new(&window_columns(false));
-        let (mut jobs, mut pending) = (Vec::new(), Vec::new());
+        let (mut jobs, mut pending, mut ends) = (Vec::new(), Vec::new(), Vec::new());
         let mut values = vec![0f32; self.features];
         let (mut device, mut time) = (String::new(), String::new());
         for i in 0..readings.len() {
@@ -98,8 +131,9 @@ impl Scorer {
             match self.windower.feed_row(row, &mut pending) {
                 Ok(Some(job)) => {
                     jobs.push(job);
+                    ends.push(pending.len());
                     if jobs.len() >= BATCH {
-                        self.flush(&mut jobs, &mut pending, &mut out)?;
+                        self.flush(&mut jobs, &mut pending, &mut ends, &mut out)?;
                     }
                 }
                 Ok(None) => {}
@@ -110,7 +144,7 @@ impl Scorer {
                 }
             }
         }
-        self.flush(&mut jobs, &mut pending, &mut out)?;
+        self.flush(&mut jobs, &mut pending, &mut ends, &mut out)?;
         out.finish().map_err(runtime_error)
     }
 
@@ -136,7 +170,8 @@ impl Scorer {
 #[pymethods]
 impl Scorer {
     #[new]
-    #[pyo3(signature = (model, window=None, stride=None, max_gap=None, sessions=false, strict=false))]
+    #[pyo3(signature = (model, window=None, stride=None, max_gap=None, sessions=false, strict=false, min_session=None, max_session=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         model: &Bound<'_, PyAny>,
         window: Option<usize>,
@@ -144,20 +179,31 @@ impl Scorer {
         max_gap: Option<f64>,
         sessions: bool,
         strict: bool,
+        min_session: Option<usize>,
+        max_session: Option<usize>,
     ) -> PyResult<Self> {
-        if sessions {
-            return Err(PyNotImplementedError::new_err(
-                "sessions=True: this version scores fixed windows only (window, stride, max_gap), as `edge assign` does",
-            ));
-        }
         if max_gap.is_some_and(|g| g.is_nan() || g < 0.0) {
             return Err(value_error(format!("max_gap must be a non-negative number, got {}", max_gap.unwrap_or_default())));
+        }
+        if sessions && (window.is_some() || stride.is_some()) {
+            return Err(value_error("sessions=True scores each session at its own length: window and stride do not apply"));
+        }
+        if !sessions && (min_session.is_some() || max_session.is_some()) {
+            return Err(value_error("min_session and max_session need sessions=True"));
         }
         let bundle = model::load(model)?;
         let hd = model::encoder(&bundle).bundle().header;
         let features = hd.n_features as usize;
-        let (window, stride) = edge::fleet::window_and_stride(window, stride, hd.seq_len as usize);
-        let windower = Windower::new(WindowerParams { features, window, stride, max_gap, strict, sessions: None, session_column: false })
+        let (seq_len, min_len) = (hd.seq_len as usize, hd.min_len as usize);
+        let (window, stride) = edge::fleet::window_and_stride(window, stride, seq_len);
+        if !sessions && window > 0 && window < min_len {
+            return Err(value_error(format!("window {window} is shorter than the model's minimum length {min_len}")));
+        }
+        if let Some(m) = min_session.filter(|&m| m > 0 && m < min_len) {
+            return Err(value_error(format!("min_session {m} is below the model's minimum length {min_len}")));
+        }
+        let limits = sessions.then(|| edge::sessions::limits_for(seq_len, min_len, min_session, max_session));
+        let windower = Windower::new(WindowerParams { features, window, stride, max_gap, strict, sessions: limits, session_column: false })
             .map_err(value_error)?;
         Ok(Scorer {
             bundle,
@@ -167,9 +213,11 @@ impl Scorer {
             clusters: hd.k as usize,
             latent: hd.latent as usize,
             windower,
+            sessions: limits,
             table: DeviceTable::new(hd.k as usize),
             anomalous: 0,
             closed: None,
+            tail_taken: false,
         })
     }
 
@@ -187,13 +235,34 @@ impl Scorer {
         out.to_pyarrow(py)
     }
 
+    /// Ends the input: scores the sessions still open at its end (sessions mode; as `edge
+    /// assign` closes them at the end of its file, in device id order) and returns them as
+    /// `push` returns windows; an empty batch with fixed windows. Later pushes raise;
+    /// `finish()` may follow.
+    fn close<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.check_open()?;
+        self.closed = Some("close() was called".into());
+        self.tail_taken = true;
+        py.detach(|| self.score_tail())?.to_pyarrow(py)
+    }
+
     /// Ends the stream and returns the device table (one row per device with a window, sorted
     /// by id): `device`, `windows`, `cluster` (the majority), `cluster_share`, `windows_in_<c>`
     /// per cluster, `mean_distance`, `max_distance`, `anomalous_windows`, `first_timestamp`,
-    /// `last_timestamp`, `latest_cluster`. Later pushes raise.
+    /// `last_timestamp`, `latest_cluster`. Later pushes raise. In sessions mode, call `close()`
+    /// first (it returns the sessions still open, which the table then counts); without it,
+    /// `finish()` raises rather than drop them.
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.check_open()?;
+        if !self.tail_taken {
+            self.check_open()?;
+            if self.sessions.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "sessions=True: call close() before finish(); it returns the sessions still open at the end of the input",
+                ));
+            }
+        }
         self.closed = Some("finish() was called".into());
+        self.tail_taken = false;
         py.detach(|| device_table(&self.table, self.clusters)).map_err(runtime_error)?.to_pyarrow(py)
     }
 
@@ -206,6 +275,8 @@ impl Scorer {
         d.set_item("out_of_order", s.out_of_order)?;
         d.set_item("gaps", s.gaps)?;
         d.set_item("windows", s.windows)?;
+        d.set_item("short_sessions", s.short_sessions)?;
+        d.set_item("cut_sessions", s.cut_sessions)?;
         d.set_item("anomalous_windows", self.anomalous)?;
         d.set_item("devices", self.windower.devices())?;
         d.set_item("short_devices", self.windower.short_devices())?;

@@ -162,8 +162,6 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         Scorer(42)
     with pytest.raises(ValueError, match="window, stride and features must all be at least 1"):
         Scorer(MODEL, window=0)
-    with pytest.raises(NotImplementedError, match="sessions"):
-        Scorer(MODEL, sessions=True)
     assert Scorer(bundle).window == 140 and Scorer(bytearray(bundle), stride=7).stride == 7
 
 
@@ -180,3 +178,59 @@ def test_strict_mode_names_the_row_and_stops():
     lenient.finish()
     with pytest.raises(RuntimeError, match=r"finish\(\) was called"):
         lenient.push(to_batch(rows[:1]))
+
+
+def session_fleet(tmp_path):
+    """Six devices, sessions of 10..700 samples 100 s apart (some below the default minimum of
+    35, one above the maximum of 560), devices interleaved: (rows, CSV path)."""
+    rng = np.random.default_rng(18)
+    per = {}
+    for d in range(6):
+        t, rows = 0, []
+        for n in [int(x) for x in rng.integers(10, 300, 4)] + ([700] if d == 0 else []):
+            rows += [(f"s{d}", t + j, float(np.sin((t + j) / (5 + d)))) for j in range(n)]
+            t += n + 100
+        per[d] = rows
+    rows = sorted((r for rs in per.values() for r in rs), key=lambda r: (r[1], r[0]))
+    path = tmp_path / "sessions.csv"
+    with open(path, "w") as f:
+        f.write("device,timestamp,value\n")
+        f.writelines(f"{d},{t},{v!r}\n" for d, t, v in rows)
+    return rows, path
+
+
+def test_sessions_equal_edge_assign_sessions(tmp_path):
+    """Sessions pushed in random batches, then close(): the same sessions, clusters, distances
+    and device table as `edge assign --sessions --max-gap 50`; finish() before close() raises
+    rather than drop the open sessions."""
+    rows, path = session_fleet(tmp_path)
+    wh, want, dh, want_dev, stderr = run_assign(tmp_path, path, "--sessions", "--max-gap", "50")
+    s = Scorer(MODEL, max_gap=50.0, sessions=True)
+    got = push_in_random_batches(s, rows, 3)
+    with pytest.raises(RuntimeError, match="call close"):
+        s.finish()
+    tail = s.close()
+    assert tail.schema.names == wh and tail.num_rows > 0
+    every = table_rows(got) + table_rows(tail)
+    assert len(want) > 15 and sorted(every) == sorted(want)
+    assert table_rows(s.finish()) == want_dev
+    summary = s.summary()
+    assert f"sessions too short    {summary['short_sessions']} " in stderr and summary["short_sessions"] > 0
+    assert f"sessions cut          {summary['cut_sessions']} " in stderr and summary["cut_sessions"] == 1
+    with pytest.raises(RuntimeError, match="no more readings"):
+        s.push(to_batch(rows[:5]))
+    # Control: the same rows as fixed windows give other rows.
+    fixed = Scorer(MODEL, max_gap=50.0)
+    assert sorted(table_rows(push_in_random_batches(fixed, rows, 3))) != sorted(want)
+
+
+def test_session_parameters_are_checked():
+    with pytest.raises(ValueError, match="give --max-gap"):
+        Scorer(MODEL, sessions=True)
+    with pytest.raises(ValueError, match="window and stride do not apply"):
+        Scorer(MODEL, sessions=True, max_gap=5.0, window=50)
+    with pytest.raises(ValueError, match="need sessions=True"):
+        Scorer(MODEL, min_session=10)
+    with pytest.raises(ValueError, match="--min-session must be at least 1"):
+        Scorer(MODEL, sessions=True, max_gap=5.0, min_session=0)
+    assert Scorer(MODEL).close().num_rows == 0

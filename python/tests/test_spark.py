@@ -97,6 +97,19 @@ def test_generated_multi_file_parquet_fleet_equals_edge_assign(spark, tmp_path):
         check(vspark.assign(df, MODEL, stride=70, partitions=partitions), want)
 
 
+def test_sessions_on_spark_equal_edge_assign_sessions(spark, tmp_path):
+    """`sessions=True`: each device's sessions (cut at gaps, scored at their own length, the
+    open ones closed at the end of each partition) equal `edge assign --sessions`, windows and
+    device table, for 1 and 3 partitions."""
+    from test_scorer import session_fleet
+
+    rows, path = session_fleet(tmp_path)
+    want = run_assign(tmp_path, path, "--sessions", "--max-gap", "50")
+    df = spark.createDataFrame(rows, "device string, timestamp long, value double")
+    for partitions in (1, 3):
+        check(vspark.assign(df, MODEL, sessions=True, max_gap=50.0, partitions=partitions), want)
+
+
 def test_bad_model_and_columns_fail_on_the_driver(spark, tmp_path):
     df = spark.createDataFrame([("a", 1, 0.5, 1.0)], "d string, t long, x double, y double")
     with pytest.raises(ValueError, match=r"expected 3 columns .* found 4: d, t, x, y"):

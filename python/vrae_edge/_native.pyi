@@ -20,6 +20,8 @@ class Summary(TypedDict):
     out_of_order: int
     gaps: int
     windows: int
+    short_sessions: int
+    cut_sessions: int
     anomalous_windows: int
     devices: int
     short_devices: int
@@ -32,9 +34,12 @@ class Scorer:
     ``model``: a model directory, a ``model.bundle`` path or the bundle's bytes. ``window``
     defaults to the model's training length, ``stride`` to ``window``; a timestamp step larger
     than ``max_gap`` restarts a device's window; ``strict`` makes a malformed or out-of-order
-    row a ``ValueError`` instead of a counted skip. ``sessions=True`` is not supported yet.
-    Raises ``ValueError`` for an unreadable or invalid bundle, ``TypeError`` for a model of
-    another type.
+    row a ``ValueError`` instead of a counted skip. ``sessions=True`` is ``edge assign
+    --sessions``: each device's stream is cut at gaps above ``max_gap`` (required) and each
+    session scored at its own length, within ``min_session`` / ``max_session`` (the CLI's
+    defaults); ``close()`` returns the sessions still open at the end. Raises ``ValueError``
+    for an unreadable or invalid bundle or bad parameters, ``TypeError`` for a model of another
+    type.
     """
 
     def __init__(
@@ -45,6 +50,8 @@ class Scorer:
         max_gap: Optional[float] = None,
         sessions: bool = False,
         strict: bool = False,
+        min_session: Optional[int] = None,
+        max_session: Optional[int] = None,
     ) -> None: ...
     def push(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Feeds readings (device id, timestamp, one column per feature, by position; each
@@ -52,8 +59,12 @@ class Scorer:
         completed: ``device``, ``window_start``, ``window_end``, ``cluster``, ``distance``,
         ``second_distance``, ``anomalous``. ``ValueError`` names a wrong column count or type
         (and, with ``strict``, the first bad row); ``TypeError`` if ``batch`` is not Arrow."""
+    def close(self) -> pa.RecordBatch:
+        """Ends the input: the sessions still open, scored (as ``push`` returns windows; empty
+        with fixed windows). ``finish()`` may follow; pushes raise."""
     def finish(self) -> pa.RecordBatch:
-        """Ends the stream; returns the device table (one row per device, sorted by id)."""
+        """Ends the stream; returns the device table (one row per device, sorted by id). With
+        ``sessions=True`` call ``close()`` first (``RuntimeError`` otherwise)."""
     def summary(self) -> Summary:
         """The counts ``edge assign`` prints, over everything pushed so far."""
     def embed(self, windows: npt.ArrayLike) -> npt.NDArray[np.float32]:

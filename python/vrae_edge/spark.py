@@ -79,6 +79,9 @@ def assign(
     strict: bool = False,
     partitions: Optional[int] = None,
     devices: bool = True,
+    sessions: bool = False,
+    min_session: Optional[int] = None,
+    max_session: Optional[int] = None,
 ) -> Result:
     """Scores the readings in ``df`` as ``edge assign`` does.
 
@@ -86,13 +89,19 @@ def assign(
     integer), timestamp (numeric, timestamp or date, used as its stored number: a Spark
     ``TimestampType`` is microseconds), one numeric column per feature; names are free.
     ``model``: model directory, ``model.bundle`` path or bytes (read on the driver).
-    ``window``, ``stride``, ``max_gap``, ``strict``: as ``edge assign``'s flags. ``partitions``:
+    ``window``, ``stride``, ``max_gap``, ``strict``, ``sessions``, ``min_session``,
+    ``max_session``: as ``edge assign``'s flags (sessions: each session of a device, cut at gaps
+    above ``max_gap``, scored at its own length; ``window_start``/``window_end`` are its first
+    and last timestamps). ``partitions``:
     how many partitions to hash the devices into (default: ``spark.sql.shuffle.partitions``).
     Raises ``ValueError`` on the driver for a bad model, bad parameters or a column count
     that does not fit the model; a bad row under ``strict`` fails the Spark job with the row.
     """
     data = model_bytes(model)
-    probe = Scorer(data, window=window, stride=stride, max_gap=max_gap, strict=strict)
+    params = dict(
+        window=window, stride=stride, max_gap=max_gap, strict=strict, sessions=sessions, min_session=min_session, max_session=max_session
+    )
+    probe = Scorer(data, **params)
     if len(df.columns) != 2 + probe.features:
         raise ValueError(
             f"expected {2 + probe.features} columns (device id, timestamp, {probe.features} value column(s)), "
@@ -101,19 +110,26 @@ def assign(
     spark = df.sparkSession
     large = (spark.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false") or "false").lower() == "true"
     shipped = spark.sparkContext.broadcast(data)
-    params = dict(window=window, stride=stride, max_gap=max_gap, strict=strict)
     device, time = df.columns[0], df.columns[1]
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = Scorer(shipped.value, **params)
         order = 0
-        for batch in batches:
-            out = scorer.push(batch)
-            if out.num_rows == 0:
-                continue
+
+        def numbered(out: pa.RecordBatch) -> pa.RecordBatch:
+            nonlocal order
             out = out.append_column(_ORDER, pa.array(np.arange(order, order + out.num_rows, dtype=np.int64)))
             order += out.num_rows
-            yield _large_strings(out) if large else out
+            return _large_strings(out) if large else out
+
+        for batch in batches:
+            out = scorer.push(batch)
+            if out.num_rows:
+                yield numbered(out)
+        # Sessions still open at the end of the partition (its devices are whole here).
+        tail = scorer.close()
+        if tail.num_rows:
+            yield numbered(tail)
         scorer.finish()
 
     by_device = df.repartition(partitions, device) if partitions else df.repartition(device)

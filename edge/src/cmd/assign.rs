@@ -36,7 +36,7 @@ use runtime::bundle::AlignedBytes;
 use runtime::Encoder;
 
 use edge::devices::DeviceTable;
-use edge::fleet::{SessionLimits, Window, Windower, WindowerParams};
+use edge::fleet::{Window, Windower, WindowerParams};
 use edge::outputs::{device_cells, device_columns, window_cells, window_columns};
 use edge::parquet_input::{is_parquet, ParquetInputError, ParquetReadings};
 use edge::table::{TableFormat, TableWriter};
@@ -115,23 +115,6 @@ pub struct AssignArgs {
     quiet: bool,
 }
 
-/// Every session in `values` (session `i` ends at `ends[i]`) encoded at its own length and
-/// decided, in parallel: what a device that streamed the session would decide.
-fn score_sessions(enc: &Encoder<'_>, values: &[f32], ends: &[usize]) -> Result<Vec<runtime::Assignment>> {
-    use rayon::prelude::*;
-    use runtime::batch::{HostState, HOST_MAX_HIDDEN, HOST_MAX_LATENT, HOST_MAX_LAYERS};
-    let starts = std::iter::once(0).chain(ends.iter().copied());
-    let spans: Vec<(usize, usize)> = starts.zip(ends.iter().copied()).collect();
-    let scored: Result<Vec<_>, _> = spans
-        .par_iter()
-        .map_init(
-            || Box::new(HostState::default()),
-            |s, &(a, b)| enc.classify_window::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>(s, &values[a..b]).map(|(_, asg)| asg),
-        )
-        .collect();
-    Ok(scored?)
-}
-
 fn load_bundle(dir: &Path) -> Result<AlignedBytes> {
     let p = dir.join("model.bundle");
     let bytes = std::fs::read(&p).with_context(|| format!("{}: cannot read the model bundle", p.display()))?;
@@ -200,11 +183,7 @@ pub fn run(a: AssignArgs) -> Result<()> {
     if let Some(m) = a.min_session.filter(|&m| m > 0 && m < min_len) {
         bail!("--min-session {m} is below the model's minimum length {min_len}: shorter sessions cannot be encoded");
     }
-    // The model's minimum length raises the default when it is above a quarter of seq_len.
-    let sessions = a.sessions.then(|| SessionLimits {
-        min: a.min_session.unwrap_or((seq_len / 4).max(min_len).max(1)),
-        max: a.max_session.unwrap_or(4 * seq_len.max(1)),
-    });
+    let sessions = a.sessions.then(|| edge::sessions::limits_for(seq_len, min_len, a.min_session, a.max_session));
     if sessions.is_some() && a.engine == Engine::Tract {
         bail!("--sessions: sessions of unequal lengths run on --engine native (tract takes one input length per plan)");
     }
@@ -230,7 +209,7 @@ pub fn run(a: AssignArgs) -> Result<()> {
                 return Ok(());
             }
             if sessions.is_some() {
-                for (job, asg) in jobs.iter().zip(score_sessions(&enc, pending, ends)?) {
+                for (job, asg) in jobs.iter().zip(edge::sessions::score_sessions(&enc, pending, ends)?) {
                     out.write(&window_cells(job, &asg))?;
                     table.add(job, &asg);
                 }

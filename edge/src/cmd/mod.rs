@@ -28,7 +28,8 @@ impl WindowArgs {
 /// Refuses a window shorter than the model's minimum length (the bundle's `min_len`: a model
 /// trained at native lengths learnt nothing from shorter series), before any data is read.
 pub fn check_window_len(window: usize, min_len: u32) -> anyhow::Result<()> {
-    if window < min_len as usize {
+    // A zero window gets the windower's own error.
+    if window > 0 && window < min_len as usize {
         anyhow::bail!("--window {window} is shorter than the model's minimum length {min_len}");
     }
     Ok(())
