@@ -7,15 +7,37 @@
 //! `FIRMWARE_CORRUPT_EXPECTED=1` deliberately corrupts the first expectation, to
 //! prove the firmware's check can fail. `FIRMWARE_BUNDLE=PATH` flashes another bundle than the
 //! shipped `models/ecg5000/model.bundle` (e.g. one `trainer import` made).
+//! `FIRMWARE_MIN_LEN=N` flashes the bundle re-encoded with a minimum window length of N
+//! (version 6, as a model trained on series of their own lengths carries): the windows shorter
+//! than N are expected to be refused, on the device as on the host (expected cluster
+//! `TOO_SHORT`).
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use runtime::batch::HostState;
-use runtime::bundle::AlignedBytes;
-use runtime::Encoder;
+use runtime::bundle::{encode, AlignedBytes, Bundle, DecisionTables};
+use runtime::{EncodeError, Encoder};
 
 const WINDOWS: usize = 16;
+/// The expected cluster of a window the model refuses as shorter than its minimum length.
+const TOO_SHORT: u32 = u32::MAX;
+
+/// `bytes` re-encoded with `header.min_len = min_len`, every weight and table as it was.
+fn with_min_len(bytes: &[u8], min_len: u32) -> Vec<u8> {
+    let aligned = AlignedBytes::new(bytes);
+    let b = Bundle::parse(aligned.as_bytes()).expect("valid bundle");
+    let header = runtime::bundle::Header { min_len, ..b.header };
+    let tables = DecisionTables {
+        offsets: b.offsets.to_vec(),
+        scales: b.scales.to_vec(),
+        prototypes: b.prototypes.to_vec(),
+        clusters: b.prototype_clusters.iter().map(|&c| c as usize).collect(),
+        anomaly_thresholds: b.anomaly_thresholds.to_vec(),
+        step_edges: b.step_edges.to_vec(),
+    };
+    encode(&header, b.weights, &tables).expect("re-encoded bundle")
+}
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../..");
@@ -29,11 +51,15 @@ fn main() {
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-env-changed=FIRMWARE_CORRUPT_EXPECTED");
     println!("cargo:rerun-if-env-changed=FIRMWARE_BUNDLE");
+    println!("cargo:rerun-if-env-changed=FIRMWARE_MIN_LEN");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     std::fs::copy(root.join("firmware-sim/mcu/memory.x"), out.join("memory.x")).unwrap();
     println!("cargo:rustc-link-search={}", out.display());
 
-    let bytes = std::fs::read(&bundle_path).unwrap_or_else(|e| panic!("{}: {e}", bundle_path.display()));
+    let mut bytes = std::fs::read(&bundle_path).unwrap_or_else(|e| panic!("{}: {e}", bundle_path.display()));
+    if let Some(n) = std::env::var("FIRMWARE_MIN_LEN").ok().filter(|v| !v.is_empty()) {
+        bytes = with_min_len(&bytes, n.parse().expect("FIRMWARE_MIN_LEN is a number of samples"));
+    }
     let aligned = AlignedBytes::new(&bytes);
     let enc = Encoder::from_bytes(aligned.as_bytes()).expect("valid bundle");
     let mut text = String::new();
@@ -57,11 +83,20 @@ fn main() {
     let mut lengths = Vec::new();
     for w in beats.into_iter().chain([noise, short, long]) {
         lengths.extend((w.len() as u32).to_le_bytes());
-        let (_, a) = enc.classify_window::<512, 4, 256>(&mut state, &w).unwrap();
         windows.extend(w.iter().flat_map(|v| v.to_le_bytes()));
-        expected.extend((a.cluster as u32).to_le_bytes());
-        expected.extend(a.distance.to_le_bytes());
-        expected.extend((a.anomalous as u32).to_le_bytes());
+        match enc.classify_window::<512, 4, 256>(&mut state, &w) {
+            Ok((_, a)) => {
+                expected.extend((a.cluster as u32).to_le_bytes());
+                expected.extend(a.distance.to_le_bytes());
+                expected.extend((a.anomalous as u32).to_le_bytes());
+            }
+            Err(EncodeError::TooShort { .. }) => {
+                expected.extend(TOO_SHORT.to_le_bytes());
+                expected.extend(f32::NAN.to_le_bytes());
+                expected.extend(0u32.to_le_bytes());
+            }
+            Err(e) => panic!("window of {} samples: {e}", w.len()),
+        }
     }
     if std::env::var("FIRMWARE_CORRUPT_EXPECTED").is_ok_and(|v| v == "1") {
         let k = enc.bundle().header.k as u32;
@@ -71,5 +106,5 @@ fn main() {
     std::fs::write(out.join("windows.bin"), windows).unwrap();
     std::fs::write(out.join("lengths.bin"), lengths).unwrap();
     std::fs::write(out.join("expected.bin"), expected).unwrap();
-    std::fs::copy(&bundle_path, out.join("model.bundle")).unwrap();
+    std::fs::write(out.join("model.bundle"), bytes).unwrap();
 }

@@ -1,6 +1,7 @@
 //! The firmware in QEMU: every cluster ID equals the host runtime's, and a corrupted embedded
 //! expectation makes it exit non-zero; a bundle `trainer import` made of a PyTorch-trained
-//! encoder runs on it too, with PyTorch's own clusters.
+//! encoder runs on it too, with PyTorch's own clusters; a bundle with a minimum window length
+//! refuses the shorter windows on the device as on the host.
 
 use std::io::Read;
 
@@ -31,15 +32,15 @@ fn host_ids(n: usize, bundle: &str) -> Vec<(usize, bool)> {
 }
 
 /// The `window=` lines of a firmware run as (cluster, anomalous), after checking that the device's
-/// distances and flags equal the host's exactly.
+/// distances and flags equal the host's exactly; windows refused as too short are left out.
 fn device_ids(stdout: &str) -> Vec<(usize, bool)> {
-    for line in stdout.lines().filter(|l| l.starts_with("window=")) {
+    let encoded = || stdout.lines().filter(|l| l.starts_with("window=") && !l.contains(" too_short "));
+    for line in encoded() {
         let field = |k: &str| line.split(' ').find_map(|f| f.strip_prefix(k)).unwrap().to_string();
         assert_eq!(field("dist="), field("host_dist="), "{line}");
         assert_eq!(field("anomalous="), field("host_anomalous="), "{line}");
     }
-    stdout
-        .lines()
+    encoded()
         .filter_map(|l| l.strip_prefix("window="))
         .map(|l| {
             let field = |k: &str| l.split(' ').find_map(|f| f.strip_prefix(k)).unwrap().to_string();
@@ -114,4 +115,20 @@ fn firmware_runs_a_bundle_imported_from_pytorch() {
     let torch: Vec<usize> = latents[..16].iter().map(|z| nearest(z)).collect();
     assert_eq!(device, torch, "the device's clusters differ from those of PyTorch's latents:\n{stdout}");
     assert!(device.iter().any(|&c| c != device[0]), "one cluster for every beat proves little:\n{stdout}");
+}
+
+#[test]
+fn firmware_enforces_the_models_minimum_length() {
+    // The shipped model re-encoded with a minimum of 120 samples: of the windows of 140, 100 and
+    // 200 samples, the device must refuse the 100 (as the host does) and encode the others.
+    let elf =
+        build(&mcu_dir().join("target/min-len"), &[("FIRMWARE_MIN_LEN", "120")]).unwrap_or_else(|e| panic!("firmware build failed:\n{e}"));
+    let out = run_qemu(&elf).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let refused: Vec<&str> = stdout.lines().filter(|l| l.contains(" too_short ")).collect();
+    assert_eq!(refused, ["window=17 samples=100 too_short min=120 expected=4294967295 ok"], "{stdout}");
+    let ids = device_ids(&stdout);
+    assert_eq!(ids.len(), 18, "{stdout}");
+    assert_eq!(ids[..16], host_ids(16, "models/ecg5000/model.bundle")[..], "Cortex-M IDs differ from the host's:\n{stdout}");
 }

@@ -31,7 +31,7 @@ fn main() {
 
     // bundle: tiny LSTM and GRU bundles, checksum as stored (mode 0) and re-sealed (mode 1).
     // The GRU one decides on the latent beside a window summary (2 segments, 2 frequencies, 1
-    // step edge), with 5 prototypes.
+    // step edge), with 5 prototypes, and a minimum window length of 3 (a version 6 bundle).
     for (name, cell, norm, segments) in [("lstm", Cell::Lstm, Normalization::None, 0u16), ("gru_z", Cell::Gru, Normalization::Zscore, 2)] {
         let prototypes = if segments > 0 { 5 } else { 3 };
         let mut hd = Header {
@@ -50,7 +50,7 @@ fn main() {
             freqs: segments,
             step_edges: segments / 2,
             step_freqs: segments / 2,
-            min_len: 1,
+            min_len: if segments > 0 { 3 } else { 1 },
         };
         hd.weights_len = hd.expected_weights() as u32;
         let w: Vec<f32> = (0..hd.weights_len).map(|i| ((i as f32) * 0.7).sin() * 0.5).collect();
