@@ -489,14 +489,7 @@ fn the_models_minimum_length_bounds_windows_and_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let shipped = AlignedBytes::new(&std::fs::read(root().join("models/ecg5000/model.bundle")).unwrap());
     let b = Bundle::parse(shipped.as_bytes()).unwrap();
-    let tables = DecisionTables {
-        offsets: b.offsets.to_vec(),
-        scales: b.scales.to_vec(),
-        prototypes: b.prototypes.to_vec(),
-        clusters: b.prototype_clusters.iter().map(|&c| c as usize).collect(),
-        anomaly_thresholds: b.anomaly_thresholds.to_vec(),
-        step_edges: b.step_edges.to_vec(),
-    };
+    let tables = DecisionTables::of(&b);
     let model = dir.path().join("min80");
     std::fs::create_dir(&model).unwrap();
     std::fs::write(model.join("model.bundle"), encode(&runtime::Header { min_len: 80, ..b.header }, b.weights, &tables).unwrap()).unwrap();

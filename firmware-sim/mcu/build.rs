@@ -28,15 +28,7 @@ fn with_min_len(bytes: &[u8], min_len: u32) -> Vec<u8> {
     let aligned = AlignedBytes::new(bytes);
     let b = Bundle::parse(aligned.as_bytes()).expect("valid bundle");
     let header = runtime::bundle::Header { min_len, ..b.header };
-    let tables = DecisionTables {
-        offsets: b.offsets.to_vec(),
-        scales: b.scales.to_vec(),
-        prototypes: b.prototypes.to_vec(),
-        clusters: b.prototype_clusters.iter().map(|&c| c as usize).collect(),
-        anomaly_thresholds: b.anomaly_thresholds.to_vec(),
-        step_edges: b.step_edges.to_vec(),
-    };
-    encode(&header, b.weights, &tables).expect("re-encoded bundle")
+    encode(&header, b.weights, &DecisionTables::of(&b)).expect("re-encoded bundle")
 }
 
 fn main() {

@@ -529,6 +529,19 @@ pub struct DecisionTables {
 
 #[cfg(feature = "std")]
 impl DecisionTables {
+    /// The tables `bundle` carries, as stored (e.g. to re-encode it with another header field);
+    /// tables a bundle's version predates are empty, which [`encode`] refuses.
+    pub fn of(bundle: &Bundle<'_>) -> Self {
+        DecisionTables {
+            offsets: bundle.offsets.to_vec(),
+            scales: bundle.scales.to_vec(),
+            prototypes: bundle.prototypes.to_vec(),
+            clusters: bundle.prototype_clusters.iter().map(|&c| c as usize).collect(),
+            anomaly_thresholds: bundle.anomaly_thresholds.to_vec(),
+            step_edges: bundle.step_edges.to_vec(),
+        }
+    }
+
     /// One prototype per cluster on the latent as it is (offset 0, scale 1): nearest centroid.
     pub fn centroids(centroids: &[f32], latent: usize) -> Self {
         let k = centroids.len().checked_div(latent).unwrap_or(0);
