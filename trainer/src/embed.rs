@@ -51,8 +51,8 @@ impl NativeEncoder {
         let l = enc.bundle().header.latent as usize;
         let mut out = vec![None; series.len()];
         for g in by_length(series) {
-            let z: Vec<f32> = g.rows.iter().flat_map(|&i| latents[i * l..(i + 1) * l].iter().copied()).collect();
-            let got = assign_all(&enc, &g.values, g.width, &z).map_err(|e| Error::Mismatch(e.to_string()))?;
+            let got =
+                assign_all(&enc, &g.values, g.width, &latent_rows(latents, l, &g.rows)).map_err(|e| Error::Mismatch(e.to_string()))?;
             for (&i, a) in g.rows.iter().zip(got) {
                 out[i] = Some(a);
             }
@@ -65,10 +65,7 @@ impl NativeEncoder {
         let enc = self.encoder()?;
         let l = enc.bundle().header.latent as usize;
         let dims = enc.bundle().header.decision_dims();
-        per_length(series, dims, |flat, width, rows| {
-            let z: Vec<f32> = rows.iter().flat_map(|&i| latents[i * l..(i + 1) * l].iter().copied()).collect();
-            raw_decisions(&enc, flat, width, &z)
-        })
+        per_length(series, dims, |flat, width, rows| raw_decisions(&enc, flat, width, &latent_rows(latents, l, rows)))
     }
 
     /// The bundle bytes.
@@ -99,6 +96,11 @@ fn by_length(series: &[Series]) -> Vec<LengthGroup> {
         groups[g].values.extend_from_slice(&s.values);
     }
     groups
+}
+
+/// Rows `rows` of the row-major `n x l` matrix `latents`, in that order.
+fn latent_rows(latents: &[f32], l: usize, rows: &[usize]) -> Vec<f32> {
+    rows.iter().flat_map(|&i| latents[i * l..(i + 1) * l].iter().copied()).collect()
 }
 
 /// Runs `f(values, width, rows)` on each length group, which returns `width_out` values per

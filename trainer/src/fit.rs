@@ -187,16 +187,14 @@ fn prepare(mut ds: Dataset, opts: &FitOptions) -> Result<Prepared> {
             "note: series lengths range {}..{}; resampling all to {seq_len} steps (linear interpolation, --length resample)",
             length_range.0, length_range.1
         )));
-    } else if ds.equal_length().is_none() {
+    } else if plan.length == LengthMode::Native {
         opts.progress.report(Progress::Note(&format!(
             "note: series lengths range {}..{seq_len}; training at each series' own length (--length native)",
             ds.series.iter().map(|s| s.len).min().unwrap_or(0)
         )));
     }
     let (train_idx, hold_idx) = split(ds.len(), opts.holdout, p.seed);
-    // What new data gets: native lengths only for a model that learnt from several; one trained
-    // on one length gets new data resampled onto it, as before the choice existed.
-    let length = if opts.length == LengthMode::Native && ds.equal_length().is_none() { LengthMode::Native } else { LengthMode::Resample };
+    let length = plan.length;
     opts.decision.check()?;
     let truth = ds.labels.as_ref().map(|l| encode_labels(l));
     let (k_given, k_from) = match (opts.clusters, &truth) {

@@ -15,7 +15,7 @@ use crate::checkpoint::{Checkpoint, RngState, TrainState};
 use crate::data::Series;
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::model::loss::{contrastive_loss, vrae_loss, StepMask};
+use crate::model::loss::{contrastive_loss, real_steps, vrae_loss, StepMask};
 use crate::model::{ModelConfig, ParamStore, Vrae};
 use crate::optim::Optimizer;
 use crate::params::VraeValidParams;
@@ -92,18 +92,10 @@ fn validation_recon(model: &Vrae, data: &Batches, rows: &[usize]) -> Result<f64>
     let (mut sum, mut n) = (0f64, 0usize);
     for chunk in rows.chunks(256) {
         let b = data.batch(chunk)?;
-        let (t, _, f) = b.x.dims3()?;
-        let sq = (model.decode(&model.encode_mean(&b.x, b.lengths.as_deref())?, t)? - &b.x)?.sqr()?;
-        match &b.mask {
-            Some(m) => {
-                sum += sq.broadcast_mul(&m.mask)?.sum_all()?.to_scalar::<f32>()? as f64;
-                n += m.steps * f;
-            }
-            None => {
-                sum += sq.sum_all()?.to_scalar::<f32>()? as f64;
-                n += b.x.elem_count();
-            }
-        }
+        let sq = (model.decode(&model.encode_mean(&b.x, b.lengths.as_deref())?, b.x.dim(0)?)? - &b.x)?.sqr()?;
+        let (sq, real) = real_steps(&sq, b.mask.as_ref())?;
+        sum += sq.sum_all()?.to_scalar::<f32>()? as f64;
+        n += real;
     }
     Ok(sum / n.max(1) as f64)
 }

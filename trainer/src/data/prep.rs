@@ -52,6 +52,9 @@ pub struct LengthPlan {
     pub cut: usize,
     /// Series interpolated onto `seq_len` (resample mode only).
     pub resampled: usize,
+    /// How new data reaches the model: native only for a model that learnt from series of
+    /// several lengths; one trained on one length gets new data resampled onto it.
+    pub length: LengthMode,
 }
 
 /// Keeps the first `cap` steps of every longer series: a cap bounds a batch's padding and the
@@ -76,12 +79,14 @@ pub fn shape_lengths(ds: &mut Dataset, mode: LengthMode, max_length: Option<usiz
     let cut = cut_to(ds, cap);
     normalize(ds, norm);
     let seq_len = ds.max_len();
+    let ragged = ds.equal_length().is_none();
     let mut resampled = 0;
-    if mode == LengthMode::Resample && ds.equal_length().is_none() {
+    if mode == LengthMode::Resample && ragged {
         resampled = ds.series.iter().filter(|s| s.len != seq_len).count();
         resample_all(ds, seq_len);
     }
-    LengthPlan { seq_len, cut, resampled }
+    let length = if mode == LengthMode::Native && ragged { LengthMode::Native } else { LengthMode::Resample };
+    LengthPlan { seq_len, cut, resampled, length }
 }
 
 /// The shortest series a native-length model accepts: half its shortest training series (at

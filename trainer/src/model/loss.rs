@@ -38,6 +38,15 @@ impl StepMask {
     }
 }
 
+/// Per-element terms `r` `[T, B, F]` with the padding steps of `mask` zeroed, and how many
+/// elements are real (all of them without a mask): what a mean over real steps divides by.
+pub fn real_steps(r: &Tensor, mask: Option<&StepMask>) -> Result<(Tensor, usize)> {
+    Ok(match mask {
+        Some(m) => (r.broadcast_mul(&m.mask.to_dtype(r.dtype())?)?, m.steps * r.dim(2)?),
+        None => (r.clone(), r.elem_count()),
+    })
+}
+
 /// Computes the loss of a reconstruction `recon` of `x` (both `[T, B, F]`). With `mask`, padding
 /// steps contribute nothing to the loss or its gradients, and [`LossScaling::Mean`] averages over
 /// the real steps only.
@@ -62,10 +71,8 @@ pub fn vrae_loss(
             ((m.sqr()? * 0.5)? + (a - m)?)?
         }
     };
-    let (r, n) = match mask {
-        Some(m) => (r.broadcast_mul(&m.mask.to_dtype(r.dtype())?)?, (m.steps * x.dim(2)?) as f64),
-        None => (r.clone(), r.elem_count() as f64),
-    };
+    let (r, n) = real_steps(&r, mask)?;
+    let n = n as f64;
     let k = ((logvar + 1.0)? - mean.sqr()? - logvar.exp()?)?;
     let (recon, kl) = match scaling {
         LossScaling::Seed => (r.sum_all()?, (k.mean_all()? * (-0.5 * kl_weight))?),

@@ -29,7 +29,7 @@ pub(super) fn backward(a: &Backward<'_>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         .zip(split_parts(&mut da, d.b, gh, &parts))
         .zip(split_parts(&mut dhh, d.b, gh, &parts))
         .zip(split_parts(&mut dh0, d.b, h, &parts).into_iter().flatten())
-        .map(|(((&part, da), dhh), dh0)| BwdPart { part, len: lengths.map(|l| &l[part.b0..part.b0 + part.bc]), da, dhh, dh0 })
+        .map(|(((&part, da), dhh), dh0)| BwdPart { part, len: part.lengths(lengths), da, dhh, dh0 })
         .collect();
     jobs.into_par_iter().for_each(|mut j| gru_backward(c, y, dy, whh, h0, d, &mut j));
     let dw_hh = recurrent_weight_grad(&dhh, y, h0, d);

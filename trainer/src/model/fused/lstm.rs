@@ -206,7 +206,7 @@ fn lstm_backward_body(c: &Cache, io: &LstmIo, w: &LstmBwdWeights, d: Dims, j: &m
     let mut dh_next = vec![0f32; bc * h];
     let mut dc_next = vec![0f32; bc * h];
     let zeros = vec![0f32; bc * h];
-    let len = io.lengths.map(|l| &l[p.b0..p.b0 + bc]);
+    let len = p.lengths(io.lengths);
     // A held row's `dh`, which passes to the step before unchanged (its gates get nothing).
     let mut kept = if len.is_some() { vec![0f32; bc * h] } else { Vec::new() };
     // The last few steps' gate gradients and the rows they multiply in the weight gradient,

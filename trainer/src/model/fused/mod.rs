@@ -208,6 +208,13 @@ struct Part {
     bc: usize,
 }
 
+impl Part {
+    /// The part's rows of the batch's row lengths.
+    fn lengths(self, lengths: Option<&[usize]>) -> Option<&[usize]> {
+        lengths.map(|l| &l[self.b0..self.b0 + self.bc])
+    }
+}
+
 /// Batch rows never interact in a recurrence, so the batch is cut into one part per thread and
 /// each part runs the whole sequence on its own: no synchronisation per time step.
 fn batch_parts(b: usize) -> Vec<Part> {
@@ -261,11 +268,6 @@ impl SeqOp {
             }
         }
         Ok(d)
-    }
-
-    /// Part `p`'s rows of the lengths.
-    fn part_lengths(&self, p: Part) -> Option<&[usize]> {
-        self.lengths.as_deref().map(|l| &l[p.b0..p.b0 + p.bc])
     }
 }
 
@@ -326,7 +328,7 @@ impl CustomOp3 for SeqOp {
             .zip(split_parts(&mut y, b, h, &parts))
             .zip(split_parts(&mut aux, b, h, &parts))
             .zip(split_parts(&mut aux2, b, h, &parts))
-            .map(|((((&part, gates), y), aux), aux2)| FwdPart { part, len: self.part_lengths(part), gates, y, aux, aux2 })
+            .map(|((((&part, gates), y), aux), aux2)| FwdPart { part, len: part.lengths(self.lengths.as_deref()), gates, y, aux, aux2 })
             .collect();
         jobs.into_par_iter().for_each(|mut j| {
             let h0p = &h0[j.part.b0 * h..(j.part.b0 + j.part.bc) * h];
