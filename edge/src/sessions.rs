@@ -15,6 +15,17 @@ pub fn limits_for(seq_len: usize, min_len: usize, min: Option<usize>, max: Optio
     SessionLimits { min: min.unwrap_or((seq_len / 4).max(min_len).max(1)), max: max.unwrap_or(4 * seq_len.max(1)) }
 }
 
+/// Refuses `n` samples (a fixed window, or the fewest a session may have; `what` names the
+/// setting as the caller spells it) below the model's minimum window length `min_len`: a model
+/// trained at native lengths learnt nothing from shorter series, and its encoder refuses them.
+/// 0 passes, for the setting's own check to refuse.
+pub fn check_min_len(what: &str, n: usize, min_len: usize) -> Result<(), String> {
+    if n > 0 && n < min_len {
+        return Err(format!("{what} {n} is shorter than the model's minimum length {min_len}"));
+    }
+    Ok(())
+}
+
 /// Cluster of every session, in parallel: session `i` is `values[ends[i-1]..ends[i]]` (from 0
 /// for the first), time-major, encoded alone at its own length as a device streams it.
 pub fn score_sessions(enc: &Encoder<'_>, values: &[f32], ends: &[usize]) -> Result<Vec<Assignment>, EncodeError> {
@@ -27,4 +38,17 @@ pub fn score_sessions(enc: &Encoder<'_>, values: &[f32], ends: &[usize]) -> Resu
             |s, &(a, b)| enc.classify_window::<HOST_MAX_HIDDEN, HOST_MAX_LAYERS, HOST_MAX_LATENT>(s, &values[a..b]).map(|(_, asg)| asg),
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_below_the_models_minimum_are_refused() {
+        assert_eq!(check_min_len("--window", 50, 80).unwrap_err(), "--window 50 is shorter than the model's minimum length 80");
+        assert_eq!(check_min_len("--window", 80, 80), Ok(()));
+        assert_eq!(check_min_len("--window", 0, 80), Ok(()));
+        assert_eq!(check_min_len("--window", 1, 1), Ok(()));
+    }
 }

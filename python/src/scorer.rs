@@ -196,12 +196,10 @@ impl Scorer {
         let features = hd.n_features as usize;
         let (seq_len, min_len) = (hd.seq_len as usize, hd.min_len as usize);
         let (window, stride) = edge::fleet::window_and_stride(window, stride, seq_len);
-        if !sessions && window > 0 && window < min_len {
-            return Err(value_error(format!("window {window} is shorter than the model's minimum length {min_len}")));
+        if !sessions {
+            edge::sessions::check_min_len("window", window, min_len).map_err(value_error)?;
         }
-        if let Some(m) = min_session.filter(|&m| m > 0 && m < min_len) {
-            return Err(value_error(format!("min_session {m} is below the model's minimum length {min_len}")));
-        }
+        edge::sessions::check_min_len("min_session", min_session.unwrap_or(0), min_len).map_err(value_error)?;
         let limits = sessions.then(|| edge::sessions::limits_for(seq_len, min_len, min_session, max_session));
         let windower = Windower::new(WindowerParams { features, window, stride, max_gap, strict, sessions: limits, session_column: false })
             .map_err(value_error)?;

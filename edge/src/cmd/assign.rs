@@ -144,7 +144,7 @@ pub fn run(a: AssignArgs) -> Result<()> {
         bail!("--window, --stride and --batch must be at least 1");
     }
     if !a.sessions {
-        super::check_window_len(window, hd.min_len)?;
+        edge::sessions::check_min_len("--window", window, hd.min_len as usize).map_err(anyhow::Error::msg)?;
     }
     #[cfg(feature = "tract")]
     let tract = match a.engine {
@@ -180,9 +180,7 @@ pub fn run(a: AssignArgs) -> Result<()> {
     let started = Instant::now();
     let seq_len = hd.seq_len as usize;
     let min_len = hd.min_len as usize;
-    if let Some(m) = a.min_session.filter(|&m| m > 0 && m < min_len) {
-        bail!("--min-session {m} is below the model's minimum length {min_len}: shorter sessions cannot be encoded");
-    }
+    edge::sessions::check_min_len("--min-session", a.min_session.unwrap_or(0), min_len).map_err(anyhow::Error::msg)?;
     let sessions = a.sessions.then(|| edge::sessions::limits_for(seq_len, min_len, a.min_session, a.max_session));
     if sessions.is_some() && a.engine == Engine::Tract {
         bail!("--sessions: sessions of unequal lengths run on --engine native (tract takes one input length per plan)");

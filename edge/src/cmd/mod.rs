@@ -24,13 +24,3 @@ impl WindowArgs {
         edge::fleet::window_and_stride(self.window, self.stride, seq_len)
     }
 }
-
-/// Refuses a window shorter than the model's minimum length (the bundle's `min_len`: a model
-/// trained at native lengths learnt nothing from shorter series), before any data is read.
-pub fn check_window_len(window: usize, min_len: u32) -> anyhow::Result<()> {
-    // A zero window gets the windower's own error.
-    if window > 0 && window < min_len as usize {
-        anyhow::bail!("--window {window} is shorter than the model's minimum length {min_len}");
-    }
-    Ok(())
-}

@@ -187,7 +187,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let bytes = std::fs::read(&bundle_path).with_context(|| format!("{}: cannot read the model bundle", bundle_path.display()))?;
     let model = Model::load(&bytes).with_context(|| format!("{}", bundle_path.display()))?;
     let (window, stride) = a.windows.window_and_stride(model.seq_len());
-    super::check_window_len(window, model.min_len())?;
+    edge::sessions::check_min_len("--window", window, model.min_len() as usize).map_err(anyhow::Error::msg)?;
     let p = GatewayParams { windowing: Windowing { window, stride, max_gap: a.windows.max_gap }, max_devices: a.max_devices };
     let log: mqtt::LogFn = Arc::new(|line: &str| eprintln!("{} edge serve: {line}", unix_time()));
     let (gateway, rec) =
