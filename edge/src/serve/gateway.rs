@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::payload::Sample;
-use super::store::{Store, StoreError, MAX_DEVICE_ID};
+use super::store::{SnapshotJob, Store, StoreError, MAX_DEVICE_ID};
 use super::streams::{DeviceStream, Model, ModelError, Pushed, Round, SavedStream, Scored, Windowing};
 
 /// Limits and windowing of a gateway.
@@ -502,7 +502,20 @@ impl Gateway {
     /// Writes a snapshot and starts a new log (also a [`Gateway::sync`]: what was applied is
     /// durable afterwards); returns the windows that became publishable.
     pub fn snapshot(&mut self) -> Result<Vec<Outgoing>, GatewayError> {
+        let (pending, results) = self.begin_snapshot()?;
+        let written = pending.write()?;
+        self.snapshot_written(written)?;
+        Ok(results)
+    }
+
+    /// [`Gateway::snapshot`] in two halves, so the write (encoding ~2 KB per live device, its
+    /// fsync and rename: hundreds of milliseconds for 10,000 devices on a slow disk) can run on
+    /// another thread while this one goes on applying messages: a [`Gateway::sync`] that also
+    /// copies the state and starts the next log. Pass what [`PendingSnapshot::write`] returns
+    /// to [`Gateway::snapshot_written`]; begin no other snapshot before.
+    pub fn begin_snapshot(&mut self) -> Result<(PendingSnapshot, Vec<Outgoing>), GatewayError> {
         self.run_pending()?;
+        let job = self.store.begin_snapshot()?;
         let mut devices: Vec<SavedDevice> = self
             .devices
             .iter()
@@ -512,7 +525,7 @@ impl Gateway {
         let mut evicted: Vec<(String, u32)> = self.evicted.iter().map(|(k, v)| (k.clone(), *v)).collect();
         evicted.sort();
         let snap = Snapshot {
-            generation: self.store.generation() + 1,
+            generation: job.generation(),
             model: self.model.id,
             windowing: self.windowing,
             max_devices: self.max_devices,
@@ -522,19 +535,56 @@ impl Gateway {
             evicted,
             outbox: self.outbox.values().cloned().collect(),
         };
-        self.store.snapshot(&snap)?;
+        Ok((PendingSnapshot { job, snap }, self.release()))
+    }
+
+    /// The snapshot is durable: removes the logs, device files and model copies that neither it
+    /// nor the state since needs.
+    pub fn snapshot_written(&mut self, w: WrittenSnapshot) -> Result<(), GatewayError> {
+        self.store.snapshot_written(w.generation)?;
+        // A restart from the snapshot reads back the device files it names; the live state
+        // needs the current ones (a device may have been evicted again meanwhile).
         let evicted = &self.evicted;
-        self.store.prune_devices(|d, n| evicted.get(d) == Some(&n))?;
-        let keep = format!("{:08x}.bundle", self.model.id);
-        if let Ok(entries) = std::fs::read_dir(self.dir.join("models")) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy() != keep {
-                    let _ = std::fs::remove_file(e.path());
+        let named = |d: &str, n: u32| w.evicted.binary_search_by(|(k, v)| (k.as_str(), *v).cmp(&(d, n))).is_ok();
+        self.store.prune_devices(|d, n| evicted.get(d) == Some(&n) || named(d, n))?;
+        // After a reload since the snapshot began, its log names models in between: they are
+        // kept until the next snapshot.
+        if w.model == self.model.id {
+            let keep = format!("{:08x}.bundle", self.model.id);
+            if let Ok(entries) = std::fs::read_dir(self.dir.join("models")) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy() != keep {
+                        let _ = std::fs::remove_file(e.path());
+                    }
                 }
             }
         }
-        Ok(self.release())
+        Ok(())
     }
+}
+
+/// The state at a [`Gateway::begin_snapshot`], to be written on any thread.
+#[derive(Debug)]
+pub struct PendingSnapshot {
+    job: SnapshotJob,
+    snap: Snapshot,
+}
+
+impl PendingSnapshot {
+    /// Writes it durably (see [`SnapshotJob::write`]).
+    pub fn write(self) -> Result<WrittenSnapshot, GatewayError> {
+        let generation = self.job.write(&self.snap)?;
+        Ok(WrittenSnapshot { generation, model: self.snap.model, evicted: self.snap.evicted })
+    }
+}
+
+/// What [`Gateway::snapshot_written`] needs to know of a durable snapshot.
+#[derive(Debug)]
+pub struct WrittenSnapshot {
+    generation: u64,
+    model: u32,
+    /// The evicted devices it names, sorted.
+    evicted: Vec<(String, u32)>,
 }
 
 #[cfg(test)]
@@ -613,19 +663,17 @@ mod tests {
         (o.device.clone(), w.start.clone(), w.end.clone(), w.cluster, w.distance.to_bits(), w.anomalous)
     }
 
+    /// The log being appended to (the newest).
     fn log_file(dir: &Path) -> PathBuf {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("log-"))
-            .unwrap()
+        let generation = |p: &PathBuf| p.file_name()?.to_str()?.strip_prefix("log-")?.strip_suffix(".bin")?.parse::<u64>().ok();
+        std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).filter(|p| generation(p).is_some()).max_by_key(generation).unwrap()
     }
 
     /// Power cuts at many points (the log loses what was not synced, and a torn half frame is
     /// left behind), the broker redelivering everything unacknowledged plus some acknowledged
-    /// messages, devices evicted to disk all along (room for 4 of 25): the windows published
-    /// are exactly `edge assign`'s for the same samples, each with one seq, none lost.
+    /// messages, devices evicted to disk all along (room for 4 of 25), snapshots written in the
+    /// background (a cut while one is written kills it before or after its write): the windows
+    /// published are exactly `edge assign`'s for the same samples, each with one seq, none lost.
     #[test]
     fn power_cuts_and_redelivery_lose_and_double_nothing() {
         let bytes = bundle("models/ecg5000/model.bundle");
@@ -642,6 +690,7 @@ mod tests {
             let (mut g, _) = Gateway::open(dir.path(), &p, model, &bytes).unwrap();
             let mut published: BTreeMap<u64, Outgoing> = BTreeMap::new();
             let (mut acked, mut next, mut cuts, mut applied) = (0usize, 0usize, 0, 0usize);
+            let (mut syncs, mut pending, mut cut_pending) = (0usize, None::<PendingSnapshot>, [0usize; 2]);
             // What a sync made durable: the records' end and the file's (records, then zeros).
             let durable = |g: &Gateway| (g.log_bytes(), std::fs::metadata(log_file(dir.path())).unwrap().len());
             let mut synced = durable(&g);
@@ -650,7 +699,21 @@ mod tests {
                 next += 1;
                 applied += 1;
                 if next % 7 == 0 || next == msgs.len() {
-                    for o in g.sync().unwrap() {
+                    syncs += 1;
+                    let released = if syncs % 20 == 0 {
+                        let (snap, released) = g.begin_snapshot().unwrap();
+                        pending = Some(snap);
+                        released
+                    } else {
+                        g.sync().unwrap()
+                    };
+                    if syncs % 20 == 10 {
+                        if let Some(snap) = pending.take() {
+                            let written = std::thread::spawn(move || snap.write()).join().unwrap().unwrap();
+                            g.snapshot_written(written).unwrap();
+                        }
+                    }
+                    for o in released {
                         assert!(published.insert(o.seq, o).is_none(), "a seq released twice");
                     }
                     // The broker acknowledges some publications (in order).
@@ -663,6 +726,12 @@ mod tests {
                     // Power cut: unsynced bytes are gone (the zeros laid down before are still
                     // there), half a frame was on its way.
                     cuts += 1;
+                    if let Some(snap) = pending.take() {
+                        cut_pending[cuts % 2] += 1;
+                        if cuts % 2 == 1 {
+                            snap.write().unwrap();
+                        }
+                    }
                     drop(g);
                     let log = log_file(dir.path());
                     let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
@@ -686,6 +755,7 @@ mod tests {
                 }
             }
             assert!(cuts >= 3);
+            assert!(cut_pending.iter().all(|&n| n > 0), "cuts before and after a background write: {cut_pending:?}");
             let mut got: Vec<_> = published.values().map(key).collect();
             got.sort();
             assert_eq!(got.len(), want.len(), "windows published vs edge assign (window {})", w.window);

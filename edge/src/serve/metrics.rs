@@ -51,8 +51,10 @@ pub struct Metrics {
     pub outbox: Gauge,
     /// Bytes in the log since the last snapshot.
     pub log_bytes: Gauge,
-    /// Seconds per state flush (fsync of the log, or a snapshot).
+    /// Seconds per state flush (fsync of the log, or the start of a snapshot).
     pub flush_seconds: Histogram,
+    /// Seconds per snapshot, from its start to its file being durable (written in the background).
+    pub snapshot_seconds: Histogram,
     /// Seconds from receiving a window's last sample to the broker acknowledging its result.
     pub latency_seconds: Histogram,
     /// The subscriber connection is up.
@@ -104,7 +106,9 @@ impl Metrics {
         let outbox = gauge(&mut r, "outbox_results", "Results waiting for the broker's acknowledgement");
         let log_bytes = gauge(&mut r, "log_bytes", "Bytes in the state log since the last snapshot");
         let flush_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
-        r.register("flush_seconds", "State flush time (log fsync or snapshot)", flush_seconds.clone());
+        r.register("flush_seconds", "State flush time (log fsync, or the start of a snapshot)", flush_seconds.clone());
+        let snapshot_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        r.register("snapshot_seconds", "Snapshot time, start to durable (written in the background)", snapshot_seconds.clone());
         let latency_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         r.register("result_latency_seconds", "Window's last sample received to result acknowledged by the broker", latency_seconds.clone());
         Metrics {
@@ -127,6 +131,7 @@ impl Metrics {
             outbox,
             log_bytes,
             flush_seconds,
+            snapshot_seconds,
             latency_seconds,
             subscriber_up: Arc::new(AtomicBool::new(false)),
             publisher_up: Arc::new(AtomicBool::new(false)),

@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing as Out, Packet, Publish, QoS, TlsConfiguration, Transport};
 use tokio::sync::Notify;
 
-use super::gateway::{Gateway, GatewayError, Outgoing};
+use super::gateway::{Gateway, GatewayError, Outgoing, WrittenSnapshot};
 use super::metrics::Metrics;
 use super::payload;
+use super::store::StoreError;
 use super::streams::Model;
 use super::topic::{DeviceLevel, PublishTemplate, TopicError};
 
@@ -543,6 +544,14 @@ fn process(
     let mut unflushed: Vec<Ack> = Vec::new();
     let mut oldest: Option<Instant> = None;
     let mut last_snapshot = Instant::now();
+    // The snapshot being written on its own thread (at most one), and when it began.
+    let mut writing: Option<(std::thread::JoinHandle<Result<WrittenSnapshot, GatewayError>>, Instant)> = None;
+    let finish = |g: &mut Gateway, (h, began): (std::thread::JoinHandle<Result<WrittenSnapshot, GatewayError>>, Instant)| {
+        let written = h.join().map_err(|_| ServeError::Start(std::io::Error::other("the snapshot writer panicked")))??;
+        g.snapshot_written(written)?;
+        m.snapshot_seconds.observe(began.elapsed().as_secs_f64());
+        Ok::<(), ServeError>(())
+    };
     // When each window's last sample arrived (for the latency histogram), by seq.
     let mut arrived: HashMap<u64, Instant> = HashMap::new();
     // When the last message came in: within `BUSY` of it the processor polls (see the loop).
@@ -660,16 +669,28 @@ fn process(
             Got::Idle => {}
             Got::Closed => stopping = stopping.or(Some(Instant::now())),
         }
+        if writing.as_ref().is_some_and(|(h, _)| h.is_finished()) {
+            finish(g, writing.take().expect("checked"))?;
+        }
         let now = Instant::now();
         let due = oldest.is_some_and(|t| now >= t + o.flush_interval)
             || unflushed.len() >= o.flush_messages
             || (stopping.is_some() && oldest.is_some());
-        let snapshot_due = g.log_bytes() >= o.snapshot_bytes || now >= last_snapshot + o.snapshot_interval;
+        // Written on another thread: here only the state is copied and the next log begun.
+        let snapshot_due =
+            writing.is_none() && stopping.is_none() && (g.log_bytes() >= o.snapshot_bytes || now >= last_snapshot + o.snapshot_interval);
         if due || snapshot_due {
             let t = Instant::now();
             let r = if snapshot_due {
                 last_snapshot = now;
-                g.snapshot()
+                g.begin_snapshot().and_then(|(pending, results)| {
+                    let h = std::thread::Builder::new()
+                        .name("snapshot".into())
+                        .spawn(move || pending.write())
+                        .map_err(|e| GatewayError::Store(StoreError::Io { path: "snapshot thread".into(), source: e }))?;
+                    writing = Some((h, now));
+                    Ok(results)
+                })
             } else {
                 g.sync()
             };
@@ -701,6 +722,9 @@ fn process(
         paused = full;
         if let Some(since) = stopping {
             if oldest.is_none() && (g.outbox_len() == 0 || since.elapsed() >= o.shutdown_grace) {
+                if let Some(w) = writing.take() {
+                    finish(g, w)?;
+                }
                 let results = g.snapshot()?;
                 release(results, &mut arrived);
                 log(&format!("state saved; {} result(s) still wait for the broker and go out after the restart", g.outbox_len()));

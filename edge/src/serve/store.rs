@@ -2,8 +2,10 @@
 //!
 //! - `snapshot.bin`: everything in memory at one moment (devices, results not yet published,
 //!   counters), written atomically (`runtime::atomic_file`). It names its log generation `g`.
-//! - `log-g.bin`: what happened since, appended in order: [`Record`]s framed as
-//!   `[length u32 LE][CRC-32 u32 LE][postcard bytes]`. A power cut can leave a torn last
+//! - `log-g.bin`: what happened since, appended in order: records framed as
+//!   `[length u32 LE][CRC-32 u32 LE][postcard bytes]`. While a snapshot is written in the
+//!   background, `log-g+1.bin` already takes the new records, so a restart reads every log
+//!   from the snapshot's generation on. A power cut can leave a torn last
 //!   record; opening stops at the first frame that is short, empty or fails its CRC and cuts
 //!   the log there (what it held was never acknowledged, so the broker sends it again). The
 //!   file is kept [`LOG_CHUNK`]-aligned ahead of its records, zeros written and made durable
@@ -116,23 +118,22 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(StoreError::Io { path: snap_path, source: e }),
         };
-        let generation = snapshot.as_ref().map_or(0, &generation_of);
-        let log_path = dir.join(format!("log-{generation}.bin"));
-        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&log_path).map_err(io_err(&log_path))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io_err(&log_path))?;
-        let (records, good) = read_frames::<R>(&bytes);
-        // The zeros laid down ahead of the records are not a torn tail; anything else after
-        // the last good frame is, and is cut off (with the zeros: they are laid down again).
-        let tail = &bytes[good as usize..];
-        let truncated = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1);
-        let mut log_alloc = bytes.len() as u64;
-        if truncated > 0 {
-            file.set_len(good).map_err(io_err(&log_path))?;
-            file.sync_all().map_err(io_err(&log_path))?;
-            log_alloc = good;
-        }
-        file.seek(SeekFrom::Start(good)).map_err(io_err(&log_path))?;
+        // The snapshot's log and the ones begun after it (a snapshot written in the background
+        // starts the next log before it is durable itself), replayed in order; the last one is
+        // appended to.
+        let first = snapshot.as_ref().map_or(0, &generation_of);
+        let mut generation = first;
+        let mut records = Vec::new();
+        let mut truncated = 0;
+        let (file, log_path, good, log_alloc) = loop {
+            let log_path = dir.join(format!("log-{generation}.bin"));
+            let (file, good, alloc, cut) = open_log(&log_path, &mut records)?;
+            truncated += cut;
+            if !dir.join(format!("log-{}.bin", generation + 1)).exists() {
+                break (file, log_path, good, alloc);
+            }
+            generation += 1;
+        };
         fsync_dir(dir)?;
         let store = Store {
             dir: dir.to_path_buf(),
@@ -145,7 +146,7 @@ impl Store {
             unsynced_devices: Vec::new(),
             frame: Vec::new(),
         };
-        store.remove_other_logs()?;
+        store.remove_logs_outside(first)?;
         Ok(Opened { store, snapshot, records, truncated })
     }
 
@@ -201,39 +202,47 @@ impl Store {
     }
 
     /// Writes `snapshot` (which must name generation [`Store::generation`] + 1) atomically,
-    /// starts the next log and removes the old one.
+    /// starts the next log and removes the old one: [`Store::begin_snapshot`],
+    /// [`SnapshotJob::write`] and [`Store::snapshot_written`] in one go.
     pub fn snapshot<S: Serialize>(&mut self, snapshot: &S) -> Result<(), StoreError> {
+        let job = self.begin_snapshot()?;
+        let generation = job.write(snapshot)?;
+        self.snapshot_written(generation)
+    }
+
+    /// Makes the log durable and starts the next one: records appended from now on go to it.
+    /// The returned job writes the snapshot of the state at this moment, which names the new
+    /// log's generation, on any thread. Until that snapshot is durable a restart reads the old
+    /// snapshot and both logs; afterwards the new snapshot and the new log.
+    pub fn begin_snapshot(&mut self) -> Result<SnapshotJob, StoreError> {
+        self.sync()?;
         let next = self.generation + 1;
-        let snap_path = self.dir.join("snapshot.bin");
-        let bytes = encode_snapshot(snapshot).map_err(|why| StoreError::Corrupt { path: snap_path.clone(), why })?;
         let log_path = self.dir.join(format!("log-{next}.bin"));
-        // The new log exists before the snapshot that names it.
         let file = OpenOptions::new().create(true).truncate(true).write(true).open(&log_path).map_err(io_err(&log_path))?;
         file.sync_all().map_err(io_err(&log_path))?;
-        // The device files the snapshot may name are durable before it is.
-        for p in std::mem::take(&mut self.unsynced_devices) {
-            match File::open(&p) {
-                Ok(f) => f.sync_all().map_err(io_err(&p))?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::Io { path: p, source: e }),
-            }
-        }
-        fsync_dir(&self.dir.join("devices"))?;
-        write_atomic(&snap_path, &bytes).map_err(io_err(&snap_path))?;
+        // Records in the new log are acknowledged once they are synced: its name must be
+        // durable by then.
+        fsync_dir(&self.dir)?;
         self.log = BufWriter::new(file);
         self.log_path = log_path;
         self.log_bytes = 0;
         self.log_alloc = 0;
         self.generation = next;
-        self.remove_other_logs()
+        Ok(SnapshotJob { dir: self.dir.clone(), generation: next, devices: std::mem::take(&mut self.unsynced_devices) })
     }
 
-    fn remove_other_logs(&self) -> Result<(), StoreError> {
-        let keep = format!("log-{}.bin", self.generation);
+    /// The snapshot of `generation` is durable: removes the logs before it.
+    pub fn snapshot_written(&mut self, generation: u64) -> Result<(), StoreError> {
+        self.remove_logs_outside(generation)
+    }
+
+    /// Removes every log not in `first..=` the current generation.
+    fn remove_logs_outside(&self, first: u64) -> Result<(), StoreError> {
         for e in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let e = e.map_err(io_err(&self.dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("log-") && name.ends_with(".bin") && name != keep {
+            let Some(g) = name.strip_prefix("log-").and_then(|n| n.strip_suffix(".bin")) else { continue };
+            if g.parse::<u64>().map_or(true, |g| g < first || g > self.generation) {
                 std::fs::remove_file(e.path()).map_err(io_err(&e.path()))?;
             }
         }
@@ -285,6 +294,62 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// A snapshot to write, from [`Store::begin_snapshot`]; owns what it needs, so it can run on
+/// another thread while the store takes new records.
+#[derive(Debug)]
+pub struct SnapshotJob {
+    dir: PathBuf,
+    generation: u64,
+    /// Device files the snapshot may name, not yet fsynced.
+    devices: Vec<PathBuf>,
+}
+
+impl SnapshotJob {
+    /// The generation the snapshot must name.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Makes the device files it may name durable, then writes `snapshot` atomically; returns
+    /// its generation (for [`Store::snapshot_written`]).
+    pub fn write<S: Serialize>(self, snapshot: &S) -> Result<u64, StoreError> {
+        let snap_path = self.dir.join("snapshot.bin");
+        let bytes = encode_snapshot(snapshot).map_err(|why| StoreError::Corrupt { path: snap_path.clone(), why })?;
+        for p in self.devices {
+            match File::open(&p) {
+                Ok(f) => f.sync_all().map_err(io_err(&p))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Io { path: p, source: e }),
+            }
+        }
+        fsync_dir(&self.dir.join("devices"))?;
+        write_atomic(&snap_path, &bytes).map_err(io_err(&snap_path))?;
+        Ok(self.generation)
+    }
+}
+
+/// Opens a log, appends its records to `records` and cuts a torn tail; returns the file
+/// (positioned after its last record), the records' length, the file's length and the bytes cut.
+fn open_log<R: DeserializeOwned>(path: &Path, records: &mut Vec<R>) -> Result<(File, u64, u64, u64), StoreError> {
+    let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path).map_err(io_err(path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_err(path))?;
+    let (mut found, good) = read_frames::<R>(&bytes);
+    records.append(&mut found);
+    // The zeros laid down ahead of the records are not a torn tail; anything else after the
+    // last good frame is, and is cut off (with the zeros: they are laid down again).
+    let tail = &bytes[good as usize..];
+    let truncated = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1);
+    let mut alloc = bytes.len() as u64;
+    if truncated > 0 {
+        file.set_len(good).map_err(io_err(path))?;
+        file.sync_all().map_err(io_err(path))?;
+        alloc = good;
+    }
+    file.seek(SeekFrom::Start(good)).map_err(io_err(path))?;
+    Ok((file, good, alloc, truncated))
 }
 
 /// `magic | CRC-32 | postcard`, built in one buffer of exactly its size: a gateway's snapshot
@@ -414,6 +479,51 @@ mod tests {
         drop(st);
         let o = Store::open::<Snap, String>(dir.path(), |s| s.generation).unwrap();
         assert_eq!((o.records.len(), o.truncated), (10, 0));
+    }
+
+    /// A snapshot written in the background: records appended while it is written go to the
+    /// next log. A crash before it is durable replays the old snapshot and both logs; a crash
+    /// after it, before the old log is removed, the new snapshot and the new log only.
+    #[test]
+    fn background_snapshot_survives_a_crash_on_either_side_of_its_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = |d: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            v.retain(|n| n.starts_with("log-") || n == "snapshot.bin");
+            v.sort();
+            v
+        };
+        let mut st = Store::open::<Snap, String>(dir.path(), |s| s.generation).unwrap().store;
+        for r in ["a", "b"] {
+            st.append(&r.to_string()).unwrap();
+        }
+        let job = st.begin_snapshot().unwrap();
+        assert_eq!((job.generation(), st.generation(), st.log_bytes()), (1, 1, 0));
+        st.append(&"c".to_string()).unwrap();
+        st.sync().unwrap();
+        // The process dies before the job has written anything.
+        drop((job, st));
+        assert_eq!(names(dir.path()), ["log-0.bin", "log-1.bin"]);
+        let o = Store::open::<Snap, String>(dir.path(), |s| s.generation).unwrap();
+        assert_eq!((o.snapshot, o.records.join(""), o.truncated, o.store.generation()), (None, "abc".into(), 0, 1));
+        let mut st = o.store;
+        let job = st.begin_snapshot().unwrap();
+        st.append(&"d".to_string()).unwrap();
+        st.sync().unwrap();
+        let snap = Snap { generation: job.generation(), note: "abc".into() };
+        assert_eq!(std::thread::spawn(move || job.write(&snap)).join().unwrap().unwrap(), 2);
+        // ... and now after the snapshot is durable, before the old logs are removed.
+        drop(st);
+        assert_eq!(names(dir.path()), ["log-0.bin", "log-1.bin", "log-2.bin", "snapshot.bin"]);
+        let o = Store::open::<Snap, String>(dir.path(), |s| s.generation).unwrap();
+        assert_eq!((o.snapshot.unwrap().note, o.records.join("")), ("abc".into(), "d".into()));
+        assert_eq!(names(dir.path()), ["log-2.bin", "snapshot.bin"]);
+        // A clean run removes them itself once the snapshot is written.
+        let mut st = o.store;
+        let job = st.begin_snapshot().unwrap();
+        let g = job.write(&Snap { generation: 3, note: "abcd".into() }).unwrap();
+        st.snapshot_written(g).unwrap();
+        assert_eq!(names(dir.path()), ["log-3.bin", "snapshot.bin"]);
     }
 
     #[test]
