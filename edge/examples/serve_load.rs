@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo build --release -p edge --bins --examples
-//! target/release/examples/serve_load --devices 10000 [--rate-base SAMPLES_PER_S]
+//! target/release/examples/serve_load --devices 10000 [--rate-base SAMPLES_PER_S] [--inflight N --flush-messages N]
 //! ```
 //!
 //! It starts its own mosquitto (free port, no queue limit) and `target/release/edge serve` (state
@@ -34,6 +34,7 @@ struct Args {
     phase_s: f64,
     flush_messages: usize,
     inflight: usize,
+    snapshot_mib: u64,
     /// The rate the 50% and 90% phases are shares of; `None`: the measured sustained rate.
     rate_base: Option<f64>,
     edge: PathBuf,
@@ -46,6 +47,7 @@ fn parse_args() -> Args {
         phase_s: 15.0,
         flush_messages: 20,
         inflight: 20,
+        snapshot_mib: 64,
         rate_base: None,
         edge: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/edge"),
     };
@@ -59,9 +61,10 @@ fn parse_args() -> Args {
             "--phase-s" => a.phase_s = v.parse().unwrap_or_else(|_| bad()),
             "--flush-messages" => a.flush_messages = v.parse().unwrap_or_else(|_| bad()),
             "--inflight" => a.inflight = v.parse().unwrap_or_else(|_| bad()),
+            "--snapshot-mib" => a.snapshot_mib = v.parse().unwrap_or_else(|_| bad()),
             "--rate-base" => a.rate_base = Some(v.parse().unwrap_or_else(|_| bad())),
             "--edge" => a.edge = v.into(),
-            other => panic!("unknown flag {other}; flags: --devices --batch --phase-s --flush-messages --inflight --rate-base --edge"),
+            other => panic!("unknown flag {other}; flags: --devices --batch --phase-s --flush-messages --inflight --snapshot-mib --rate-base --edge"),
         }
     }
     assert!(WINDOW.is_multiple_of(a.batch), "--batch must divide the window of {WINDOW}");
@@ -195,7 +198,7 @@ fn main() {
                 "load/clusters/{device}",
             ])
             .args(["--metrics", &format!("127.0.0.1:{mport}"), "--max-devices", &a.devices.to_string()])
-            .args(["--flush-messages", &a.flush_messages.to_string()])
+            .args(["--flush-messages", &a.flush_messages.to_string(), "--snapshot-mib", &a.snapshot_mib.to_string()])
             .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
             .spawn()
             .unwrap(),
@@ -294,6 +297,7 @@ fn main() {
     }
     let (rss, hwm) = (status_kib(pid, "VmRSS:") / 1024.0, status_kib(pid, "VmHWM:") / 1024.0);
     let flush = (metric(mport, "edge_serve_flush_seconds_sum"), metric(mport, "edge_serve_flush_seconds_count"));
+    let snaps = (metric(mport, "edge_serve_snapshot_seconds_sum"), metric(mport, "edge_serve_snapshot_seconds_count"));
     let gauges: Vec<String> = [
         "edge_serve_windows_total",
         "edge_serve_results_published_total",
@@ -345,7 +349,7 @@ fn main() {
     println!();
     println!("edge assign on the same {} devices (2 windows each): {:.2} CPU s per M samples", a.devices, assign_cpu);
     println!("at the end: {}", gauges.join(", "));
-    println!("edge serve memory: RSS {warm_rss:.1} MiB with every device live after warm-up, {rss:.1} MiB at the end, peak {hwm:.1} MiB; mean state flush {:.2} ms over {} flushes", flush.0 / flush.1.max(1.0) * 1e3, flush.1);
+    println!("edge serve memory: RSS {warm_rss:.1} MiB with every device live after warm-up, {rss:.1} MiB at the end, peak {hwm:.1} MiB; mean state flush {:.2} ms over {} flushes; {} snapshots, {:.0} ms each (written in the background)", flush.0 / flush.1.max(1.0) * 1e3, flush.1, snaps.1, snaps.0 / snaps.1.max(1.0) * 1e3);
 }
 
 /// CPU seconds of waited-for children of this process.

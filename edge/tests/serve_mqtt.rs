@@ -424,14 +424,16 @@ fn replay_over_mqtt_equals_assign_across_kill_9_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let collector = Collector::start(&broker, &p);
-    // Few devices in memory, so evicted devices' files are part of what survives the kills.
-    let mut serve = Serve::start(&broker, &p, &state, &["--max-devices", "8", "--flush-messages", "10"]);
+    // Few devices in memory, so evicted devices' files are part of what survives the kills;
+    // one background snapshot after the other, so the kills come during their writes.
+    let mut serve = Serve::start(&broker, &p, &state, &["--max-devices", "8", "--flush-messages", "10", "--snapshot-mib", "0"]);
     let (msgs, bad) = messages(&root().join("data/fleet/sample.csv"));
     let n = msgs.len();
     let sent = Arc::new(AtomicUsize::new(0));
     let sensor = sensor(&broker, &p, msgs, Duration::from_millis(2), sent.clone());
     for cut in [n / 5, n / 2, n * 4 / 5] {
         assert!(wait_until(Duration::from_secs(60), || sent.load(SeqCst) >= cut), "sensor stalled");
+        assert!(serve.metric("edge_serve_snapshot_seconds_count") > 0.0, "snapshots were written while serving");
         serve.kill9();
         serve.spawn();
     }

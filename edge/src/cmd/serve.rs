@@ -78,7 +78,7 @@ pub struct ServeArgs {
     /// Longest time (s) between state snapshots.
     #[arg(long, default_value_t = 300)]
     snapshot_interval_s: u64,
-    /// Log size (MiB) that triggers a snapshot.
+    /// Log size (MiB) that triggers a snapshot (0: each begins when the last is written).
     #[arg(long, default_value_t = 64)]
     snapshot_mib: u64,
     /// Results waiting for the broker before intake pauses (nothing is dropped).
