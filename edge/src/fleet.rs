@@ -292,7 +292,7 @@ impl Windower {
             return self.reject(line, "not valid UTF-8".into(), false);
         };
         let sc = self.p.session_column;
-        let layout = if sc { "device, timestamp, session" } else { "device, timestamp" };
+        let layout = key_columns(sc);
         if first && fields.len() >= 2 && fields[1].parse::<f64>().is_err() {
             if fields.len() != 2 + usize::from(sc) + f {
                 let shown: Vec<String> = fields.iter().take(8).map(|c| format!("{c:?}")).collect();
@@ -312,10 +312,7 @@ impl Windower {
         self.summary.rows += 1;
         let mut vals = std::mem::take(&mut self.vals);
         let r = match parse_row(&fields, sc, &mut vals) {
-            Ok(t) => {
-                let session = sc.then(|| fields[2]);
-                self.accept(line, Row { device: fields[0], time: t, time_text: fields[1], session, values: &vals }, values)
-            }
+            Ok(row) => self.accept(line, row, values),
             Err(why) if first => Err(RowError {
                 unit: "line",
                 line,
@@ -496,20 +493,28 @@ fn close_session(
 
 /// Parses timestamp and values of a row (after a session id when `session`) into `vals`;
 /// returns the timestamp.
-fn parse_row(fields: &[&str], session: bool, vals: &mut [f32]) -> Result<f64, String> {
+/// The columns before the values, as errors name them: `device id, timestamp[, session id]`.
+pub fn key_columns(session: bool) -> &'static str {
+    if session {
+        "device id, timestamp, session id"
+    } else {
+        "device id, timestamp"
+    }
+}
+
+fn parse_row<'a>(fields: &[&'a str], session: bool, vals: &'a mut [f32]) -> Result<Row<'a>, String> {
     let f = vals.len();
     let s = usize::from(session);
     if fields.len() != 2 + s + f {
-        let what = if session { "device, timestamp, session" } else { "device, timestamp" };
-        return Err(format!("expected {} fields ({what}, {f} value(s)), found {}", 2 + s + f, fields.len()));
+        return Err(format!("expected {} fields ({}, {f} value(s)), found {}", 2 + s + f, key_columns(session), fields.len()));
     }
     let t: f64 = fields[1].parse().map_err(|_| format!("timestamp '{}' is not a number", fields[1]))?;
     for (v, cell) in vals.iter_mut().zip(&fields[2 + s..]) {
         *v = cell.parse().map_err(|_| format!("value '{cell}' is not a number"))?;
     }
-    let id = session.then(|| fields[2]);
-    check_row(&Row { device: fields[0], time: t, time_text: fields[1], session: id, values: vals })?;
-    Ok(t)
+    let row = Row { device: fields[0], time: t, time_text: fields[1], session: session.then(|| fields[2]), values: vals };
+    check_row(&row)?;
+    Ok(row)
 }
 
 /// The checks every source shares: a device id, a finite timestamp, finite values.
@@ -590,7 +595,7 @@ mod tests {
         // A header of the wrong width names the session column.
         let mut w = Windower::new(p).unwrap();
         let e = feed(&mut w, b"device,t,v\n", &mut Vec::new()).unwrap_err();
-        assert!(e.why.contains("device, timestamp, session"), "{e}");
+        assert!(e.why.contains("device id, timestamp, session id"), "{e}");
         // Without sessions the column means nothing.
         let e = Windower::new(WindowerParams { session_column: true, ..params(3, 3) }).unwrap_err();
         assert_eq!(e, ParamsError::SessionColumnNeedsSessions);
@@ -664,7 +669,7 @@ mod tests {
         assert_eq!(wins.len(), 1);
         assert_eq!(wins[0].device, "a,\"b\"\nc ü");
         for (text, want) in [
-            (&b"a,b\n1,2\n"[..], "the header has 2 column(s) (\"a\", \"b\"); this model reads device, timestamp and 1 value column(s)"),
+            (&b"a,b\n1,2\n"[..], "the header has 2 column(s) (\"a\", \"b\"); this model reads device id, timestamp and 1 value column(s)"),
             (b"\xff\xfe\x00garbage,1\n", "is not UTF-8 text"),
             (b"d,1\nd,2,3\n", "is neither a header"),
         ] {

@@ -108,7 +108,7 @@ impl ParquetReadings {
         if cols.len() != 2 + s + features || !flat {
             return Err(ParquetInputError::Columns {
                 expected: 2 + s + features,
-                layout: if session { "device id, timestamp, session id" } else { "device id, timestamp" },
+                layout: crate::fleet::key_columns(session),
                 features,
                 found: schema.root_schema().get_fields().len(),
                 names: names(),

@@ -357,7 +357,7 @@ fn a_session_id_column_cuts_sessions() {
     let plain = dir.path().join("plain.csv");
     std::fs::write(&plain, "device,timestamp,value\na,1,0.5\n").unwrap();
     let e = String::from_utf8_lossy(&assign_file(&plain, &out2, &["--sessions", "--session-column"]).stderr).into_owned();
-    assert!(e.contains("device, timestamp, session"), "{e}");
+    assert!(e.contains("device id, timestamp, session id"), "{e}");
 }
 
 #[test]

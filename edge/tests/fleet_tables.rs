@@ -259,7 +259,7 @@ fn wrong_files_are_errors_and_leave_outputs_alone() {
         (
             "ab.csv",
             b"a,b\n1,2\n3,4\n",
-            "the header has 2 column(s) (\"a\", \"b\"); this model reads device, timestamp and 1 value column(s)",
+            "the header has 2 column(s) (\"a\", \"b\"); this model reads device id, timestamp and 1 value column(s)",
         ),
         ("allbad.csv", b"device,t,v\nd,x,1\nd,y,2\n", "no valid reading (2 row(s): 2 malformed"),
         ("empty.csv", b"device,timestamp,value\n", "no valid reading (0 row(s)"),

@@ -104,7 +104,7 @@ impl<'a> Readings<'a> {
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             return Err(ParquetInputError::Columns {
                 expected: 2 + features,
-                layout: "device id, timestamp",
+                layout: edge::fleet::key_columns(false),
                 features,
                 found: batch.num_columns(),
                 names: names.join(", "),

@@ -301,12 +301,12 @@ pub fn run(a: AssignArgs) -> Result<()> {
     if windower.samples() == 0 {
         let why = s.first_skipped.as_ref().map_or(String::new(), |e| format!("; the first skipped: {e}"));
         bail!(
-            "{}: no valid reading ({} row(s): {} malformed, {} out of time order{why}); expected device, timestamp{} and {f} value column(s) per row",
+            "{}: no valid reading ({} row(s): {} malformed, {} out of time order{why}); expected {} and {f} value column(s) per row",
             a.input.display(),
             s.rows,
             s.malformed,
             s.out_of_order,
-            if a.session_column { ", session" } else { "" },
+            edge::fleet::key_columns(a.session_column),
         );
     }
     let rows = table.rows();

@@ -851,5 +851,21 @@ mod tests {
         let (g, rec) = Gateway::open(dir.path(), &p, a, &a_bytes).unwrap();
         assert!(rec.windows_restarted > 0, "configured model differs from the served one");
         assert_eq!(g.model().id, a.id);
+        drop(g);
+
+        // A reload while a snapshot (of model a) is written in the background: the model copy
+        // the snapshot names outlives it, so a restart from that snapshot replays the switch.
+        let (mut g, _) = Gateway::open(dir.path(), &p, a, &a_bytes).unwrap();
+        let (pending, _) = g.begin_snapshot().unwrap();
+        g.reload(b, &b_bytes).unwrap().unwrap();
+        msgs[400..500].iter().for_each(|(d, s)| {
+            g.apply(d, s).unwrap();
+        });
+        g.sync().unwrap();
+        g.snapshot_written(pending.write().unwrap()).unwrap();
+        let outbox = g.releasable();
+        drop(g);
+        let (g, rec) = Gateway::open(dir.path(), &p, b, &b_bytes).unwrap();
+        assert_eq!((g.releasable(), rec.windows_restarted), (outbox, 0));
     }
 }

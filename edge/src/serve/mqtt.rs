@@ -526,6 +526,17 @@ const COALESCE: Duration = Duration::from_millis(1);
 /// See [`COALESCE`].
 const BUSY: Duration = Duration::from_millis(50);
 
+/// Lowers the calling thread's priority (nice 10; Linux keeps a nice value per thread): the
+/// snapshot writer is background work that should take idle CPU, not the processor's or the
+/// MQTT tasks' share of a gateway's few cores. Best effort: on failure it runs as it is.
+fn yield_to_samples() {
+    // SAFETY: plain system calls about this thread only, no memory passed.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
 /// The processor thread's loop; see the module docs.
 #[allow(clippy::too_many_arguments)]
 fn process(
@@ -686,7 +697,10 @@ fn process(
                 g.begin_snapshot().and_then(|(pending, results)| {
                     let h = std::thread::Builder::new()
                         .name("snapshot".into())
-                        .spawn(move || pending.write())
+                        .spawn(move || {
+                            yield_to_samples();
+                            pending.write()
+                        })
                         .map_err(|e| GatewayError::Store(StoreError::Io { path: "snapshot thread".into(), source: e }))?;
                     writing = Some((h, now));
                     Ok(results)
