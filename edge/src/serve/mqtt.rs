@@ -343,10 +343,26 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
                     let (client, mut events) = AsyncClient::new(sub_opts.clone(), 64);
                     // Received on this connection and not yet acknowledged on the wire.
                     let mut held = 0usize;
+                    let mut last_msg: Option<Instant> = None;
                     loop {
                         // At the limit only acknowledgements are awaited: nothing more is read.
                         let step = if held >= max_unacked {
                             Step::Ack(ack_rx.recv_async().await.ok())
+                        } else if let Ok(a) = ack_rx.try_recv() {
+                            Step::Ack(Some(a))
+                        } else if last_msg.is_some_and(|t| t.elapsed() < BUSY) {
+                            // Streaming: take what is already read or readable; when nothing
+                            // is, nap for `COALESCE` (acknowledgements still go out at once)
+                            // so that a few messages wait in the socket and come in one read,
+                            // rather than a wake-up and a read per message (see `COALESCE`).
+                            match tokio::time::timeout(Duration::ZERO, events.poll()).await {
+                                Ok(e) => Step::Event(e),
+                                Err(_) => tokio::select! {
+                                    biased;
+                                    a = ack_rx.recv_async() => Step::Ack(a.ok()),
+                                    _ = tokio::time::sleep(COALESCE) => continue,
+                                },
+                            }
                         } else {
                             // An ack winning the race drops the pending poll: rumqttc keeps
                             // what it had read in its state and frame buffer for the next poll.
@@ -387,6 +403,7 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
                             }
                             Ok(Event::Incoming(Packet::Publish(p))) => {
                                 held += 1;
+                                last_msg = Some(Instant::now());
                                 let m = Incoming { publish: p, connection: incarnation, at: Instant::now() };
                                 if msg_tx.send_async(m).await.is_err() {
                                     return;
@@ -520,7 +537,8 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
 }
 
 /// While messages keep coming (one within `BUSY`), the processor looks for more every
-/// `COALESCE` instead of being woken for each: at most that much latency for far fewer
+/// `COALESCE` instead of being woken for each, and the subscriber reads the socket again only
+/// after as long when it has nothing buffered: at most that much latency each for far fewer
 /// wake-ups (the same idea as interrupt coalescing in network drivers).
 const COALESCE: Duration = Duration::from_millis(1);
 /// See [`COALESCE`].
