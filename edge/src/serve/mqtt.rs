@@ -9,7 +9,8 @@
 //! - **Processor** (a thread): parses, applies, and every `flush_messages` messages or
 //!   `flush_interval` runs the encoder over the batch's samples for all devices together and
 //!   makes the log durable ([`Gateway::sync`]); only then are the messages
-//!   acknowledged and their windows published. It snapshots when the log is large or old.
+//!   acknowledged and their windows published. When the log is large or old it begins a
+//!   snapshot, which a `snapshot` thread writes while it goes on ([`Gateway::begin_snapshot`]).
 //! - **Publisher** (client id `ID-pub`, QoS 1): sends results, maps each packet id to its
 //!   result as rumqttc reports the send, and reports the broker's acknowledgement back.
 //!
