@@ -325,7 +325,7 @@ impl Windower {
     }
 
     /// Feeds the next row of a typed source (rows numbered from 1), or the reason it could not
-    /// be read (counted as malformed, or an error in strict mode); otherwise as [`Self::feed`].
+    /// be read (counted as malformed, or an error in strict mode); otherwise as [`Self::feed_record`].
     pub fn feed_row(&mut self, row: Result<Row<'_>, String>, values: &mut Vec<f32>) -> Result<Option<Window>, RowError> {
         self.lines += 1;
         self.unit = "row";

@@ -3,7 +3,7 @@
 //!
 //! - **Subscriber** (client id `ID`, persistent session, QoS 1, manual acknowledgements): polls
 //!   its event loop and hands each message to the processor. It also writes the processor's
-//!   acknowledgements itself, straight onto its connection (see [`write_acks`] for why not through
+//!   acknowledgements itself, straight onto its connection (see `write_acks` for why not through
 //!   rumqttc's request queue), and stops reading once `max_unacked` messages are held: that,
 //!   not the broker's in-flight limit, bounds what it holds.
 //! - **Processor** (a thread): parses, applies, and every `flush_messages` messages or
