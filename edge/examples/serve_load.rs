@@ -102,42 +102,59 @@ fn metric(port: u16, name: &str) -> f64 {
 fn over(port: u16, name: &str, limit: f64) -> (f64, f64) {
     let body = http(port, "/metrics").unwrap_or_default();
     let prefix = format!("{name}_bucket{{le=\"");
-    let (mut bound, mut below) = (0.0, 0.0);
+    let count_key = format!("{name}_count");
+    let (mut bound, mut below, mut count) = (0.0, 0.0, 0.0);
     for l in body.lines() {
+        if let Some(c) = l.strip_prefix(&count_key).and_then(|r| r.trim().parse::<f64>().ok()) {
+            count = c;
+        }
         let Some(rest) = l.strip_prefix(&prefix) else { continue };
-        let (le, count) = rest.split_once("\"} ").unwrap_or_default();
-        if let (Ok(le), Ok(count)) = (le.parse::<f64>(), count.parse::<f64>()) {
+        let (le, n) = rest.split_once("\"} ").unwrap_or_default();
+        if let (Ok(le), Ok(n)) = (le.parse::<f64>(), n.parse::<f64>()) {
             if le <= limit && le >= bound {
-                (bound, below) = (le, count);
+                (bound, below) = (le, n);
             }
         }
     }
-    (bound, metric(port, &format!("{name}_count")) - below)
+    (bound, count - below)
 }
 
-/// utime + stime of a process (s).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split(' ').collect();
+/// utime + stime (s) of the `/proc/.../stat` text of a process or thread.
+fn stat_cpu(stat: &str) -> f64 {
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / ticks()
 }
 
-/// CPU seconds of the service's processor thread and of its main thread (the MQTT tasks).
-fn thread_cpu(pid: u32) -> (f64, f64) {
-    let (mut processor, mut network) = (0.0, 0.0);
-    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-        let name = &stat[stat.find('(').unwrap() + 1..stat.rfind(')').unwrap()];
-        let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-        let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / ticks();
-        if name == "processor" {
-            processor += cpu;
-        } else if e.file_name().to_str() == Some(pid.to_string().as_str()) {
-            network += cpu;
+/// CPU seconds of the service: all of it, its processor thread, its main thread (the MQTT tasks).
+#[derive(Clone, Copy)]
+struct Cpu {
+    total: f64,
+    processor: f64,
+    network: f64,
+}
+
+impl Cpu {
+    fn of(pid: u32) -> Cpu {
+        let total = stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap());
+        let (mut processor, mut network) = (0.0, 0.0);
+        for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            let name = &stat[stat.find('(').unwrap() + 1..stat.rfind(')').unwrap()];
+            if name == "processor" {
+                processor += stat_cpu(&stat);
+            } else if e.file_name().to_str() == Some(pid.to_string().as_str()) {
+                network += stat_cpu(&stat);
+            }
         }
+        Cpu { total, processor, network }
     }
-    (processor, network)
+
+    /// CPU s per million of `samples` since `before`: (all, processor, MQTT tasks, other threads).
+    fn per_m_since(self, before: Cpu, samples: f64) -> (f64, (f64, f64, f64)) {
+        let m = |x: f64| x / samples * 1e6;
+        let (t, p, n) = (self.total - before.total, self.processor - before.processor, self.network - before.network);
+        (m(t), (m(p), m(n), m(t - p - n)))
+    }
 }
 
 fn ticks() -> f64 {
@@ -310,40 +327,26 @@ fn main() {
 
     // Saturation: as fast as the generator can publish; sustained = samples applied per second
     // from the first publish to the last sample applied.
-    let (cpu0, threads0, t0) = (cpu_seconds(pid), thread_cpu(pid), Instant::now());
+    let (cpu0, t0) = (Cpu::of(pid), Instant::now());
     total += generate(&client, &a, &mut next, None, a.phase_s, &sent);
     wait_drained(total);
     let sat_secs = t0.elapsed().as_secs_f64();
     let sat_samples = total as f64 - (a.devices as u64 * a.batch) as f64;
     let sustained = sat_samples / sat_secs;
-    let sat_cpu = cpu_seconds(pid) - cpu0;
-    let threads = thread_cpu(pid);
-    let sat_m = |x: f64| x / sat_samples * 1e6;
-    let sat_split = (
-        sat_m(threads.0 - threads0.0),
-        sat_m(threads.1 - threads0.1),
-        sat_m(sat_cpu - (threads.0 - threads0.0) - (threads.1 - threads0.1)),
-    );
+    let (sat_cpu, sat_split) = Cpu::of(pid).per_m_since(cpu0, sat_samples);
 
     let mut rows = Vec::new();
     for share in [0.5, 0.9] {
         latencies.lock().unwrap().clear();
-        let (cpu0, threads0, from) = (cpu_seconds(pid), thread_cpu(pid), Instant::now());
+        let (cpu0, from) = (Cpu::of(pid), Instant::now());
         let n = generate(&client, &a, &mut next, Some(a.rate_base.unwrap_or(sustained) * share), a.phase_s, &sent);
         total += n;
         wait_drained(total);
         std::thread::sleep(Duration::from_millis(1500));
-        let cpu = cpu_seconds(pid) - cpu0;
-        let threads = thread_cpu(pid);
-        let per_m = |x: f64| x / n as f64 * 1e6;
-        let split = (
-            per_m(threads.0 - threads0.0),
-            per_m(threads.1 - threads0.1),
-            per_m(cpu - (threads.0 - threads0.0) - (threads.1 - threads0.1)),
-        );
+        let (cpu, split) = Cpu::of(pid).per_m_since(cpu0, n as f64);
         let mut l: Vec<f64> = latencies.lock().unwrap().iter().filter(|(at, _)| *at >= from).map(|x| x.1).collect();
         let count = l.len();
-        rows.push((share, n as f64 / a.phase_s, percentile(&mut l, 0.5), percentile(&mut l, 0.99), count, per_m(cpu), split));
+        rows.push((share, n as f64 / a.phase_s, percentile(&mut l, 0.5), percentile(&mut l, 0.99), count, cpu, split));
     }
     let (rss, hwm) = (status_kib(pid, "VmRSS:") / 1024.0, status_kib(pid, "VmHWM:") / 1024.0);
     let flush = (metric(mport, "edge_serve_flush_seconds_sum"), metric(mport, "edge_serve_flush_seconds_count"));
@@ -394,7 +397,7 @@ fn main() {
     println!("| load | samples/s | latency p50 (ms) | latency p99 (ms) | windows timed | service CPU s per M samples | of it: processor / MQTT tasks / other threads |");
     println!("|---|---|---|---|---|---|---|");
     let split = |(p, n, o): (f64, f64, f64)| format!("{p:.2} / {n:.2} / {o:.2}");
-    println!("| saturated ({:.1} s) | {:.0} | | | | {:.2} | {} |", sat_secs, sustained, sat_cpu / sat_samples * 1e6, split(sat_split));
+    println!("| saturated ({:.1} s) | {:.0} | | | | {:.2} | {} |", sat_secs, sustained, sat_cpu, split(sat_split));
     for (share, r, p50, p99, n, cpu, s) in rows {
         println!("| {:.0}% of sustained | {:.0} | {:.1} | {:.1} | {} | {:.2} | {} |", share * 100.0, r, p50, p99, n, cpu, split(s));
     }

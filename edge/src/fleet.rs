@@ -491,8 +491,6 @@ fn close_session(
     out
 }
 
-/// Parses timestamp and values of a row (after a session id when `session`) into `vals`;
-/// returns the timestamp.
 /// The columns before the values, as errors name them: `device id, timestamp[, session id]`.
 pub fn key_columns(session: bool) -> &'static str {
     if session {
@@ -502,6 +500,8 @@ pub fn key_columns(session: bool) -> &'static str {
     }
 }
 
+/// Parses timestamp and values of a row (after a session id when `session`) into `vals`;
+/// returns the checked row.
 fn parse_row<'a>(fields: &[&'a str], session: bool, vals: &'a mut [f32]) -> Result<Row<'a>, String> {
     let f = vals.len();
     let s = usize::from(session);

@@ -34,7 +34,6 @@ use tokio::sync::Notify;
 use super::gateway::{Gateway, GatewayError, Outgoing, WrittenSnapshot};
 use super::metrics::Metrics;
 use super::payload;
-use super::store::StoreError;
 use super::streams::Model;
 use super::topic::{DeviceLevel, PublishTemplate, TopicError};
 
@@ -108,6 +107,9 @@ pub enum ServeError {
     /// Could not start the async runtime or a thread.
     #[error("cannot start: {0}")]
     Start(std::io::Error),
+    /// The snapshot writer thread panicked (the snapshot it wrote is not trusted).
+    #[error("the snapshot writer thread panicked")]
+    SnapshotWriter,
 }
 
 /// Lines for the operator's log (the binary prints them).
@@ -404,8 +406,9 @@ pub fn run(p: Prepared, mut gateway: Gateway, model_bundle: PathBuf, metrics: Me
                             }
                             Ok(Event::Incoming(Packet::Publish(p))) => {
                                 held += 1;
-                                last_msg = Some(Instant::now());
-                                let m = Incoming { publish: p, connection: incarnation, at: Instant::now() };
+                                let at = Instant::now();
+                                last_msg = Some(at);
+                                let m = Incoming { publish: p, connection: incarnation, at };
                                 if msg_tx.send_async(m).await.is_err() {
                                     return;
                                 }
@@ -575,9 +578,10 @@ fn process(
     let mut oldest: Option<Instant> = None;
     let mut last_snapshot = Instant::now();
     // The snapshot being written on its own thread (at most one), and when it began.
-    let mut writing: Option<(std::thread::JoinHandle<Result<WrittenSnapshot, GatewayError>>, Instant)> = None;
-    let finish = |g: &mut Gateway, (h, began): (std::thread::JoinHandle<Result<WrittenSnapshot, GatewayError>>, Instant)| {
-        let written = h.join().map_err(|_| ServeError::Start(std::io::Error::other("the snapshot writer panicked")))??;
+    type Writer = (std::thread::JoinHandle<Result<WrittenSnapshot, GatewayError>>, Instant);
+    let mut writing: Option<Writer> = None;
+    let finish = |g: &mut Gateway, (h, began): Writer| {
+        let written = h.join().map_err(|_| ServeError::SnapshotWriter)??;
         g.snapshot_written(written)?;
         m.snapshot_seconds.observe(began.elapsed().as_secs_f64());
         Ok::<(), ServeError>(())
@@ -713,17 +717,18 @@ fn process(
             let t = Instant::now();
             let r = if snapshot_due {
                 last_snapshot = now;
-                g.begin_snapshot().and_then(|(pending, results)| {
-                    let h = std::thread::Builder::new()
-                        .name("snapshot".into())
-                        .spawn(move || {
+                match g.begin_snapshot() {
+                    Ok((pending, results)) => {
+                        let writer = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
                             yield_to_samples();
                             pending.write()
-                        })
-                        .map_err(|e| GatewayError::Store(StoreError::Io { path: "snapshot thread".into(), source: e }))?;
-                    writing = Some((h, now));
-                    Ok(results)
-                })
+                        });
+                        // Nothing is acknowledged yet: the broker keeps the messages.
+                        writing = Some((writer.map_err(ServeError::Start)?, now));
+                        Ok(results)
+                    }
+                    Err(e) => Err(e),
+                }
             } else {
                 g.sync()
             };
