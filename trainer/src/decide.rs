@@ -7,7 +7,7 @@
 
 use crate::cluster::decision::{
     anomaly_thresholds, apply_scaling, cluster, fit_scaling, stability, step_edges, summary_layout, ClusterParams, Clustering, Decision,
-    DecisionParams, SummaryLayout,
+    DecisionParams, Representation, SummaryLayout,
 };
 use crate::data::prep::Normalization;
 use crate::data::Series;
@@ -24,6 +24,11 @@ pub struct FittedDecision {
     pub clustering: Clustering,
     /// Resampling stability of each decision vector considered (`None`: not resampled).
     pub stabilities: Vec<(String, Option<f64>)>,
+    /// Modularity of each decision vector's clustering considered by the label-free choice.
+    pub modularity: Vec<(String, Option<f64>)>,
+    /// The decision vector kept (a candidate's name: `given`, `latent`, `level`, `phase-free`;
+    /// `latent+summary` or `latent` without a choice of representation).
+    pub representation: String,
     /// Latent means of the training series, row-major `n x latent`.
     pub z_train: Vec<f32>,
     /// The scaled training decision vectors the clustering saw, row-major `n x dims`.
@@ -64,47 +69,12 @@ pub fn fit_decision(
     let z_train = native.embed(train)?;
     let raw_full = native.raw_decisions(train, &z_train)?;
     let full_dims = stand_in.dims();
-    // The decision vector with the summary, and (when asked to choose) the latent alone, which
-    // is its first `l` values; the more stable clustering wins.
-    let mut candidates = vec![layout];
-    if dp.choose_summary && layout != SummaryLayout::NONE {
-        candidates.push(SummaryLayout::NONE);
-    }
-    /// One decision vector considered: its stability, summary layout, width, scaling, the
-    /// scaled training rows and their clustering.
-    type Candidate = (f64, SummaryLayout, usize, Vec<f32>, Vec<f32>, Vec<f32>, Clustering);
-    let mut best: Option<Candidate> = None;
-    let mut stabilities = Vec::new();
-    for &lay in &candidates {
-        let dims = l + lay.len(nf);
-        let raw_train: Vec<f32> = if dims == full_dims {
-            raw_full.clone()
-        } else {
-            raw_full.chunks_exact(full_dims).flat_map(|r| r[..dims].iter().copied()).collect()
-        };
-        let seg = lay.segments * nf;
-        let blocks: Vec<(usize, f64)> = [
-            (l, dp.latent_weight),
-            (seg, dp.position_weight),
-            (seg, dp.position_weight),
-            (lay.freqs * nf, dp.spectrum_weight),
-            (lay.step_levels * nf, dp.step_weight),
-            (lay.step_freqs * nf, dp.step_spectrum_weight),
-        ]
-        .into_iter()
-        .filter(|b| b.0 > 0)
-        .collect();
-        let (offsets, scales) = fit_scaling(&raw_train, dims, &blocks)?;
-        let x_train = apply_scaling(&raw_train, &offsets, &scales);
-        let clustering = cluster(&x_train, dims, cp)?;
-        let st = if candidates.len() > 1 { stability(&x_train, dims, clustering.k, cp, 3)? } else { f64::NAN };
-        let name = if lay == SummaryLayout::NONE { "latent" } else { "latent+summary" };
-        stabilities.push((name.to_string(), Some(st).filter(|v| v.is_finite())));
-        if best.as_ref().is_none_or(|b| st > b.0) {
-            best = Some((st, lay, dims, offsets, scales, x_train, clustering));
-        }
-    }
-    let (_, lay, dims, offsets, scales, x_train, clustering) = best.expect("at least one candidate");
+    let chosen = if dp.representation == Representation::Given {
+        given_or_latent(dp, cp, l, nf, layout, &raw_full, full_dims)?
+    } else {
+        choose(dp, cp, l, nf, layout, &raw_full, full_dims)?
+    };
+    let Chosen { layout: lay, dims, offsets, scales, x_train, clustering, stabilities, modularity, name } = chosen;
     let k = clustering.k;
     let mut decision = Decision {
         k,
@@ -123,7 +93,175 @@ pub fn fit_decision(
     let unflagged = NativeEncoder::new(cfg, norm, weights, &decision)?;
     let distances: Vec<(usize, f32)> = unflagged.assign(train, &z_train)?.iter().map(|a| (a.cluster, a.distance)).collect();
     decision.anomaly_thresholds = anomaly_thresholds(k, &distances, dp.anomaly_quantile);
-    Ok(FittedDecision { decision, clustering, stabilities, z_train, x_train, dims })
+    Ok(FittedDecision { decision, clustering, stabilities, modularity, representation: name, z_train, x_train, dims })
+}
+
+/// The decision vector picked, scaled, with its clustering and what the choice measured.
+struct Chosen {
+    layout: SummaryLayout,
+    dims: usize,
+    offsets: Vec<f32>,
+    scales: Vec<f32>,
+    x_train: Vec<f32>,
+    clustering: Clustering,
+    stabilities: Vec<(String, Option<f64>)>,
+    modularity: Vec<(String, Option<f64>)>,
+    name: String,
+}
+
+/// Weights of the six blocks in order: latent, segment means, segment mean absolute steps,
+/// spectrum, step distribution, steps' spectrum.
+type Weights = [f64; 6];
+
+/// Lengths of the six blocks of `layout` (see [`Weights`]).
+fn block_lens(l: usize, nf: usize, lay: &SummaryLayout) -> [usize; 6] {
+    let seg = lay.segments * nf;
+    [l, seg, seg, lay.freqs * nf, lay.step_levels * nf, lay.step_freqs * nf]
+}
+
+/// The candidates of the label-free choice: the given weights, and each family of blocks alone:
+/// the latent; the segment means (the time-aligned shape at the summary's resolution); the
+/// phase-free blocks (spectra and step distribution, at the default's relative weights).
+fn candidates(dp: &DecisionParams) -> Vec<(&'static str, Weights)> {
+    let p = dp.position_weight;
+    vec![
+        ("given", [dp.latent_weight, p, p, dp.spectrum_weight, dp.step_weight, dp.step_spectrum_weight]),
+        ("latent", [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+        ("level", [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
+        ("phase-free", [0.0, 0.0, 0.0, 1.0, 1.0, 0.5]),
+    ]
+}
+
+/// The previous behaviour: the given weights, or with `choose_summary` the more stable of them
+/// and the latent alone.
+fn given_or_latent(
+    dp: &DecisionParams,
+    cp: &ClusterParams,
+    l: usize,
+    nf: usize,
+    layout: SummaryLayout,
+    raw_full: &[f32],
+    full_dims: usize,
+) -> Result<Chosen> {
+    let mut layouts = vec![layout];
+    if dp.choose_summary && layout != SummaryLayout::NONE {
+        layouts.push(SummaryLayout::NONE);
+    }
+    let mut best: Option<(f64, Chosen)> = None;
+    let mut stabilities = Vec::new();
+    for &lay in &layouts {
+        let dims = l + lay.len(nf);
+        let raw_train: Vec<f32> = if dims == full_dims {
+            raw_full.to_vec()
+        } else {
+            raw_full.chunks_exact(full_dims).flat_map(|r| r[..dims].iter().copied()).collect()
+        };
+        let w = [dp.latent_weight, dp.position_weight, dp.position_weight, dp.spectrum_weight, dp.step_weight, dp.step_spectrum_weight];
+        let blocks: Vec<(usize, f64)> = block_lens(l, nf, &lay).into_iter().zip(w).filter(|b| b.0 > 0).collect();
+        let (offsets, scales) = fit_scaling(&raw_train, dims, &blocks)?;
+        let x_train = apply_scaling(&raw_train, &offsets, &scales);
+        let clustering = cluster(&x_train, dims, cp)?;
+        let st = if layouts.len() > 1 { stability(&x_train, dims, clustering.k, cp, 3)? } else { f64::NAN };
+        let name = if lay == SummaryLayout::NONE { "latent" } else { "latent+summary" };
+        stabilities.push((name.to_string(), Some(st).filter(|v| v.is_finite())));
+        if best.as_ref().is_none_or(|b| st > b.0) {
+            let c = Chosen {
+                layout: lay,
+                dims,
+                offsets,
+                scales,
+                x_train,
+                clustering,
+                stabilities: Vec::new(),
+                modularity: Vec::new(),
+                name: name.to_string(),
+            };
+            best = Some((st, c));
+        }
+    }
+    let (_, mut c) = best.expect("at least one candidate");
+    c.stabilities = stabilities;
+    Ok(c)
+}
+
+/// The label-free choice of representation ([`Representation`]): every candidate of
+/// [`candidates`] is scaled and clustered on the full decision vector, scored by the criterion,
+/// and the best is kept; blocks it weighs 0 are then cut from the summary (the latent stays,
+/// at scale 0 if unweighted), so the device computes only what decides.
+fn choose(
+    dp: &DecisionParams,
+    cp: &ClusterParams,
+    l: usize,
+    nf: usize,
+    layout: SummaryLayout,
+    raw_full: &[f32],
+    full_dims: usize,
+) -> Result<Chosen> {
+    let lens = block_lens(l, nf, &layout);
+    let mut seen: Vec<Vec<(usize, f64)>> = Vec::new();
+    let mut best: Option<(f64, &'static str, Weights, Vec<f32>, Vec<f32>, Clustering)> = None;
+    let (mut stabilities, mut modularity) = (Vec::new(), Vec::new());
+    for (name, w) in candidates(dp) {
+        let blocks: Vec<(usize, f64)> = lens.iter().copied().zip(w).collect();
+        let present: Vec<(usize, f64)> = blocks.iter().copied().filter(|b| b.0 > 0).collect();
+        // A candidate that weighs nothing present, or repeats an earlier one, is not scored.
+        if present.iter().all(|b| b.1 == 0.0) || seen.contains(&present) {
+            continue;
+        }
+        seen.push(present.clone());
+        let (offsets, scales) = fit_scaling(raw_full, full_dims, &present)?;
+        let x = apply_scaling(raw_full, &offsets, &scales);
+        let clustering = cluster(&x, full_dims, cp)?;
+        let score = match dp.representation {
+            Representation::Stability => {
+                let st = stability(&x, full_dims, clustering.k, cp, 3)?;
+                stabilities.push((name.to_string(), Some(st).filter(|v| v.is_finite())));
+                st
+            }
+            _ => {
+                let q = if clustering.modularity.is_finite() {
+                    clustering.modularity
+                } else {
+                    crate::cluster::spectral::Graph::knn(&x, full_dims, cp.n_neighbors)?.modularity(&clustering.labels, clustering.k)
+                };
+                modularity.push((name.to_string(), Some(q).filter(|v| v.is_finite())));
+                q
+            }
+        };
+        // Ties (and NaN scores) keep the earlier candidate: the given weights come first.
+        if best.as_ref().is_none_or(|b| score > b.0) {
+            best = Some((score, name, w, offsets, scales, clustering));
+        }
+    }
+    let (_, name, w, offsets, scales, mut clustering) = best.expect("the given weights are a candidate");
+    // Cut the unweighted summary blocks: columns kept, and the layout the device then computes.
+    let keep_seg = w[1] > 0.0 || w[2] > 0.0;
+    let lay = SummaryLayout {
+        segments: if keep_seg { layout.segments } else { 0 },
+        stride: if keep_seg { layout.stride } else { 0 },
+        freqs: if w[3] > 0.0 { layout.freqs } else { 0 },
+        step_levels: if w[4] > 0.0 { layout.step_levels } else { 0 },
+        step_freqs: if w[5] > 0.0 { layout.step_freqs } else { 0 },
+    };
+    let kept = [true, keep_seg, keep_seg, w[3] > 0.0, w[4] > 0.0, w[5] > 0.0];
+    let mask: Vec<bool> = lens.iter().zip(kept).flat_map(|(&n, k)| std::iter::repeat_n(k, n)).collect();
+    let pick = |v: &[f32]| -> Vec<f32> {
+        v.chunks_exact(full_dims).flat_map(|r| r.iter().zip(&mask).filter(|(_, &k)| k).map(|(x, _)| *x)).collect()
+    };
+    let dims = mask.iter().filter(|&&k| k).count();
+    let x_train = pick(&apply_scaling(raw_full, &offsets, &scales));
+    clustering.prototypes = pick(&clustering.prototypes);
+    Ok(Chosen {
+        layout: lay,
+        dims,
+        offsets: pick(&offsets),
+        scales: pick(&scales),
+        x_train,
+        clustering,
+        stabilities,
+        modularity,
+        name: name.to_string(),
+    })
 }
 
 /// Per-cluster means of the latent rows `z` (`latent` values each) over the clusters in `pred`,

@@ -422,6 +422,8 @@ fn score(prep: &Prepared, opts: &FitOptions, trained: &Trained, cl: &Clustered) 
         agreement_holdout: cl.agreement_holdout,
         prototypes: fitted.clustering.prototype_clusters.len(),
         stability: fitted.stabilities.clone(),
+        modularity: fitted.modularity.clone(),
+        representation: fitted.representation.clone(),
         anomalous_train: cl.train_assign.iter().filter(|a| a.anomalous).count(),
         anomalous_holdout: cl.hold_assign.iter().filter(|a| a.anomalous).count(),
         eigenvalues: fitted.clustering.eigenvalues.clone(),

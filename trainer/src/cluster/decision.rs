@@ -232,6 +232,21 @@ pub enum ClusterMethod {
     Kmeans,
 }
 
+/// How the decision vector's block weights are chosen ([`crate::decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Representation {
+    /// The weights as given (`--latent-weight`, `--position-weight`, ...).
+    Given,
+    /// Of the candidates (the given weights; the latent alone; the segment means alone; the
+    /// spectra and step distribution alone), the one whose clustering has the highest
+    /// modularity on its own kNN graph ([`Graph::modularity`](super::spectral::Graph::modularity)).
+    Modularity,
+    /// Of the same candidates, the one whose clustering is most stable under resampling
+    /// ([`stability`]).
+    Stability,
+}
+
 /// Per-value offsets and scales that weight the blocks of the decision vector (module docs).
 /// `blocks` gives each block's length and weight, in order.
 pub fn fit_scaling(raw: &[f32], dims: usize, blocks: &[(usize, f64)]) -> Result<(Vec<f32>, Vec<f32>)> {
@@ -286,6 +301,9 @@ pub struct Clustering {
     pub prototype_clusters: Vec<usize>,
     /// The graph's top eigenvalues, when the spectral method or the eigengap ran.
     pub eigenvalues: Vec<f64>,
+    /// Modularity of `labels` on the kNN graph ([`Graph::modularity`]), when a graph was built
+    /// (NaN otherwise).
+    pub modularity: f64,
 }
 
 /// How `fit` builds the decision: the representation (summary, latent weight) and the
@@ -335,6 +353,15 @@ pub struct DecisionParams {
     /// ECG5000's seed split].
     #[serde(default)]
     pub choose_summary: bool,
+    /// How the blocks' weights are chosen [modularity: measured on the suite, README
+    /// "Clustering quality"]; `given` keeps the weights above (and `choose_summary`). Run
+    /// records from before the choice read as `given`.
+    #[serde(default = "given")]
+    pub representation: Representation,
+}
+
+fn given() -> Representation {
+    Representation::Given
 }
 
 /// Default weight of the latent block beside the summary (measured on the dev suite: README,
@@ -383,6 +410,7 @@ impl Default for DecisionParams {
             max_clusters: 12,
             anomaly_quantile: default_anomaly_quantile(),
             choose_summary: false,
+            representation: Representation::Modularity,
         }
     }
 }
@@ -399,6 +427,7 @@ impl DecisionParams {
             latent_weight: 1.0,
             prototypes_per_cluster: 1,
             choose_summary: false,
+            representation: Representation::Given,
             ..Self::default()
         }
     }
@@ -529,7 +558,8 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
         prototypes.extend(&km.centroids);
         prototype_clusters.extend(std::iter::repeat_n(c, q));
     }
-    Ok(Clustering { k, labels, prototypes, prototype_clusters, eigenvalues })
+    let modularity = graph.as_ref().map_or(f64::NAN, |g| g.modularity(&labels, k));
+    Ok(Clustering { k, labels, prototypes, prototype_clusters, eigenvalues, modularity })
 }
 
 /// Largest subsample [`stability`] clusters.

@@ -41,6 +41,8 @@ pub struct SpectralParams {
 #[derive(Debug, Clone)]
 pub struct Graph {
     rows: Vec<Vec<(usize, f64)>>,
+    /// Degrees of `W`, so `W_ij = M_ij sqrt(d_i d_j)` (for [`Graph::modularity`]).
+    deg: Vec<f64>,
 }
 
 fn d2(a: &[f32], b: &[f32]) -> f32 {
@@ -77,7 +79,31 @@ impl Graph {
         let deg: Vec<f64> = w.iter().map(|r| r.values().sum::<f64>()).collect();
         let rows =
             w.into_iter().enumerate().map(|(i, r)| r.into_iter().map(|(j, v)| (j, v / (deg[i] * deg[j]).sqrt())).collect()).collect();
-        Ok(Graph { rows })
+        Ok(Graph { rows, deg })
+    }
+
+    /// Newman's modularity of the partition `labels` on `W`:
+    /// `Q = Σ_c [ W(c, c) / W(V, V) - (vol(c) / W(V, V))² ]`, the share of edge weight inside
+    /// the clusters minus what a random graph with the same degrees would put there. A
+    /// representation whose kNN graph falls apart along its clusters scores high; labels of
+    /// the data play no part. `labels` has one entry per point, values below `k`.
+    pub fn modularity(&self, labels: &[usize], k: usize) -> f64 {
+        let total: f64 = self.deg.iter().sum();
+        if total <= 0.0 || labels.len() != self.rows.len() {
+            return f64::NAN;
+        }
+        let mut inside = vec![0f64; k];
+        let mut vol = vec![0f64; k];
+        for (i, r) in self.rows.iter().enumerate() {
+            let c = labels[i];
+            vol[c] += self.deg[i];
+            for &(j, m) in r {
+                if labels[j] == c {
+                    inside[c] += m * (self.deg[i] * self.deg[j]).sqrt();
+                }
+            }
+        }
+        inside.iter().zip(&vol).map(|(w, v)| w / total - (v / total).powi(2)).sum()
     }
 
     /// Number of points.

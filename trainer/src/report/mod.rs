@@ -188,6 +188,14 @@ pub struct Metrics {
     /// (`None`: too few series to resample; the first candidate is kept).
     #[serde(default)]
     pub stability: Vec<(String, Option<f64>)>,
+    /// Modularity of each decision vector's clustering considered by the label-free choice of
+    /// representation (`--representation modularity`).
+    #[serde(default)]
+    pub modularity: Vec<(String, Option<f64>)>,
+    /// The decision vector kept (`given`, `latent`, `level`, `phase-free`; `latent+summary` or
+    /// `latent` without a choice).
+    #[serde(default)]
+    pub representation: String,
     /// Training series the device flags as anomalous (beyond their cluster's threshold).
     #[serde(default)]
     pub anomalous_train: usize,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use trainer::cluster::decision::{ClusterMethod, DecisionParams};
+use trainer::cluster::decision::{ClusterMethod, DecisionParams, Representation};
 use trainer::data::prep::{LengthMode, Normalization};
 use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
 use trainer::params::{Cell, LossScaling, OptimizerKind, Preset, ReconLoss, VraeParams};
@@ -265,13 +265,18 @@ pub(crate) struct DecisionArgs {
     /// Also cluster the latent alone; keep the more stable of it and latent + summary [false].
     #[arg(long)]
     pub(crate) choose_summary: Option<bool>,
+    /// How the blocks' weights are chosen: `modularity` (label-free choice among the given
+    /// weights, the latent alone, the segment means alone, the spectra and step distribution
+    /// alone), `stability` (the same candidates, by resampling), `given` [modularity].
+    #[arg(long, value_enum)]
+    pub(crate) representation: Option<Representation>,
 }
 
 impl DecisionArgs {
     pub(crate) fn apply(&self, mut p: DecisionParams) -> DecisionParams {
         override_fields!(self, p; cluster_method, summary_segments, spectrum_freqs, step_levels, latent_weight,
                          position_weight, spectrum_weight, step_weight, step_spectrum_freqs, step_spectrum_weight, neighbors, prototypes_per_cluster,
-                         max_clusters, anomaly_quantile, choose_summary);
+                         max_clusters, anomaly_quantile, choose_summary, representation);
         p
     }
 }

@@ -106,10 +106,14 @@ pub(crate) fn run_fit(a: FitArgs) -> Result<()> {
         100.0 * m.agreement_train,
         100.0 * m.agreement_holdout
     );
-    // Only a choice between decision vectors (`--choose-summary true`) measures stability.
+    // Only a choice between decision vectors (`--choose-summary true`, `--representation stability`) measures stability.
     if m.stability.len() > 1 {
         let s: Vec<String> = m.stability.iter().map(|(n, v)| v.map_or(format!("{n} -"), |v| format!("{n} {v:.3}"))).collect();
-        println!("resampling stability (ARI): {}; kept the most stable", s.join(", "));
+        println!("resampling stability (ARI): {}; kept the most stable ({})", s.join(", "), m.representation);
+    }
+    if !m.modularity.is_empty() {
+        let s: Vec<String> = m.modularity.iter().map(|(n, v)| v.map_or(format!("{n} -"), |v| format!("{n} {v:.3}"))).collect();
+        println!("representation: {} (modularity of each candidate's clustering: {})", m.representation, s.join(", "));
     }
     println!(
         "anomalous (beyond the cluster's {} quantile of training distances): {} training, {} held-out series",
