@@ -375,6 +375,7 @@ mod tests {
                     step_edges: 1,
                     step_freqs: 2,
                     min_len: 1,
+                    diffs: 1,
                 };
                 hd.weights_len = hd.expected_weights() as u32;
                 let d = hd.decision_dims();

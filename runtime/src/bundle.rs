@@ -25,8 +25,8 @@
 //! horizontal sums, which vectorises on hosts and streams flash linearly on microcontrollers.
 //!
 //! The cluster decision: the raw decision vector is the latent mean followed by the window's
-//! streaming summary ([`crate::summary`]: `(2 * segments + freqs + step_edges + step_freqs) *
-//! features` values, none when all four are 0); its value `j` becomes `(raw_j - offset_j) * scale_j`, and the nearest
+//! streaming summary ([`crate::summary`]: `(2 * segments + freqs + step_edges + step_freqs
+//! [+ segments - 1 with diffs]) * features` values, none when all are 0); its value `j` becomes `(raw_j - offset_j) * scale_j`, and the nearest
 //! prototype (Euclidean) names the cluster. Several prototypes may share a cluster, so clusters
 //! need not be round.
 //!
@@ -34,9 +34,10 @@
 //! threshold (the trainer sets it at a quantile of the training series' distances in that
 //! cluster) is anomalous.
 //!
-//! A model with a minimum window length (`min_len` above 1, version 6) is written as version 6;
-//! every other model is written as version 5, byte for byte what it was before the field
-//! existed, so older runtimes still read it. Version 5 reads as `min_len` 1.
+//! A model with segment differences in its summary (`diffs` 1) is written as version 7; one
+//! without them but with a minimum window length (`min_len` above 1) as version 6; every other
+//! model as version 5, byte for byte what it was before those fields existed, so older runtimes
+//! still read it. Version 6 reads as `diffs` 0, version 5 also as `min_len` 1.
 //!
 //! Older bundles still load. Version 4 (no spectrum of the steps) reads as `step_freqs` 0. Version 3 (summary of segment means and steps only) reads as
 //! `freqs` 0 and no step edges, and decides as it did. Version 2 (no anomaly thresholds) flags nothing
@@ -55,7 +56,7 @@ use crate::crc::crc32;
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"VRAEBNDL";
 /// Bundle format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// Oldest bundle format version this crate still reads.
 pub const OLDEST_VERSION: u32 = 1;
 /// The anomaly threshold that never flags: a model fitted before the flag existed is exported
@@ -137,12 +138,18 @@ pub struct Header {
     /// trained on series of their own lengths learnt nothing from shorter ones (1 = any;
     /// version 6 on).
     pub min_len: u32,
+    /// 1: the summary ends with the segment differences (`crate::summary`, block 6; needs at
+    /// least 2 segments); 0: it does not (version 7 on).
+    pub diffs: u8,
 }
 
-/// A version 5 header is the current header's encoding with `min_len` 1 minus its last byte:
-/// postcard writes a struct's fields in order with no framing, `min_len` is the last field, and
-/// the varint of 1 is the single byte `V5_MIN_LEN`.
+/// A version 6 header is the current header's encoding with `diffs` 0 minus its last byte, and
+/// a version 5 header that with `min_len` 1 minus its last byte too: postcard writes a struct's
+/// fields in order with no framing, `diffs` and `min_len` are the last fields, and the varints
+/// of 0 and 1 are the single bytes `V6_DIFFS` and `V5_MIN_LEN`.
 const V5_MIN_LEN: u8 = 1;
+/// See [`V5_MIN_LEN`].
+const V6_DIFFS: u8 = 0;
 
 /// The version 4 header (no spectrum of the steps): the version 3 fields, then these.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -204,6 +211,7 @@ impl HeaderV3 {
             step_edges: 0,
             step_freqs: 0,
             min_len: 1,
+            diffs: 0,
         }
     }
 }
@@ -220,12 +228,22 @@ impl Header {
         n + self.latent as usize * (h + 1)
     }
 
-    /// Values of the streaming summary: `(2 * segments + freqs + step_edges + step_freqs) *
-    /// n_features`.
+    /// Values of the streaming summary: `(2 * segments + freqs + step_edges + step_freqs
+    /// [+ segments - 1 with diffs]) * n_features`.
     pub fn summary_len(&self) -> usize {
         // Saturating: a corrupted header must not wrap on 32-bit targets (it fails the length check).
-        let per_feature = 2 * self.segments as usize + self.freqs as usize + self.step_edges as usize + self.step_freqs as usize;
+        let per_feature =
+            2 * self.segments as usize + self.freqs as usize + self.step_edges as usize + self.step_freqs as usize + self.diff_count();
         per_feature.saturating_mul(self.n_features as usize)
+    }
+
+    /// Segment differences per feature: `segments - 1` with `diffs`, else 0.
+    pub fn diff_count(&self) -> usize {
+        if self.diffs != 0 {
+            (self.segments as usize).saturating_sub(1)
+        } else {
+            0
+        }
     }
 
     /// Step edges in the bundle's table: `step_edges * n_features`.
@@ -390,12 +408,18 @@ impl<'a> Bundle<'a> {
             }
             2 | 3 => exact::<HeaderV3>(raw)?.upgrade(),
             4 => exact::<HeaderV4>(raw)?.upgrade(),
-            5 => {
-                // The version 5 bytes plus `min_len` 1 (no allocation: headers are small).
-                let mut v6 = [0u8; MAX_HEADER + 1];
-                v6[..hlen].copy_from_slice(raw);
-                v6[hlen] = V5_MIN_LEN;
-                exact::<Header>(&v6[..=hlen])?
+            5 | 6 => {
+                // The version 5 bytes plus `min_len` 1, the version 6 ones plus `diffs` 0 (no
+                // allocation: headers are small).
+                let mut full = [0u8; MAX_HEADER + 2];
+                full[..hlen].copy_from_slice(raw);
+                let mut end = hlen;
+                if version == 5 {
+                    full[end] = V5_MIN_LEN;
+                    end += 1;
+                }
+                full[end] = V6_DIFFS;
+                exact::<Header>(&full[..=end])?
             }
             _ => exact::<Header>(raw)?,
         };
@@ -408,6 +432,9 @@ impl<'a> Bundle<'a> {
         }
         if h.segments > 0 && h.stride == 0 {
             return Err(BundleError::BadDims("summary stride must be at least 1"));
+        }
+        if h.diffs > 1 || (h.diffs == 1 && h.segments < 2) {
+            return Err(BundleError::BadDims("segment differences are 0 or 1, and need at least 2 segments"));
         }
         if h.weights_len as usize != h.expected_weights() {
             return Err(BundleError::BadDims("weight count does not match the dimensions"));
@@ -466,6 +493,7 @@ impl<'a> Bundle<'a> {
             step_freqs: h.step_freqs as usize,
             period: h.seq_len as usize,
             edges: self.step_edges,
+            diffs: h.diffs != 0,
         }
     }
 
@@ -589,15 +617,23 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     if header.min_len == 0 {
         return Err(BundleError::BadDims("min_len must be at least 1"));
     }
+    if header.diffs > 1 || (header.diffs == 1 && header.segments < 2) {
+        return Err(BundleError::BadDims("segment differences are 0 or 1, and need at least 2 segments"));
+    }
     let mut head = postcard::to_allocvec(header).map_err(|_| BundleError::BadHeader)?;
-    // Version 5 where it says everything: no minimum length.
-    let version = if header.min_len == 1 {
-        debug_assert_eq!(head.last(), Some(&V5_MIN_LEN));
+    // The oldest version that says everything: version 6 without differences, version 5 without
+    // a minimum length either.
+    let mut version = FORMAT_VERSION;
+    if header.diffs == 0 {
+        debug_assert_eq!(head.last(), Some(&V6_DIFFS));
         head.pop();
-        5
-    } else {
-        FORMAT_VERSION
-    };
+        version = 6;
+        if header.min_len == 1 {
+            debug_assert_eq!(head.last(), Some(&V5_MIN_LEN));
+            head.pop();
+            version = 5;
+        }
+    }
     let n = weights.len() + 2 * d + p * d + p + header.k as usize + decision.step_edges.len();
     let mut out = Vec::with_capacity(padded(16 + head.len()) + 4 * n + 4);
     out.extend_from_slice(&MAGIC);

@@ -46,6 +46,7 @@ pub(crate) fn random_bundle(
         step_edges: 0,
         step_freqs: 0,
         min_len: 1,
+        diffs: 0,
     };
     hd.weights_len = hd.expected_weights() as u32;
     let w: Vec<f32> = (0..hd.weights_len).map(|_| noise.next()).collect();

@@ -35,6 +35,7 @@ fn header(cell: Cell, f: u16, h: u16, layers: u8, latent: u16, k: u16, norm: Nor
         step_edges: 0,
         step_freqs: 0,
         min_len: 1,
+        diffs: 0,
     };
     hd.weights_len = hd.expected_weights() as u32;
     hd
@@ -247,8 +248,8 @@ fn bad_samples_are_errors_and_zscore_needs_windows() {
     }
 }
 
-/// Summary-aware model: 5 segments of 4 samples, 3 frequencies, 2 step edges, 2 features, 9
-/// prototypes over 3 clusters.
+/// Summary-aware model: 5 segments of 4 samples (and their differences), 3 frequencies, 2 step
+/// edges, 2 features, 9 prototypes over 3 clusters.
 fn summary_header(norm: Normalization) -> Header {
     let mut hd = header(Cell::Gru, 2, 6, 1, 3, 3, norm);
     hd.segments = 5;
@@ -256,6 +257,7 @@ fn summary_header(norm: Normalization) -> Header {
     hd.freqs = 3;
     hd.step_edges = 2;
     hd.step_freqs = 2;
+    hd.diffs = 1;
     hd.prototypes = 9;
     hd
 }
@@ -285,6 +287,7 @@ fn reference_decision(b: &Bundle<'_>, latent: &[f32], window: &[f32]) -> (usize,
         let c = counts[(i % (p * f)) / f];
         *v = if c == 0 { 0.0 } else { *v / c as f64 };
     }
+    let seg_means = means.clone();
     raw.extend(means);
     raw.extend(steps);
     let period = hd.seq_len as f64;
@@ -318,6 +321,13 @@ fn reference_decision(b: &Bundle<'_>, latent: &[f32], window: &[f32]) -> (usize,
             raw.push(if n > 1 { (re * re + im * im).sqrt() / (n - 1) as f64 } else { 0.0 });
         }
     }
+    if hd.diffs == 1 {
+        for j in 0..p - 1 {
+            for k in 0..f {
+                raw.push(if counts[j + 1] == 0 { 0.0 } else { seg_means[(j + 1) * f + k] - seg_means[j * f + k] });
+            }
+        }
+    }
     let d = raw.len();
     let x: Vec<f64> = (0..d).map(|j| (raw[j] - b.offsets[j] as f64) * b.scales[j] as f64).collect();
     let dist: Vec<f64> =
@@ -333,7 +343,7 @@ fn summary_decision_streams_and_matches_reference() {
     let hd = summary_header(Normalization::None);
     let bytes = AlignedBytes::new(&bundle(&hd, 11));
     let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
-    assert_eq!(enc.bundle().header.decision_dims(), 3 + (2 * 5 + 3 + 2 + 2) * 2);
+    assert_eq!(enc.bundle().header.decision_dims(), 3 + (2 * 5 + 3 + 2 + 2 + 4) * 2);
     let mut agree = 0;
     // 20 samples fill the segments exactly; 13 leave the last segments short or empty; 26 spill
     // into the last segment.
@@ -553,8 +563,8 @@ fn minimum_length_is_version_6_and_enforced_by_finish() {
     assert_eq!(u32::from_le_bytes(plain[8..12].try_into().unwrap()), 5, "no minimum: version 5");
     hd.min_len = 6;
     let bytes = AlignedBytes::new(&bundle(&hd, 4));
-    assert_eq!(u32::from_le_bytes(bytes.as_bytes()[8..12].try_into().unwrap()), FORMAT_VERSION);
-    assert_eq!(FORMAT_VERSION, 6);
+    assert_eq!(u32::from_le_bytes(bytes.as_bytes()[8..12].try_into().unwrap()), 6);
+    assert_eq!(FORMAT_VERSION, 7);
     let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
     assert_eq!(enc.bundle().header.min_len, 6);
     let mut s: State<8, 2> = State::default();
@@ -587,4 +597,51 @@ fn minimum_length_is_version_6_and_enforced_by_finish() {
         step_edges: vec![],
     };
     assert!(encode(&hd, &w, &tables).is_err());
+}
+
+/// Segment differences travel in a version-7 header; the same model without them is written
+/// as version 6 or 5 as before; a header with a differences flag other than 0/1, or with fewer
+/// than 2 segments, is refused by `encode` and by `parse`.
+#[test]
+fn segment_differences_are_version_7_and_checked() {
+    let hd = summary_header(Normalization::None);
+    let with = bundle(&hd, 21);
+    assert_eq!(u32::from_le_bytes(with[8..12].try_into().unwrap()), FORMAT_VERSION);
+    let parsed = AlignedBytes::new(&with);
+    let b = Bundle::parse(parsed.as_bytes()).unwrap();
+    assert_eq!((b.version, b.header.diffs, b.header.diff_count()), (7, 1, 4));
+    assert_eq!(b.summary_shape().len(), (2 * 5 + 3 + 2 + 2 + 4) * 2);
+    let without = Header { diffs: 0, ..hd };
+    let plain = bundle(&without, 21);
+    assert_eq!(u32::from_le_bytes(plain[8..12].try_into().unwrap()), 5, "no differences, no minimum: version 5");
+    let pb = AlignedBytes::new(&plain);
+    let p = Bundle::parse(pb.as_bytes()).unwrap();
+    assert_eq!((p.header.diffs, p.header.decision_dims()), (0, hd.decision_dims() - 8));
+    let v6 = bundle(&Header { min_len: 3, ..without }, 21);
+    let b6 = AlignedBytes::new(&v6);
+    assert_eq!(Bundle::parse(b6.as_bytes()).unwrap().version, 6);
+    let w = values(hd.weights_len as usize, 4, 0.4);
+    for bad in [Header { diffs: 2, ..hd }, Header { diffs: 1, segments: 1, stride: 20, ..hd }] {
+        let d = bad.decision_dims();
+        let tables = DecisionTables {
+            offsets: vec![0.0; d],
+            scales: vec![1.0; d],
+            prototypes: vec![0.0; 9 * d],
+            clusters: (0..9).map(|i| i % 3).collect(),
+            anomaly_thresholds: vec![1.0; 3],
+            step_edges: vec![0.0; bad.step_edges_len()],
+        };
+        assert!(matches!(encode(&bad, &w, &tables), Err(BundleError::BadDims(_))), "{bad:?}");
+    }
+    // A stored flag of 2 (the header's last byte):
+    // refused on parse, after resealing the checksum.
+    let mut bytes = with.clone();
+    let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    assert_eq!(bytes[16 + hlen - 1], 1);
+    bytes[16 + hlen - 1] = 2;
+    let end = bytes.len() - 4;
+    let crc = runtime::crc32(&bytes[..end]);
+    bytes[end..].copy_from_slice(&crc.to_le_bytes());
+    let a = AlignedBytes::new(&bytes);
+    assert!(matches!(Bundle::parse(a.as_bytes()), Err(BundleError::BadDims(_))));
 }

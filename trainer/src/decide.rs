@@ -83,6 +83,7 @@ pub fn fit_decision(
         freqs: lay.freqs,
         step_edges: if lay.step_levels > 0 { edges } else { Vec::new() },
         step_freqs: lay.step_freqs,
+        diffs: lay.diffs,
         offsets,
         scales,
         prototypes: clustering.prototypes.clone(),
@@ -109,26 +110,33 @@ struct Chosen {
     name: String,
 }
 
-/// Weights of the six blocks in order: latent, segment means, segment mean absolute steps,
-/// spectrum, step distribution, steps' spectrum.
-type Weights = [f64; 6];
+/// Weights of the seven blocks in order: latent, segment means, segment mean absolute steps,
+/// spectrum, step distribution, steps' spectrum, segment differences.
+type Weights = [f64; 7];
 
-/// Lengths of the six blocks of `layout` (see [`Weights`]).
-fn block_lens(l: usize, nf: usize, lay: &SummaryLayout) -> [usize; 6] {
+/// Lengths of the seven blocks of `layout` (see [`Weights`]).
+fn block_lens(l: usize, nf: usize, lay: &SummaryLayout) -> [usize; 7] {
     let seg = lay.segments * nf;
-    [l, seg, seg, lay.freqs * nf, lay.step_levels * nf, lay.step_freqs * nf]
+    [l, seg, seg, lay.freqs * nf, lay.step_levels * nf, lay.step_freqs * nf, lay.diff_count() * nf]
+}
+
+/// The given weights of `dp`.
+fn given_weights(dp: &DecisionParams) -> Weights {
+    let p = dp.position_weight;
+    [dp.latent_weight, p, p, dp.spectrum_weight, dp.step_weight, dp.step_spectrum_weight, dp.difference_weight]
 }
 
 /// The candidates of the label-free choice: the given weights, and each family of blocks alone:
-/// the latent; the segment means (the time-aligned shape at the summary's resolution); the
-/// phase-free blocks (spectra and step distribution, at the default's relative weights).
+/// the latent; the segment means (the time-aligned shape at the summary's resolution); their
+/// differences (the same shape without its level); the phase-free blocks (spectra and step
+/// distribution, at the default's relative weights).
 fn candidates(dp: &DecisionParams) -> Vec<(&'static str, Weights)> {
-    let p = dp.position_weight;
     vec![
-        ("given", [dp.latent_weight, p, p, dp.spectrum_weight, dp.step_weight, dp.step_spectrum_weight]),
-        ("latent", [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
-        ("level", [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
-        ("phase-free", [0.0, 0.0, 0.0, 1.0, 1.0, 0.5]),
+        ("given", given_weights(dp)),
+        ("latent", [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+        ("level", [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+        ("differences", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]),
+        ("phase-free", [0.0, 0.0, 0.0, 1.0, 1.0, 0.5, 0.0]),
     ]
 }
 
@@ -156,7 +164,7 @@ fn given_or_latent(
         } else {
             raw_full.chunks_exact(full_dims).flat_map(|r| r[..dims].iter().copied()).collect()
         };
-        let w = [dp.latent_weight, dp.position_weight, dp.position_weight, dp.spectrum_weight, dp.step_weight, dp.step_spectrum_weight];
+        let w = given_weights(dp);
         let blocks: Vec<(usize, f64)> = block_lens(l, nf, &lay).into_iter().zip(w).filter(|b| b.0 > 0).collect();
         let (offsets, scales) = fit_scaling(&raw_train, dims, &blocks)?;
         let x_train = apply_scaling(&raw_train, &offsets, &scales);
@@ -235,15 +243,17 @@ fn choose(
     }
     let (_, name, w, offsets, scales, mut clustering) = best.expect("the given weights are a candidate");
     // Cut the unweighted summary blocks: columns kept, and the layout the device then computes.
-    let keep_seg = w[1] > 0.0 || w[2] > 0.0;
+    // The differences are read from the segment means, so they keep the segments.
+    let keep_seg = w[1] > 0.0 || w[2] > 0.0 || w[6] > 0.0;
     let lay = SummaryLayout {
         segments: if keep_seg { layout.segments } else { 0 },
         stride: if keep_seg { layout.stride } else { 0 },
         freqs: if w[3] > 0.0 { layout.freqs } else { 0 },
         step_levels: if w[4] > 0.0 { layout.step_levels } else { 0 },
         step_freqs: if w[5] > 0.0 { layout.step_freqs } else { 0 },
+        diffs: layout.diffs && w[6] > 0.0,
     };
-    let kept = [true, keep_seg, keep_seg, w[3] > 0.0, w[4] > 0.0, w[5] > 0.0];
+    let kept = [true, keep_seg, keep_seg, w[3] > 0.0, w[4] > 0.0, w[5] > 0.0, w[6] > 0.0];
     let mask: Vec<bool> = lens.iter().zip(kept).flat_map(|(&n, k)| std::iter::repeat_n(k, n)).collect();
     let pick = |v: &[f32]| -> Vec<f32> {
         v.chunks_exact(full_dims).flat_map(|r| r.iter().zip(&mask).filter(|(_, &k)| k).map(|(x, _)| *x)).collect()

@@ -31,7 +31,8 @@ fn main() {
 
     // bundle: tiny LSTM and GRU bundles, checksum as stored (mode 0) and re-sealed (mode 1).
     // The GRU one decides on the latent beside a window summary (2 segments, 2 frequencies, 1
-    // step edge), with 5 prototypes, and a minimum window length of 3 (a version 6 bundle).
+    // step edge) and the segments' difference, with 5 prototypes, and a minimum window length of 3
+    // (a version 7 bundle).
     for (name, cell, norm, segments) in [("lstm", Cell::Lstm, Normalization::None, 0u16), ("gru_z", Cell::Gru, Normalization::Zscore, 2)] {
         let prototypes = if segments > 0 { 5 } else { 3 };
         let mut hd = Header {
@@ -51,6 +52,7 @@ fn main() {
             step_edges: segments / 2,
             step_freqs: segments / 2,
             min_len: if segments > 0 { 3 } else { 1 },
+            diffs: u8::from(segments > 1),
         };
         hd.weights_len = hd.expected_weights() as u32;
         let w: Vec<f32> = (0..hd.weights_len).map(|i| ((i as f32) * 0.7).sin() * 0.5).collect();

@@ -30,15 +30,26 @@ pub struct SummaryLayout {
     pub step_levels: usize,
     /// Frequencies per feature of the steps' spectrum.
     pub step_freqs: usize,
+    /// Whether the segment differences follow (block 6; only with at least 2 segments).
+    pub diffs: bool,
 }
 
 impl SummaryLayout {
     /// No summary.
-    pub const NONE: SummaryLayout = SummaryLayout { segments: 0, stride: 0, freqs: 0, step_levels: 0, step_freqs: 0 };
+    pub const NONE: SummaryLayout = SummaryLayout { segments: 0, stride: 0, freqs: 0, step_levels: 0, step_freqs: 0, diffs: false };
+
+    /// Segment differences per feature.
+    pub fn diff_count(&self) -> usize {
+        if self.diffs {
+            self.segments.saturating_sub(1)
+        } else {
+            0
+        }
+    }
 
     /// Summary values for `n_features`.
     pub fn len(&self, n_features: usize) -> usize {
-        (2 * self.segments + self.freqs + self.step_levels + self.step_freqs) * n_features
+        (2 * self.segments + self.freqs + self.step_levels + self.step_freqs + self.diff_count()) * n_features
     }
 }
 
@@ -65,7 +76,10 @@ pub fn summary_layout(seq_len: usize, n_features: usize, p: &DecisionParams) -> 
     // features) keeps the layout it had before the block existed.
     let left = budget.saturating_sub(2 * freqs + step_levels + 2 * segments);
     let step_freqs = if seq_len > 1 { p.step_spectrum_freqs.min(seq_len / 2).min(left / 2) } else { 0 };
-    SummaryLayout { segments, stride, freqs, step_levels, step_freqs }
+    // The differences are read from the segment means: no slots of their own. Computed when
+    // they are weighted or may be chosen.
+    let diffs = segments >= 2 && (p.difference_weight > 0.0 || p.representation != Representation::Given);
+    SummaryLayout { segments, stride, freqs, step_levels, step_freqs, diffs }
 }
 
 /// The step distribution's edges, edge-major then feature: per feature, the quantiles
@@ -114,6 +128,9 @@ pub struct Decision {
     /// Frequencies per feature of the steps' spectrum (absent before it: 0).
     #[serde(default)]
     pub step_freqs: usize,
+    /// Whether the summary ends with the segment differences (absent before them: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub diffs: bool,
     /// Subtracted from each raw decision value.
     pub offsets: Vec<f32>,
     /// Applied after the offset.
@@ -139,6 +156,7 @@ impl Decision {
             freqs: 0,
             step_edges: Vec::new(),
             step_freqs: 0,
+            diffs: false,
             offsets: t.offsets,
             scales: t.scales,
             prototypes: t.prototypes,
@@ -158,6 +176,7 @@ impl Decision {
             freqs: layout.freqs,
             step_edges,
             step_freqs: layout.step_freqs,
+            diffs: layout.diffs,
             offsets: vec![0.0; d],
             scales: vec![1.0; d],
             prototypes: vec![0.0; d],
@@ -173,7 +192,8 @@ impl Decision {
 
     /// Values the decision vector of a model with `latent` and `n_features` must have.
     pub fn expected_dims(&self, latent: usize, n_features: usize) -> usize {
-        latent + (2 * self.segments + self.freqs + self.step_freqs) * n_features + self.step_edges.len()
+        let diffs = if self.diffs { self.segments.saturating_sub(1) } else { 0 };
+        latent + (2 * self.segments + self.freqs + self.step_freqs + diffs) * n_features + self.step_edges.len()
     }
 
     /// Step-distribution edges per feature.
@@ -338,6 +358,10 @@ pub struct DecisionParams {
     /// Weight of the steps' spectrum block [0.5: on the dev suite it raised or kept every set; 0.7 lowered ECG5000].
     #[serde(default = "default_step_spectrum_weight")]
     pub step_spectrum_weight: f64,
+    /// Weight of the segment differences block in the given weights [0: a candidate of its own
+    /// in the choice of representation instead].
+    #[serde(default)]
+    pub difference_weight: f64,
     /// Neighbours in the kNN graph [10].
     pub neighbors: usize,
     /// Prototypes per cluster at most [16: measured, 8 left the device agreeing with the offline clusters on 97.0-97.4% of ACSF1 and ECG5000].
@@ -405,6 +429,7 @@ impl Default for DecisionParams {
             spectrum_weight: 1.0,
             step_weight: 1.0,
             step_spectrum_weight: default_step_spectrum_weight(),
+            difference_weight: 0.0,
             neighbors: 10,
             prototypes_per_cluster: 16,
             max_clusters: 12,
@@ -440,6 +465,7 @@ impl DecisionParams {
             ("spectrum", self.spectrum_weight),
             ("step", self.step_weight),
             ("step spectrum", self.step_spectrum_weight),
+            ("difference", self.difference_weight),
         ] {
             if !(w.is_finite() && w >= 0.0) {
                 return Err(Error::Param(format!("{what} weight must be finite and >= 0, got {w}")));
@@ -450,6 +476,7 @@ impl DecisionParams {
             (self.spectrum_freqs, self.spectrum_weight),
             (self.step_levels, self.step_weight),
             (self.step_spectrum_freqs, self.step_spectrum_weight),
+            (self.summary_segments, self.difference_weight),
         ];
         if self.latent_weight == 0.0 && summary.iter().all(|&(n, w)| n == 0 || w == 0.0) {
             return Err(Error::Param("latent weight 0 with no weighted summary block leaves nothing to cluster on".into()));
@@ -659,6 +686,7 @@ mod tests {
                 step_freqs: l.step_freqs,
                 period,
                 edges: &edges,
+                diffs: l.diffs,
             };
             assert_eq!(shape.len(), l.len(features));
             shape.slots()

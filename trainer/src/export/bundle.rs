@@ -68,6 +68,7 @@ pub fn bundle_bytes_min(
         step_edges: dim(decision.step_levels(cfg.n_features), "step edges")?,
         step_freqs: dim(decision.step_freqs, "steps' spectrum frequencies")?,
         min_len: dim(min_len.max(1), "minimum length")?,
+        diffs: u8::from(decision.diffs),
     };
     encode(&header, &flat, &decision.tables()).map_err(|e| Error::Param(format!("bundle: {e}")))
 }

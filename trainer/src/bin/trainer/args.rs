@@ -250,6 +250,9 @@ pub(crate) struct DecisionArgs {
     /// Weight of the steps' spectrum block [0.5].
     #[arg(long)]
     pub(crate) step_spectrum_weight: Option<f64>,
+    /// Weight of the segment differences block in the given weights [0].
+    #[arg(long)]
+    pub(crate) difference_weight: Option<f64>,
     /// Neighbours per series in the kNN graph [10].
     #[arg(long)]
     pub(crate) neighbors: Option<usize>,
@@ -275,7 +278,7 @@ pub(crate) struct DecisionArgs {
 impl DecisionArgs {
     pub(crate) fn apply(&self, mut p: DecisionParams) -> DecisionParams {
         override_fields!(self, p; cluster_method, summary_segments, spectrum_freqs, step_levels, latent_weight,
-                         position_weight, spectrum_weight, step_weight, step_spectrum_freqs, step_spectrum_weight, neighbors, prototypes_per_cluster,
+                         position_weight, spectrum_weight, step_weight, step_spectrum_freqs, step_spectrum_weight, difference_weight, neighbors, prototypes_per_cluster,
                          max_clusters, anomaly_quantile, choose_summary, representation);
         p
     }
