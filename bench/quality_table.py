@@ -14,6 +14,8 @@ def ms(v):
 
 rows = []
 nmis = {}
+raws = {}
+spreads = {}
 for s in sets:
     held = s == "ECG5000-seed"
     dev, off, raw, agree, secs, epochs, k = {"ari": [], "nmi": []}, [], {"ari": [], "nmi": []}, [], [], [], []
@@ -31,6 +33,8 @@ for s in sets:
         rep = json.load(open(f"{d}/report.json"))
         epochs.append(len(rep["epochs"]))
     nmis[s] = statistics.mean(dev["nmi"])
+    raws[s] = statistics.mean(raw["nmi"])
+    spreads[s] = max(dev["nmi"]) - min(dev["nmi"])
     a = anchors.get(s.replace("-seed", ""), {})
     rows.append((s + (" (seed protocol, held-out)" if held else ""), ms(dev["ari"]), ms(dev["nmi"]), ms(off),
                  ms(raw["nmi"]), "yes" if statistics.mean(dev["nmi"]) >= statistics.mean(raw["nmi"]) else "**no**",
@@ -45,3 +49,16 @@ merged = [nmis[s] for s in ("Trace", "Coffee", "ACSF1", "PigCVP", "ECG5000") if 
 if len(merged) == 5:
     print(f"\nMean NMI over Trace, Coffee, ACSF1, PigCVP, ECG5000 (merged): **{statistics.mean(merged):.3f}** "
           f"(best published per set, no UMAP: 0.699)")
+
+# The whole suite (merged protocol): mean, worst set, sets below raw k-means, seed spread.
+suite = [s for s in nmis if s != "ECG5000-seed" and not s.startswith("Cycles")]
+if len(suite) > 5:
+    worst = min(suite, key=lambda s: nmis[s])
+    below = [s for s in suite if nmis[s] < raws[s]]
+    best = [float(anchors[s]["best_no_umap_nmi"]) for s in suite if s in anchors]
+    wide = max(suite, key=lambda s: spreads[s])
+    print(f"\nSuite ({len(suite)} sets, merged): mean NMI **{statistics.mean(nmis[s] for s in suite):.3f}** "
+          f"(raw k-means {statistics.mean(raws[s] for s in suite):.3f}; best published per set, no UMAP, "
+          f"{statistics.mean(best):.3f} over the {len(best)} with an anchor); worst set {worst} {nmis[worst]:.3f}; "
+          f"below raw k-means: {', '.join(below) if below else 'none'}; widest seed spread (max - min NMI) "
+          f"{wide} {spreads[wide]:.3f}")

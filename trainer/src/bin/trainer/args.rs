@@ -270,7 +270,7 @@ pub(crate) struct DecisionArgs {
     pub(crate) choose_summary: Option<bool>,
     /// How the blocks' weights are chosen: `modularity` (label-free choice among the given
     /// weights, the latent alone, the segment means alone, the spectra and step distribution
-    /// alone), `stability` (the same candidates, by resampling), `given` [modularity].
+    /// alone), `stability` (the same candidates, by resampling), `given` [given].
     #[arg(long, value_enum)]
     pub(crate) representation: Option<Representation>,
 }
