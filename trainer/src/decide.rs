@@ -207,7 +207,9 @@ fn choose(
 ) -> Result<Chosen> {
     let lens = block_lens(l, nf, &layout);
     let mut seen: Vec<Vec<(usize, f64)>> = Vec::new();
-    let mut best: Option<(f64, &'static str, Weights, Vec<f32>, Vec<f32>, Clustering)> = None;
+    /// A scored candidate: score, name, weights, offsets, scales, clustering.
+    type Scored = (f64, &'static str, Weights, Vec<f32>, Vec<f32>, Clustering);
+    let mut best: Option<Scored> = None;
     let (mut stabilities, mut modularity) = (Vec::new(), Vec::new());
     for (name, w) in candidates(dp) {
         let blocks: Vec<(usize, f64)> = lens.iter().copied().zip(w).collect();
