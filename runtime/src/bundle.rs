@@ -237,13 +237,18 @@ impl Header {
         per_feature.saturating_mul(self.n_features as usize)
     }
 
-    /// Segment differences per feature: `segments - 1` with `diffs`, else 0.
+    /// Segment differences per feature ([`crate::summary::diff_count`]).
     pub fn diff_count(&self) -> usize {
-        if self.diffs != 0 {
-            (self.segments as usize).saturating_sub(1)
-        } else {
-            0
+        crate::summary::diff_count(self.segments as usize, self.diffs != 0)
+    }
+
+    /// The differences flag is 0 or 1, and 1 only with at least 2 segments (what `parse` and
+    /// `encode` both require).
+    fn check_diffs(&self) -> Result<(), BundleError> {
+        if self.diffs > 1 || (self.diffs == 1 && self.segments < 2) {
+            return Err(BundleError::BadDims("segment differences are 0 or 1, and need at least 2 segments"));
         }
+        Ok(())
     }
 
     /// Step edges in the bundle's table: `step_edges * n_features`.
@@ -433,9 +438,7 @@ impl<'a> Bundle<'a> {
         if h.segments > 0 && h.stride == 0 {
             return Err(BundleError::BadDims("summary stride must be at least 1"));
         }
-        if h.diffs > 1 || (h.diffs == 1 && h.segments < 2) {
-            return Err(BundleError::BadDims("segment differences are 0 or 1, and need at least 2 segments"));
-        }
+        h.check_diffs()?;
         if h.weights_len as usize != h.expected_weights() {
             return Err(BundleError::BadDims("weight count does not match the dimensions"));
         }
@@ -617,9 +620,7 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     if header.min_len == 0 {
         return Err(BundleError::BadDims("min_len must be at least 1"));
     }
-    if header.diffs > 1 || (header.diffs == 1 && header.segments < 2) {
-        return Err(BundleError::BadDims("segment differences are 0 or 1, and need at least 2 segments"));
-    }
+    header.check_diffs()?;
     let mut head = postcard::to_allocvec(header).map_err(|_| BundleError::BadHeader)?;
     // The oldest version that says everything: version 6 without differences, version 5 without
     // a minimum length either.

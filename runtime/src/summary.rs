@@ -88,13 +88,9 @@ impl Shape<'_> {
             .saturating_add(self.edges.len())
     }
 
-    /// Segment differences per feature (block 6): `segments - 1` when `diffs`, else 0.
+    /// Segment differences per feature (block 6): see [`diff_count`].
     pub fn diff_count(&self) -> usize {
-        if self.diffs {
-            self.segments.saturating_sub(1)
-        } else {
-            0
-        }
+        diff_count(self.segments, self.diffs)
     }
 
     /// Slots a summary of this shape needs (sums, step sums, previous sample, spectrum real and
@@ -106,6 +102,16 @@ impl Shape<'_> {
         let f = self.features;
         let per_feature = (2 * self.segments).saturating_add(2 * self.freqs).saturating_add(2 * self.step_freqs).saturating_add(1);
         per_feature.saturating_mul(f).saturating_add(self.edges.len())
+    }
+}
+
+/// Segment differences per feature of a summary with `segments` segments: `segments - 1` when
+/// `diffs`, else 0 (the one definition the bundle header and the trainer's layout use).
+pub const fn diff_count(segments: usize, diffs: bool) -> usize {
+    if diffs {
+        segments.saturating_sub(1)
+    } else {
+        0
     }
 }
 

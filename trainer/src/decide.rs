@@ -26,7 +26,8 @@ pub struct FittedDecision {
     pub stabilities: Vec<(String, Option<f64>)>,
     /// Modularity of each decision vector's clustering considered by the label-free choice.
     pub modularity: Vec<(String, Option<f64>)>,
-    /// The decision vector kept (a candidate's name: `given`, `latent`, `level`, `phase-free`;
+    /// The decision vector kept (a candidate's name: `given`, `latent`, `level`, `differences`,
+    /// `phase-free`;
     /// `latent+summary` or `latent` without a choice of representation).
     pub representation: String,
     /// Latent means of the training series, row-major `n x latent`.
@@ -69,11 +70,8 @@ pub fn fit_decision(
     let z_train = native.embed(train)?;
     let raw_full = native.raw_decisions(train, &z_train)?;
     let full_dims = stand_in.dims();
-    let chosen = if dp.representation == Representation::Given {
-        given_or_latent(dp, cp, l, nf, layout, &raw_full, full_dims)?
-    } else {
-        choose(dp, cp, l, nf, layout, &raw_full, full_dims)?
-    };
+    let raw = RawDecisions { latent: l, features: nf, layout, rows: &raw_full, dims: full_dims };
+    let chosen = if dp.representation == Representation::Given { given_or_latent(dp, cp, &raw)? } else { choose(dp, cp, &raw)? };
     let Chosen { layout: lay, dims, offsets, scales, x_train, clustering, stabilities, modularity, name } = chosen;
     let k = clustering.k;
     let mut decision = Decision {
@@ -140,17 +138,21 @@ fn candidates(dp: &DecisionParams) -> Vec<(&'static str, Weights)> {
     ]
 }
 
+/// The raw (unscaled) decision vectors of the training series in the full layout, what every
+/// choice of representation starts from.
+struct RawDecisions<'a> {
+    latent: usize,
+    features: usize,
+    layout: SummaryLayout,
+    /// Row-major `n x dims`.
+    rows: &'a [f32],
+    dims: usize,
+}
+
 /// The previous behaviour: the given weights, or with `choose_summary` the more stable of them
 /// and the latent alone.
-fn given_or_latent(
-    dp: &DecisionParams,
-    cp: &ClusterParams,
-    l: usize,
-    nf: usize,
-    layout: SummaryLayout,
-    raw_full: &[f32],
-    full_dims: usize,
-) -> Result<Chosen> {
+fn given_or_latent(dp: &DecisionParams, cp: &ClusterParams, raw: &RawDecisions) -> Result<Chosen> {
+    let RawDecisions { latent: l, features: nf, layout, rows: raw_full, dims: full_dims } = *raw;
     let mut layouts = vec![layout];
     if dp.choose_summary && layout != SummaryLayout::NONE {
         layouts.push(SummaryLayout::NONE);
@@ -196,19 +198,12 @@ fn given_or_latent(
 /// [`candidates`] is scaled and clustered on the full decision vector, scored by the criterion,
 /// and the best is kept; blocks it weighs 0 are then cut from the summary (the latent stays,
 /// at scale 0 if unweighted), so the device computes only what decides.
-fn choose(
-    dp: &DecisionParams,
-    cp: &ClusterParams,
-    l: usize,
-    nf: usize,
-    layout: SummaryLayout,
-    raw_full: &[f32],
-    full_dims: usize,
-) -> Result<Chosen> {
+fn choose(dp: &DecisionParams, cp: &ClusterParams, raw: &RawDecisions) -> Result<Chosen> {
+    let RawDecisions { latent: l, features: nf, layout, rows: raw_full, dims: full_dims } = *raw;
     let lens = block_lens(l, nf, &layout);
     let mut seen: Vec<Vec<(usize, f64)>> = Vec::new();
-    /// A scored candidate: score, name, weights, offsets, scales, clustering.
-    type Scored = (f64, &'static str, Weights, Vec<f32>, Vec<f32>, Clustering);
+    /// A scored candidate: score, name, weights, offsets, scales, scaled rows, clustering.
+    type Scored = (f64, &'static str, Weights, Vec<f32>, Vec<f32>, Vec<f32>, Clustering);
     let mut best: Option<Scored> = None;
     let (mut stabilities, mut modularity) = (Vec::new(), Vec::new());
     for (name, w) in candidates(dp) {
@@ -240,10 +235,10 @@ fn choose(
         };
         // Ties (and NaN scores) keep the earlier candidate: the given weights come first.
         if best.as_ref().is_none_or(|b| score > b.0) {
-            best = Some((score, name, w, offsets, scales, clustering));
+            best = Some((score, name, w, offsets, scales, x, clustering));
         }
     }
-    let (_, name, w, offsets, scales, mut clustering) = best.expect("the given weights are a candidate");
+    let (_, name, w, offsets, scales, x, mut clustering) = best.expect("the given weights are a candidate");
     // Cut the unweighted summary blocks: columns kept, and the layout the device then computes.
     // The differences are read from the segment means, so they keep the segments.
     let keep_seg = w[1] > 0.0 || w[2] > 0.0 || w[6] > 0.0;
@@ -261,7 +256,7 @@ fn choose(
         v.chunks_exact(full_dims).flat_map(|r| r.iter().zip(&mask).filter(|(_, &k)| k).map(|(x, _)| *x)).collect()
     };
     let dims = mask.iter().filter(|&&k| k).count();
-    let x_train = pick(&apply_scaling(raw_full, &offsets, &scales));
+    let x_train = pick(&x);
     clustering.prototypes = pick(&clustering.prototypes);
     Ok(Chosen {
         layout: lay,

@@ -38,13 +38,9 @@ impl SummaryLayout {
     /// No summary.
     pub const NONE: SummaryLayout = SummaryLayout { segments: 0, stride: 0, freqs: 0, step_levels: 0, step_freqs: 0, diffs: false };
 
-    /// Segment differences per feature.
+    /// Segment differences per feature ([`runtime::summary::diff_count`]).
     pub fn diff_count(&self) -> usize {
-        if self.diffs {
-            self.segments.saturating_sub(1)
-        } else {
-            0
-        }
+        runtime::summary::diff_count(self.segments, self.diffs)
     }
 
     /// Summary values for `n_features`.
@@ -192,7 +188,7 @@ impl Decision {
 
     /// Values the decision vector of a model with `latent` and `n_features` must have.
     pub fn expected_dims(&self, latent: usize, n_features: usize) -> usize {
-        let diffs = if self.diffs { self.segments.saturating_sub(1) } else { 0 };
+        let diffs = runtime::summary::diff_count(self.segments, self.diffs);
         latent + (2 * self.segments + self.freqs + self.step_freqs + diffs) * n_features + self.step_edges.len()
     }
 
@@ -259,7 +255,7 @@ pub enum Representation {
     /// The weights as given (`--latent-weight`, `--position-weight`, ...).
     Given,
     /// Of the candidates (the given weights; the latent alone; the segment means alone; the
-    /// spectra and step distribution alone), the one whose clustering has the highest
+    /// segment differences alone; the spectra and step distribution alone), the one whose clustering has the highest
     /// modularity on its own kNN graph ([`Graph::modularity`](super::spectral::Graph::modularity)).
     Modularity,
     /// Of the same candidates, the one whose clustering is most stable under resampling

@@ -192,7 +192,8 @@ pub struct Metrics {
     /// representation (`--representation modularity`).
     #[serde(default)]
     pub modularity: Vec<(String, Option<f64>)>,
-    /// The decision vector kept (`given`, `latent`, `level`, `phase-free`; `latent+summary` or
+    /// The decision vector kept (`given`, `latent`, `level`, `differences`, `phase-free`;
+    /// `latent+summary` or
     /// `latent` without a choice).
     #[serde(default)]
     pub representation: String,

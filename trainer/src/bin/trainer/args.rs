@@ -269,8 +269,8 @@ pub(crate) struct DecisionArgs {
     #[arg(long)]
     pub(crate) choose_summary: Option<bool>,
     /// How the blocks' weights are chosen: `modularity` (label-free choice among the given
-    /// weights, the latent alone, the segment means alone, the spectra and step distribution
-    /// alone), `stability` (the same candidates, by resampling), `given` [given].
+    /// weights, the latent alone, the segment means alone, the segment differences alone, the
+    /// spectra and step distribution alone), `stability` (the same candidates, by resampling), `given` [given].
     #[arg(long, value_enum)]
     pub(crate) representation: Option<Representation>,
 }
