@@ -180,6 +180,12 @@ fn bad_invocations_fail_clearly() {
     assert!(e.contains("spectrum weight must be finite and >= 0, got -1"), "{e}");
     let e = err(&trainer(&["fit", "--step-spectrum-weight=-1", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("step spectrum weight must be finite and >= 0, got -1"), "{e}");
+    let e = err(&trainer(&["fit", "--difference-weight=-1", "--out", dir.path().to_str().unwrap()]));
+    assert!(e.contains("difference weight must be finite and >= 0, got -1"), "{e}");
+    let o = trainer(&["fit", "--representation", "best", "--out", dir.path().to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("best") && e.contains("modularity"), "{e}");
     let off = [
         "fit",
         "--latent-weight",
