@@ -9,6 +9,7 @@ pub mod devices;
 pub mod fleet;
 pub mod outputs;
 pub mod parquet_input;
+pub mod score;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod sessions;

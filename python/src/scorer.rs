@@ -3,9 +3,9 @@
 
 use arrow_array::RecordBatch;
 use arrow_pyarrow::{FromPyArrow, ToPyArrow};
-use edge::devices::DeviceTable;
-use edge::fleet::{SessionLimits, Window, Windower, WindowerParams};
+use edge::fleet::{Window, WindowerParams};
 use edge::outputs::{window_cells, window_columns};
+use edge::score::{BatchScorer, Model, ScoreError};
 use edge::table::{Cell, Kind};
 use numpy::{PyArray2, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -56,11 +56,9 @@ pub struct Scorer {
     features: usize,
     clusters: usize,
     latent: usize,
-    windower: Windower,
-    /// Session limits in sessions mode; `None`: fixed windows.
-    sessions: Option<SessionLimits>,
-    table: DeviceTable,
-    anomalous: u64,
+    scorer: BatchScorer,
+    /// Sessions mode (`close()` scores the sessions still open).
+    sessions: bool,
     /// Why the scorer takes no more rows (`close` or `finish` called, or a strict-mode error).
     closed: Option<String>,
     /// `close()` has scored the sessions still open (`finish()` may follow).
@@ -75,47 +73,16 @@ impl Scorer {
         }
     }
 
-    /// Scores the windows in `jobs` / `pending` (sessions: ending at `ends` in `pending`) into
-    /// `out` and the device table.
-    fn flush(&mut self, jobs: &mut Vec<Window>, pending: &mut Vec<f32>, ends: &mut Vec<usize>, out: &mut TableBuilder) -> PyResult<()> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let enc = model::encoder(&self.bundle);
-        let asg = if self.sessions.is_some() {
-            edge::sessions::score_sessions(&enc, pending, ends).map_err(runtime_error)?
-        } else {
-            let values = self.window * self.features;
-            let z = embed_windows(&enc, pending, values).map_err(runtime_error)?;
-            assign_all(&enc, pending, values, &z).map_err(runtime_error)?
-        };
-        for (job, a) in jobs.iter().zip(asg) {
-            out.push(&window_cells(job, &a));
-            self.table.add(job, &a);
-            self.anomalous += a.anomalous as u64;
-        }
-        jobs.clear();
-        pending.clear();
-        ends.clear();
-        Ok(())
-    }
-
     /// Scores the sessions still open (sessions mode; nothing with fixed windows).
     fn score_tail(&mut self) -> PyResult<RecordBatch> {
         let mut out = TableBuilder::new(&window_columns(false));
-        let (mut jobs, mut pending, mut ends) = (Vec::new(), Vec::new(), Vec::new());
-        let mut tail = Vec::new();
-        let mut at = 0;
-        for (job, n) in self.windower.finish(&mut tail) {
-            pending.extend_from_slice(&tail[at..at + n]);
-            at += n;
-            jobs.push(job);
-            ends.push(pending.len());
-            if jobs.len() >= BATCH {
-                self.flush(&mut jobs, &mut pending, &mut ends, &mut out)?;
-            }
-        }
-        self.flush(&mut jobs, &mut pending, &mut ends, &mut out)?;
+        let enc = model::encoder(&self.bundle);
+        self.scorer
+            .finish(&Model::native(&enc), &mut |job, a| {
+                out.push(&window_cells(job, a));
+                Ok(())
+            })
+            .map_err(runtime_error)?;
         out.finish().map_err(runtime_error)
     }
 
@@ -123,28 +90,27 @@ impl Scorer {
     fn score(&mut self, batch: &RecordBatch) -> PyResult<RecordBatch> {
         let readings = Readings::new(batch, self.features).map_err(value_error)?;
         let mut out = TableBuilder::new(&window_columns(false));
-        let (mut jobs, mut pending, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+        let enc = model::encoder(&self.bundle);
+        let model = Model::native(&enc);
+        let mut sink = |job: &Window, a: &Assignment| {
+            out.push(&window_cells(job, a));
+            Ok(())
+        };
         let mut values = vec![0f32; self.features];
         let (mut device, mut time) = (String::new(), String::new());
         for i in 0..readings.len() {
             let row = readings.row(i, &mut values, &mut device, &mut time);
-            match self.windower.feed_row(row, &mut pending) {
-                Ok(Some(job)) => {
-                    jobs.push(job);
-                    ends.push(pending.len());
-                    if jobs.len() >= BATCH {
-                        self.flush(&mut jobs, &mut pending, &mut ends, &mut out)?;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
+            match self.scorer.feed_row(row, &model, &mut sink) {
+                Ok(_) => {}
+                Err(e @ ScoreError::Row(_)) => {
                     // Strict mode: like `edge assign`, the run stops at the first bad row.
                     self.closed = Some(format!("strict mode stopped at {e}"));
                     return Err(value_error(e));
                 }
+                Err(e) => return Err(runtime_error(e)),
             }
         }
-        self.flush(&mut jobs, &mut pending, &mut ends, &mut out)?;
+        self.scorer.flush(&model, &mut sink).map_err(runtime_error)?;
         out.finish().map_err(runtime_error)
     }
 
@@ -201,8 +167,12 @@ impl Scorer {
         }
         edge::sessions::check_min_len("min_session", min_session.unwrap_or(0), min_len).map_err(value_error)?;
         let limits = sessions.then(|| edge::sessions::limits_for(seq_len, min_len, min_session, max_session));
-        let windower = Windower::new(WindowerParams { features, window, stride, max_gap, strict, sessions: limits, session_column: false })
-            .map_err(value_error)?;
+        let scorer = BatchScorer::new(
+            WindowerParams { features, window, stride, max_gap, strict, sessions: limits, session_column: false },
+            hd.k as usize,
+            BATCH,
+        )
+        .map_err(value_error)?;
         Ok(Scorer {
             bundle,
             window,
@@ -210,10 +180,8 @@ impl Scorer {
             features,
             clusters: hd.k as usize,
             latent: hd.latent as usize,
-            windower,
-            sessions: limits,
-            table: DeviceTable::new(hd.k as usize),
-            anomalous: 0,
+            scorer,
+            sessions,
             closed: None,
             tail_taken: false,
         })
@@ -253,7 +221,7 @@ impl Scorer {
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         if !self.tail_taken {
             self.check_open()?;
-            if self.sessions.is_some() {
+            if self.sessions {
                 return Err(PyRuntimeError::new_err(
                     "sessions=True: call close() before finish(); it returns the sessions still open at the end of the input",
                 ));
@@ -261,12 +229,13 @@ impl Scorer {
         }
         self.closed = Some("finish() was called".into());
         self.tail_taken = false;
-        py.detach(|| device_table(&self.table, self.clusters)).map_err(runtime_error)?.to_pyarrow(py)
+        py.detach(|| device_table(self.scorer.table(), self.clusters)).map_err(runtime_error)?.to_pyarrow(py)
     }
 
     /// The counts `edge assign` prints, over everything pushed so far.
     fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.windower.summary();
+        let w = self.scorer.windower();
+        let s = w.summary();
         let d = PyDict::new(py);
         d.set_item("rows", s.rows)?;
         d.set_item("malformed", s.malformed)?;
@@ -275,10 +244,10 @@ impl Scorer {
         d.set_item("windows", s.windows)?;
         d.set_item("short_sessions", s.short_sessions)?;
         d.set_item("cut_sessions", s.cut_sessions)?;
-        d.set_item("anomalous_windows", self.anomalous)?;
-        d.set_item("devices", self.windower.devices())?;
-        d.set_item("short_devices", self.windower.short_devices())?;
-        d.set_item("samples", self.windower.samples())?;
+        d.set_item("anomalous_windows", self.scorer.anomalous())?;
+        d.set_item("devices", w.devices())?;
+        d.set_item("short_devices", w.short_devices())?;
+        d.set_item("samples", w.samples())?;
         d.set_item("first_skipped", s.first_skipped.as_ref().map(|e| e.to_string()))?;
         Ok(d)
     }
@@ -385,7 +354,7 @@ impl Scorer {
             self.stride,
             self.features,
             self.clusters,
-            self.windower.summary().windows
+            self.scorer.windower().summary().windows
         )
     }
 }

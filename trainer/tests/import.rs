@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use candle_onnx::onnx::{self, ModelProto};
 use prost::Message;
 use trainer::artifacts::load_model;
-use trainer::cluster::decision::DecisionParams;
 use trainer::data::{bundled, Series};
 use trainer::import::{import, CentroidSource, ImportOptions};
 
@@ -125,7 +124,7 @@ fn fitted_centroids_use_fits_decision_and_score_against_labels() {
     let s = import(ImportOptions {
         onnx: fixture("gru90.onnx"),
         out: out.clone(),
-        centroids: CentroidSource::Fit { data: ds, k: Some(5), decision: DecisionParams::default(), n_init: 4, seed: 0 },
+        centroids: CentroidSource::Fit { data: ds, k: Some(5), decision: Box::default(), n_init: 4, seed: 0 },
         seq_len: None,
         normalization: trainer::data::prep::Normalization::None,
     })

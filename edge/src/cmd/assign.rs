@@ -31,14 +31,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
-use runtime::batch::{assign_all, embed_windows};
 use runtime::bundle::AlignedBytes;
 use runtime::Encoder;
 
-use edge::devices::DeviceTable;
-use edge::fleet::{Window, Windower, WindowerParams};
+use edge::fleet::{Window, WindowerParams};
 use edge::outputs::{device_cells, device_columns, window_cells, window_columns};
 use edge::parquet_input::{is_parquet, ParquetInputError, ParquetReadings};
+use edge::score::{BatchScorer, Model, ScoreError};
 use edge::table::{TableFormat, TableWriter};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -185,118 +184,73 @@ pub fn run(a: AssignArgs) -> Result<()> {
     if sessions.is_some() && a.engine == Engine::Tract {
         bail!("--sessions: sessions of unequal lengths run on --engine native (tract takes one input length per plan)");
     }
-    let mut windower = Windower::new(WindowerParams {
-        features: f,
-        window,
-        stride,
-        max_gap: a.windows.max_gap,
-        strict: a.strict,
-        sessions,
-        session_column: a.session_column,
-    })?;
-    let mut table = DeviceTable::new(k);
+    let mut scorer = BatchScorer::new(
+        WindowerParams {
+            features: f,
+            window,
+            stride,
+            max_gap: a.windows.max_gap,
+            strict: a.strict,
+            sessions,
+            session_column: a.session_column,
+        },
+        k,
+        a.batch,
+    )?;
+    let model = Model {
+        encoder: &enc,
+        #[cfg(feature = "tract")]
+        tract: tract.as_ref(),
+    };
     // Nothing appears at --out or --devices unless the whole run succeeds (atomic commits).
     let mut out = TableWriter::create(&a.out, TableFormat::of(&a.out), &window_columns(a.session_column))?;
-    {
-        let mut jobs: Vec<Window> = Vec::new();
-        let mut pending: Vec<f32> = Vec::new();
-        // Sessions: where each job's values end in `pending` (their lengths differ).
-        let mut ends: Vec<usize> = Vec::new();
-        let mut flush = |jobs: &mut Vec<Window>, pending: &mut Vec<f32>, ends: &mut Vec<usize>| -> Result<()> {
-            if jobs.is_empty() {
-                return Ok(());
-            }
-            if sessions.is_some() {
-                for (job, asg) in jobs.iter().zip(edge::sessions::score_sessions(&enc, pending, ends)?) {
-                    out.write(&window_cells(job, &asg))?;
-                    table.add(job, &asg);
+    let mut sink = |job: &Window, asg: &runtime::Assignment| out.write(&window_cells(job, asg));
+    // Rejected rows (strict mode) name the input; scoring and output errors carry their own.
+    let named = |e: ScoreError| match e {
+        ScoreError::Row(_) => anyhow::Error::new(e).context(format!("{}", a.input.display())),
+        e => e.into(),
+    };
+    let pb;
+    if parquet {
+        let readings = ParquetReadings::open(&a.input, f, a.session_column).with_context(|| format!("{}", a.input.display()))?;
+        pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(readings.rows()) };
+        pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} rows {msg} ETA {eta}")?);
+        let mut n = 0u64;
+        readings
+            .for_each(|row| -> Result<()> {
+                if scorer.feed_row(row, &model, &mut sink).map_err(named)? {
+                    pb.set_message(format!("{} windows", scorer.windower().summary().windows));
                 }
-                jobs.clear();
-                pending.clear();
-                ends.clear();
-                return Ok(());
-            }
-            let z = match a.engine {
-                Engine::Native => embed_windows(&enc, pending, window * f)?,
-                #[cfg(feature = "tract")]
-                Engine::Tract => tract.as_ref().expect("loaded above").embed(pending)?,
-                #[cfg(not(feature = "tract"))]
-                Engine::Tract => unreachable!("rejected above"),
-            };
-            for (job, asg) in jobs.iter().zip(assign_all(&enc, pending, window * f, &z)?) {
-                out.write(&window_cells(job, &asg))?;
-                table.add(job, &asg);
-            }
-            jobs.clear();
-            pending.clear();
-            Ok(())
-        };
-        // One fed row's window, if it completed one: batched, scored when the batch is full.
-        let mut take = |job: Option<Window>,
-                        windower: &Windower,
-                        jobs: &mut Vec<Window>,
-                        pending: &mut Vec<f32>,
-                        ends: &mut Vec<usize>,
-                        pb: &ProgressBar|
-         -> Result<()> {
-            if let Some(job) = job {
-                jobs.push(job);
-                ends.push(pending.len());
-                if jobs.len() >= a.batch {
-                    flush(jobs, pending, ends)?;
-                    pb.set_message(format!("{} windows", windower.summary().windows));
+                n += 1;
+                if n.is_multiple_of(65536) {
+                    pb.set_position(n);
                 }
+                Ok(())
+            })
+            .map_err(|e| if e.is::<ParquetInputError>() { e.context(format!("{}", a.input.display())) } else { e })?;
+    } else {
+        let input = File::open(&a.input).with_context(|| format!("{}: cannot open", a.input.display()))?;
+        let size = input.metadata().map(|m| m.len()).unwrap_or(0);
+        pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(size) };
+        pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {msg} ETA {eta}")?);
+        let mut reader = edge::csv_input::reader(input);
+        let mut record = csv::ByteRecord::new();
+        let mut records = 0usize;
+        while reader.read_byte_record(&mut record).with_context(|| format!("{}: read error", a.input.display()))? {
+            records += 1;
+            if records.is_multiple_of(65536) {
+                pb.set_position(reader.position().byte());
             }
-            Ok(())
-        };
-        let pb;
-        if parquet {
-            let readings = ParquetReadings::open(&a.input, f, a.session_column).with_context(|| format!("{}", a.input.display()))?;
-            pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(readings.rows()) };
-            pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} rows {msg} ETA {eta}")?);
-            let mut n = 0u64;
-            readings
-                .for_each(|row| -> Result<()> {
-                    let job = windower.feed_row(row, &mut pending).with_context(|| format!("{}", a.input.display()))?;
-                    take(job, &windower, &mut jobs, &mut pending, &mut ends, &pb)?;
-                    n += 1;
-                    if n.is_multiple_of(65536) {
-                        pb.set_position(n);
-                    }
-                    Ok(())
-                })
-                // Decoding errors name the input; scoring and output errors carry their own.
-                .map_err(|e| if e.is::<ParquetInputError>() { e.context(format!("{}", a.input.display())) } else { e })?;
-        } else {
-            let input = File::open(&a.input).with_context(|| format!("{}: cannot open", a.input.display()))?;
-            let size = input.metadata().map(|m| m.len()).unwrap_or(0);
-            pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(size) };
-            pb.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {msg} ETA {eta}")?);
-            let mut reader = edge::csv_input::reader(input);
-            let mut record = csv::ByteRecord::new();
-            let mut records = 0usize;
-            while reader.read_byte_record(&mut record).with_context(|| format!("{}: read error", a.input.display()))? {
-                records += 1;
-                if records.is_multiple_of(65536) {
-                    pb.set_position(reader.position().byte());
-                }
-                let line = record.position().map_or(records, |p| p.line() as usize);
-                let job = windower.feed_record(line, &record, &mut pending).with_context(|| format!("{}", a.input.display()))?;
-                take(job, &windower, &mut jobs, &mut pending, &mut ends, &pb)?;
+            let line = record.position().map_or(records, |p| p.line() as usize);
+            if scorer.feed_record(line, &record, &model, &mut sink).map_err(named)? {
+                pb.set_message(format!("{} windows", scorer.windower().summary().windows));
             }
         }
-        // Sessions still open at the end of the input.
-        // Fed one at a time, so a full batch can be scored (and `pending` cleared) between them.
-        let mut tail = Vec::new();
-        let mut at = 0;
-        for (job, n) in windower.finish(&mut tail) {
-            pending.extend_from_slice(&tail[at..at + n]);
-            at += n;
-            take(Some(job), &windower, &mut jobs, &mut pending, &mut ends, &pb)?;
-        }
-        flush(&mut jobs, &mut pending, &mut ends)?;
-        pb.finish_and_clear();
     }
+    // Sessions still open at the end of the input, and the last partial batch.
+    scorer.finish(&model, &mut sink)?;
+    pb.finish_and_clear();
+    let (windower, table) = (scorer.windower(), scorer.table());
     let s = windower.summary();
     if windower.samples() == 0 {
         let why = s.first_skipped.as_ref().map_or(String::new(), |e| format!("; the first skipped: {e}"));

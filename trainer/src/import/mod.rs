@@ -44,8 +44,8 @@ pub enum CentroidSource {
         data: Dataset,
         /// Number of clusters; `None` picks it by the eigengap.
         k: Option<usize>,
-        /// How the decision is built.
-        decision: DecisionParams,
+        /// How the decision is built (boxed: it dwarfs the other variant).
+        decision: Box<DecisionParams>,
         /// k-means restarts.
         n_init: usize,
         /// Seed of the clustering.
@@ -174,6 +174,7 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
                     ds.n_features, rec.n_features
                 )));
             }
+            let dp = *dp;
             dp.check()?;
             info.sources = ds.sources.iter().map(|s| s.display().to_string()).collect();
             info.n_series = ds.len();

@@ -26,7 +26,7 @@ pub(crate) fn run_import(a: ImportArgs) -> Result<()> {
                 Some(Clusters::Auto) => None,
                 None => data.labels.as_ref().map(|l| encode_labels(l).1.len()),
             };
-            CentroidSource::Fit { data, k, decision: a.decision.apply(DecisionParams::default()), n_init: a.n_init, seed: a.seed }
+            CentroidSource::Fit { data, k, decision: Box::new(a.decision.apply(DecisionParams::default())), n_init: a.n_init, seed: a.seed }
         }
     };
     let s =
