@@ -8,4 +8,4 @@ cd "$(dirname "$0")/../runtime"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 rustup component add miri rust-src --toolchain nightly
 # Two CPUs, so DuoEncoder splits (Miri reports one by default).
-MIRIFLAGS="-Zmiri-num-cpus=2" cargo +nightly miri test --features std --lib duo::tests::handover_is_race_free
+MIRIFLAGS="-Zmiri-num-cpus=2" cargo +nightly miri test --features duo --lib duo::tests::handover_is_race_free

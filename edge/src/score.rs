@@ -191,3 +191,75 @@ impl BatchScorer {
         self.anomalous
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::SessionLimits;
+    use runtime::bundle::AlignedBytes;
+
+    fn encoder_bytes() -> AlignedBytes {
+        AlignedBytes::new(&std::fs::read(format!("{}/../models/ecg5000/model.bundle", env!("CARGO_MANIFEST_DIR"))).unwrap())
+    }
+
+    /// The shipped fleet file's CSV records with their line numbers.
+    fn records() -> Vec<(usize, csv::ByteRecord)> {
+        let text = std::fs::read(format!("{}/../data/fleet/sample.csv", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mut r = crate::csv_input::reader(&text[..]);
+        let mut out = Vec::new();
+        let mut rec = csv::ByteRecord::new();
+        while r.read_byte_record(&mut rec).unwrap() {
+            out.push((rec.position().unwrap().line() as usize, rec.clone()));
+        }
+        out
+    }
+
+    /// A scored window: device, start, end, cluster, distance bits.
+    type Scored = (String, String, String, usize, u32);
+
+    /// Every scored window, the batches that filled and the anomalous windows, for one batch
+    /// size.
+    fn score(capacity: usize, sessions: Option<SessionLimits>) -> (Vec<Scored>, usize, u64) {
+        let bytes = encoder_bytes();
+        let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
+        let hd = enc.bundle().header;
+        let (window, max_gap) = if sessions.is_some() { (hd.seq_len as usize, Some(30.0)) } else { (50, None) };
+        let p = WindowerParams { features: 1, window, stride: 20, max_gap, strict: false, sessions, session_column: false };
+        let mut scorer = BatchScorer::new(p, hd.k as usize, capacity).unwrap();
+        let model = Model::native(&enc);
+        let mut out = Vec::new();
+        let mut sink = |w: &Window, a: &Assignment| {
+            out.push((w.device.clone(), w.start.clone(), w.end.clone(), a.cluster, a.distance.to_bits()));
+            Ok(())
+        };
+        let mut filled = 0;
+        for (line, rec) in records() {
+            filled += scorer.feed_record(line, &rec, &model, &mut sink).unwrap() as usize;
+        }
+        scorer.finish(&model, &mut sink).unwrap();
+        assert_eq!(scorer.table().rows().iter().map(|r| r.windows).sum::<u64>(), out.len() as u64);
+        (out, filled, scorer.anomalous())
+    }
+
+    /// Batches only group the work: one window per batch and one batch for all give the same
+    /// windows, in the same order, with the same device totals (fixed windows and sessions).
+    #[test]
+    fn batch_size_does_not_change_the_result() {
+        for sessions in [None, Some(SessionLimits { min: 40, max: 400 })] {
+            let (one, filled_one, anomalous_one) = score(1, sessions);
+            let (all, filled_all, anomalous_all) = score(1 << 20, sessions);
+            assert!(one.len() > 50, "{} windows", one.len());
+            assert_eq!(one, all, "sessions {sessions:?}");
+            assert_eq!(anomalous_one, anomalous_all);
+            // Capacity 1 scores a batch per window (the tail in `finish` too).
+            assert!(filled_one > 0 && filled_one <= one.len());
+            assert_eq!(filled_all, 0, "a batch larger than the input never fills");
+        }
+    }
+
+    #[test]
+    fn a_batch_of_no_windows_is_refused() {
+        let p = WindowerParams { features: 1, window: 10, stride: 10, max_gap: None, strict: false, sessions: None, session_column: false };
+        assert!(matches!(BatchScorer::new(p, 3, 0), Err(ScoreError::Batch)));
+    }
+}

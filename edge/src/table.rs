@@ -1,5 +1,5 @@
 //! Output tables (the window table and the device table) as CSV or Parquet, written atomically
-//! through [`runtime::atomic_file::AtomicFile`]: a failed or killed run leaves any previous file
+//! through [`atomic_file::AtomicFile`]: a failed or killed run leaves any previous file
 //! at the path as it was.
 //!
 //! CSV goes through the `csv` crate, so text cells (device ids, timestamps as written in the
@@ -11,12 +11,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use atomic_file::AtomicFile;
 use parquet::basic::{Compression, ConvertedType, Repetition, Type as Physical};
 use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DataType, DoubleType, FloatType, Int32Type, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
 use parquet::schema::types::Type;
-use runtime::atomic_file::AtomicFile;
 
 /// Rows per Parquet row group.
 pub const ROW_GROUP: usize = 65_536;

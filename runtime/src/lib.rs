@@ -3,8 +3,10 @@
 //! `no_std` and allocation-free: a [`bundle`] (weights + centroids, checksummed) is parsed in
 //! place, the [`encoder`] consumes one sample at a time into a fixed-size [`encoder::State`] (its
 //! arithmetic, shared by every path, is in `kernel`), and
-//! [`assign`] picks the nearest centroid. With `std`, [`batch`] runs many windows on all cores
-//! and [`duo`] runs one window's steps on two cores (lowest latency), and [`atomic_file`] writes files that appear whole or not at all (every artifact of the tool chain); with `tract`, [`tract_engine`] runs the exported ONNX file instead of the native kernels.
+//! [`assign`] picks the nearest centroid: that is the whole device core (no features). Host
+//! parts are behind features: `std` (the bundle writer, std errors), `batch` (many windows on
+//! all cores), `duo` (one window's steps on two cores, lowest latency) and `tract` (the exported
+//! ONNX file through tract instead of the native kernels).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -16,11 +18,9 @@ mod kernel;
 pub mod math;
 pub mod summary;
 
-#[cfg(feature = "std")]
-pub mod atomic_file;
-#[cfg(feature = "std")]
+#[cfg(feature = "batch")]
 pub mod batch;
-#[cfg(feature = "std")]
+#[cfg(feature = "duo")]
 pub mod duo;
 #[cfg(all(test, feature = "std"))]
 mod testutil;

@@ -79,13 +79,12 @@ impl Shape<'_> {
 
     /// Values of the summary: `features x (2 segments + freqs + edges + step_freqs [+ segments - 1])`.
     pub fn len(&self) -> usize {
-        let f = self.features;
-        (2 * self.segments)
-            .saturating_add(self.freqs)
-            .saturating_add(self.step_freqs)
-            .saturating_add(self.diff_count())
-            .saturating_mul(f)
-            .saturating_add(self.edges.len())
+        self.block_lens().iter().fold(0usize, |a, &b| a.saturating_add(b))
+    }
+
+    /// Lengths of the summary's blocks: see [`block_lens`].
+    pub fn block_lens(&self) -> [usize; 6] {
+        block_lens(self.features, self.segments, self.freqs, self.edges.len(), self.step_freqs, self.diffs)
     }
 
     /// Segment differences per feature (block 6): see [`diff_count`].
@@ -103,6 +102,23 @@ impl Shape<'_> {
         let per_feature = (2 * self.segments).saturating_add(2 * self.freqs).saturating_add(2 * self.step_freqs).saturating_add(1);
         per_feature.saturating_mul(f).saturating_add(self.edges.len())
     }
+}
+
+/// Lengths of the six blocks of a summary in the order [`Summary::value`] writes them: segment
+/// means and segment mean absolute steps (`segments x features` each), spectrum (`freqs x
+/// features`), step distribution (`edges` in all), steps' spectrum (`step_freqs x features`),
+/// segment differences ([`diff_count`]` x features`). The one definition of the summary's
+/// size: [`Shape::len`] and the trainer's layout both read it.
+pub const fn block_lens(features: usize, segments: usize, freqs: usize, edges: usize, step_freqs: usize, diffs: bool) -> [usize; 6] {
+    let seg = segments.saturating_mul(features);
+    [
+        seg,
+        seg,
+        freqs.saturating_mul(features),
+        edges,
+        step_freqs.saturating_mul(features),
+        diff_count(segments, diffs).saturating_mul(features),
+    ]
 }
 
 /// Segment differences per feature of a summary with `segments` segments: `segments - 1` when

@@ -114,8 +114,8 @@ type Weights = [f64; 7];
 
 /// Lengths of the seven blocks of `layout` (see [`Weights`]).
 fn block_lens(l: usize, nf: usize, lay: &SummaryLayout) -> [usize; 7] {
-    let seg = lay.segments * nf;
-    [l, seg, seg, lay.freqs * nf, lay.step_levels * nf, lay.step_freqs * nf, lay.diff_count() * nf]
+    let [a, b, c, d, e, f] = lay.block_lens(nf);
+    [l, a, b, c, d, e, f]
 }
 
 /// The given weights of `dp`.

@@ -1,5 +1,7 @@
-//! Fault injection for the crash-safety tests, driven by the `TRAINER_FAULT` environment variable
-//! (unset in normal use, where every check here is one cached `None`):
+//! Fault injection for the crash-safety tests, driven by the `TRAINER_FAULT` environment variable.
+//! Only in builds with the `fault-injection` feature, which the trainer's own tests turn on (a
+//! dev-dependency on itself); in every other build every check here is `false` and the
+//! variable is never read:
 //!
 //! - `nan-loss-at-epoch=N`: the loss of epoch N's first batch reads as NaN (divergence path).
 //! - `abort-writing=NAME`: the process aborts half-way through writing the artifact file NAME,
@@ -14,6 +16,9 @@ enum Fault {
 }
 
 fn fault() -> Option<&'static Fault> {
+    if !cfg!(feature = "fault-injection") {
+        return None;
+    }
     static F: OnceLock<Option<Fault>> = OnceLock::new();
     F.get_or_init(|| {
         let v = std::env::var("TRAINER_FAULT").ok()?;

@@ -1,6 +1,6 @@
 //! Atomic file writes: a temporary file in the same directory, fsynced, then renamed over the
 //! target and the directory fsynced, so a crash leaves the old file or the new one, never a torn
-//! one (`runtime::atomic_file`). Every artifact the trainer writes goes through here.
+//! one (`atomic_file`). Every artifact the trainer writes goes through here.
 
 use std::io::Write;
 use std::path::Path;
@@ -15,7 +15,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     (|| {
-        let mut f = runtime::atomic_file::AtomicFile::create(path)?;
+        let mut f = atomic_file::AtomicFile::create(path)?;
         if crate::fault::abort_writing(&name) {
             f.write_all(&bytes[..bytes.len() / 2])?;
             f.flush()?;

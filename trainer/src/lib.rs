@@ -19,6 +19,7 @@ pub mod export;
 mod fault;
 pub mod files;
 pub mod fit;
+pub mod flags;
 #[cfg(feature = "onnx-import")]
 pub mod import;
 pub mod model;

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::flags::{flag_name, params_with_flags};
 
 /// Recurrent block used by the encoder and the decoder: the runtime's, so a model's cell has
 /// one name from training to the device.
@@ -56,90 +57,95 @@ pub enum Preset {
     Seed,
 }
 
-/// VRAE hyper-parameters. Every field has a `trainer fit` flag of the same name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VraeParams {
-    /// Recurrent cell of encoder and decoder.
-    pub cell: Cell,
-    /// Hidden units per recurrent layer.
-    pub hidden_size: usize,
-    /// Stacked recurrent layers in encoder and decoder (>= 1).
-    pub hidden_layer_depth: usize,
-    /// Latent dimension.
-    pub latent_length: usize,
-    /// Series per training batch (the last, partial batch is used too).
-    pub batch_size: usize,
-    /// Optimiser learning rate.
-    pub learning_rate: f64,
-    /// Passes over the training series; with `early_stopping`, the most there may be.
-    pub epochs: usize,
-    /// Stop on convergence: train on all but a seeded `validation` share of the training part,
-    /// stop when the validation reconstruction loss has not improved for `patience` epochs
-    /// (after at least `min_steps` optimiser steps) or the `step_budget` is spent, and keep the
-    /// weights of the best epoch. Off: exactly `epochs` epochs on all training series.
-    #[serde(default)]
-    pub early_stopping: bool,
-    /// Share of the training part held out for the stopping rule, in (0, 0.5].
-    #[serde(default = "default_validation")]
-    pub validation: f64,
-    /// Epochs without a validation improvement before stopping.
-    #[serde(default = "default_patience")]
-    pub patience: usize,
-    /// Optimiser steps before the stopping rule may stop (small sets train enough).
-    #[serde(default = "default_min_steps")]
-    pub min_steps: usize,
-    /// Most time steps of training series the run may process, in millions (rows x length
-    /// x epochs): the bound that keeps large sets affordable (ECG5000's seed protocol: 4050
-    /// rows x 140 steps, 17 epochs at 10).
-    #[serde(default = "default_step_budget")]
-    pub step_budget: f64,
-    /// Dropout probability between stacked encoder layers (no effect with depth 1), in [0, 1).
-    pub dropout: f32,
-    /// Optimiser.
-    pub optimizer: OptimizerKind,
-    /// Maximum global gradient L2 norm; 0 disables clipping.
-    pub clip_norm: f64,
-    /// Reconstruction loss.
-    pub loss: ReconLoss,
-    /// Scaling of the loss terms.
-    pub loss_scaling: LossScaling,
-    /// Weight of the KL term (after annealing).
-    pub kl_weight: f64,
-    /// Epochs over which the KL weight ramps linearly from 0 to `kl_weight` (0: no annealing).
-    pub kl_anneal_epochs: usize,
-    /// Weight of the contrastive term on the encoder (0: off; see
-    /// [`crate::model::loss::contrastive_loss`]): each batch's series and a random crop of each
-    /// are encoded, and the crop must be nearer its own series than the batch's other series.
-    #[serde(default)]
-    pub contrastive_weight: f64,
-    /// Temperature of the contrastive term's softmax over cosine similarities, > 0.
-    #[serde(default = "default_contrastive_temperature")]
-    pub contrastive_temperature: f64,
-    /// Shortest contrastive crop as a share of the series length, in (0, 1]; each batch draws one
-    /// crop length uniformly between it and the whole series, and an offset per series.
-    #[serde(default = "default_contrastive_crop")]
-    pub contrastive_crop: f64,
-    /// Seed of every random choice: initialisation, split, shuffling, dropout, sampling, k-means.
-    pub seed: u64,
+params_with_flags! {
+    /// VRAE hyper-parameters. Every field has a `trainer fit` flag of the same name
+    /// ([`VraeFlags`]); a field missing from a record written before it existed reads as the
+    /// seed preset's value (what such a run trained with).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(default = "VraeParams::seed")]
+    pub struct VraeParams;
+    /// One flag per field of [`VraeParams`]; unset flags keep the preset's value.
+    pub struct VraeFlags;
+    {
+        /// Recurrent cell of encoder and decoder [default gru, seed lstm].
+        cell: Cell,
+        /// Hidden units per recurrent layer [90].
+        hidden_size: usize,
+        /// Stacked recurrent layers in encoder and decoder, at least 1 [1].
+        hidden_layer_depth: usize,
+        /// Latent dimension [20].
+        latent_length: usize,
+        /// Series per training batch (the last, partial batch is used too) [32].
+        batch_size: usize,
+        /// Optimiser learning rate [default 2e-3, seed 5e-4].
+        learning_rate: f64,
+        /// Training epochs: fixes the count and turns early stopping off [default: stop on
+        /// convergence, at most 300; seed: 40]. On --resume: the new upper bound.
+        epochs: usize,
+        /// Stop on convergence (true/false) [default true, seed false]: train on all but a seeded
+        /// `validation` share of the training part, stop when the validation reconstruction loss
+        /// has not improved for `patience` epochs (after at least `min_steps` optimiser steps) or
+        /// the `step_budget` is spent, and keep the weights of the best epoch. Off: exactly
+        /// `epochs` epochs on all training series.
+        early_stopping: bool,
+        /// Share of the training part held out for the stopping rule, in (0, 0.5] [0.1].
+        validation: f64,
+        /// Epochs without a validation improvement before stopping [10].
+        patience: usize,
+        /// Optimiser steps before the stopping rule may stop (small sets train enough) [600].
+        min_steps: usize,
+        /// Most time steps of training series to process, in millions (rows x length x epochs)
+        /// [10]: the bound that keeps large sets affordable (ECG5000's seed protocol: 4050 rows x
+        /// 140 steps, 17 epochs at 10).
+        step_budget: f64,
+        /// Dropout between stacked encoder layers (no effect with depth 1), in [0, 1) [0.2].
+        dropout: f32,
+        /// Optimiser [adam].
+        optimizer: OptimizerKind,
+        /// Maximum global gradient L2 norm, 0 = off [5].
+        clip_norm: f64,
+        /// Reconstruction loss [mse].
+        loss: ReconLoss,
+        /// Scaling of the loss terms [default mean, seed seed].
+        loss_scaling: LossScaling,
+        /// Weight of the KL term after annealing [default 0.1, seed 1].
+        kl_weight: f64,
+        /// Epochs over which the KL weight ramps linearly from 0 (0: no annealing) [default 5,
+        /// seed 0].
+        kl_anneal_epochs: usize,
+        /// Weight of the contrastive term on the encoder, 0 = off [default 1, seed 0]: each
+        /// batch's series and a random crop of each are encoded, and the crop must be nearer its
+        /// own series than the batch's other series (`model::loss::contrastive_loss`).
+        contrastive_weight: f64,
+        /// Temperature of the contrastive softmax over cosine similarities, > 0 [0.2].
+        contrastive_temperature: f64,
+        /// Shortest contrastive crop as a share of the series length, in (0, 1] [0.5]; each batch
+        /// draws one crop length uniformly between it and the whole series, and an offset per
+        /// series.
+        contrastive_crop: f64,
+        /// Seed of every random choice: initialisation, split, shuffling, dropout, sampling,
+        /// k-means [0].
+        seed: u64,
+    }
 }
 
-fn default_validation() -> f64 {
-    0.1
-}
-fn default_patience() -> usize {
-    10
-}
-fn default_min_steps() -> usize {
-    600
-}
-fn default_step_budget() -> f64 {
-    10.0
-}
-fn default_contrastive_temperature() -> f64 {
-    0.2
-}
-fn default_contrastive_crop() -> f64 {
-    0.5
+/// Flags a resumed run may change (the rest would make it a different run).
+const CHANGE_ON_RESUME: [&str; 3] = ["epochs", "learning_rate", "clip_norm"];
+
+impl VraeFlags {
+    /// A fresh run: `--epochs N` alone fixes the epoch count (early stopping off unless asked).
+    pub fn apply_fresh(&self, p: VraeParams) -> VraeParams {
+        let mut p = self.apply(p);
+        if self.epochs.is_some() && self.early_stopping.is_none() {
+            p.early_stopping = false;
+        }
+        p
+    }
+
+    /// The flags given that a resumed run may not change, as `--flag-name`.
+    pub fn fixed_on_resume(&self) -> Vec<String> {
+        self.given().into_iter().filter(|f| !CHANGE_ON_RESUME.contains(f)).map(flag_name).collect()
+    }
 }
 
 impl Default for VraeParams {
@@ -177,10 +183,10 @@ impl VraeParams {
             learning_rate: 5e-4,
             epochs: 40,
             early_stopping: false,
-            validation: default_validation(),
-            patience: default_patience(),
-            min_steps: default_min_steps(),
-            step_budget: default_step_budget(),
+            validation: 0.1,
+            patience: 10,
+            min_steps: 600,
+            step_budget: 10.0,
             dropout: 0.2,
             optimizer: OptimizerKind::Adam,
             clip_norm: 5.0,
@@ -189,8 +195,8 @@ impl VraeParams {
             kl_weight: 1.0,
             kl_anneal_epochs: 0,
             contrastive_weight: 0.0,
-            contrastive_temperature: default_contrastive_temperature(),
-            contrastive_crop: default_contrastive_crop(),
+            contrastive_temperature: 0.2,
+            contrastive_crop: 0.5,
             seed: 0,
         }
     }

@@ -298,7 +298,7 @@ impl Gateway {
         if path.exists() {
             return Ok(());
         }
-        runtime::atomic_file::write_atomic(&path, bytes).map_err(|source| GatewayError::Store(StoreError::Io { path, source }))
+        atomic_file::write_atomic(&path, bytes).map_err(|source| GatewayError::Store(StoreError::Io { path, source }))
     }
 
     fn kept_model(&self, id: u32) -> Result<Model, GatewayError> {
@@ -590,8 +590,9 @@ pub struct WrittenSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::{Windower, WindowerParams};
-    use runtime::batch::{assign_all, embed_windows};
+    use crate::fleet::{Window, WindowerParams};
+    use crate::score::{BatchScorer, Model as ScoreModel};
+    use runtime::Assignment;
 
     fn bundle(path: &str) -> Vec<u8> {
         std::fs::read(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -622,7 +623,7 @@ mod tests {
     /// What `edge assign` computes for the same samples: (device, start, end, cluster, distance bits, anomalous).
     fn reference(model: &Model, w: &Windowing, msgs: &[(String, Vec<Sample>)]) -> Vec<(String, String, String, usize, u32, bool)> {
         let enc = model.encoder();
-        let mut win = Windower::new(WindowerParams {
+        let params = WindowerParams {
             features: 1,
             window: w.window,
             stride: w.stride,
@@ -630,21 +631,21 @@ mod tests {
             strict: false,
             sessions: None,
             session_column: false,
-        })
-        .unwrap();
-        let (mut jobs, mut vals) = (Vec::new(), Vec::new());
+        };
+        let mut scorer = BatchScorer::new(params, enc.bundle().header.k as usize, 4096).unwrap();
+        let mut out = Vec::new();
+        let mut sink = |j: &Window, a: &Assignment| {
+            out.push((j.device.clone(), j.start.clone(), j.end.clone(), a.cluster, a.distance.to_bits(), a.anomalous));
+            Ok(())
+        };
+        let model = ScoreModel::native(enc);
         for (d, ss) in msgs {
             for s in ss {
                 let row = crate::fleet::Row { device: d, time: s.t, time_text: s.text.as_str(), session: None, values: &s.values[..] };
-                if let Some(j) = win.feed_row(Ok(row), &mut vals).unwrap() {
-                    jobs.push(j);
-                }
+                scorer.feed_row(Ok(row), &model, &mut sink).unwrap();
             }
         }
-        let z = embed_windows(enc, &vals, w.window).unwrap();
-        let a = assign_all(enc, &vals, w.window, &z).unwrap();
-        let mut out: Vec<_> =
-            jobs.into_iter().zip(a).map(|(j, a)| (j.device, j.start, j.end, a.cluster, a.distance.to_bits(), a.anomalous)).collect();
+        scorer.finish(&model, &mut sink).unwrap();
         out.sort();
         out
     }
@@ -667,6 +668,21 @@ mod tests {
     fn log_file(dir: &Path) -> PathBuf {
         let generation = |p: &PathBuf| p.file_name()?.to_str()?.strip_prefix("log-")?.strip_suffix(".bin")?.parse::<u64>().ok();
         std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).filter(|p| generation(p).is_some()).max_by_key(generation).unwrap()
+    }
+
+    /// A power cut after the sync that made `synced` durable (the records' end and the file's):
+    /// unsynced bytes are gone (the zeros laid down before are still there) and half a frame
+    /// was on its way; the gateway reopened, the torn frame dropped.
+    fn cut_power(g: Gateway, dir: &Path, synced: (u64, u64), p: &GatewayParams, model: Model, bytes: &[u8]) -> Gateway {
+        drop(g);
+        let f = std::fs::OpenOptions::new().write(true).open(log_file(dir)).unwrap();
+        f.set_len(synced.1).unwrap();
+        let zeros = vec![0u8; (synced.1 - synced.0) as usize];
+        std::os::unix::fs::FileExt::write_all_at(&f, &zeros, synced.0).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[9, 0, 0, 0, 1, 2], synced.0).unwrap();
+        let (g, rec) = Gateway::open(dir, p, model, bytes).unwrap();
+        assert_eq!(rec.truncated_bytes, 6);
+        g
     }
 
     /// Power cuts at many points (the log loses what was not synced, and a torn half frame is
@@ -723,8 +739,6 @@ mod tests {
                     synced = durable(&g);
                 }
                 if applied % 1009 == 0 || (next == msgs.len() && cuts < 3) {
-                    // Power cut: unsynced bytes are gone (the zeros laid down before are still
-                    // there), half a frame was on its way.
                     cuts += 1;
                     if let Some(snap) = pending.take() {
                         cut_pending[cuts % 2] += 1;
@@ -732,16 +746,7 @@ mod tests {
                             snap.write().unwrap();
                         }
                     }
-                    drop(g);
-                    let log = log_file(dir.path());
-                    let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
-                    f.set_len(synced.1).unwrap();
-                    let zeros = vec![0u8; (synced.1 - synced.0) as usize];
-                    std::os::unix::fs::FileExt::write_all_at(&f, &zeros, synced.0).unwrap();
-                    std::os::unix::fs::FileExt::write_all_at(&f, &[9, 0, 0, 0, 1, 2], synced.0).unwrap();
-                    let (g2, rec) = Gateway::open(dir.path(), &p, model, &bytes).unwrap();
-                    assert_eq!(rec.truncated_bytes, 6);
-                    g = g2;
+                    g = cut_power(g, dir.path(), synced, &p, model, &bytes);
                     // Redelivery: everything not acknowledged, and a few acknowledged messages.
                     next = acked.saturating_sub(2);
                     // Results durable before the cut go out again (same seq, same content).

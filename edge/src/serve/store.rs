@@ -1,7 +1,7 @@
 //! The state directory: a snapshot, the log since it, and the files of evicted devices.
 //!
 //! - `snapshot.bin`: everything in memory at one moment (devices, results not yet published,
-//!   counters), written atomically (`runtime::atomic_file`). It names its log generation `g`.
+//!   counters), written atomically (`atomic_file`). It names its log generation `g`.
 //! - `log-g.bin`: what happened since, appended in order: records framed as
 //!   `[length u32 LE][CRC-32 u32 LE][postcard bytes]`. While a snapshot is written in the
 //!   background, `log-g+1.bin` already takes the new records, so a restart reads every log
@@ -24,7 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use runtime::atomic_file::write_atomic;
+use atomic_file::write_atomic;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Longest device id (bytes): its hex name must fit a file name.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::kmeans::{KMeans, KMeansParams};
 use super::spectral::{eigengap_k, nearest_rows, spectral_on, Graph, SpectralParams};
 use crate::error::{Error, Result};
+use crate::flags::params_with_flags;
 
 /// Sizes of the streaming summary's blocks (see `runtime::summary`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +44,14 @@ impl SummaryLayout {
         runtime::summary::diff_count(self.segments, self.diffs)
     }
 
+    /// Lengths of the summary's blocks for `n_features` ([`runtime::summary::block_lens`]).
+    pub fn block_lens(&self, n_features: usize) -> [usize; 6] {
+        runtime::summary::block_lens(n_features, self.segments, self.freqs, self.step_levels * n_features, self.step_freqs, self.diffs)
+    }
+
     /// Summary values for `n_features`.
     pub fn len(&self, n_features: usize) -> usize {
-        (2 * self.segments + self.freqs + self.step_levels + self.step_freqs + self.diff_count()) * n_features
+        self.block_lens(n_features).iter().sum()
     }
 }
 
@@ -322,115 +328,91 @@ pub struct Clustering {
     pub modularity: f64,
 }
 
-/// How `fit` builds the decision: the representation (summary, latent weight) and the
-/// clustering; every field is the `trainer fit` flag of the same name. Defaults measured on the
-/// dev suite (README, "Clustering quality").
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct DecisionParams {
-    /// Clustering method [spectral].
-    pub cluster_method: ClusterMethod,
-    /// Summary segments at most (segment means and mean absolute steps); 0: none [32].
-    pub summary_segments: usize,
-    /// Spectrum frequencies per feature at most; 0: none [32].
-    #[serde(default = "default_spectrum_freqs")]
-    pub spectrum_freqs: usize,
-    /// Step-distribution edges per feature at most; 0: none [16].
-    #[serde(default = "default_step_levels")]
-    pub step_levels: usize,
-    /// Frequencies per feature of the steps' spectrum at most; 0: none [32].
-    #[serde(default = "default_spectrum_freqs")]
-    pub step_spectrum_freqs: usize,
-    /// Weight of the latent block [[`LATENT_WEIGHT`]].
-    pub latent_weight: f64,
-    /// Weight of each of the two segment blocks (means, mean absolute steps) [0.5].
-    #[serde(default = "default_position_weight")]
-    pub position_weight: f64,
-    /// Weight of the spectrum block [1].
-    #[serde(default = "one")]
-    pub spectrum_weight: f64,
-    /// Weight of the step-distribution block [1].
-    #[serde(default = "one")]
-    pub step_weight: f64,
-    /// Weight of the steps' spectrum block [0.5: on the dev suite it raised or kept every set; 0.7 lowered ECG5000].
-    #[serde(default = "default_step_spectrum_weight")]
-    pub step_spectrum_weight: f64,
-    /// Weight of the segment differences block in the given weights [0: a candidate of its own
-    /// in the choice of representation instead].
+params_with_flags! {
+    /// How `fit` builds the decision: the representation (summary, latent weight) and the
+    /// clustering; every field is the `trainer fit` flag of the same name ([`DecisionFlags`]).
+    /// Defaults measured on the dev suite (README, "Clustering quality"); a field missing from
+    /// a record written before it existed reads as the default.
+    #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
     #[serde(default)]
-    pub difference_weight: f64,
-    /// Neighbours in the kNN graph [10].
-    pub neighbors: usize,
-    /// Prototypes per cluster at most [16: measured, 8 left the device agreeing with the offline clusters on 97.0-97.4% of ACSF1 and ECG5000].
-    pub prototypes_per_cluster: usize,
-    /// Largest k `--clusters auto` considers [12].
-    pub max_clusters: usize,
-    /// Quantile of the training distances in each cluster above which a window is anomalous,
-    /// in (0, 1]; 1 flags only windows farther than every training series of the cluster [0.99].
-    #[serde(default = "default_anomaly_quantile")]
-    pub anomaly_quantile: f64,
-    /// Also cluster the latent alone and keep whichever of it and latent + summary clusters more
-    /// stably under resampling ([`stability`]) [false: measured, it picks the worse one on
-    /// ECG5000's seed split].
-    #[serde(default)]
-    pub choose_summary: bool,
-    /// How the blocks' weights are chosen [given: measured on the 16-set suite, `modularity`
-    /// raised the mean NMI 0.536 -> 0.586 but put 4 sets below raw k-means (docs/quality.md)];
-    /// `given` keeps the weights above (and `choose_summary`). Run records from before the
-    /// choice read as `given`.
-    #[serde(default = "given")]
-    pub representation: Representation,
-}
-
-fn given() -> Representation {
-    Representation::Given
+    pub struct DecisionParams;
+    /// One flag per field of [`DecisionParams`] (how the cluster decision is built). They may
+    /// change on `--resume`: a finished run resumed with other values is re-clustered without
+    /// training.
+    pub struct DecisionFlags;
+    {
+        /// Clustering of the decision vectors [spectral].
+        cluster_method: ClusterMethod,
+        /// Segments of the window summary (segment means and mean absolute steps), at most;
+        /// 0 = none [32].
+        summary_segments: usize,
+        /// Spectrum frequencies per feature in the window summary, at most; 0 = none [32].
+        spectrum_freqs: usize,
+        /// Step-distribution edges per feature in the window summary, at most; 0 = none [16].
+        step_levels: usize,
+        /// Frequencies per feature of the steps' spectrum in the window summary, at most;
+        /// 0 = none [32].
+        step_spectrum_freqs: usize,
+        /// Weight of the latent block in the decision vector [0.5, [`LATENT_WEIGHT`]].
+        latent_weight: f64,
+        /// Weight of each of the two segment blocks (means, mean absolute steps) [0.5].
+        position_weight: f64,
+        /// Weight of the spectrum block [1].
+        spectrum_weight: f64,
+        /// Weight of the step-distribution block [1].
+        step_weight: f64,
+        /// Weight of the steps' spectrum block [0.5: on the dev suite it raised or kept every
+        /// set; 0.7 lowered ECG5000].
+        step_spectrum_weight: f64,
+        /// Weight of the segment differences block in the given weights [0: a candidate of its
+        /// own in the choice of representation instead].
+        difference_weight: f64,
+        /// Neighbours per series in the kNN graph [10].
+        neighbors: usize,
+        /// Prototypes per cluster in the bundle, at most [16: measured, 8 left the device
+        /// agreeing with the offline clusters on 97.0-97.4% of ACSF1 and ECG5000].
+        prototypes_per_cluster: usize,
+        /// Largest k that `--clusters auto` considers [12].
+        max_clusters: usize,
+        /// Quantile of each cluster's training distances above which a window is anomalous, in
+        /// (0, 1]; 1 flags only windows farther than every training series of the cluster [0.99].
+        anomaly_quantile: f64,
+        /// Also cluster the latent alone and keep whichever of it and latent + summary clusters
+        /// more stably under resampling ([`stability`]) [false: measured, it picks the worse one
+        /// on ECG5000's seed split].
+        choose_summary: bool,
+        /// How the blocks' weights are chosen: `given` keeps the weights above (and
+        /// --choose-summary); `modularity` is a label-free choice among the given weights, the
+        /// latent alone, the segment means alone, the segment differences alone, the spectra and
+        /// step distribution alone; `stability` the same candidates, by resampling [given:
+        /// measured on the 16-set suite, `modularity` raised the mean NMI 0.536 -> 0.586 but put
+        /// 4 sets below raw k-means (docs/quality.md)].
+        representation: Representation,
+    }
 }
 
 /// Default weight of the latent block beside the summary (measured on the dev suite: README,
 /// "Clustering quality").
 pub const LATENT_WEIGHT: f64 = 0.5;
 
-fn default_anomaly_quantile() -> f64 {
-    0.99
-}
-
-fn default_spectrum_freqs() -> usize {
-    32
-}
-
-fn default_step_levels() -> usize {
-    16
-}
-
-fn default_position_weight() -> f64 {
-    0.5
-}
-
-fn default_step_spectrum_weight() -> f64 {
-    0.5
-}
-
-fn one() -> f64 {
-    1.0
-}
-
 impl Default for DecisionParams {
     fn default() -> Self {
         DecisionParams {
             cluster_method: ClusterMethod::Spectral,
             summary_segments: 32,
-            spectrum_freqs: default_spectrum_freqs(),
-            step_levels: default_step_levels(),
-            step_spectrum_freqs: default_spectrum_freqs(),
+            spectrum_freqs: 32,
+            step_levels: 16,
+            step_spectrum_freqs: 32,
             latent_weight: LATENT_WEIGHT,
-            position_weight: default_position_weight(),
+            position_weight: 0.5,
             spectrum_weight: 1.0,
             step_weight: 1.0,
-            step_spectrum_weight: default_step_spectrum_weight(),
+            step_spectrum_weight: 0.5,
             difference_weight: 0.0,
             neighbors: 10,
             prototypes_per_cluster: 16,
             max_clusters: 12,
-            anomaly_quantile: default_anomaly_quantile(),
+            anomaly_quantile: 0.99,
             choose_summary: false,
             representation: Representation::Given,
         }

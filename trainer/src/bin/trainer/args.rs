@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use trainer::cluster::decision::{ClusterMethod, DecisionParams, Representation};
+use trainer::cluster::decision::DecisionFlags;
 use trainer::data::prep::{LengthMode, Normalization};
 use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
-use trainer::params::{Cell, LossScaling, OptimizerKind, Preset, ReconLoss, VraeParams};
+use trainer::params::{Preset, VraeFlags};
 
 #[derive(Parser)]
 #[command(name = "trainer", version, about = "Train a variational recurrent autoencoder on time series and cluster its latent space")]
@@ -70,7 +70,7 @@ pub(crate) struct ImportArgs {
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
     #[command(flatten)]
-    pub(crate) decision: DecisionArgs,
+    pub(crate) decision: DecisionFlags,
     /// Where the label sits in a wide CSV (auto: a header column named label/class/target/y).
     #[arg(long, value_enum, default_value_t = CsvLabel::Auto)]
     pub(crate) csv_label: CsvLabel,
@@ -179,7 +179,7 @@ pub(crate) struct FitArgs {
     #[arg(long, conflicts_with = "resume", value_parser = parse_clusters)]
     pub(crate) clusters: Option<Clusters>,
     #[command(flatten)]
-    pub(crate) decision: DecisionArgs,
+    pub(crate) decision: DecisionFlags,
     /// k-means restarts (k-means++ seeding each).
     #[arg(long, default_value_t = 10, conflicts_with = "resume")]
     pub(crate) n_init: usize,
@@ -194,12 +194,7 @@ pub(crate) struct FitArgs {
     #[command(flatten)]
     pub(crate) data_args: DataArgs,
     #[command(flatten)]
-    pub(crate) hp: HyperArgs,
-}
-
-/// `p.field = v` for every `Some(v)` in the flag struct's field of the same name.
-macro_rules! override_fields {
-    ($args:ident, $p:ident; $($f:ident),* $(,)?) => { $( if let Some(v) = $args.$f { $p.$f = v; } )* };
+    pub(crate) hp: VraeFlags,
 }
 
 /// `--clusters`: a number or `auto`.
@@ -214,198 +209,6 @@ pub(crate) fn parse_clusters(s: &str) -> std::result::Result<Clusters, String> {
         return Ok(Clusters::Auto);
     }
     s.parse::<usize>().map(Clusters::Fixed).map_err(|_| format!("expected a number of clusters or `auto`, got '{s}'"))
-}
-
-/// One flag per field of `DecisionParams` (how the cluster decision is built). They may change
-/// on `--resume`: a finished run resumed with other values is re-clustered without training.
-#[derive(Args)]
-pub(crate) struct DecisionArgs {
-    /// Clustering of the decision vectors [spectral].
-    #[arg(long, value_enum)]
-    pub(crate) cluster_method: Option<ClusterMethod>,
-    /// Segments of the window summary (means and mean absolute steps), at most; 0 = none [32].
-    #[arg(long)]
-    pub(crate) summary_segments: Option<usize>,
-    /// Spectrum frequencies per feature in the window summary, at most; 0 = none [32].
-    #[arg(long)]
-    pub(crate) spectrum_freqs: Option<usize>,
-    /// Step-distribution edges per feature in the window summary, at most; 0 = none [16].
-    #[arg(long)]
-    pub(crate) step_levels: Option<usize>,
-    /// Weight of the latent in the decision vector [0.5].
-    #[arg(long)]
-    pub(crate) latent_weight: Option<f64>,
-    /// Weight of each segment block (means, mean absolute steps) [0.5].
-    #[arg(long)]
-    pub(crate) position_weight: Option<f64>,
-    /// Weight of the spectrum block [1].
-    #[arg(long)]
-    pub(crate) spectrum_weight: Option<f64>,
-    /// Weight of the step-distribution block [1].
-    #[arg(long)]
-    pub(crate) step_weight: Option<f64>,
-    /// Frequencies per feature of the steps' spectrum in the window summary, at most; 0 = none [32].
-    #[arg(long)]
-    pub(crate) step_spectrum_freqs: Option<usize>,
-    /// Weight of the steps' spectrum block [0.5].
-    #[arg(long)]
-    pub(crate) step_spectrum_weight: Option<f64>,
-    /// Weight of the segment differences block in the given weights [0].
-    #[arg(long)]
-    pub(crate) difference_weight: Option<f64>,
-    /// Neighbours per series in the kNN graph [10].
-    #[arg(long)]
-    pub(crate) neighbors: Option<usize>,
-    /// Prototypes per cluster in the bundle, at most [16].
-    #[arg(long)]
-    pub(crate) prototypes_per_cluster: Option<usize>,
-    /// Largest k that `--clusters auto` considers [12].
-    #[arg(long)]
-    pub(crate) max_clusters: Option<usize>,
-    /// Quantile of each cluster's training distances above which a window is anomalous [0.99].
-    #[arg(long)]
-    pub(crate) anomaly_quantile: Option<f64>,
-    /// Also cluster the latent alone; keep the more stable of it and latent + summary [false].
-    #[arg(long)]
-    pub(crate) choose_summary: Option<bool>,
-    /// How the blocks' weights are chosen: `modularity` (label-free choice among the given
-    /// weights, the latent alone, the segment means alone, the segment differences alone, the
-    /// spectra and step distribution alone), `stability` (the same candidates, by resampling), `given` [given].
-    #[arg(long, value_enum)]
-    pub(crate) representation: Option<Representation>,
-}
-
-impl DecisionArgs {
-    pub(crate) fn apply(&self, mut p: DecisionParams) -> DecisionParams {
-        override_fields!(self, p; cluster_method, summary_segments, spectrum_freqs, step_levels, latent_weight,
-                         position_weight, spectrum_weight, step_weight, step_spectrum_freqs, step_spectrum_weight, difference_weight, neighbors, prototypes_per_cluster,
-                         max_clusters, anomaly_quantile, choose_summary, representation);
-        p
-    }
-}
-
-/// One flag per field of `VraeParams`; unset flags keep the preset's value.
-#[derive(Args)]
-pub(crate) struct HyperArgs {
-    /// Recurrent cell [default gru, seed lstm].
-    #[arg(long, value_enum)]
-    pub(crate) cell: Option<Cell>,
-    /// Hidden units per layer [90].
-    #[arg(long)]
-    pub(crate) hidden_size: Option<usize>,
-    /// Stacked recurrent layers [1].
-    #[arg(long)]
-    pub(crate) hidden_layer_depth: Option<usize>,
-    /// Latent dimension [20].
-    #[arg(long)]
-    pub(crate) latent_length: Option<usize>,
-    /// Series per batch [32].
-    #[arg(long)]
-    pub(crate) batch_size: Option<usize>,
-    /// Learning rate [default 2e-3, seed 5e-4].
-    #[arg(long)]
-    pub(crate) learning_rate: Option<f64>,
-    /// Training epochs: fixes the count and turns early stopping off [default: stop on
-    /// convergence, at most 300; seed: 40]. On --resume: the new upper bound.
-    #[arg(long)]
-    pub(crate) epochs: Option<usize>,
-    /// Stop on convergence of a validation split (true/false) [default true, seed false].
-    #[arg(long)]
-    pub(crate) early_stopping: Option<bool>,
-    /// Share of the training part held out for the stopping rule [0.1].
-    #[arg(long)]
-    pub(crate) validation: Option<f64>,
-    /// Epochs without validation improvement before stopping [10].
-    #[arg(long)]
-    pub(crate) patience: Option<usize>,
-    /// Optimiser steps before the stopping rule may stop [600].
-    #[arg(long)]
-    pub(crate) min_steps: Option<usize>,
-    /// Most time steps of training series to process, in millions (rows x length x epochs) [10].
-    #[arg(long)]
-    pub(crate) step_budget: Option<f64>,
-    /// Dropout between encoder layers [0.2].
-    #[arg(long)]
-    pub(crate) dropout: Option<f32>,
-    /// Optimiser [adam].
-    #[arg(long, value_enum)]
-    pub(crate) optimizer: Option<OptimizerKind>,
-    /// Max global gradient norm, 0 = off [5].
-    #[arg(long)]
-    pub(crate) clip_norm: Option<f64>,
-    /// Reconstruction loss [mse].
-    #[arg(long, value_enum)]
-    pub(crate) loss: Option<ReconLoss>,
-    /// Loss scaling [default mean, seed seed].
-    #[arg(long, value_enum)]
-    pub(crate) loss_scaling: Option<LossScaling>,
-    /// KL weight [default 0.1, seed 1].
-    #[arg(long)]
-    pub(crate) kl_weight: Option<f64>,
-    /// KL warm-up epochs [default 5, seed 0].
-    #[arg(long)]
-    pub(crate) kl_anneal_epochs: Option<usize>,
-    /// Weight of the contrastive term on the encoder; 0 disables [default 1, seed 0].
-    #[arg(long)]
-    pub(crate) contrastive_weight: Option<f64>,
-    /// Temperature of the contrastive softmax [0.2].
-    #[arg(long)]
-    pub(crate) contrastive_temperature: Option<f64>,
-    /// Shortest contrastive crop as a share of the series length [0.5].
-    #[arg(long)]
-    pub(crate) contrastive_crop: Option<f64>,
-    /// Seed for init, split, shuffling, dropout, sampling and k-means [0].
-    #[arg(long)]
-    pub(crate) seed: Option<u64>,
-}
-
-impl HyperArgs {
-    pub(crate) fn apply(&self, mut p: VraeParams) -> VraeParams {
-        override_fields!(self, p; cell, hidden_size, hidden_layer_depth, latent_length, batch_size, learning_rate, epochs, dropout,
-             optimizer, clip_norm, loss, loss_scaling, kl_weight, kl_anneal_epochs, seed, early_stopping, validation,
-             patience, min_steps, step_budget, contrastive_weight, contrastive_temperature, contrastive_crop);
-        p
-    }
-
-    /// A fresh run: `--epochs N` alone fixes the epoch count (early stopping off unless asked).
-    pub(crate) fn apply_fresh(&self, p: VraeParams) -> VraeParams {
-        let mut p = self.apply(p);
-        if self.epochs.is_some() && self.early_stopping.is_none() {
-            p.early_stopping = false;
-        }
-        p
-    }
-
-    /// Flags that a resumed run may not change (they would make it a different run).
-    pub(crate) fn fixed_on_resume(&self) -> Vec<String> {
-        let mut set = Vec::new();
-        macro_rules! check {
-            ($($f:ident),*) => { $( if self.$f.is_some() { set.push(format!("--{}", stringify!($f).replace('_', "-"))); } )* };
-        }
-        check!(
-            cell,
-            hidden_size,
-            hidden_layer_depth,
-            latent_length,
-            batch_size,
-            dropout,
-            optimizer,
-            loss,
-            loss_scaling,
-            kl_weight,
-            kl_anneal_epochs,
-            seed,
-            early_stopping,
-            validation,
-            patience,
-            min_steps,
-            step_budget,
-            contrastive_weight,
-            contrastive_temperature,
-            contrastive_crop
-        );
-        set
-    }
 }
 
 #[derive(Args)]
