@@ -245,7 +245,7 @@ mod tests {
     /// windows, in the same order, with the same device totals (fixed windows and sessions).
     #[test]
     fn batch_size_does_not_change_the_result() {
-        for sessions in [None, Some(SessionLimits { min: 40, max: 400 })] {
+        for sessions in [None, Some(SessionLimits { min: 40, max: 100 })] {
             let (one, filled_one, anomalous_one) = score(1, sessions);
             let (all, filled_all, anomalous_all) = score(1 << 20, sessions);
             assert!(one.len() > 50, "{} windows", one.len());

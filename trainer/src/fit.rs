@@ -20,6 +20,7 @@ use crate::artifacts::{self, Centroids, LoadedModel, Staging};
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta, CHECKPOINT, CHECKPOINT_VERSION};
 use crate::cluster::decision::{apply_scaling, knn_vote, ClusterParams, DecisionParams};
 use crate::cluster::metrics::encode_labels;
+use crate::cluster::kmeans::N_INIT;
 use crate::cluster::{ClusterScores, Contingency, KMeans, KMeansParams};
 use crate::data::prep::{native_min_length, resample, shape_lengths, split, LengthMode, Normalization};
 use crate::data::{Dataset, Series};
@@ -36,6 +37,9 @@ use crate::report::{decode_centroids, write_plots, write_report, Metrics, PlotIn
 use crate::run_record::{fingerprint, ClusterRequest, DataInfo, RunRecord};
 use crate::train::{train_resumable, EpochEnd, Stop, BEST_PREFIX};
 use crate::train_log::{write_training_log, EpochLog};
+
+/// Share of the series held out from training by default (`trainer fit --holdout`).
+pub const HOLDOUT: f64 = 0.1;
 
 /// Everything `fit` needs besides the data.
 #[derive(Debug, Clone)]
@@ -72,19 +76,20 @@ pub struct FitOptions {
 }
 
 impl FitOptions {
-    /// `params` with the CLI's defaults: 10% held out, no extra normalisation, k = number of
-    /// labels, 10 k-means restarts, progress to nobody, a checkpoint every epoch, a fresh start.
+    /// `params` with the CLI's defaults: [`HOLDOUT`] held out, no extra normalisation, k = number
+    /// of labels, [`N_INIT`] k-means restarts, progress to nobody, a checkpoint every epoch, a
+    /// fresh start.
     pub fn new(params: VraeValidParams) -> Self {
         FitOptions {
             params,
-            holdout: 0.1,
+            holdout: HOLDOUT,
             normalization: Normalization::None,
             length: LengthMode::Native,
             max_length: None,
             clusters: None,
             auto_clusters: false,
             decision: DecisionParams::default(),
-            n_init: 10,
+            n_init: N_INIT,
             progress: Reporter::default(),
             checkpoint_every: 1,
             resume: None,

@@ -24,10 +24,13 @@ pub struct KMeansParams {
     pub seed: u64,
 }
 
+/// k-means restarts by default (scikit-learn's), here and for `--n-init`.
+pub const N_INIT: usize = 10;
+
 impl KMeansParams {
-    /// `k` clusters with scikit-learn's defaults (10 restarts, 300 iterations, tol 1e-4).
+    /// `k` clusters with scikit-learn's defaults ([`N_INIT`] restarts, 300 iterations, tol 1e-4).
     pub fn new(k: usize, seed: u64) -> Self {
-        KMeansParams { k, n_init: 10, max_iter: 300, tol: 1e-4, seed }
+        KMeansParams { k, n_init: N_INIT, max_iter: 300, tol: 1e-4, seed }
     }
 }
 

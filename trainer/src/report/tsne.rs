@@ -26,9 +26,14 @@ pub struct TsneParams {
     pub seed: u64,
 }
 
+impl TsneParams {
+    /// The defaults (also those of the CLI's flags).
+    pub const DEFAULT: TsneParams = TsneParams { perplexity: 30.0, iterations: 1000, seed: 0 };
+}
+
 impl Default for TsneParams {
     fn default() -> Self {
-        TsneParams { perplexity: 30.0, iterations: 1000, seed: 0 }
+        Self::DEFAULT
     }
 }
 

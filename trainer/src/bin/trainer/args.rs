@@ -7,6 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use trainer::cluster::decision::DecisionFlags;
+use trainer::cluster::kmeans::N_INIT;
+use trainer::fit::HOLDOUT;
+use trainer::report::tsne::TsneParams;
 use trainer::data::prep::{LengthMode, Normalization};
 use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
 use trainer::params::{Preset, VraeFlags};
@@ -64,7 +67,7 @@ pub(crate) struct ImportArgs {
     #[arg(long, value_enum, default_value_t = Normalization::None)]
     pub(crate) normalize: Normalization,
     /// k-means restarts.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = N_INIT)]
     pub(crate) n_init: usize,
     /// Seed of the clustering.
     #[arg(long, default_value_t = 0)]
@@ -97,10 +100,10 @@ pub(crate) struct PlotArgs {
 #[derive(Args)]
 pub(crate) struct TsneArgs {
     /// t-SNE perplexity, the effective number of neighbours (lowered to (n-1)/3 for small sets).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = TsneParams::DEFAULT.perplexity)]
     pub(crate) perplexity: f32,
     /// t-SNE gradient-descent iterations (Barnes-Hut above 1000 points).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = TsneParams::DEFAULT.iterations)]
     pub(crate) tsne_iterations: usize,
 }
 
@@ -172,7 +175,7 @@ pub(crate) struct FitArgs {
     #[arg(long, value_name = "N", conflicts_with = "resume")]
     pub(crate) max_length: Option<usize>,
     /// Fraction of all series held out from training (shuffled with --seed).
-    #[arg(long, default_value_t = 0.1, conflicts_with = "resume")]
+    #[arg(long, default_value_t = HOLDOUT, conflicts_with = "resume")]
     pub(crate) holdout: f64,
     /// Number of clusters, or `auto` (eigengap of the kNN graph) [default: the number of
     /// distinct labels; auto when the data has none].
@@ -181,7 +184,7 @@ pub(crate) struct FitArgs {
     #[command(flatten)]
     pub(crate) decision: DecisionFlags,
     /// k-means restarts (k-means++ seeding each).
-    #[arg(long, default_value_t = 10, conflicts_with = "resume")]
+    #[arg(long, default_value_t = N_INIT, conflicts_with = "resume")]
     pub(crate) n_init: usize,
     /// No progress bar or per-epoch lines.
     #[arg(long)]
