@@ -63,13 +63,13 @@ impl<const H: usize, const L: usize> State<H, L> {
     }
 
     /// `h` and `c` of layer `l`, for the host's multi-window step ([`crate::batch::push_each`]).
-    #[cfg(feature = "std")]
+    #[cfg(feature = "batch")]
     pub(crate) fn layer_mut(&mut self, l: usize) -> (&mut [f32; H], &mut [f32; H]) {
         (&mut self.h[l], &mut self.c[l])
     }
 
     /// Counts a step the multi-window kernel took for this state.
-    #[cfg(feature = "std")]
+    #[cfg(feature = "batch")]
     pub(crate) fn count_step(&mut self) {
         self.steps += 1;
     }
@@ -469,7 +469,7 @@ impl Zscore {
 /// Whether `encode_window` would accept these values without an error (all finite, and a
 /// z-normalised model's features fit its scratch): the host's grouped and two-core paths take
 /// exactly these and leave every other window to `encode_window` and its errors.
-#[cfg(feature = "std")]
+#[cfg(feature = "batch")]
 pub(crate) fn encodes_cleanly(normalization: Normalization, n_features: usize, values: &[f32]) -> bool {
     values.iter().all(|v| v.is_finite()) && (normalization == Normalization::None || n_features <= MAX_ZSCORE_FEATURES)
 }

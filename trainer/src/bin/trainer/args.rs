@@ -8,11 +8,11 @@ use clap::{Args, Parser, Subcommand};
 
 use trainer::cluster::decision::DecisionFlags;
 use trainer::cluster::kmeans::N_INIT;
-use trainer::fit::HOLDOUT;
-use trainer::report::tsne::TsneParams;
 use trainer::data::prep::{LengthMode, Normalization};
 use trainer::data::{bundled, load_files, CsvLabel, CsvOptions, Dataset};
+use trainer::fit::HOLDOUT;
 use trainer::params::{Preset, VraeFlags};
+use trainer::report::tsne::TsneParams;
 
 #[derive(Parser)]
 #[command(name = "trainer", version, about = "Train a variational recurrent autoencoder on time series and cluster its latent space")]
