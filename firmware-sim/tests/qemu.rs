@@ -5,7 +5,7 @@
 
 use std::io::Read;
 
-use firmware_sim::{build, mcu_dir, run_qemu};
+use firmware_sim::{build, build_for, mcu_dir, run_on, run_qemu, Board};
 use runtime::batch::HostState;
 use runtime::bundle::AlignedBytes;
 use runtime::Encoder;
@@ -131,4 +131,25 @@ fn firmware_enforces_the_models_minimum_length() {
     let ids = device_ids(&stdout);
     assert_eq!(ids.len(), 18, "{stdout}");
     assert_eq!(ids[..16], host_ids(16, "models/ecg5000/model.bundle")[..], "Cortex-M IDs differ from the host's:\n{stdout}");
+}
+
+/// The same firmware on a Cortex-M33 (Armv8-M Mainline, `thumbv8m.main-none-eabihf`, QEMU's
+/// MPS2 AN505): the shipped model's IDs and the imported GRU's (several clusters) equal the
+/// host's, distances to the bit.
+#[test]
+fn cortex_m33_firmware_matches_the_host() {
+    for (bundle, dir) in [("models/ecg5000/model.bundle", "m33"), ("trainer/tests/fixtures/torch/gru90.bundle", "m33-imported")] {
+        let path = mcu_dir().join("../..").join(bundle);
+        let elf = build_for(Board::An505, &mcu_dir().join("target").join(dir), &[("FIRMWARE_BUNDLE", path.to_str().unwrap())])
+            .unwrap_or_else(|e| panic!("M33 firmware build failed:\n{e}"));
+        let out = run_on(Board::An505, &elf).unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "M33 firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let ids = device_ids(&stdout);
+        assert_eq!(ids.len(), 19, "{stdout}");
+        assert_eq!(ids[..16], host_ids(16, bundle)[..], "Cortex-M33 IDs differ from the host's ({bundle}):\n{stdout}");
+        if dir == "m33-imported" {
+            assert!(ids[..16].iter().any(|i| i.0 != ids[0].0), "one cluster for every beat proves little:\n{stdout}");
+        }
+    }
 }
