@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for t in thumbv7em-none-eabihf thumbv8m.main-none-eabihf aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+for t in thumbv7em-none-eabihf thumbv8m.main-none-eabihf thumbv6m-none-eabi aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
     rustup target list --installed | grep -q "^$t\$" || rustup target add "$t"
 done
 if ! command -v qemu-system-arm >/dev/null || ! command -v qemu-aarch64 >/dev/null \

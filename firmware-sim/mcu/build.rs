@@ -42,6 +42,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", data_path.display());
     println!("cargo:rerun-if-changed=memory-an386.x");
     println!("cargo:rerun-if-changed=memory-an505.x");
+    println!("cargo:rerun-if-changed=memory-microbit.x");
     println!("cargo:rerun-if-env-changed=FIRMWARE_CORRUPT_EXPECTED");
     println!("cargo:rerun-if-env-changed=FIRMWARE_BUNDLE");
     println!("cargo:rerun-if-env-changed=FIRMWARE_MIN_LEN");
@@ -49,7 +50,14 @@ fn main() {
     // The board's memory map as the `memory.x` cortex-m-rt's link.x includes: MPS2 AN505 for
     // Cortex-M33 (thumbv8m.main), AN386 for Cortex-M4F. No file of that name in this directory:
     // the linker would read it before the one in OUT_DIR.
-    let memory = if std::env::var("TARGET").is_ok_and(|t| t.starts_with("thumbv8m")) { "memory-an505.x" } else { "memory-an386.x" };
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let memory = if target.starts_with("thumbv8m") {
+        "memory-an505.x"
+    } else if target.starts_with("thumbv6m") {
+        "memory-microbit.x"
+    } else {
+        "memory-an386.x"
+    };
     std::fs::copy(root.join("firmware-sim/mcu").join(memory), out.join("memory.x")).unwrap();
     println!("cargo:rustc-link-search={}", out.display());
 

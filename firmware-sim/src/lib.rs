@@ -1,5 +1,6 @@
 //! Builds the firmware in `firmware-sim/mcu` and runs it under QEMU, for the tests and for
-//! people: Cortex-M4F on `mps2-an386`, Cortex-M33 on `mps2-an505` ([`Board`]).
+//! people: Cortex-M4F on `mps2-an386`, Cortex-M33 on `mps2-an505`, Armv6-M (the Cortex-M0+'s
+//! instruction set) on `microbit` ([`Board`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,6 +18,9 @@ pub enum Board {
     /// Arm MPS2 AN505: Cortex-M33 with FPU, Secure state (`thumbv8m.main-none-eabihf`,
     /// `memory-an505.x`).
     An505,
+    /// BBC micro:bit: nRF51 Cortex-M0, Armv6-M as the Cortex-M0+ (`thumbv6m-none-eabi`, soft
+    /// float, `memory-microbit.x`: 256 KiB flash, 16 KiB RAM).
+    Microbit,
 }
 
 impl Board {
@@ -25,14 +29,16 @@ impl Board {
         match self {
             Board::An386 => "thumbv7em-none-eabihf",
             Board::An505 => "thumbv8m.main-none-eabihf",
+            Board::Microbit => "thumbv6m-none-eabi",
         }
     }
 
-    /// QEMU's machine and CPU names.
-    fn qemu(self) -> (&'static str, &'static str) {
+    /// QEMU's machine and CPU names, and the time limit (soft float is slow to emulate).
+    fn qemu(self) -> (&'static str, &'static str, &'static str) {
         match self {
-            Board::An386 => ("mps2-an386", "cortex-m4"),
-            Board::An505 => ("mps2-an505", "cortex-m33"),
+            Board::An386 => ("mps2-an386", "cortex-m4", "120"),
+            Board::An505 => ("mps2-an505", "cortex-m33", "120"),
+            Board::Microbit => ("microbit", "cortex-m0", "300"),
         }
     }
 }
@@ -67,9 +73,9 @@ pub fn build_for(board: Board, target_dir: &Path, env: &[(&str, &str)]) -> Resul
 /// Runs `elf` under QEMU on `board` (semihosting, `-icount shift=0` so the firmware's
 /// instruction count is deterministic) with a time limit.
 pub fn run_on(board: Board, elf: &Path) -> Result<Output, String> {
-    let (machine, cpu) = board.qemu();
+    let (machine, cpu, limit) = board.qemu();
     Command::new("timeout")
-        .args(["120", "qemu-system-arm", "-M", machine, "-cpu", cpu, "-icount", "shift=0", "-nographic"])
+        .args([limit, "qemu-system-arm", "-M", machine, "-cpu", cpu, "-icount", "shift=0", "-nographic"])
         .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
         .arg(elf)
         .output()

@@ -153,3 +153,23 @@ fn cortex_m33_firmware_matches_the_host() {
         }
     }
 }
+
+/// Armv6-M (`thumbv6m-none-eabi`, the Cortex-M0+'s instruction set; no FPU, so soft float) on
+/// QEMU's micro:bit (Cortex-M0, 256 KiB flash, 16 KiB RAM): the imported GRU's IDs (several
+/// clusters) and distances equal the host's, bit for bit, within the board's RAM.
+#[test]
+fn armv6m_firmware_matches_the_host() {
+    let bundle = "trainer/tests/fixtures/torch/gru90.bundle";
+    let path = mcu_dir().join("../..").join(bundle);
+    let elf = build_for(Board::Microbit, &mcu_dir().join("target/m0"), &[("FIRMWARE_BUNDLE", path.to_str().unwrap())])
+        .unwrap_or_else(|e| panic!("Armv6-M firmware build failed:\n{e}"));
+    let out = run_on(Board::Microbit, &elf).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "Armv6-M firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let ids = device_ids(&stdout);
+    assert_eq!(ids.len(), 19, "{stdout}");
+    assert_eq!(ids[..16], host_ids(16, bundle)[..], "Armv6-M IDs differ from the host's:\n{stdout}");
+    assert!(ids[..16].iter().any(|i| i.0 != ids[0].0), "one cluster for every beat proves little:\n{stdout}");
+    let stack: usize = stdout.lines().find_map(|l| l.strip_prefix("stack_high_water_bytes=")).unwrap().parse().unwrap();
+    assert!(stack < 16 * 1024, "stack {stack} bytes in 16 KiB of RAM");
+}
