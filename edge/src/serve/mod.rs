@@ -6,7 +6,8 @@
 //! where results go); [`streams`] (one device's open windows, the runtime's `State`s);
 //! [`store`] (snapshot, log and device files on disk); [`gateway`] (the durable core and its
 //! guarantee, no network); [`metrics`] (Prometheus counters, `/metrics` and `/healthz`);
-//! [`mqtt`] (the broker connections and tasks that drive the gateway).
+//! [`mqtt`] (options, broker settings and `run`, which wires the `subscriber` and `publisher`
+//! tasks and the `processor` thread that drive the gateway).
 
 pub mod gateway;
 pub mod metrics;
