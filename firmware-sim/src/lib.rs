@@ -56,6 +56,9 @@ pub fn run_qemu(elf: &Path) -> Result<Output, String> {
 /// Builds the firmware for `board` in release mode into `target_dir` with extra environment
 /// `env`; returns the ELF path or cargo's output on failure.
 pub fn build_for(board: Board, target_dir: &Path, env: &[(&str, &str)]) -> Result<PathBuf, String> {
+    // Made here: cargo sets up a missing target dir through a temporary sibling, which fails
+    // when parallel tests race to create their common parent (a fresh clone has no mcu/target).
+    std::fs::create_dir_all(target_dir).map_err(|e| format!("{}: cannot create: {e}", target_dir.display()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(mcu_dir())
