@@ -133,25 +133,30 @@ fn firmware_enforces_the_models_minimum_length() {
     assert_eq!(ids[..16], host_ids(16, "models/ecg5000/model.bundle")[..], "Cortex-M IDs differ from the host's:\n{stdout}");
 }
 
+/// Builds the firmware for `board` with `bundle` (relative to the repository root) into
+/// `mcu/target/DIR`, runs it, and checks that it exits 0 and that its 19 windows' IDs (and,
+/// in `device_ids`, distances) equal the host's; returns the IDs and the output.
+fn matches_the_host_on(board: Board, bundle: &str, dir: &str) -> (Vec<(usize, bool)>, String) {
+    let path = mcu_dir().join("../..").join(bundle);
+    let elf = build_for(board, &mcu_dir().join("target").join(dir), &[("FIRMWARE_BUNDLE", path.to_str().unwrap())])
+        .unwrap_or_else(|e| panic!("{board:?} firmware build failed:\n{e}"));
+    let out = run_on(board, &elf).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{board:?} firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let ids = device_ids(&stdout);
+    assert_eq!(ids.len(), 19, "{stdout}");
+    assert_eq!(ids[..16], host_ids(16, bundle)[..], "{board:?} IDs differ from the host's ({bundle}):\n{stdout}");
+    (ids, stdout)
+}
+
 /// The same firmware on a Cortex-M33 (Armv8-M Mainline, `thumbv8m.main-none-eabihf`, QEMU's
 /// MPS2 AN505): the shipped model's IDs and the imported GRU's (several clusters) equal the
 /// host's, distances to the bit.
 #[test]
 fn cortex_m33_firmware_matches_the_host() {
-    for (bundle, dir) in [("models/ecg5000/model.bundle", "m33"), ("trainer/tests/fixtures/torch/gru90.bundle", "m33-imported")] {
-        let path = mcu_dir().join("../..").join(bundle);
-        let elf = build_for(Board::An505, &mcu_dir().join("target").join(dir), &[("FIRMWARE_BUNDLE", path.to_str().unwrap())])
-            .unwrap_or_else(|e| panic!("M33 firmware build failed:\n{e}"));
-        let out = run_on(Board::An505, &elf).unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "M33 firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-        let ids = device_ids(&stdout);
-        assert_eq!(ids.len(), 19, "{stdout}");
-        assert_eq!(ids[..16], host_ids(16, bundle)[..], "Cortex-M33 IDs differ from the host's ({bundle}):\n{stdout}");
-        if dir == "m33-imported" {
-            assert!(ids[..16].iter().any(|i| i.0 != ids[0].0), "one cluster for every beat proves little:\n{stdout}");
-        }
-    }
+    matches_the_host_on(Board::An505, "models/ecg5000/model.bundle", "m33");
+    let (ids, stdout) = matches_the_host_on(Board::An505, "trainer/tests/fixtures/torch/gru90.bundle", "m33-imported");
+    assert!(ids[..16].iter().any(|i| i.0 != ids[0].0), "one cluster for every beat proves little:\n{stdout}");
 }
 
 /// Armv6-M (`thumbv6m-none-eabi`, the Cortex-M0+'s instruction set; no FPU, so soft float) on
@@ -159,16 +164,7 @@ fn cortex_m33_firmware_matches_the_host() {
 /// clusters) and distances equal the host's, bit for bit, within the board's RAM.
 #[test]
 fn armv6m_firmware_matches_the_host() {
-    let bundle = "trainer/tests/fixtures/torch/gru90.bundle";
-    let path = mcu_dir().join("../..").join(bundle);
-    let elf = build_for(Board::Microbit, &mcu_dir().join("target/m0"), &[("FIRMWARE_BUNDLE", path.to_str().unwrap())])
-        .unwrap_or_else(|e| panic!("Armv6-M firmware build failed:\n{e}"));
-    let out = run_on(Board::Microbit, &elf).unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "Armv6-M firmware failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let ids = device_ids(&stdout);
-    assert_eq!(ids.len(), 19, "{stdout}");
-    assert_eq!(ids[..16], host_ids(16, bundle)[..], "Armv6-M IDs differ from the host's:\n{stdout}");
+    let (ids, stdout) = matches_the_host_on(Board::Microbit, "trainer/tests/fixtures/torch/gru90.bundle", "m0");
     assert!(ids[..16].iter().any(|i| i.0 != ids[0].0), "one cluster for every beat proves little:\n{stdout}");
     let stack: usize = stdout.lines().find_map(|l| l.strip_prefix("stack_high_water_bytes=")).unwrap().parse().unwrap();
     assert!(stack < 16 * 1024, "stack {stack} bytes in 16 KiB of RAM");
