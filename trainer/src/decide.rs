@@ -5,10 +5,13 @@
 //!
 //! `trainer fit` runs it after training; `trainer import --fit-centroids` on an imported encoder.
 
+use crate::cluster::consensus::consensus;
 use crate::cluster::decision::{
     anomaly_thresholds, apply_scaling, cluster, fit_scaling, stability, step_edges, summary_layout, ClusterParams, Clustering, Decision,
     DecisionParams, Representation, SummaryLayout,
 };
+use crate::cluster::null;
+use crate::cluster::Contingency;
 use crate::data::prep::Normalization;
 use crate::data::Series;
 use crate::embed::NativeEncoder;
@@ -26,6 +29,8 @@ pub struct FittedDecision {
     pub stabilities: Vec<(String, Option<f64>)>,
     /// Modularity of each decision vector's clustering considered by the label-free choice.
     pub modularity: Vec<(String, Option<f64>)>,
+    /// Every candidate the label-free choice scored, in order (empty with `given`).
+    pub candidates: Vec<Candidate>,
     /// The decision vector kept (a candidate's name: `given`, `latent`, `level`, `differences`,
     /// `phase-free`;
     /// `latent+summary` or `latent` without a choice of representation).
@@ -36,6 +41,23 @@ pub struct FittedDecision {
     pub x_train: Vec<f32>,
     /// Values per decision vector.
     pub dims: usize,
+}
+
+/// A candidate decision vector the label-free choice scored: its clustering's modularity on
+/// its own kNN graph and the modularity the same clustering reaches on its nulls
+/// ([`crate::cluster::null`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// `given`, `latent`, `level`, `differences` or `phase-free`.
+    pub name: String,
+    /// Modularity of its partition.
+    pub modularity: f64,
+    /// The same on a Gaussian sample of its mean and covariance.
+    pub null_gaussian: f64,
+    /// The same with its columns permuted on their own.
+    pub null_permuted: f64,
+    /// Its partition of the training series.
+    pub labels: Vec<usize>,
 }
 
 /// Checks that `k` clusters (`None`: chosen by the eigengap) can be made from `n` training
@@ -72,7 +94,7 @@ pub fn fit_decision(
     let full_dims = stand_in.dims();
     let raw = RawDecisions { latent: l, features: nf, layout, rows: &raw_full, dims: full_dims };
     let chosen = if dp.representation == Representation::Given { given_or_latent(dp, cp, &raw)? } else { choose(dp, cp, &raw)? };
-    let Chosen { layout: lay, dims, offsets, scales, x_train, clustering, stabilities, modularity, name } = chosen;
+    let Chosen { layout: lay, dims, offsets, scales, x_train, clustering, stabilities, modularity, candidates, name } = chosen;
     let k = clustering.k;
     let mut decision = Decision {
         k,
@@ -92,7 +114,7 @@ pub fn fit_decision(
     let unflagged = NativeEncoder::new(cfg, norm, weights, &decision)?;
     let distances: Vec<(usize, f32)> = unflagged.assign(train, &z_train)?.iter().map(|a| (a.cluster, a.distance)).collect();
     decision.anomaly_thresholds = anomaly_thresholds(k, &distances, dp.anomaly_quantile);
-    Ok(FittedDecision { decision, clustering, stabilities, modularity, representation: name, z_train, x_train, dims })
+    Ok(FittedDecision { decision, clustering, stabilities, modularity, candidates, representation: name, z_train, x_train, dims })
 }
 
 /// The decision vector picked, scaled, with its clustering and what the choice measured.
@@ -105,6 +127,7 @@ struct Chosen {
     clustering: Clustering,
     stabilities: Vec<(String, Option<f64>)>,
     modularity: Vec<(String, Option<f64>)>,
+    candidates: Vec<Candidate>,
     name: String,
 }
 
@@ -184,6 +207,7 @@ fn given_or_latent(dp: &DecisionParams, cp: &ClusterParams, raw: &RawDecisions) 
                 clustering,
                 stabilities: Vec::new(),
                 modularity: Vec::new(),
+                candidates: Vec::new(),
                 name: name.to_string(),
             };
             best = Some((st, c));
@@ -204,8 +228,8 @@ fn choose(dp: &DecisionParams, cp: &ClusterParams, raw: &RawDecisions) -> Result
     let mut seen: Vec<Vec<(usize, f64)>> = Vec::new();
     /// A scored candidate: score, name, weights, offsets, scales, scaled rows, clustering.
     type Scored = (f64, &'static str, Weights, Vec<f32>, Vec<f32>, Vec<f32>, Clustering);
-    let mut best: Option<Scored> = None;
-    let (mut stabilities, mut modularity) = (Vec::new(), Vec::new());
+    let mut scored: Vec<Scored> = Vec::new();
+    let (mut stabilities, mut modularity, mut candidates_seen) = (Vec::new(), Vec::new(), Vec::new());
     for (name, w) in candidates(dp) {
         let blocks: Vec<(usize, f64)> = lens.iter().copied().zip(w).collect();
         let present: Vec<(usize, f64)> = blocks.iter().copied().filter(|b| b.0 > 0).collect();
@@ -217,28 +241,47 @@ fn choose(dp: &DecisionParams, cp: &ClusterParams, raw: &RawDecisions) -> Result
         let (offsets, scales) = fit_scaling(raw_full, full_dims, &present)?;
         let x = apply_scaling(raw_full, &offsets, &scales);
         let clustering = cluster(&x, full_dims, cp)?;
+        let q = modularity_of(&x, full_dims, cp, &clustering)?;
+        let null = |y: Vec<f32>| -> Result<f64> {
+            let sub = ClusterParams { k: Some(clustering.k), per_cluster: 1, ..*cp };
+            let c = cluster(&y, full_dims, &sub)?;
+            modularity_of(&y, full_dims, &sub, &c)
+        };
+        let null_gaussian = null(null::gaussian_like(&x, full_dims, cp.seed))?;
+        let null_permuted = null(null::columns_permuted(&x, full_dims, cp.seed))?;
+        candidates_seen.push(Candidate {
+            name: name.to_string(),
+            modularity: q,
+            null_gaussian,
+            null_permuted,
+            labels: clustering.labels.clone(),
+        });
+        modularity.push((name.to_string(), Some(q).filter(|v| v.is_finite())));
         let score = match dp.representation {
             Representation::Stability => {
                 let st = stability(&x, full_dims, clustering.k, cp, 3)?;
                 stabilities.push((name.to_string(), Some(st).filter(|v| v.is_finite())));
                 st
             }
-            _ => {
-                let q = if clustering.modularity.is_finite() {
-                    clustering.modularity
-                } else {
-                    crate::cluster::spectral::Graph::knn(&x, full_dims, cp.n_neighbors)?.modularity(&clustering.labels, clustering.k)
-                };
-                modularity.push((name.to_string(), Some(q).filter(|v| v.is_finite())));
-                q
-            }
+            Representation::ModularityGap => q - null_gaussian,
+            _ => q,
         };
-        // Ties (and NaN scores) keep the earlier candidate: the given weights come first.
-        if best.as_ref().is_none_or(|b| score > b.0) {
-            best = Some((score, name, w, offsets, scales, x, clustering));
+        scored.push((score, name, w, offsets, scales, x, clustering));
+    }
+    if dp.representation == Representation::Consensus {
+        // Each candidate's agreement (ARI) with the consensus of all their partitions.
+        let parts: Vec<&[usize]> = scored.iter().map(|c| c.6.labels.as_slice()).collect();
+        let agreed = consensus(&parts, scored.first().map_or(1, |c| c.6.k));
+        for c in &mut scored {
+            c.0 = Contingency::new(&agreed, &c.6.labels).ari();
         }
     }
-    let (_, name, w, offsets, scales, x, mut clustering) = best.expect("the given weights are a candidate");
+    if scored.is_empty() {
+        return Err(Error::Param("no candidate decision vector weighs anything".into()));
+    }
+    // Ties (and NaN scores) keep the earlier candidate: the given weights come first.
+    let at = (0..scored.len()).fold(0, |b, i| if scored[i].0 > scored[b].0 { i } else { b });
+    let (_, name, w, offsets, scales, x, mut clustering) = scored.swap_remove(at);
     // Cut the unweighted summary blocks: columns kept, and the layout the device then computes.
     // The differences are read from the segment means, so they keep the segments.
     let keep_seg = w[1] > 0.0 || w[2] > 0.0 || w[6] > 0.0;
@@ -267,8 +310,18 @@ fn choose(dp: &DecisionParams, cp: &ClusterParams, raw: &RawDecisions) -> Result
         clustering,
         stabilities,
         modularity,
+        candidates: candidates_seen,
         name: name.to_string(),
     })
+}
+
+/// Modularity of `c`'s partition of `x` on `x`'s kNN graph (built here when the clustering did
+/// not build one).
+fn modularity_of(x: &[f32], dims: usize, cp: &ClusterParams, c: &Clustering) -> Result<f64> {
+    if c.modularity.is_finite() {
+        return Ok(c.modularity);
+    }
+    Ok(crate::cluster::spectral::Graph::knn(x, dims, cp.n_neighbors)?.modularity(&c.labels, c.k))
 }
 
 /// Per-cluster means of the latent rows `z` (`latent` values each) over the clusters in `pred`,

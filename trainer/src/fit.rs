@@ -33,7 +33,7 @@ use crate::model::{ModelConfig, ParamStore, Vrae};
 use crate::params::VraeValidParams;
 use crate::progress::{Progress, Reporter};
 use crate::report::tsne::TsneParams;
-use crate::report::{decode_centroids, write_plots, write_report, Metrics, PlotInfo, PlotInput, Report};
+use crate::report::{decode_centroids, write_plots, write_report, CandidateScores, Metrics, PlotInfo, PlotInput, Report};
 use crate::run_record::{fingerprint, ClusterRequest, DataInfo, RunRecord};
 use crate::train::{train_resumable, EpochEnd, Stop, BEST_PREFIX};
 use crate::train_log::{write_training_log, EpochLog};
@@ -428,6 +428,7 @@ fn score(prep: &Prepared, opts: &FitOptions, trained: &Trained, cl: &Clustered) 
         prototypes: fitted.clustering.prototype_clusters.len(),
         stability: fitted.stabilities.clone(),
         modularity: fitted.modularity.clone(),
+        candidates: Vec::new(),
         representation: fitted.representation.clone(),
         anomalous_train: cl.train_assign.iter().filter(|a| a.anomalous).count(),
         anomalous_holdout: cl.hold_assign.iter().filter(|a| a.anomalous).count(),
@@ -440,6 +441,17 @@ fn score(prep: &Prepared, opts: &FitOptions, trained: &Trained, cl: &Clustered) 
         cluster_sizes: cl.sizes.clone(),
         stop: Some(trained.stop.clone()),
     };
+    metrics.candidates = fitted
+        .candidates
+        .iter()
+        .map(|c| CandidateScores {
+            name: c.name.clone(),
+            modularity: c.modularity,
+            null_gaussian: c.null_gaussian,
+            null_permuted: c.null_permuted,
+            nmi: prep.truth.as_ref().and_then(|(t, _)| scores(t, &prep.train_idx, &c.labels)).map(|s| s.nmi),
+        })
+        .collect();
     if let Some((truth, _)) = &prep.truth {
         let pred = |a: &[runtime::Assignment]| a.iter().map(|a| a.cluster).collect::<Vec<_>>();
         metrics.vrae_train = scores(truth, &prep.train_idx, &pred(&cl.train_assign));

@@ -264,6 +264,14 @@ pub enum Representation {
     /// segment differences alone; the spectra and step distribution alone), the one whose clustering has the highest
     /// modularity on its own kNN graph ([`Graph::modularity`](super::spectral::Graph::modularity)).
     Modularity,
+    /// Of the same candidates, the one whose modularity exceeds most what the same clustering
+    /// reaches on a Gaussian sample of the candidate's mean and covariance
+    /// ([`gaussian_like`](super::null::gaussian_like)): the structure beyond a featureless
+    /// cloud of the same shape and dimension.
+    ModularityGap,
+    /// Of the same candidates, the one whose partition agrees best (adjusted Rand index) with
+    /// the consensus of all their partitions ([`consensus`](super::consensus::consensus)).
+    Consensus,
     /// Of the same candidates, the one whose clustering is most stable under resampling
     /// ([`stability`]).
     Stability,
@@ -384,7 +392,10 @@ params_with_flags! {
         /// How the blocks' weights are chosen: `given` keeps the weights above (and
         /// --choose-summary); `modularity` is a label-free choice among the given weights, the
         /// latent alone, the segment means alone, the segment differences alone, the spectra and
-        /// step distribution alone; `stability` the same candidates, by resampling [given:
+        /// step distribution alone; `modularity-gap` the same candidates by their modularity
+        /// above a Gaussian null of their covariance; `consensus` the one agreeing best with
+        /// the consensus of all their partitions; `stability` the same candidates, by
+        /// resampling [given:
         /// measured on the 16-set suite, `modularity` raised the mean NMI 0.536 -> 0.586 but put
         /// 4 sets below raw k-means (docs/quality.md)].
         representation: Representation,

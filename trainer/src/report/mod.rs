@@ -156,6 +156,21 @@ pub fn decode_centroids(vrae: &Vrae, centroids: &[f32], dev: &Device) -> Result<
     Ok(y.chunks(t * f).map(<[f32]>::to_vec).collect())
 }
 
+/// One candidate of the label-free choice in `metrics.json` ([`crate::decide::Candidate`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateScores {
+    /// Candidate name.
+    pub name: String,
+    /// Modularity of its partition on its kNN graph.
+    pub modularity: f64,
+    /// The same clustering's modularity on a Gaussian sample of its mean and covariance.
+    pub null_gaussian: f64,
+    /// The same with its columns permuted on their own.
+    pub null_permuted: f64,
+    /// NMI of its partition against the labels (training part), when there are labels.
+    pub nmi: Option<f64>,
+}
+
 /// `metrics.json`: cluster quality of the device's decision and of k-means on the raw series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
@@ -192,6 +207,10 @@ pub struct Metrics {
     /// representation (`--representation modularity`).
     #[serde(default)]
     pub modularity: Vec<(String, Option<f64>)>,
+    /// Every candidate the label-free choice scored: modularity, its nulls and, with labels,
+    /// how its own partition scores (labels chose nothing).
+    #[serde(default)]
+    pub candidates: Vec<CandidateScores>,
     /// The decision vector kept (`given`, `latent`, `level`, `differences`, `phase-free`;
     /// `latent+summary` or
     /// `latent` without a choice).
