@@ -380,6 +380,10 @@ params_with_flags! {
         /// Prototypes per cluster in the bundle, at most [16: measured, 8 left the device
         /// agreeing with the offline clusters on 97.0-97.4% of ACSF1 and ECG5000].
         prototypes_per_cluster: usize,
+        /// Rounds of handing every training series to its nearest prototype's cluster and
+        /// refitting the prototypes, so the offline clusters are what the device's decision
+        /// reproduces (0: the clustering's own partition) [0].
+        refine_rounds: usize,
         /// Largest k that `--clusters auto` considers [12].
         max_clusters: usize,
         /// Quantile of each cluster's training distances above which a window is anomalous, in
@@ -422,6 +426,7 @@ impl Default for DecisionParams {
             difference_weight: 0.0,
             neighbors: 10,
             prototypes_per_cluster: 16,
+            refine_rounds: 0,
             max_clusters: 12,
             anomaly_quantile: 0.99,
             choose_summary: false,
@@ -514,6 +519,9 @@ pub struct ClusterParams {
     pub n_init: usize,
     /// Prototypes per cluster at most.
     pub per_cluster: usize,
+    /// Rounds of handing the training series to their nearest prototype's cluster and
+    /// refitting the prototypes.
+    pub refine_rounds: usize,
     /// Seed.
     pub seed: u64,
 }
@@ -529,6 +537,7 @@ impl ClusterParams {
             n_neighbors: dp.neighbors,
             n_init,
             per_cluster: dp.prototypes_per_cluster,
+            refine_rounds: dp.refine_rounds,
             seed,
         }
     }
@@ -551,7 +560,7 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
     if k == 0 || k > n {
         return Err(Error::Param(format!("cannot make {k} clusters from {n} training series")));
     }
-    let labels = match (p.method, &graph) {
+    let mut labels = match (p.method, &graph) {
         (ClusterMethod::Spectral, Some(g)) => {
             if eigenvalues.is_empty() {
                 eigenvalues = g.top_eigen(k + 1, p.seed).0;
@@ -560,10 +569,29 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
         }
         _ => KMeans::fit(x, dims, &KMeansParams { n_init: p.n_init, ..KMeansParams::new(k, p.seed) })?.labels,
     };
+    let (mut prototypes, mut prototype_clusters) = fit_prototypes(x, dims, &labels, k, p)?;
+    // The device decides by the nearest prototype: each round hands every training series to
+    // its nearest prototype's cluster and refits the prototypes, so the clusters become what
+    // the device can reproduce (k-means' alternation with several centres per cluster).
+    for _ in 0..p.refine_rounds {
+        let nearest = nearest_prototype_clusters(x, dims, &prototypes, &prototype_clusters);
+        if nearest == labels {
+            break;
+        }
+        labels = nearest;
+        (prototypes, prototype_clusters) = fit_prototypes(x, dims, &labels, k, p)?;
+    }
+    let modularity = graph.as_ref().map_or(f64::NAN, |g| g.modularity(&labels, k));
+    Ok(Clustering { k, labels, prototypes, prototype_clusters, eigenvalues, modularity })
+}
+
+/// Up to `p.per_cluster` k-means centres inside each of the `k` clusters of `labels`, and the
+/// cluster of each.
+fn fit_prototypes(x: &[f32], dims: usize, labels: &[usize], k: usize, p: &ClusterParams) -> Result<(Vec<f32>, Vec<usize>)> {
     let mut prototypes = Vec::new();
     let mut prototype_clusters = Vec::new();
     for c in 0..k {
-        let rows: Vec<f32> = x.chunks_exact(dims).zip(&labels).filter(|(_, &l)| l == c).flat_map(|(r, _)| r.iter().copied()).collect();
+        let rows: Vec<f32> = x.chunks_exact(dims).zip(labels).filter(|(_, &l)| l == c).flat_map(|(r, _)| r.iter().copied()).collect();
         let m = rows.len() / dims;
         if m == 0 {
             // An empty cluster (possible when k-means on the embedding leaves one empty) gets no
@@ -575,8 +603,24 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
         prototypes.extend(&km.centroids);
         prototype_clusters.extend(std::iter::repeat_n(c, q));
     }
-    let modularity = graph.as_ref().map_or(f64::NAN, |g| g.modularity(&labels, k));
-    Ok(Clustering { k, labels, prototypes, prototype_clusters, eigenvalues, modularity })
+    Ok((prototypes, prototype_clusters))
+}
+
+/// The cluster of each row's nearest prototype (ties: the first), as the device decides.
+fn nearest_prototype_clusters(x: &[f32], dims: usize, prototypes: &[f32], clusters: &[usize]) -> Vec<usize> {
+    use rayon::prelude::*;
+    x.par_chunks_exact(dims)
+        .map(|r| {
+            let mut best = (f32::INFINITY, 0);
+            for (q, &c) in prototypes.chunks_exact(dims).zip(clusters) {
+                let d: f32 = r.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum();
+                if d < best.0 {
+                    best = (d, c);
+                }
+            }
+            best.1
+        })
+        .collect()
 }
 
 /// Largest subsample [`stability`] clusters.
@@ -651,8 +695,16 @@ mod tests {
             })
             .collect();
         let cloud: Vec<f32> = (0..600).map(|_| rng.gen::<f32>()).collect();
-        let p =
-            ClusterParams { k: Some(3), k_max: 8, method: ClusterMethod::Spectral, n_neighbors: 10, n_init: 3, per_cluster: 1, seed: 2 };
+        let p = ClusterParams {
+            k: Some(3),
+            k_max: 8,
+            method: ClusterMethod::Spectral,
+            n_neighbors: 10,
+            n_init: 3,
+            per_cluster: 1,
+            refine_rounds: 0,
+            seed: 2,
+        };
         let (a, b) = (stability(&blobs, 2, 3, &p, 3).unwrap(), stability(&cloud, 2, 3, &p, 3).unwrap());
         assert!(a > 0.99, "three separated blobs: {a}");
         assert!(b < a - 0.1, "a uniform square: {b} (blobs {a})");
@@ -741,7 +793,16 @@ mod tests {
                 [10.0 * g + e(), -5.0 * g + e(), e()]
             })
             .collect();
-        let p = ClusterParams { k: None, k_max: 8, method: ClusterMethod::Spectral, n_neighbors: 10, n_init: 5, per_cluster: 4, seed: 1 };
+        let p = ClusterParams {
+            k: None,
+            k_max: 8,
+            method: ClusterMethod::Spectral,
+            n_neighbors: 10,
+            n_init: 5,
+            per_cluster: 4,
+            refine_rounds: 0,
+            seed: 1,
+        };
         let c = cluster(&x, 3, &p).unwrap();
         assert_eq!(c.k, 3, "{:?}", c.eigenvalues);
         assert_eq!(c.prototype_clusters.len(), 12);
@@ -753,5 +814,35 @@ mod tests {
             })
             .collect();
         assert_eq!(nearest, c.labels);
+    }
+
+    #[test]
+    fn refinement_makes_the_clusters_what_the_prototypes_decide() {
+        // Two concentric rings: spectral clustering separates them, one centroid per ring cannot
+        // (both centroids sit near the middle).
+        let x: Vec<f32> = (0..200)
+            .flat_map(|i| {
+                let (r, a) = (if i % 2 == 0 { 1.0f32 } else { 3.0 }, i as f32 * 0.37);
+                [r * a.cos(), r * a.sin()]
+            })
+            .collect();
+        let p = ClusterParams {
+            k: Some(2),
+            k_max: 4,
+            method: ClusterMethod::Spectral,
+            n_neighbors: 8,
+            n_init: 5,
+            per_cluster: 1,
+            refine_rounds: 0,
+            seed: 1,
+        };
+        let agree = |c: &Clustering| {
+            let near = nearest_prototype_clusters(&x, 2, &c.prototypes, &c.prototype_clusters);
+            near.iter().zip(&c.labels).filter(|(a, b)| a == b).count()
+        };
+        let plain = cluster(&x, 2, &p).unwrap();
+        assert!(agree(&plain) < 190, "one centroid per ring already reproduces the rings: {}", agree(&plain));
+        let refined = cluster(&x, 2, &ClusterParams { refine_rounds: 20, ..p }).unwrap();
+        assert_eq!(agree(&refined), 200);
     }
 }
