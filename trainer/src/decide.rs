@@ -52,10 +52,13 @@ pub struct Candidate {
     pub name: String,
     /// Modularity of its partition.
     pub modularity: f64,
-    /// The same on a Gaussian sample of its mean and covariance.
-    pub null_gaussian: f64,
-    /// The same with its columns permuted on their own.
-    pub null_permuted: f64,
+    /// The same on a Gaussian sample of its mean and covariance (computed for
+    /// `modularity-gap` only).
+    pub null_gaussian: Option<f64>,
+    /// The same with its columns permuted on their own (as `null_gaussian`).
+    pub null_permuted: Option<f64>,
+    /// Mean adjusted Rand index of its partition with every other candidate's.
+    pub agreement: f64,
     /// Its partition of the training series.
     pub labels: Vec<usize>,
 }
@@ -247,13 +250,18 @@ fn choose(dp: &DecisionParams, cp: &ClusterParams, raw: &RawDecisions) -> Result
             let c = cluster(&y, full_dims, &sub)?;
             modularity_of(&y, full_dims, &sub, &c)
         };
-        let null_gaussian = null(null::gaussian_like(&x, full_dims, cp.seed))?;
-        let null_permuted = null(null::columns_permuted(&x, full_dims, cp.seed))?;
+        // The nulls cost two more clusterings each: only the criterion that reads them pays.
+        let (null_gaussian, null_permuted) = if dp.representation == Representation::ModularityGap {
+            (Some(null(null::gaussian_like(&x, full_dims, cp.seed))?), Some(null(null::columns_permuted(&x, full_dims, cp.seed))?))
+        } else {
+            (None, None)
+        };
         candidates_seen.push(Candidate {
             name: name.to_string(),
             modularity: q,
             null_gaussian,
             null_permuted,
+            agreement: f64::NAN,
             labels: clustering.labels.clone(),
         });
         modularity.push((name.to_string(), Some(q).filter(|v| v.is_finite())));
@@ -263,10 +271,22 @@ fn choose(dp: &DecisionParams, cp: &ClusterParams, raw: &RawDecisions) -> Result
                 stabilities.push((name.to_string(), Some(st).filter(|v| v.is_finite())));
                 st
             }
-            Representation::ModularityGap => q - null_gaussian,
+            Representation::ModularityGap => q - null_gaussian.unwrap_or(f64::NAN),
             _ => q,
         };
         scored.push((score, name, w, offsets, scales, x, clustering));
+    }
+    // Each candidate's agreement with the others: the corroboration `corroborated` adds.
+    let m = candidates_seen.len();
+    for i in 0..m {
+        let total: f64 =
+            (0..m).filter(|&j| j != i).map(|j| Contingency::new(&candidates_seen[i].labels, &candidates_seen[j].labels).ari()).sum();
+        candidates_seen[i].agreement = if m > 1 { total / (m - 1) as f64 } else { f64::NAN };
+    }
+    if dp.representation == Representation::Corroborated {
+        for (c, seen) in scored.iter_mut().zip(&candidates_seen) {
+            c.0 = seen.modularity + seen.agreement;
+        }
     }
     if dp.representation == Representation::Consensus {
         // Each candidate's agreement (ARI) with the consensus of all their partitions.
@@ -339,4 +359,65 @@ pub fn latent_means(z: &[f32], latent: usize, pred: &[usize], k: usize) -> (Vec<
         means[c * latent..(c + 1) * latent].iter_mut().for_each(|m| *m /= n.max(1) as f32);
     }
     (means, sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::decision::ClusterMethod;
+    use rand::{Rng, SeedableRng};
+
+    /// 150 series in three groups that their segment means show (a noisy step at a group's
+    /// own time), beside a latent that is a featureless 2-d cloud.
+    fn rows() -> (Vec<f32>, Vec<usize>, SummaryLayout) {
+        let lay = SummaryLayout { segments: 4, stride: 1, freqs: 0, step_levels: 0, step_freqs: 0, diffs: true };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let (mut x, mut truth) = (Vec::new(), Vec::new());
+        for i in 0..150 {
+            let g = i % 3;
+            truth.push(g);
+            let mut e = || (rng.gen::<f32>() - 0.5) * 0.3;
+            let latent = [e() * 10.0, e() * 10.0];
+            let means: Vec<f32> = (0..4).map(|s| if s > g { 1.0 } else { 0.0 } + 3.0 * e()).collect();
+            let abs: Vec<f32> = (0..4).map(|_| 0.1 + e() * 0.1).collect();
+            let diffs: Vec<f32> = means.windows(2).map(|w| w[1] - w[0]).collect();
+            x.extend(latent.iter().chain(&means).chain(&abs).chain(&diffs));
+        }
+        (x, truth, lay)
+    }
+
+    fn chosen(representation: Representation) -> (Chosen, Vec<usize>) {
+        let (x, truth, layout) = rows();
+        let dims = 2 + layout.len(1);
+        let raw = RawDecisions { latent: 2, features: 1, layout, rows: &x, dims };
+        let dp = DecisionParams { representation, ..DecisionParams::default() };
+        let cp = ClusterParams {
+            k: Some(3),
+            k_max: 6,
+            method: ClusterMethod::Spectral,
+            n_neighbors: 10,
+            n_init: 5,
+            per_cluster: 2,
+            refine_rounds: 0,
+            seed: 1,
+        };
+        (choose(&dp, &cp, &raw).unwrap(), truth)
+    }
+
+    #[test]
+    fn corroboration_and_consensus_pass_over_a_featureless_latent() {
+        for r in [Representation::Corroborated, Representation::Consensus] {
+            let (c, truth) = chosen(r);
+            let ari = Contingency::new(&truth, &c.clustering.labels).ari();
+            assert!(c.name != "latent" && ari > 0.6, "{r:?} kept {} (ARI {ari:.3})", c.name);
+            // Negative control: the latent's partition has the highest modularity and is far from
+            // the groups, so modularity alone keeps it and fails the assertion above.
+            let latent = c.candidates.iter().find(|k| k.name == "latent").unwrap();
+            assert!(Contingency::new(&truth, &latent.labels).ari() < 0.2);
+            assert!(c.candidates.iter().all(|k| k.modularity <= latent.modularity));
+            assert!(c.candidates.iter().all(|k| k.agreement.is_finite() && k.null_gaussian.is_none()));
+        }
+        let (gap, _) = chosen(Representation::ModularityGap);
+        assert!(gap.candidates.iter().all(|k| k.null_gaussian.is_some() && k.null_permuted.is_some()));
+    }
 }

@@ -449,6 +449,7 @@ fn score(prep: &Prepared, opts: &FitOptions, trained: &Trained, cl: &Clustered) 
             modularity: c.modularity,
             null_gaussian: c.null_gaussian,
             null_permuted: c.null_permuted,
+            agreement: Some(c.agreement).filter(|v| v.is_finite()),
             nmi: prep.truth.as_ref().and_then(|(t, _)| scores(t, &prep.train_idx, &c.labels)).map(|s| s.nmi),
         })
         .collect();

@@ -163,10 +163,14 @@ pub struct CandidateScores {
     pub name: String,
     /// Modularity of its partition on its kNN graph.
     pub modularity: f64,
-    /// The same clustering's modularity on a Gaussian sample of its mean and covariance.
-    pub null_gaussian: f64,
-    /// The same with its columns permuted on their own.
-    pub null_permuted: f64,
+    /// The same clustering's modularity on a Gaussian sample of its mean and covariance
+    /// (`modularity-gap` only).
+    pub null_gaussian: Option<f64>,
+    /// The same with its columns permuted on their own (`modularity-gap` only).
+    pub null_permuted: Option<f64>,
+    /// Mean adjusted Rand index of its partition with the other candidates'.
+    #[serde(default)]
+    pub agreement: Option<f64>,
     /// NMI of its partition against the labels (training part), when there are labels.
     pub nmi: Option<f64>,
 }
