@@ -3,10 +3,10 @@
     python3 bench/choice_table.py QUALITY_OUT SEEDS SET...
 
 Each run fitted with a choice of representation (`--representation` other than `given`) records
-in metrics.json, per candidate decision vector, the modularity of its spectral partition, the
-modularity the same clustering reaches on its nulls (a Gaussian sample with the candidate's
-covariance; the candidate with every column permuted on its own) and, with labels, the NMI of
-its partition. This prints, per criterion, the NMI each set gets when that criterion picks
+in metrics.json, per candidate decision vector, the modularity of its spectral partition, its
+mean ARI with the other candidates' partitions, with `modularity-gap` the modularity the same
+clustering reaches on its nulls (a Gaussian sample with the candidate's covariance; the candidate
+with every column permuted on its own) and, with labels, the NMI of its partition. This prints, per criterion, the NMI each set gets when that criterion picks
 (mean over seeds), the suite's mean and worst set, the widest seed spread, and the oracle (the
 best candidate per run, picked with the labels: an upper bound, not a method).
 """
@@ -14,12 +14,17 @@ import json, statistics, sys
 
 out, seeds, sets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 
+def gap(c, null="null_gaussian"):
+    # The nulls are measured only by `--representation modularity-gap` runs.
+    return float("nan") if c.get(null) is None else c["modularity"] - c[null]
+
+
 CRITERIA = {
     "modularity": lambda c: c["modularity"],
-    "gap gauss": lambda c: c["modularity"] - c["null_gaussian"],
-    "gap perm": lambda c: c["modularity"] - c["null_permuted"],
-    "gap gauss rel": lambda c: (c["modularity"] - c["null_gaussian"]) / max(1e-9, 1 - c["null_gaussian"]),
-    "gap max": lambda c: c["modularity"] - max(c["null_gaussian"], c["null_permuted"]),
+    "gap gauss": gap,
+    "gap perm": lambda c: gap(c, "null_permuted"),
+    "agreement": lambda c: c.get("agreement") or float("nan"),
+    "modularity+agreement": lambda c: c["modularity"] + (c.get("agreement") or float("nan")),
 }
 
 
@@ -42,13 +47,14 @@ for s in sets:
         per["given"].append(cands[0]["nmi"])
         per["oracle"].append(max(c["nmi"] for c in cands))
         for name, f in CRITERIA.items():
-            best = max(cands, key=lambda c: (f(c), -cands.index(c)))
+            # NaN (not measured) never wins; ties keep the earlier candidate.
+            best = max(cands, key=lambda c: (f(c) if f(c) == f(c) else float("-inf"), -cands.index(c)))
             per[name].append(best["nmi"])
     table[s] = per
     print(f"## {s}")
     for cands, _ in runs(s):
-        print("   " + "  ".join(f"{c['name']}: nmi {c['nmi']:.3f} Q {c['modularity']:.3f} "
-                                f"gauss {c['null_gaussian']:.3f} perm {c['null_permuted']:.3f}" for c in cands))
+        print("   " + "  ".join(f"{c['name']}: nmi {c['nmi']:.3f} Q {c['modularity']:.3f} gap {gap(c):.3f} "
+                                f"agree {c.get('agreement') or float('nan'):.3f}" for c in cands))
 
 cols = ["raw", "given", *CRITERIA, "oracle"]
 print("\n| set | " + " | ".join(cols) + " |")
