@@ -232,7 +232,7 @@ fn choose(dp: &DecisionParams, cp: &ClusterParams, raw: &RawDecisions) -> Result
     /// A scored candidate: score, name, weights, offsets, scales, scaled rows, clustering.
     type Scored = (f64, &'static str, Weights, Vec<f32>, Vec<f32>, Vec<f32>, Clustering);
     let mut scored: Vec<Scored> = Vec::new();
-    let (mut stabilities, mut modularity, mut candidates_seen) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut stabilities, mut candidates_seen) = (Vec::new(), Vec::new());
     for (name, w) in candidates(dp) {
         let blocks: Vec<(usize, f64)> = lens.iter().copied().zip(w).collect();
         let present: Vec<(usize, f64)> = blocks.iter().copied().filter(|b| b.0 > 0).collect();
@@ -264,7 +264,6 @@ fn choose(dp: &DecisionParams, cp: &ClusterParams, raw: &RawDecisions) -> Result
             agreement: f64::NAN,
             labels: clustering.labels.clone(),
         });
-        modularity.push((name.to_string(), Some(q).filter(|v| v.is_finite())));
         let score = match dp.representation {
             Representation::Stability => {
                 let st = stability(&x, full_dims, clustering.k, cp, 3)?;
@@ -320,6 +319,7 @@ fn choose(dp: &DecisionParams, cp: &ClusterParams, raw: &RawDecisions) -> Result
     };
     let dims = mask.iter().filter(|&&k| k).count();
     let x_train = pick(&x);
+    let modularity = candidates_seen.iter().map(|c| (c.name.clone(), Some(c.modularity).filter(|v| v.is_finite()))).collect();
     clustering.prototypes = pick(&clustering.prototypes);
     Ok(Chosen {
         layout: lay,

@@ -403,8 +403,7 @@ params_with_flags! {
         /// step distribution alone; `modularity-gap` the same candidates by their modularity
         /// above a Gaussian null of their covariance; `consensus` the one agreeing best with
         /// the consensus of all their partitions; `corroborated` by modularity plus agreement
-        /// with the other candidates; `stability` the same candidates, by
-        /// resampling [given:
+        /// with the other candidates; `stability` the same candidates, by resampling [given:
         /// measured on the 16-set suite, `modularity` raised the mean NMI 0.536 -> 0.586 but put
         /// 4 sets below raw k-means (docs/quality.md)].
         representation: Representation,
@@ -579,7 +578,7 @@ pub fn cluster(x: &[f32], dims: usize, p: &ClusterParams) -> Result<Clustering> 
     // its nearest prototype's cluster and refits the prototypes, so the clusters become what
     // the device can reproduce (k-means' alternation with several centres per cluster).
     for _ in 0..p.refine_rounds {
-        let nearest = nearest_prototype_clusters(x, dims, &prototypes, &prototype_clusters);
+        let nearest = nearest_prototype_clusters(x, dims, &prototypes, &prototype_clusters)?;
         if nearest == labels {
             break;
         }
@@ -611,19 +610,16 @@ fn fit_prototypes(x: &[f32], dims: usize, labels: &[usize], k: usize, p: &Cluste
     Ok((prototypes, prototype_clusters))
 }
 
-/// The cluster of each row's nearest prototype (ties: the first), as the device decides.
-fn nearest_prototype_clusters(x: &[f32], dims: usize, prototypes: &[f32], clusters: &[usize]) -> Vec<usize> {
+/// The cluster of each row's nearest prototype, by the device's own decision
+/// ([`runtime::assign::nearest`]).
+fn nearest_prototype_clusters(x: &[f32], dims: usize, prototypes: &[f32], clusters: &[usize]) -> Result<Vec<usize>> {
     use rayon::prelude::*;
+    let clusters: Vec<f32> = clusters.iter().map(|&c| c as f32).collect();
     x.par_chunks_exact(dims)
         .map(|r| {
-            let mut best = (f32::INFINITY, 0);
-            for (q, &c) in prototypes.chunks_exact(dims).zip(clusters) {
-                let d: f32 = r.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum();
-                if d < best.0 {
-                    best = (d, c);
-                }
-            }
-            best.1
+            runtime::assign::nearest(|j| r[j], dims, prototypes, &clusters)
+                .map(|a| a.cluster)
+                .map_err(|e| Error::Param(format!("decision: {e}")))
         })
         .collect()
 }
@@ -842,7 +838,7 @@ mod tests {
             seed: 1,
         };
         let agree = |c: &Clustering| {
-            let near = nearest_prototype_clusters(&x, 2, &c.prototypes, &c.prototype_clusters);
+            let near = nearest_prototype_clusters(&x, 2, &c.prototypes, &c.prototype_clusters).unwrap();
             near.iter().zip(&c.labels).filter(|(a, b)| a == b).count()
         };
         let plain = cluster(&x, 2, &p).unwrap();
