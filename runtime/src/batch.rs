@@ -7,7 +7,6 @@ use crate::assign::Assignment;
 use crate::bundle::Normalization;
 use crate::encoder::{encodes_cleanly, EncodeError, Encoder, State, Zscore, SUMMARY_SLOTS};
 use crate::kernel::{self, BLOCK};
-use crate::math::dot;
 use crate::summary::Summary;
 
 /// Hidden-unit capacity of host states.
@@ -119,12 +118,9 @@ fn encode_group_body<const N: usize>(enc: &Encoder<'_>, ws: &[f32], window_value
         }
         step_group::<N>(enc, &mut h, &mut c, &x, &mut gates, &mut rec);
     }
-    let (w, bm) = b.head();
     let top = &h[(layers - 1) * N * hid..];
     for (d, hn) in dst.chunks_exact_mut(lat).zip(top.chunks_exact(hid)) {
-        for (j, (dj, bj)) in d.iter_mut().zip(bm).enumerate() {
-            *dj = bj + dot(&w[j * hid..(j + 1) * hid], hn);
-        }
+        kernel::head(b, hn, d);
     }
 }
 
@@ -376,6 +372,7 @@ mod tests {
                     step_freqs: 2,
                     min_len: 1,
                     diffs: 1,
+                    weight_format: crate::bundle::WeightFormat::F32,
                 };
                 hd.weights_len = hd.expected_weights() as u32;
                 let d = hd.decision_dims();

@@ -7,13 +7,16 @@
 //! 12      4     header length n (u32 LE)
 //! 16      n     header, postcard-encoded `Header`
 //! ...           zero padding to a multiple of 4
-//! ...     4*W   weights, f32 LE, W = header.weights_len (layout below)
+//! ...     4*W   weights, f32 LE, W = header.weights_len (layout below); with int8 weights
+//!               (version 8) only their scales and the biases, 4*S, S = header.f32_weights_len()
 //! ...     4*D   decision offsets, f32 LE, D = header.decision_dims()
 //! ...     4*D   decision scales, f32 LE
 //! ...     4*P*D prototypes, f32 LE, row-major P x D, P = header.prototypes
 //! ...     4*P   prototype clusters, f32 LE whole numbers in 0..k
 //! ...     4*K   anomaly thresholds, f32 LE, one per cluster (version 3 on)
 //! ...     4*E   step edges of the summary, f32 LE, E = step_edges * n_features (version 4 on)
+//! ...     Q     int8 weight matrices (version 8, `weight_format` int8 only), Q =
+//!               header.int8_bytes(), then zero padding to a multiple of 4
 //! end-4   4     CRC-32 of every byte before it (u32 LE)
 //! ```
 //!
@@ -34,6 +37,14 @@
 //! threshold (the trainer sets it at a quantile of the training series' distances in that
 //! cluster) is anomalous.
 //!
+//! int8 weights (`weight_format` [`WeightFormat::Int8`], version 8; scheme and matrix layout in
+//! [`crate::quant`]): the f32 section holds, per layer, the scales of `W_ihᵀ` and `W_hhᵀ` (one
+//! per gate output, `G*H` each), `b_ih`, `b_hh`, then the head's scales `[L]` and `b_mean [L]`;
+//! the int8 section, per layer, `W_ihᵀ` and `W_hhᵀ`, then the head as `W_meanᵀ [H, L]`, each in
+//! the pair layout. Every input count must be at most [`crate::quant::MAX_INPUTS`].
+//!
+//! A model with int8 weights is written as version 8, and every f32 model as the version
+//! below, byte for byte what it was before the field existed.
 //! A model with segment differences in its summary (`diffs` 1) is written as version 7; one
 //! without them but with a minimum window length (`min_len` above 1) as version 6; every other
 //! model as version 5, byte for byte what it was before those fields existed, so older runtimes
@@ -56,7 +67,7 @@ use crate::crc::crc32;
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"VRAEBNDL";
 /// Bundle format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 /// Oldest bundle format version this crate still reads.
 pub const OLDEST_VERSION: u32 = 1;
 /// The anomaly threshold that never flags: a model fitted before the flag existed is exported
@@ -85,6 +96,19 @@ impl Cell {
             Cell::Gru => 3,
         }
     }
+}
+
+/// How the encoder's weight matrices are stored: the one definition the trainer's export flag,
+/// the bundle and the runtime's kernels share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightFormat {
+    /// 32-bit floats, as trained.
+    #[default]
+    F32,
+    /// Per-channel symmetric int8 with f32 scales ([`crate::quant`]): a quarter of the flash.
+    Int8,
 }
 
 /// Per-series (per-window) normalisation the model was trained with and the device applies: the
@@ -141,6 +165,8 @@ pub struct Header {
     /// 1: the summary ends with the segment differences (`crate::summary`, block 6; needs at
     /// least 2 segments); 0: it does not (version 7 on).
     pub diffs: u8,
+    /// How the weight matrices are stored (version 8 on; older versions read as f32).
+    pub weight_format: WeightFormat,
 }
 
 /// A version 6 header is the current header's encoding with `diffs` 0 minus its last byte, and
@@ -150,6 +176,8 @@ pub struct Header {
 const V5_MIN_LEN: u8 = 1;
 /// See [`V5_MIN_LEN`].
 const V6_DIFFS: u8 = 0;
+/// The varint of [`WeightFormat::F32`]: a version 7 header is a version 8 one without it.
+const V7_WEIGHTS: u8 = 0;
 
 /// The version 4 header (no spectrum of the steps): the version 3 fields, then these.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -212,6 +240,7 @@ impl HeaderV3 {
             step_freqs: 0,
             min_len: 1,
             diffs: 0,
+            weight_format: WeightFormat::F32,
         }
     }
 }
@@ -226,6 +255,43 @@ impl Header {
             n += g * h * (inp + h + 2);
         }
         n + self.latent as usize * (h + 1)
+    }
+
+    /// Input count of each matrix `(W_ih of layer l, W_hh)` and the head's (hidden).
+    fn max_inputs(&self) -> usize {
+        (self.n_features as usize).max(self.hidden as usize)
+    }
+
+    /// f32 values of the weights section: every weight, or with int8 weights only the biases
+    /// and the per-output scales (`4 * G * H` per layer, `2 * latent` for the head).
+    pub fn f32_weights_len(&self) -> usize {
+        match self.weight_format {
+            WeightFormat::F32 => self.weights_len as usize,
+            WeightFormat::Int8 => {
+                let gh = self.cell.gates() * self.hidden as usize;
+                4 * gh * self.layers as usize + 2 * self.latent as usize
+            }
+        }
+    }
+
+    /// Bytes of the int8 section before its padding (0 with f32 weights).
+    pub fn int8_bytes(&self) -> usize {
+        if self.weight_format == WeightFormat::F32 {
+            return 0;
+        }
+        let (gh, hid, f) = (self.cell.gates() * self.hidden as usize, self.hidden as usize, self.n_features as usize);
+        let layers: usize = (0..self.layers as usize)
+            .map(|l| crate::quant::matrix_bytes(if l == 0 { f } else { hid }, gh) + crate::quant::matrix_bytes(hid, gh))
+            .sum();
+        layers + crate::quant::matrix_bytes(hid, self.latent as usize)
+    }
+
+    /// int8 weights fit the kernel's i32 sums (what `parse` and `encode` both require).
+    fn check_weight_format(&self) -> Result<(), BundleError> {
+        if self.weight_format == WeightFormat::Int8 && self.max_inputs() > crate::quant::MAX_INPUTS {
+            return Err(BundleError::BadDims("int8 weights allow at most 512 inputs per matrix (features and hidden units)"));
+        }
+        Ok(())
     }
 
     /// Values of the streaming summary: `(2 * segments + freqs + step_edges + step_freqs
@@ -313,6 +379,12 @@ pub enum BundleError {
         /// Number of clusters.
         k: u16,
     },
+    /// A weight scale of an int8 bundle is negative.
+    #[error("int8 weight scale {index} is negative")]
+    BadScale {
+        /// Position in the f32 weights section.
+        index: usize,
+    },
     /// An anomaly threshold is negative.
     #[error("anomaly threshold of cluster {cluster} is negative")]
     BadThreshold {
@@ -336,8 +408,11 @@ pub enum BundleError {
 pub struct Bundle<'a> {
     /// Dimensions and settings.
     pub header: Header,
-    /// All weights (layout in the module docs).
+    /// The f32 weights section (layout in the module docs): every weight, or with int8
+    /// weights the scales and biases.
     pub weights: &'a [f32],
+    /// The int8 weight matrices (empty with f32 weights).
+    pub qweights: &'a [i8],
     /// Per decision value, what is subtracted (empty in a version 1 bundle: 0).
     pub offsets: &'a [f32],
     /// Per decision value, the factor applied after (empty in a version 1 bundle: 1).
@@ -413,17 +488,21 @@ impl<'a> Bundle<'a> {
             }
             2 | 3 => exact::<HeaderV3>(raw)?.upgrade(),
             4 => exact::<HeaderV4>(raw)?.upgrade(),
-            5 | 6 => {
-                // The version 5 bytes plus `min_len` 1, the version 6 ones plus `diffs` 0 (no
-                // allocation: headers are small).
-                let mut full = [0u8; MAX_HEADER + 2];
+            5..=7 => {
+                // The version 5 bytes plus `min_len` 1, the version 6 ones plus `diffs` 0, the
+                // version 7 ones plus f32 weights (no allocation: headers are small).
+                let mut full = [0u8; MAX_HEADER + 3];
                 full[..hlen].copy_from_slice(raw);
                 let mut end = hlen;
                 if version == 5 {
                     full[end] = V5_MIN_LEN;
                     end += 1;
                 }
-                full[end] = V6_DIFFS;
+                if version <= 6 {
+                    full[end] = V6_DIFFS;
+                    end += 1;
+                }
+                full[end] = V7_WEIGHTS;
                 exact::<Header>(&full[..=end])?
             }
             _ => exact::<Header>(raw)?,
@@ -439,6 +518,7 @@ impl<'a> Bundle<'a> {
             return Err(BundleError::BadDims("summary stride must be at least 1"));
         }
         h.check_diffs()?;
+        h.check_weight_format()?;
         if h.weights_len as usize != h.expected_weights() {
             return Err(BundleError::BadDims("weight count does not match the dimensions"));
         }
@@ -455,15 +535,24 @@ impl<'a> Bundle<'a> {
             3 => 2 * d64 + p64 * d64 + p64 + k64,
             _ => 2 * d64 + p64 * d64 + p64 + k64 + e64,
         };
-        let expected = w_start as u64 + 4 * (h.weights_len as u64 + tables) + 4;
+        let (fw, qb) = (h.f32_weights_len() as u64, padded(h.int8_bytes()) as u64);
+        let expected = w_start as u64 + 4 * (fw + tables) + qb + 4;
         if expected != bytes.len() as u64 {
             return Err(BundleError::Length { expected: usize::try_from(expected).unwrap_or(usize::MAX), got: bytes.len() });
         }
-        let all = f32s(&bytes[w_start..body])?;
+        let q_start = body - qb as usize;
+        let all = f32s(&bytes[w_start..q_start])?;
         if all.iter().any(|v| !v.is_finite()) {
             return Err(BundleError::NonFinite);
         }
-        let (weights, rest) = all.split_at(h.weights_len as usize);
+        let (weights, rest) = all.split_at(fw as usize);
+        // SAFETY: i8 has the size and alignment of u8 and every bit pattern is valid.
+        let qweights = unsafe { core::slice::from_raw_parts(bytes[q_start..].as_ptr().cast::<i8>(), h.int8_bytes()) };
+        if h.weight_format == WeightFormat::Int8 {
+            if let Some(index) = (0..weights.len()).find(|&i| h.is_scale(i) && weights[i] < 0.0) {
+                return Err(BundleError::BadScale { index });
+            }
+        }
         let (offsets, scales, prototypes, prototype_clusters, anomaly_thresholds, step_edges) = if version == 1 {
             (&rest[..0], &rest[..0], rest, &rest[..0], &rest[..0], &rest[..0])
         } else {
@@ -482,7 +571,7 @@ impl<'a> Bundle<'a> {
         if let Some(cluster) = anomaly_thresholds.iter().position(|&t| t < 0.0) {
             return Err(BundleError::BadThreshold { cluster });
         }
-        Ok(Bundle { header, weights, offsets, scales, prototypes, prototype_clusters, anomaly_thresholds, step_edges, version })
+        Ok(Bundle { header, weights, qweights, offsets, scales, prototypes, prototype_clusters, anomaly_thresholds, step_edges, version })
     }
 
     /// Layout of the window summary the decision uses.
@@ -512,9 +601,13 @@ impl<'a> Bundle<'a> {
         self.anomaly_thresholds.get(cluster).is_some_and(|&t| distance > t)
     }
 
-    /// Weights of encoder layer `l`: `(W_ihᵀ [In, G*H], W_hhᵀ [H, G*H], b_ih, b_hh)`.
+    /// Weights of encoder layer `l` of an f32 bundle: `(W_ihᵀ [In, G*H], W_hhᵀ [H, G*H], b_ih,
+    /// b_hh)` (empty slices with int8 weights: see [`Bundle::layer_q`]).
     pub fn layer(&self, l: usize) -> (&'a [f32], &'a [f32], &'a [f32], &'a [f32]) {
         let h = &self.header;
+        if h.weight_format != WeightFormat::F32 {
+            return (&[], &[], &[], &[]);
+        }
         let (g, hid, f) = (h.cell.gates(), h.hidden as usize, h.n_features as usize);
         let gh = g * hid;
         let mut off = 0;
@@ -530,13 +623,145 @@ impl<'a> Bundle<'a> {
         (w_ih, w_hh, b_ih, &rest[..gh])
     }
 
-    /// Latent-mean head `(W_mean [L, H], b_mean [L])`.
+    /// Latent-mean head of an f32 bundle `(W_mean [L, H], b_mean [L])` (empty slices with int8
+    /// weights: see [`Bundle::head_q`]).
     pub fn head(&self) -> (&'a [f32], &'a [f32]) {
+        if self.header.weight_format != WeightFormat::F32 {
+            return (&[], &[]);
+        }
         let (l, h) = (self.header.latent as usize, self.header.hidden as usize);
         let n = self.weights.len();
         let (w, b) = self.weights[n - l * (h + 1)..].split_at(l * h);
         (w, b)
     }
+}
+
+/// One layer's int8 weights: `W_ihᵀ`, `W_hhᵀ` and the f32 biases.
+#[derive(Debug, Clone, Copy)]
+pub struct QLayer<'a> {
+    /// Input-to-hidden matrix.
+    pub w_ih: crate::quant::QMatrix<'a>,
+    /// Hidden-to-hidden matrix.
+    pub w_hh: crate::quant::QMatrix<'a>,
+    /// Input bias `[G*H]`.
+    pub b_ih: &'a [f32],
+    /// Hidden bias `[G*H]`.
+    pub b_hh: &'a [f32],
+}
+
+impl Header {
+    /// Whether value `i` of an int8 bundle's f32 weights section is a scale (else a bias).
+    fn is_scale(&self, i: usize) -> bool {
+        let per_layer = 4 * self.cell.gates() * self.hidden as usize;
+        let layers = per_layer * self.layers as usize;
+        if i < layers {
+            i % per_layer < per_layer / 2
+        } else {
+            i - layers < self.latent as usize
+        }
+    }
+}
+
+impl<'a> Bundle<'a> {
+    /// Whether the weight matrices are int8.
+    pub fn is_int8(&self) -> bool {
+        self.header.weight_format == WeightFormat::Int8
+    }
+
+    /// Layer `l` of an int8 bundle (`None` with f32 weights).
+    pub fn layer_q(&self, l: usize) -> Option<QLayer<'a>> {
+        if !self.is_int8() {
+            return None;
+        }
+        let h = &self.header;
+        let (gh, hid, f) = (h.cell.gates() * h.hidden as usize, h.hidden as usize, h.n_features as usize);
+        let input = |i: usize| if i == 0 { f } else { hid };
+        let size = |i: usize| crate::quant::matrix_bytes(input(i), gh) + crate::quant::matrix_bytes(hid, gh);
+        let qoff: usize = (0..l).map(size).sum();
+        let (q_ih, rest) = self.qweights[qoff..].split_at(crate::quant::matrix_bytes(input(l), gh));
+        let q_hh = &rest[..crate::quant::matrix_bytes(hid, gh)];
+        let f32s = &self.weights[4 * gh * l..][..4 * gh];
+        let (s_ih, rest) = f32s.split_at(gh);
+        let (s_hh, rest) = rest.split_at(gh);
+        let (b_ih, b_hh) = rest.split_at(gh);
+        Some(QLayer {
+            w_ih: crate::quant::QMatrix { q: q_ih, scales: s_ih, inputs: input(l) },
+            w_hh: crate::quant::QMatrix { q: q_hh, scales: s_hh, inputs: hid },
+            b_ih,
+            b_hh,
+        })
+    }
+
+    /// Head of an int8 bundle: `W_meanᵀ [H, L]` and `b_mean [L]` (`None` with f32 weights).
+    pub fn head_q(&self) -> Option<(crate::quant::QMatrix<'a>, &'a [f32])> {
+        if !self.is_int8() {
+            return None;
+        }
+        let (l, hid) = (self.header.latent as usize, self.header.hidden as usize);
+        let q = &self.qweights[self.qweights.len() - crate::quant::matrix_bytes(hid, l)..];
+        let (scales, bias) = self.weights[self.weights.len() - 2 * l..].split_at(l);
+        Some((crate::quant::QMatrix { q, scales, inputs: hid }, bias))
+    }
+
+    /// Every weight as f32 in the f32 layout (int8 ones dequantised), e.g. to re-encode a bundle
+    /// with another header field.
+    #[cfg(feature = "std")]
+    pub fn float_weights(&self) -> Vec<f32> {
+        if !self.is_int8() {
+            return self.weights.to_vec();
+        }
+        let h = &self.header;
+        let (gh, hid, lat) = (h.cell.gates() * h.hidden as usize, h.hidden as usize, h.latent as usize);
+        let mut out = Vec::with_capacity(h.expected_weights());
+        for l in 0..h.layers as usize {
+            let q = self.layer_q(l).expect("int8 bundle");
+            out.extend(crate::quant::dequantize_matrix(&q.w_ih, gh));
+            out.extend(crate::quant::dequantize_matrix(&q.w_hh, gh));
+            out.extend_from_slice(q.b_ih);
+            out.extend_from_slice(q.b_hh);
+        }
+        let (m, bias) = self.head_q().expect("int8 bundle");
+        let wt = crate::quant::dequantize_matrix(&m, lat);
+        // Back from `W_meanᵀ [H, L]` to `W_mean [L, H]`.
+        out.extend((0..lat).flat_map(|j| (0..hid).map(move |k| (j, k))).map(|(j, k)| wt[k * lat + j]));
+        out.extend_from_slice(bias);
+        out
+    }
+}
+
+/// The f32 section and int8 section of `weights` (f32 layout) stored as `header` says.
+#[cfg(feature = "std")]
+fn stored_weights(header: &Header, weights: &[f32]) -> (Vec<f32>, Vec<i8>) {
+    if header.weight_format == WeightFormat::F32 {
+        return (weights.to_vec(), Vec::new());
+    }
+    let (g, hid, f, lat) = (header.cell.gates(), header.hidden as usize, header.n_features as usize, header.latent as usize);
+    let gh = g * hid;
+    let (mut fs, mut qs) = (Vec::new(), Vec::new());
+    let mut off = 0;
+    let mut take = |n: usize| {
+        let s = &weights[off..off + n];
+        off += n;
+        s
+    };
+    for l in 0..header.layers as usize {
+        let inp = if l == 0 { f } else { hid };
+        let (q_ih, s_ih) = crate::quant::quantize_matrix(take(inp * gh), inp, gh);
+        let (q_hh, s_hh) = crate::quant::quantize_matrix(take(hid * gh), hid, gh);
+        qs.extend(q_ih);
+        qs.extend(q_hh);
+        fs.extend(s_ih);
+        fs.extend(s_hh);
+        fs.extend_from_slice(take(gh));
+        fs.extend_from_slice(take(gh));
+    }
+    let w_mean = take(lat * hid);
+    let wt: Vec<f32> = (0..hid).flat_map(|k| (0..lat).map(move |j| w_mean[j * hid + k])).collect();
+    let (q_mean, s_mean) = crate::quant::quantize_matrix(&wt, hid, lat);
+    qs.extend(q_mean);
+    fs.extend(s_mean);
+    fs.extend_from_slice(take(lat));
+    (fs, qs)
 }
 
 /// The cluster decision of a bundle being written: per-value offsets and scales of the
@@ -621,11 +846,20 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
         return Err(BundleError::BadDims("min_len must be at least 1"));
     }
     header.check_diffs()?;
+    header.check_weight_format()?;
+    if weights.iter().any(|v| !v.is_finite()) {
+        return Err(BundleError::NonFinite);
+    }
     let mut head = postcard::to_allocvec(header).map_err(|_| BundleError::BadHeader)?;
-    // The oldest version that says everything: version 6 without differences, version 5 without
-    // a minimum length either.
+    // The oldest version that says everything: version 7 with f32 weights, version 6 without
+    // differences either, version 5 without a minimum length either.
     let mut version = FORMAT_VERSION;
-    if header.diffs == 0 {
+    if header.weight_format == WeightFormat::F32 {
+        debug_assert_eq!(head.last(), Some(&V7_WEIGHTS));
+        head.pop();
+        version = 7;
+    }
+    if version == 7 && header.diffs == 0 {
         debug_assert_eq!(head.last(), Some(&V6_DIFFS));
         head.pop();
         version = 6;
@@ -635,7 +869,8 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
             version = 5;
         }
     }
-    let n = weights.len() + 2 * d + p * d + p + header.k as usize + decision.step_edges.len();
+    let (fweights, qweights) = stored_weights(header, weights);
+    let n = fweights.len() + 2 * d + p * d + p + header.k as usize + decision.step_edges.len();
     let mut out = Vec::with_capacity(padded(16 + head.len()) + 4 * n + 4);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
@@ -644,7 +879,7 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     out.resize(padded(out.len()), 0);
     let clusters = decision.clusters.iter().map(|&c| c as f32);
     let tables = decision.offsets.iter().chain(&decision.scales).chain(&decision.prototypes).copied();
-    for v in weights
+    for v in fweights
         .iter()
         .copied()
         .chain(tables)
@@ -654,6 +889,8 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     {
         out.extend_from_slice(&v.to_le_bytes());
     }
+    out.extend(qweights.iter().map(|&q| q as u8));
+    out.resize(padded(out.len()), 0);
     let crc = crc32(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)

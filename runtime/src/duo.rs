@@ -511,7 +511,9 @@ impl<'a> DuoEncoder<'a> {
         let (hid, layers, f) = (hd.hidden as usize, hd.layers as usize, hd.n_features as usize);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut out = DuoEncoder { enc, duo: None, base: 0, sc: None, state: Box::default() };
-        if hid < MIN_SPLIT_HIDDEN || cores < 2 {
+        // int8 weights run on one core: their sums are exact integers, and a split adds the
+        // hand-over cost to a product that is already a quarter of the bytes.
+        if hid < MIN_SPLIT_HIDDEN || cores < 2 || enc.bundle().is_int8() {
             return Ok(out);
         }
         let g = hd.cell.gates();

@@ -5,7 +5,6 @@
 use crate::assign::{nearest, AssignError, Assignment};
 use crate::bundle::{Bundle, BundleError, Normalization};
 use crate::kernel::{self, BLOCK};
-use crate::math::dot;
 use crate::summary::Summary;
 
 /// Summary slots of every [`State`]: 32 segments, 32 frequencies and 16 step edges of one
@@ -262,12 +261,10 @@ impl<'a> Encoder<'a> {
             return Err(EncodeError::TooShort { steps: s.steps, min: hd.min_len });
         }
         let (hid, top) = (hd.hidden as usize, hd.layers as usize - 1);
-        let (w, b) = self.bundle.head();
         let mut out = heapless::Vec::new();
-        for (j, bj) in b.iter().enumerate() {
-            // Capacity was checked above, so the push cannot fail.
-            let _ = out.push(bj + dot(&w[j * hid..(j + 1) * hid], &s.h[top][..hid]));
-        }
+        // Capacity was checked above, so the resize cannot fail.
+        let _ = out.resize(hd.latent as usize, 0.0);
+        kernel::head(&self.bundle, &s.h[top][..hid], &mut out);
         Ok(out)
     }
 

@@ -16,6 +16,7 @@
 
 use crate::bundle::{Bundle, Cell};
 use crate::math::{mul_add, sigmoid, tanh};
+use crate::quant;
 
 /// Outputs kept in registers per pass of [`matvec`]: 8 AVX registers on 64-bit hosts (8
 /// independent add chains hide the add latency), 8 scalars on microcontrollers (their FPU has
@@ -145,6 +146,10 @@ pub(crate) fn step<const N: usize, const B: usize>(
     let (gates, rec) = (&mut gates[..N * gh], &mut rec[..N * gh]);
     let span = (N - 1) * stride + hid;
     for l in 0..hd.layers as usize {
+        if let Some(q) = b.layer_q(l) {
+            step_layer_q8::<N, B>(hd.cell, &q, h, c, stride, l, x, gates, rec);
+            continue;
+        }
         let (w_ih, w_hh, b_ih, b_hh) = b.layer(l);
         let (below, here) = h.split_at_mut(l * N * stride);
         let (input, vs, kd): (&[f32], usize, usize) = if l == 0 { (x, f, f) } else { (&below[(l - 1) * N * stride..], stride, hid) };
@@ -169,6 +174,60 @@ pub(crate) fn step<const N: usize, const B: usize>(
                 }
             }
         }
+    }
+}
+
+/// Layer `l` of [`step`] with int8 weights ([`crate::quant`]): the same products and cell
+/// updates, each window's input vector quantised on its own.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn step_layer_q8<const N: usize, const B: usize>(
+    cell: Cell,
+    q: &crate::bundle::QLayer<'_>,
+    h: &mut [f32],
+    c: &mut [f32],
+    stride: usize,
+    l: usize,
+    x: &[f32],
+    gates: &mut [f32],
+    rec: &mut [f32],
+) {
+    let (hid, gh, f) = (q.w_hh.inputs, q.b_ih.len(), q.w_ih.inputs);
+    let (below, here) = h.split_at_mut(l * N * stride);
+    for n in 0..N {
+        let input = if l == 0 { &x[n * f..][..f] } else { &below[((l - 1) * N + n) * stride..][..hid] };
+        let (g, r) = (&mut gates[n * gh..][..gh], &mut rec[n * gh..][..gh]);
+        let hn = &mut here[n * stride..][..hid];
+        quant::matvec::<B>(g, q.b_ih, &q.w_ih, input);
+        match cell {
+            Cell::Lstm => {
+                r.copy_from_slice(g);
+                quant::matvec::<B>(g, r, &q.w_hh, hn);
+                for (gv, bh) in g.iter_mut().zip(q.b_hh) {
+                    *gv += bh;
+                }
+                lstm_cell(g, &mut c[(l * N + n) * stride..][..hid], hn);
+            }
+            Cell::Gru => {
+                quant::matvec::<B>(r, q.b_hh, &q.w_hh, hn);
+                gru_cell(g, r, hn);
+            }
+        }
+    }
+}
+
+/// The latent mean `W_mean h + b_mean` of one window's top hidden state `h`, with the bundle's
+/// weights as stored (f32: one dot product per output; int8: [`crate::quant::matvec`]).
+#[inline(always)]
+pub(crate) fn head(b: &Bundle<'_>, h: &[f32], out: &mut [f32]) {
+    if let Some((m, bias)) = b.head_q() {
+        quant::matvec::<BLOCK>(out, bias, &m, h);
+        return;
+    }
+    let (w, bm) = b.head();
+    let hid = h.len();
+    for (j, (o, bj)) in out.iter_mut().zip(bm).enumerate() {
+        *o = bj + crate::math::dot(&w[j * hid..(j + 1) * hid], h);
     }
 }
 

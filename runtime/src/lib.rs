@@ -16,6 +16,7 @@ mod crc;
 pub mod encoder;
 mod kernel;
 pub mod math;
+pub mod quant;
 pub mod summary;
 
 #[cfg(feature = "batch")]
@@ -28,6 +29,6 @@ mod testutil;
 pub mod tract_engine;
 
 pub use assign::{assign, AssignError, Assignment};
-pub use bundle::{Bundle, BundleError, Header};
+pub use bundle::{Bundle, BundleError, Header, WeightFormat};
 pub use crc::crc32;
 pub use encoder::{EncodeError, Encoder, State};

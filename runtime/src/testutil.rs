@@ -47,6 +47,7 @@ pub(crate) fn random_bundle(
         step_freqs: 0,
         min_len: 1,
         diffs: 0,
+        weight_format: crate::bundle::WeightFormat::F32,
     };
     hd.weights_len = hd.expected_weights() as u32;
     let w: Vec<f32> = (0..hd.weights_len).map(|_| noise.next()).collect();

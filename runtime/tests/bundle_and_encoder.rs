@@ -36,6 +36,7 @@ fn header(cell: Cell, f: u16, h: u16, layers: u8, latent: u16, k: u16, norm: Nor
         step_freqs: 0,
         min_len: 1,
         diffs: 0,
+        weight_format: runtime::WeightFormat::F32,
     };
     hd.weights_len = hd.expected_weights() as u32;
     hd
@@ -566,7 +567,7 @@ fn minimum_length_is_version_6_and_enforced_by_finish() {
     hd.min_len = 6;
     let bytes = AlignedBytes::new(&bundle(&hd, 4));
     assert_eq!(u32::from_le_bytes(bytes.as_bytes()[8..12].try_into().unwrap()), 6);
-    assert_eq!(FORMAT_VERSION, 7);
+    assert_eq!(FORMAT_VERSION, 8);
     let enc = Encoder::from_bytes(bytes.as_bytes()).unwrap();
     assert_eq!(enc.bundle().header.min_len, 6);
     let mut s: State<8, 2> = State::default();
@@ -608,7 +609,7 @@ fn minimum_length_is_version_6_and_enforced_by_finish() {
 fn segment_differences_are_version_7_and_checked() {
     let hd = summary_header(Normalization::None);
     let with = bundle(&hd, 21);
-    assert_eq!(u32::from_le_bytes(with[8..12].try_into().unwrap()), FORMAT_VERSION);
+    assert_eq!(u32::from_le_bytes(with[8..12].try_into().unwrap()), 7);
     let parsed = AlignedBytes::new(&with);
     let b = Bundle::parse(parsed.as_bytes()).unwrap();
     assert_eq!((b.version, b.header.diffs, b.header.diff_count()), (7, 1, 4));
@@ -646,4 +647,73 @@ fn segment_differences_are_version_7_and_checked() {
     bytes[end..].copy_from_slice(&crc.to_le_bytes());
     let a = AlignedBytes::new(&bytes);
     assert!(matches!(Bundle::parse(a.as_bytes()), Err(BundleError::BadDims(_))));
+}
+
+/// int8 weights travel in a version 8 bundle about a quarter of the f32 one's weight bytes;
+/// streaming, whole-window and batched encoding give the same bits; the latents track the f32
+/// model's; the dequantised weights re-encode to the same bytes; a negative scale (resealed) and
+/// a model too wide for the i32 sums are refused.
+#[test]
+fn int8_weights_are_version_8_and_checked() {
+    use runtime::WeightFormat;
+    for cell in [Cell::Lstm, Cell::Gru] {
+        let mut hd = Header { cell, layers: 2, n_features: 3, hidden: 33, ..summary_header(Normalization::None) };
+        hd.weights_len = hd.expected_weights() as u32;
+        let q = Header { weight_format: WeightFormat::Int8, ..hd };
+        let (f32_bytes, q_bytes) = (bundle(&hd, 31), bundle(&q, 31));
+        assert_eq!(u32::from_le_bytes(q_bytes[8..12].try_into().unwrap()), 8);
+        assert_eq!(u32::from_le_bytes(f32_bytes[8..12].try_into().unwrap()), 7, "f32 weights keep version 7");
+        // The matrices shrink to a byte a weight (plus pair padding); scales and biases stay f32.
+        let saved = 4 * hd.weights_len as usize - 4 * q.f32_weights_len() - q.int8_bytes().div_ceil(4) * 4;
+        let head = |b: &[u8]| (16 + u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize).div_ceil(4) * 4;
+        assert_eq!(f32_bytes.len() + head(&q_bytes), q_bytes.len() + head(&f32_bytes) + saved, "{cell:?}");
+        let (fa, qa) = (AlignedBytes::new(&f32_bytes), AlignedBytes::new(&q_bytes));
+        let (fe, qe) = (Encoder::from_bytes(fa.as_bytes()).unwrap(), Encoder::from_bytes(qa.as_bytes()).unwrap());
+        assert!(qe.bundle().is_int8() && !fe.bundle().is_int8());
+        assert_eq!(qe.bundle().header, q);
+        let window = values(3 * 20, 41, 1.5);
+        let mut s: State<64, 2> = State::default();
+        let zf = fe.encode_window::<64, 2, 4>(&mut s, &window).unwrap();
+        let zq = qe.encode_window::<64, 2, 4>(&mut s, &window).unwrap();
+        let scale = zf.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = zf.iter().zip(&zq).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err < 0.05 * scale && err > 0.0, "{cell:?}: int8 latent off by {err} (scale {scale})");
+        let mut streamed: State<64, 2> = State::default();
+        window.chunks(3).for_each(|x| qe.push(&mut streamed, x).unwrap());
+        let zs = qe.finish::<64, 2, 4>(&streamed).unwrap();
+        let batch = runtime::batch::embed_windows(&qe, &window.repeat(5), window.len()).unwrap();
+        let bits = |z: &[f32]| z.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&zs), bits(&zq));
+        for row in batch.chunks(q.latent as usize) {
+            assert_eq!(bits(row), bits(&zq), "{cell:?}: grouped int8 encoding differs");
+        }
+        let b = qe.bundle();
+        let again = encode(&b.header, &b.float_weights(), &DecisionTables::of(b)).unwrap();
+        assert_eq!(again, q_bytes, "{cell:?}: dequantised weights re-quantise to other bytes");
+        // The first scale of layer 0's W_ih made negative, checksum resealed.
+        let mut bad = q_bytes.clone();
+        let hlen = u32::from_le_bytes(bad[12..16].try_into().unwrap()) as usize;
+        let at = (16 + hlen).div_ceil(4) * 4;
+        bad[at..at + 4].copy_from_slice(&(-0.5f32).to_le_bytes());
+        let e = Bundle::parse(AlignedBytes::new(&reseal(bad.clone())).as_bytes()).unwrap_err();
+        assert_eq!(e, BundleError::BadScale { index: 0 });
+        assert!(e.to_string().contains("scale 0 is negative"), "{e}");
+        // Control: the same position in the f32 bundle is a weight, and may be negative.
+        let mut f = f32_bytes.clone();
+        f[at..at + 4].copy_from_slice(&(-0.5f32).to_le_bytes());
+        assert!(Bundle::parse(AlignedBytes::new(&reseal(f)).as_bytes()).is_ok());
+        // A NaN scale is non-finite, as a NaN weight is.
+        bad[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert_eq!(Bundle::parse(AlignedBytes::new(&reseal(bad)).as_bytes()).unwrap_err(), BundleError::NonFinite);
+        // Every truncation of the int8 bundle is refused.
+        for n in [q_bytes.len() - 1, q_bytes.len() - 5, q_bytes.len() / 2] {
+            assert!(Bundle::parse(AlignedBytes::new(&reseal(q_bytes[..n].to_vec())).as_bytes()).is_err());
+        }
+    }
+    let wide = header(Cell::Gru, 1, 513, 1, 2, 2, Normalization::None);
+    let w = values(wide.weights_len as usize, 4, 0.4);
+    let tables = DecisionTables::centroids(&[0.0; 4], 2);
+    assert!(encode(&wide, &w, &tables).is_ok(), "control: 513 hidden units as f32");
+    let e = encode(&Header { weight_format: runtime::WeightFormat::Int8, ..wide }, &w, &tables).unwrap_err();
+    assert!(matches!(e, BundleError::BadDims(m) if m.contains("512 inputs")), "{e}");
 }

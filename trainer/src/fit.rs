@@ -391,7 +391,7 @@ fn write_model(prep: &Prepared, opts: &FitOptions, trained: &Trained, cl: &Clust
     };
     write_json(&stage.join(artifacts::CENTROIDS), &centroids)?;
     let min_len = record.data.min_length.unwrap_or(1);
-    write_bundle(&record.model, opts.normalization, weights, decision, min_len, &stage.join(artifacts::BUNDLE))?;
+    write_bundle(&record.model, opts.normalization, weights, decision, min_len, runtime::WeightFormat::F32, &stage.join(artifacts::BUNDLE))?;
     let vrae = Vrae::bind(&record.model, weights, &out.join(artifacts::WEIGHTS))?;
     let loaded =
         LoadedModel { dir: stage.to_path_buf(), config: record.clone(), vrae, weights: weights.clone(), centroids: Some(centroids) };

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use runtime::bundle::{encode, Cell, DecisionTables, Header, Normalization};
+use runtime::bundle::{encode, Cell, DecisionTables, Header, Normalization, WeightFormat};
 
 fn put(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).expect("create seed dir");
@@ -33,7 +33,12 @@ fn main() {
     // The GRU one decides on the latent beside a window summary (2 segments, 2 frequencies, 1
     // step edge) and the segments' difference, with 5 prototypes, and a minimum window length of 3
     // (a version 7 bundle).
-    for (name, cell, norm, segments) in [("lstm", Cell::Lstm, Normalization::None, 0u16), ("gru_z", Cell::Gru, Normalization::Zscore, 2)] {
+    // The int8 one stores its matrices quantised with a scale table (a version 8 bundle).
+    for (name, cell, norm, segments, weight_format) in [
+        ("lstm", Cell::Lstm, Normalization::None, 0u16, WeightFormat::F32),
+        ("gru_z", Cell::Gru, Normalization::Zscore, 2, WeightFormat::F32),
+        ("gru_int8", Cell::Gru, Normalization::None, 2, WeightFormat::Int8),
+    ] {
         let prototypes = if segments > 0 { 5 } else { 3 };
         let mut hd = Header {
             cell,
@@ -53,6 +58,7 @@ fn main() {
             step_freqs: segments / 2,
             min_len: if segments > 0 { 3 } else { 1 },
             diffs: u8::from(segments > 1),
+            weight_format,
         };
         hd.weights_len = hd.expected_weights() as u32;
         let w: Vec<f32> = (0..hd.weights_len).map(|i| ((i as f32) * 0.7).sin() * 0.5).collect();

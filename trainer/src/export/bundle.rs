@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use runtime::bundle::{encode, Header};
+use runtime::bundle::{encode, Header, WeightFormat};
 
 use crate::cluster::decision::Decision;
 
@@ -19,16 +19,18 @@ fn dim<T: TryFrom<usize>>(v: usize, what: &str) -> Result<T> {
 /// Encodes the encoder weights of `weights` and the cluster decision as a bundle with no minimum
 /// window length (what the trainer's own inference runs).
 pub fn bundle_bytes(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, decision: &Decision) -> Result<Vec<u8>> {
-    bundle_bytes_min(cfg, norm, weights, decision, 1)
+    bundle_bytes_min(cfg, norm, weights, decision, 1, WeightFormat::F32)
 }
 
-/// [`bundle_bytes`] with a minimum window length, which devices enforce in `finish`.
+/// [`bundle_bytes`] with a minimum window length, which devices enforce in `finish`, and the
+/// weights stored as `weight_format` says (int8: quantised by `runtime::bundle::encode`).
 pub fn bundle_bytes_min(
     cfg: &ModelConfig,
     norm: Normalization,
     weights: &ParamStore,
     decision: &Decision,
     min_len: usize,
+    weight_format: WeightFormat,
 ) -> Result<Vec<u8>> {
     let l = cfg.latent_length;
     let d = decision.expected_dims(l, cfg.n_features);
@@ -69,21 +71,23 @@ pub fn bundle_bytes_min(
         step_freqs: dim(decision.step_freqs, "steps' spectrum frequencies")?,
         min_len: dim(min_len.max(1), "minimum length")?,
         diffs: u8::from(decision.diffs),
+        weight_format,
     };
     encode(&header, &flat, &decision.tables()).map_err(|e| Error::Param(format!("bundle: {e}")))
 }
 
-/// Writes the bundle (minimum window length `min_len`, 1 for none) to `path` atomically;
-/// returns its size in bytes.
+/// Writes the bundle (minimum window length `min_len`, 1 for none; weights as `weight_format`)
+/// to `path` atomically; returns its size in bytes.
 pub fn write_bundle(
     cfg: &ModelConfig,
     norm: Normalization,
     weights: &ParamStore,
     decision: &Decision,
     min_len: usize,
+    weight_format: WeightFormat,
     path: &Path,
 ) -> Result<usize> {
-    let b = bundle_bytes_min(cfg, norm, weights, decision, min_len)?;
+    let b = bundle_bytes_min(cfg, norm, weights, decision, min_len, weight_format)?;
     write_atomic(path, &b)?;
     Ok(b.len())
 }

@@ -229,7 +229,7 @@ pub fn import(opts: ImportOptions) -> Result<ImportSummary> {
     };
     artifacts::save_model(&stage, &config, &weights)?;
     write_json(&stage.join(artifacts::CENTROIDS), &centroids)?;
-    let bundle_bytes = write_bundle(&cfg, norm, &weights, &decision, 1, &stage.join(artifacts::BUNDLE))?;
+    let bundle_bytes = write_bundle(&cfg, norm, &weights, &decision, 1, runtime::WeightFormat::F32, &stage.join(artifacts::BUNDLE))?;
     write_atomic(&stage.join(artifacts::ENCODER_ONNX), &onnx_bytes)?;
     staging.commit()?;
     Ok(ImportSummary { config: cfg, producer: rec.producer, k: centroids.k, sizes: centroids.sizes, scores, bundle_bytes })

@@ -117,6 +117,10 @@ pub(crate) struct ExportArgs {
     /// Also write the runtime bundle (encoder + centroids) [default path: MODEL/model.bundle].
     #[arg(long, num_args = 0..=1)]
     pub(crate) bundle: Option<Option<PathBuf>>,
+    /// How the bundle stores the encoder's weight matrices: f32 as trained, or int8
+    /// (per-channel symmetric, a quarter of the flash; cluster IDs within ~1% of f32).
+    #[arg(long, value_enum, default_value_t = runtime::WeightFormat::F32, requires = "bundle")]
+    pub(crate) weights: runtime::WeightFormat,
     /// Give the graph a second input, `lengths` [batch] int32 (ONNX `sequence_lens`): a batch of
     /// series of unequal lengths, each padded after its end, encodes each at its own length
     /// (onnxruntime; tract 0.23.9 refuses it: batch by length there). Use with --out: the model
