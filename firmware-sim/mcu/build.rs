@@ -28,7 +28,7 @@ fn with_min_len(bytes: &[u8], min_len: u32) -> Vec<u8> {
     let aligned = AlignedBytes::new(bytes);
     let b = Bundle::parse(aligned.as_bytes()).expect("valid bundle");
     let header = runtime::bundle::Header { min_len, ..b.header };
-    encode(&header, b.weights, &DecisionTables::of(&b)).expect("re-encoded bundle")
+    encode(&header, &b.float_weights(), &DecisionTables::of(&b)).expect("re-encoded bundle")
 }
 
 fn main() {

@@ -1,7 +1,9 @@
 //! The firmware in QEMU: every cluster ID equals the host runtime's, and a corrupted embedded
 //! expectation makes it exit non-zero; a bundle `trainer import` made of a PyTorch-trained
 //! encoder runs on it too, with PyTorch's own clusters; a bundle with a minimum window length
-//! refuses the shorter windows on the device as on the host.
+//! refuses the shorter windows on the device as on the host; the shipped model with int8
+//! weights gives the host's int8 IDs and distances, bit for bit, on the Cortex-M4F (its
+//! `SXTB16`/`SMLAD` kernel) and the Cortex-M33 (the portable one).
 
 use std::io::Read;
 
@@ -168,4 +170,33 @@ fn armv6m_firmware_matches_the_host() {
     assert!(ids[..16].iter().any(|i| i.0 != ids[0].0), "one cluster for every beat proves little:\n{stdout}");
     let stack: usize = stdout.lines().find_map(|l| l.strip_prefix("stack_high_water_bytes=")).unwrap().parse().unwrap();
     assert!(stack < 16 * 1024, "stack {stack} bytes in 16 KiB of RAM");
+}
+
+/// The shipped model with int8 weights (`trainer export --weights int8` writes the same bytes:
+/// `tests/tests/int8.rs`), written under `mcu/target`; returns its path.
+fn int8_bundle() -> String {
+    let shipped = AlignedBytes::new(&std::fs::read(mcu_dir().join("../../models/ecg5000/model.bundle")).unwrap());
+    let b = runtime::Bundle::parse(shipped.as_bytes()).unwrap();
+    let header = runtime::Header { weight_format: runtime::WeightFormat::Int8, ..b.header };
+    let bytes = runtime::bundle::encode(&header, b.weights, &runtime::bundle::DecisionTables::of(&b)).unwrap();
+    let path = mcu_dir().join("target/ecg5000-int8.bundle");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// int8 weights on the Cortex-M4F (DSP instructions) and the Cortex-M33 (portable loop): IDs,
+/// distances and anomaly flags equal the host's int8 ones to the bit, and the weights take
+/// under 30% of their f32 bytes (one byte a weight, plus f32 scales and biases).
+#[test]
+fn int8_firmware_matches_the_host() {
+    let bundle = int8_bundle();
+    let (ids, stdout) = matches_the_host_on(Board::An386, &bundle, "m4-int8");
+    assert!(ids[16].1, "the noise window is not flagged anomalous:\n{stdout}");
+    matches_the_host_on(Board::An505, &bundle, "m33-int8");
+    let f32_bytes = std::fs::read(mcu_dir().join("../../models/ecg5000/model.bundle")).unwrap();
+    let weights = runtime::Bundle::parse(AlignedBytes::new(&f32_bytes).as_bytes()).unwrap().header.weights_len as usize;
+    let int8_len = std::fs::metadata(&bundle).unwrap().len() as usize;
+    let int8_weight_bytes = int8_len - (f32_bytes.len() - 4 * weights);
+    assert!(int8_weight_bytes * 10 < 3 * 4 * weights, "int8 weights take {int8_weight_bytes} bytes, f32 {}", 4 * weights);
 }

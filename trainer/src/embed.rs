@@ -32,6 +32,13 @@ impl NativeEncoder {
         Ok(NativeEncoder { bytes: AlignedBytes::new(&bytes) })
     }
 
+    /// [`NativeEncoder::new`] with the weights stored as `format` says (int8: what a device
+    /// flashed with `trainer export --weights int8` computes).
+    pub fn with_format(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, decision: &Decision, format: runtime::WeightFormat) -> Result<Self> {
+        let bytes = crate::export::bundle_bytes_min(cfg, norm, weights, decision, 1, format)?;
+        Ok(NativeEncoder { bytes: AlignedBytes::new(&bytes) })
+    }
+
     fn encoder(&self) -> Result<Encoder<'_>> {
         Encoder::from_bytes(self.bytes.as_bytes()).map_err(|e| Error::Mismatch(format!("bundle: {e}")))
     }

@@ -73,6 +73,9 @@ pub struct FitOptions {
     pub plots: bool,
     /// t-SNE settings for the report's figures (its seed is replaced by the run's).
     pub tsne: TsneParams,
+    /// How the model's bundle stores the weight matrices; the device measurements (agreement,
+    /// device ARI/NMI) run that bundle. The decision is fitted on the f32 latents either way.
+    pub weight_format: runtime::WeightFormat,
 }
 
 impl FitOptions {
@@ -95,6 +98,7 @@ impl FitOptions {
             resume: None,
             plots: true,
             tsne: TsneParams::default(),
+            weight_format: runtime::WeightFormat::F32,
         }
     }
 }
@@ -337,9 +341,17 @@ fn cluster(prep: &Prepared, opts: &FitOptions, weights: &ParamStore) -> Result<C
     let cp = ClusterParams::of(&opts.decision, prep.k_given, opts.n_init, p.seed);
     let model = &prep.record.model;
     let fitted = fit_decision(model, opts.normalization, weights, &prep.train_series, &opts.decision, &cp)?;
-    let native = NativeEncoder::new(model, opts.normalization, weights, &fitted.decision)?;
+    let native = NativeEncoder::with_format(model, opts.normalization, weights, &fitted.decision, opts.weight_format)?;
     let z_hold = native.embed(&prep.hold_series)?;
-    let train_assign = native.assign(&prep.train_series, &fitted.z_train)?;
+    // int8 weights give the device other latents than the f32 ones the decision was fitted on.
+    let z_device;
+    let z_train = if opts.weight_format == runtime::WeightFormat::F32 {
+        &fitted.z_train
+    } else {
+        z_device = native.embed(&prep.train_series)?;
+        &z_device
+    };
+    let train_assign = native.assign(&prep.train_series, z_train)?;
     let hold_assign = native.assign(&prep.hold_series, &z_hold)?;
     let train_pred: Vec<usize> = train_assign.iter().map(|a| a.cluster).collect();
     let hold_pred: Vec<usize> = hold_assign.iter().map(|a| a.cluster).collect();
@@ -391,7 +403,7 @@ fn write_model(prep: &Prepared, opts: &FitOptions, trained: &Trained, cl: &Clust
     };
     write_json(&stage.join(artifacts::CENTROIDS), &centroids)?;
     let min_len = record.data.min_length.unwrap_or(1);
-    write_bundle(&record.model, opts.normalization, weights, decision, min_len, runtime::WeightFormat::F32, &stage.join(artifacts::BUNDLE))?;
+    write_bundle(&record.model, opts.normalization, weights, decision, min_len, opts.weight_format, &stage.join(artifacts::BUNDLE))?;
     let vrae = Vrae::bind(&record.model, weights, &out.join(artifacts::WEIGHTS))?;
     let loaded =
         LoadedModel { dir: stage.to_path_buf(), config: record.clone(), vrae, weights: weights.clone(), centroids: Some(centroids) };

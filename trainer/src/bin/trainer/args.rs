@@ -196,6 +196,10 @@ pub(crate) struct FitArgs {
     /// Skip the report's figures (PCA, t-SNE, loss curve, examples); report.json/html are still written.
     #[arg(long)]
     pub(crate) no_plots: bool,
+    /// How model.bundle stores the encoder's weight matrices: f32 as trained, or int8
+    /// (per-channel symmetric, a quarter of the flash). The device figures run that bundle.
+    #[arg(long, value_enum, default_value_t = runtime::WeightFormat::F32)]
+    pub(crate) weights: runtime::WeightFormat,
     #[command(flatten)]
     pub(crate) tsne: TsneArgs,
     #[command(flatten)]

@@ -79,6 +79,7 @@ pub(crate) fn run_fit(a: FitArgs) -> Result<()> {
         resume,
         plots: !a.no_plots,
         tsne: TsneParams { perplexity: a.tsne.perplexity, iterations: a.tsne.tsne_iterations, seed: 0 },
+        weight_format: a.weights,
     };
     let s = fit(ds, &opts, &out, &dev)?;
     let m = &s.metrics;
