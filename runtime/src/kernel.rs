@@ -147,7 +147,7 @@ pub(crate) fn step<const N: usize, const B: usize>(
     let span = (N - 1) * stride + hid;
     for l in 0..hd.layers as usize {
         if let Some(q) = b.layer_q(l) {
-            step_layer_q8::<N, B>(hd.cell, &q, h, c, stride, l, x, gates, rec);
+            step_layer_q8::<N>(hd.cell, &q, h, c, stride, l, x, gates, rec);
             continue;
         }
         let (w_ih, w_hh, b_ih, b_hh) = b.layer(l);
@@ -181,7 +181,7 @@ pub(crate) fn step<const N: usize, const B: usize>(
 /// updates, each window's input vector quantised on its own.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn step_layer_q8<const N: usize, const B: usize>(
+fn step_layer_q8<const N: usize>(
     cell: Cell,
     q: &crate::bundle::QLayer<'_>,
     h: &mut [f32],
@@ -198,18 +198,18 @@ fn step_layer_q8<const N: usize, const B: usize>(
         let input = if l == 0 { &x[n * f..][..f] } else { &below[((l - 1) * N + n) * stride..][..hid] };
         let (g, r) = (&mut gates[n * gh..][..gh], &mut rec[n * gh..][..gh]);
         let hn = &mut here[n * stride..][..hid];
-        quant::matvec::<B>(g, q.b_ih, &q.w_ih, input);
+        quant::matvec::<{ quant::BLOCK }>(g, q.b_ih, &q.w_ih, input);
         match cell {
             Cell::Lstm => {
                 r.copy_from_slice(g);
-                quant::matvec::<B>(g, r, &q.w_hh, hn);
+                quant::matvec::<{ quant::BLOCK }>(g, r, &q.w_hh, hn);
                 for (gv, bh) in g.iter_mut().zip(q.b_hh) {
                     *gv += bh;
                 }
                 lstm_cell(g, &mut c[(l * N + n) * stride..][..hid], hn);
             }
             Cell::Gru => {
-                quant::matvec::<B>(r, q.b_hh, &q.w_hh, hn);
+                quant::matvec::<{ quant::BLOCK }>(r, q.b_hh, &q.w_hh, hn);
                 gru_cell(g, r, hn);
             }
         }
@@ -221,7 +221,7 @@ fn step_layer_q8<const N: usize, const B: usize>(
 #[inline(always)]
 pub(crate) fn head(b: &Bundle<'_>, h: &[f32], out: &mut [f32]) {
     if let Some((m, bias)) = b.head_q() {
-        quant::matvec::<BLOCK>(out, bias, &m, h);
+        quant::matvec::<{ quant::BLOCK }>(out, bias, &m, h);
         return;
     }
     let (w, bm) = b.head();

@@ -13,15 +13,9 @@ fn int8_bundle_agrees_with_f32_on_all_ecg5000_series() {
     let dir = shipped_model_dir();
     let m = trainer::artifacts::load_model(&dir, &candle_core::Device::Cpu).unwrap();
     let c = m.centroids.as_ref().unwrap();
-    let exported = trainer::export::bundle_bytes_min(
-        &m.config.model,
-        m.config.data.normalization,
-        &m.weights,
-        &c.decision(),
-        1,
-        WeightFormat::Int8,
-    )
-    .unwrap();
+    let exported =
+        trainer::export::bundle_bytes_min(&m.config.model, m.config.data.normalization, &m.weights, &c.decision(), 1, WeightFormat::Int8)
+            .unwrap();
     let shipped = AlignedBytes::new(&std::fs::read(dir.join("model.bundle")).unwrap());
     let fb = Bundle::parse(shipped.as_bytes()).unwrap();
     let by_runtime = encode(&Header { weight_format: WeightFormat::Int8, ..fb.header }, fb.weights, &DecisionTables::of(&fb)).unwrap();
@@ -34,7 +28,8 @@ fn int8_bundle_agrees_with_f32_on_all_ecg5000_series() {
     let ds = trainer::data::bundled::ecg5000().unwrap();
     let windows: Vec<f32> = ds.series.iter().flat_map(|s| s.values.iter().copied()).collect();
     let (zf, zq) = (runtime::batch::embed_windows(&fe, &windows, 140).unwrap(), runtime::batch::embed_windows(&qe, &windows, 140).unwrap());
-    let (af, aq) = (runtime::batch::assign_all(&fe, &windows, 140, &zf).unwrap(), runtime::batch::assign_all(&qe, &windows, 140, &zq).unwrap());
+    let (af, aq) =
+        (runtime::batch::assign_all(&fe, &windows, 140, &zf).unwrap(), runtime::batch::assign_all(&qe, &windows, 140, &zq).unwrap());
     let same = af.iter().zip(&aq).filter(|(a, b)| a.cluster == b.cluster).count();
     let worst = zf.iter().zip(&zq).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     eprintln!("int8 vs f32 on 5000 ECG5000 series: {same} same cluster IDs, largest latent difference {worst}");

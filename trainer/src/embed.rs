@@ -34,7 +34,13 @@ impl NativeEncoder {
 
     /// [`NativeEncoder::new`] with the weights stored as `format` says (int8: what a device
     /// flashed with `trainer export --weights int8` computes).
-    pub fn with_format(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, decision: &Decision, format: runtime::WeightFormat) -> Result<Self> {
+    pub fn with_format(
+        cfg: &ModelConfig,
+        norm: Normalization,
+        weights: &ParamStore,
+        decision: &Decision,
+        format: runtime::WeightFormat,
+    ) -> Result<Self> {
         let bytes = crate::export::bundle_bytes_min(cfg, norm, weights, decision, 1, format)?;
         Ok(NativeEncoder { bytes: AlignedBytes::new(&bytes) })
     }

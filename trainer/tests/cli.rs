@@ -116,6 +116,30 @@ fn fit_embed_cluster_round_trip() {
     assert!(r.windows(7).any(|w| w == b"lengths") && !before.windows(7).any(|w| w == b"lengths"));
     assert_eq!(std::fs::read(model.join("encoder.onnx")).unwrap(), before);
 
+    // export --weights int8: a version 8 bundle that clusters these series as the f32 one does;
+    // without --bundle the flag is refused (it names what it needs).
+    let q8 = dir.path().join("int8.bundle");
+    ok(&trainer(&[
+        "export",
+        model.to_str().unwrap(),
+        "--out",
+        ragged.to_str().unwrap(),
+        "--bundle",
+        q8.to_str().unwrap(),
+        "--weights",
+        "int8",
+    ]));
+    let (qb, fb) = (std::fs::read(&q8).unwrap(), std::fs::read(model.join("model.bundle")).unwrap());
+    assert_eq!((u32::from_le_bytes(qb[8..12].try_into().unwrap()), qb.len() < fb.len()), (8, true));
+    let o = trainer(&["export", model.to_str().unwrap(), "--weights", "int8"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("--bundle"), "{e}");
+    let o = trainer(&["export", model.to_str().unwrap(), "--bundle", q8.to_str().unwrap(), "--weights", "int4"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("int4") && e.contains("int8") && e.contains("f32"), "{e}");
+
     // Damaged model files: each gives an error naming the file.
     let broken = dir.path().join("broken");
     std::fs::create_dir(&broken).unwrap();
@@ -182,6 +206,10 @@ fn bad_invocations_fail_clearly() {
     assert!(e.contains("step spectrum weight must be finite and >= 0, got -1"), "{e}");
     let e = err(&trainer(&["fit", "--difference-weight=-1", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("difference weight must be finite and >= 0, got -1"), "{e}");
+    let o = trainer(&["fit", "--refine-rounds=-1", "--out", dir.path().to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("-1") && e.contains("--refine-rounds"), "{e}");
     let o = trainer(&["fit", "--representation", "best", "--out", dir.path().to_str().unwrap()]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");
