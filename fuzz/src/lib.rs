@@ -46,12 +46,13 @@ pub fn bundle(data: &[u8]) {
     let Ok(enc) = Encoder::from_bytes(aligned.as_bytes()) else { return };
     let hd = enc.bundle().header;
     assert_eq!(enc.bundle().weights.len(), hd.f32_weights_len(), "accepted bundle with a wrong weight count");
-    assert_eq!(enc.bundle().qweights.len(), hd.int8_bytes(), "accepted bundle with a wrong int8 section");
+    assert_eq!(enc.bundle().qweights.len() + enc.bundle().qprototypes.len(), hd.int8_bytes(), "accepted bundle with a wrong int8 section");
     if enc.bundle().is_int8() {
         // The scale table, biases and int8 matrices dequantise to a whole f32 model.
         assert_eq!(enc.bundle().float_weights().len(), hd.expected_weights());
     }
-    assert_eq!(enc.bundle().prototypes.len(), hd.prototypes as usize * hd.decision_dims());
+    let table = if enc.bundle().is_int8() { enc.bundle().qprototypes.len() } else { enc.bundle().prototypes.len() };
+    assert_eq!(table, hd.prototypes as usize * hd.decision_dims());
     let mut s = State::<H, LAYERS>::default();
     let f = hd.n_features as usize;
     if f > 4096 {

@@ -58,11 +58,40 @@ pub fn nearest(value: impl Fn(usize) -> f32, dim: usize, prototypes: &[f32], clu
     if dim == 0 {
         return Err(AssignError::ZeroDim);
     }
-    if prototypes.is_empty() {
-        return Err(AssignError::NoCentroids);
-    }
     if !prototypes.len().is_multiple_of(dim) {
         return Err(AssignError::RaggedCentroids { len: prototypes.len(), dim });
+    }
+    nearest_of(value, dim, prototypes.chunks_exact(dim).map(|p| p.iter().copied()), clusters)
+}
+
+/// [`nearest`] over an int8 prototype table (row-major `n x dim` bytes; value `j` of a row is
+/// `q · scales[j]`, see `crate::quant`).
+pub fn nearest_int8(
+    value: impl Fn(usize) -> f32,
+    dim: usize,
+    prototypes: &[i8],
+    scales: &[f32],
+    clusters: &[f32],
+) -> Result<Assignment, AssignError> {
+    if dim == 0 {
+        return Err(AssignError::ZeroDim);
+    }
+    if !prototypes.len().is_multiple_of(dim) || scales.len() != dim {
+        return Err(AssignError::RaggedCentroids { len: prototypes.len(), dim });
+    }
+    nearest_of(value, dim, prototypes.chunks_exact(dim).map(|p| p.iter().zip(scales).map(|(&q, &s)| q as f32 * s)), clusters)
+}
+
+/// The search both tables share: `rows` yields each prototype's `dim` values in order.
+fn nearest_of<R: Iterator<Item = f32>>(
+    value: impl Fn(usize) -> f32,
+    dim: usize,
+    rows: impl Iterator<Item = R>,
+    clusters: &[f32],
+) -> Result<Assignment, AssignError> {
+    let mut rows = rows.peekable();
+    if rows.peek().is_none() {
+        return Err(AssignError::NoCentroids);
     }
     if let Some(index) = (0..dim).position(|j| !value(j).is_finite()) {
         return Err(AssignError::NonFinite { index });
@@ -72,9 +101,9 @@ pub fn nearest(value: impl Fn(usize) -> f32, dim: usize, prototypes: &[f32], clu
     // distance was already at least the old best.
     let mut best = (usize::MAX, f32::INFINITY);
     let mut second = f32::INFINITY;
-    for (i, p) in prototypes.chunks_exact(dim).enumerate() {
+    for (i, p) in rows.enumerate() {
         let mut d2 = 0f32;
-        for (j, &pj) in p.iter().enumerate() {
+        for (j, pj) in p.enumerate() {
             let e = value(j) - pj;
             d2 += e * e;
         }

@@ -11,12 +11,13 @@
 //!               (version 8) only their scales and the biases, 4*S, S = header.f32_weights_len()
 //! ...     4*D   decision offsets, f32 LE, D = header.decision_dims()
 //! ...     4*D   decision scales, f32 LE
-//! ...     4*P*D prototypes, f32 LE, row-major P x D, P = header.prototypes
+//! ...     4*P*D prototypes, f32 LE, row-major P x D, P = header.prototypes (int8: their
+//!               scales, 4*D)
 //! ...     4*P   prototype clusters, f32 LE whole numbers in 0..k
 //! ...     4*K   anomaly thresholds, f32 LE, one per cluster (version 3 on)
 //! ...     4*E   step edges of the summary, f32 LE, E = step_edges * n_features (version 4 on)
-//! ...     Q     int8 weight matrices (version 8, `weight_format` int8 only), Q =
-//!               header.int8_bytes(), then zero padding to a multiple of 4
+//! ...     Q     int8 weight matrices and prototypes (version 8, `weight_format` int8 only),
+//!               Q = header.int8_bytes(), then zero padding to a multiple of 4
 //! end-4   4     CRC-32 of every byte before it (u32 LE)
 //! ```
 //!
@@ -41,7 +42,10 @@
 //! [`crate::quant`]): the f32 section holds, per layer, the scales of `W_ihᵀ` and `W_hhᵀ` (one
 //! per gate output, `G*H` each), `b_ih`, `b_hh`, then the head's scales `[L]` and `b_mean [L]`;
 //! the int8 section, per layer, `W_ihᵀ` and `W_hhᵀ`, then the head as `W_meanᵀ [H, L]`, each in
-//! the pair layout. Every input count must be at most [`crate::quant::MAX_INPUTS`].
+//! the pair layout, then the prototype table, row-major `P x D` bytes. Every input count must be
+//! at most [`crate::quant::MAX_INPUTS`]. In the decision tables the prototypes' place holds
+//! their per-value scales `[D]` (value `j` of a row is `q · scale_j`, `scale_j = max |p_j| / 127`
+//! over the rows).
 //!
 //! A model with int8 weights is written as version 8, and every f32 model as the version
 //! below, byte for byte what it was before the field existed.
@@ -274,16 +278,27 @@ impl Header {
         }
     }
 
-    /// Bytes of the int8 section before its padding (0 with f32 weights).
+    /// Bytes of the int8 section before its padding: the weight matrices, then the prototype
+    /// table (0 with f32 weights).
     pub fn int8_bytes(&self) -> usize {
+        usize::try_from(self.int8_bytes_u64()).unwrap_or(usize::MAX)
+    }
+
+    /// Bytes of the int8 weight matrices.
+    fn int8_matrix_bytes(&self) -> u64 {
+        // In u64: a corrupted header's sizes must not wrap on 32-bit targets.
+        let (gh, hid, f) = (self.cell.gates() as u64 * self.hidden as u64, self.hidden as u64, self.n_features as u64);
+        let m = |kd: u64, n: u64| 4 * kd.div_ceil(2) * n.div_ceil(2);
+        let layers: u64 = (0..self.layers as u64).map(|l| m(if l == 0 { f } else { hid }, gh) + m(hid, gh)).sum();
+        layers + m(hid, self.latent as u64)
+    }
+
+    /// [`Header::int8_bytes`] in u64.
+    fn int8_bytes_u64(&self) -> u64 {
         if self.weight_format == WeightFormat::F32 {
             return 0;
         }
-        let (gh, hid, f) = (self.cell.gates() * self.hidden as usize, self.hidden as usize, self.n_features as usize);
-        let layers: usize = (0..self.layers as usize)
-            .map(|l| crate::quant::matrix_bytes(if l == 0 { f } else { hid }, gh) + crate::quant::matrix_bytes(hid, gh))
-            .sum();
-        layers + crate::quant::matrix_bytes(hid, self.latent as usize)
+        self.int8_matrix_bytes() + self.prototypes as u64 * self.decision_dims() as u64
     }
 
     /// int8 weights fit the kernel's i32 sums (what `parse` and `encode` both require).
@@ -385,6 +400,12 @@ pub enum BundleError {
         /// Position in the f32 weights section.
         index: usize,
     },
+    /// A prototype scale of an int8 bundle is negative.
+    #[error("int8 prototype scale of decision value {dim} is negative")]
+    BadPrototypeScale {
+        /// Decision value whose scale is wrong.
+        dim: usize,
+    },
     /// An anomaly threshold is negative.
     #[error("anomaly threshold of cluster {cluster} is negative")]
     BadThreshold {
@@ -417,8 +438,13 @@ pub struct Bundle<'a> {
     pub offsets: &'a [f32],
     /// Per decision value, the factor applied after (empty in a version 1 bundle: 1).
     pub scales: &'a [f32],
-    /// Prototypes, row-major `prototypes x decision_dims`.
+    /// Prototypes, row-major `prototypes x decision_dims` (empty with int8 weights).
     pub prototypes: &'a [f32],
+    /// int8 bundles: the prototypes quantised, row-major; value `j` of a row stands for
+    /// `q · prototype_scales[j]` (empty with f32 weights).
+    pub qprototypes: &'a [i8],
+    /// int8 bundles: one scale per decision value, `max |prototype_j| / 127`.
+    pub prototype_scales: &'a [f32],
     /// Cluster of each prototype (empty in a version 1 bundle: prototype `i` is cluster `i`).
     pub prototype_clusters: &'a [f32],
     /// Per cluster, the distance above which a window is anomalous (empty before version 3).
@@ -529,13 +555,16 @@ impl<'a> Bundle<'a> {
         let (d64, p64) = (d as u64, p as u64);
         let k64 = h.k as u64;
         let e64 = h.step_edges_len() as u64;
+        let int8 = h.weight_format == WeightFormat::Int8;
         let tables = match version {
             1 => p64 * d64,
             2 => 2 * d64 + p64 * d64 + p64,
             3 => 2 * d64 + p64 * d64 + p64 + k64,
+            // int8: the prototype table is in the int8 section, its per-value scales here.
+            _ if int8 => 3 * d64 + p64 + k64 + e64,
             _ => 2 * d64 + p64 * d64 + p64 + k64 + e64,
         };
-        let (fw, qb) = (h.f32_weights_len() as u64, padded(h.int8_bytes()) as u64);
+        let (fw, qb) = (h.f32_weights_len() as u64, h.int8_bytes_u64().div_ceil(4) * 4);
         let expected = w_start as u64 + 4 * (fw + tables) + qb + 4;
         if expected != bytes.len() as u64 {
             return Err(BundleError::Length { expected: usize::try_from(expected).unwrap_or(usize::MAX), got: bytes.len() });
@@ -547,7 +576,8 @@ impl<'a> Bundle<'a> {
         }
         let (weights, rest) = all.split_at(fw as usize);
         // SAFETY: i8 has the size and alignment of u8 and every bit pattern is valid.
-        let qweights = unsafe { core::slice::from_raw_parts(bytes[q_start..].as_ptr().cast::<i8>(), h.int8_bytes()) };
+        let int8_all = unsafe { core::slice::from_raw_parts(bytes[q_start..].as_ptr().cast::<i8>(), h.int8_bytes()) };
+        let (qweights, qprototypes) = int8_all.split_at(h.int8_matrix_bytes().min(int8_all.len() as u64) as usize);
         if h.weight_format == WeightFormat::Int8 {
             if let Some(index) = (0..weights.len()).find(|&i| h.is_scale(i) && weights[i] < 0.0) {
                 return Err(BundleError::BadScale { index });
@@ -558,7 +588,7 @@ impl<'a> Bundle<'a> {
         } else {
             let (o, rest) = rest.split_at(d);
             let (s, rest) = rest.split_at(d);
-            let (pr, rest) = rest.split_at(p * d);
+            let (pr, rest) = rest.split_at(if int8 { d } else { p * d });
             let (c, rest) = rest.split_at(p);
             let (t, e) = rest.split_at(if version >= 3 { h.k as usize } else { 0 });
             (o, s, pr, c, t, e)
@@ -571,7 +601,24 @@ impl<'a> Bundle<'a> {
         if let Some(cluster) = anomaly_thresholds.iter().position(|&t| t < 0.0) {
             return Err(BundleError::BadThreshold { cluster });
         }
-        Ok(Bundle { header, weights, qweights, offsets, scales, prototypes, prototype_clusters, anomaly_thresholds, step_edges, version })
+        let (prototypes, prototype_scales) = if int8 { (&rest[..0], prototypes) } else { (prototypes, &rest[..0]) };
+        if let Some(dim) = prototype_scales.iter().position(|&s| s < 0.0) {
+            return Err(BundleError::BadPrototypeScale { dim });
+        }
+        Ok(Bundle {
+            header,
+            weights,
+            qweights,
+            offsets,
+            scales,
+            prototypes,
+            qprototypes,
+            prototype_scales,
+            prototype_clusters,
+            anomaly_thresholds,
+            step_edges,
+            version,
+        })
     }
 
     /// Layout of the window summary the decision uses.
@@ -703,6 +750,16 @@ impl<'a> Bundle<'a> {
         Some((crate::quant::QMatrix { q, scales, inputs: hid }, bias))
     }
 
+    /// The prototype table as f32 (int8 ones dequantised), row-major.
+    #[cfg(feature = "std")]
+    pub fn float_prototypes(&self) -> Vec<f32> {
+        if !self.is_int8() {
+            return self.prototypes.to_vec();
+        }
+        let d = self.prototype_scales.len().max(1);
+        self.qprototypes.iter().enumerate().map(|(i, &q)| q as f32 * self.prototype_scales[i % d]).collect()
+    }
+
     /// Every weight as f32 in the f32 layout (int8 ones dequantised), e.g. to re-encode a bundle
     /// with another header field.
     #[cfg(feature = "std")]
@@ -791,7 +848,7 @@ impl DecisionTables {
         DecisionTables {
             offsets: bundle.offsets.to_vec(),
             scales: bundle.scales.to_vec(),
-            prototypes: bundle.prototypes.to_vec(),
+            prototypes: bundle.float_prototypes(),
             clusters: bundle.prototype_clusters.iter().map(|&c| c as usize).collect(),
             anomaly_thresholds: bundle.anomaly_thresholds.to_vec(),
             step_edges: bundle.step_edges.to_vec(),
@@ -869,8 +926,16 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
             version = 5;
         }
     }
-    let (fweights, qweights) = stored_weights(header, weights);
-    let n = fweights.len() + 2 * d + p * d + p + header.k as usize + decision.step_edges.len();
+    let (fweights, mut qweights) = stored_weights(header, weights);
+    let prototypes = if header.weight_format == WeightFormat::Int8 {
+        // Per decision value over all rows: the value's column is one channel.
+        let (q, scales) = crate::quant::quantize_rows(&decision.prototypes, p, d);
+        qweights.extend(q);
+        scales
+    } else {
+        decision.prototypes.clone()
+    };
+    let n = fweights.len() + 2 * d + prototypes.len() + p + header.k as usize + decision.step_edges.len();
     let mut out = Vec::with_capacity(padded(16 + head.len()) + 4 * n + 4);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
@@ -878,7 +943,7 @@ pub fn encode(header: &Header, weights: &[f32], decision: &DecisionTables) -> Re
     out.extend_from_slice(&head);
     out.resize(padded(out.len()), 0);
     let clusters = decision.clusters.iter().map(|&c| c as f32);
-    let tables = decision.offsets.iter().chain(&decision.scales).chain(&decision.prototypes).copied();
+    let tables = decision.offsets.iter().chain(&decision.scales).chain(&prototypes).copied();
     for v in fweights
         .iter()
         .copied()

@@ -2,7 +2,7 @@
 //! no allocation. Same math as the trainer (see `trainer::model::rnn` for the equations),
 //! computed one hidden unit at a time so the only scratch is the next hidden vector.
 
-use crate::assign::{nearest, AssignError, Assignment};
+use crate::assign::{nearest, nearest_int8, AssignError, Assignment};
 use crate::bundle::{Bundle, BundleError, Normalization};
 use crate::kernel::{self, BLOCK};
 use crate::summary::Summary;
@@ -301,12 +301,21 @@ impl<'a> Encoder<'a> {
             for (j, v) in x[..d].iter_mut().enumerate() {
                 *v = self.value(latent, summary, j);
             }
-            nearest(|j| x[j], d, b.prototypes, b.prototype_clusters)?
+            self.nearest(|j| x[j], d)?
         } else {
-            nearest(|j| self.value(latent, summary, j), d, b.prototypes, b.prototype_clusters)?
+            self.nearest(|j| self.value(latent, summary, j), d)?
         };
         a.anomalous = b.is_anomalous(a.cluster, a.distance);
         Ok(a)
+    }
+
+    /// The nearest prototype of the bundle's table, f32 or int8.
+    fn nearest(&self, value: impl Fn(usize) -> f32, d: usize) -> Result<Assignment, AssignError> {
+        let b = &self.bundle;
+        if b.is_int8() {
+            return nearest_int8(value, d, b.qprototypes, b.prototype_scales, b.prototype_clusters);
+        }
+        nearest(value, d, b.prototypes, b.prototype_clusters)
     }
 
     /// Cluster of a window from its latent and the summary its state streamed: the nearest

@@ -182,6 +182,19 @@ pub fn quantize_matrix(w: &[f32], kd: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
     (out, scales)
 }
 
+/// Quantises a `rows x n` row-major table with one scale per column, row-major bytes (the
+/// int8 prototype table): returns the bytes and the `n` scales.
+#[cfg(feature = "std")]
+pub fn quantize_rows(t: &[f32], rows: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
+    let scales: Vec<f32> = (0..n).map(|j| (0..rows).fold(0f32, |m, r| m.max(t[r * n + j].abs())) / 127.0).collect();
+    let q = t
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if scales[i % n] == 0.0 { 0 } else { (v / scales[i % n]).round().clamp(-127.0, 127.0) as i8 })
+        .collect();
+    (q, scales)
+}
+
 /// The `kd x n` row-major matrix a quantised one stands for: `q[k][j] · s_j`.
 #[cfg(feature = "std")]
 pub fn dequantize_matrix(m: &QMatrix<'_>, n: usize) -> Vec<f32> {

@@ -663,8 +663,10 @@ fn int8_weights_are_version_8_and_checked() {
         let (f32_bytes, q_bytes) = (bundle(&hd, 31), bundle(&q, 31));
         assert_eq!(u32::from_le_bytes(q_bytes[8..12].try_into().unwrap()), 8);
         assert_eq!(u32::from_le_bytes(f32_bytes[8..12].try_into().unwrap()), 7, "f32 weights keep version 7");
-        // The matrices shrink to a byte a weight (plus pair padding); scales and biases stay f32.
-        let saved = 4 * hd.weights_len as usize - 4 * q.f32_weights_len() - q.int8_bytes().div_ceil(4) * 4;
+        // The matrices and the prototypes shrink to a byte a value (plus pair padding); the
+        // weights' scales and biases and the prototypes' scales stay f32.
+        let (p, d) = (q.prototypes as usize, q.decision_dims());
+        let saved = 4 * hd.weights_len as usize - 4 * q.f32_weights_len() + 4 * p * d - 4 * d - q.int8_bytes().div_ceil(4) * 4;
         let head = |b: &[u8]| (16 + u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize).div_ceil(4) * 4;
         assert_eq!(f32_bytes.len() + head(&q_bytes), q_bytes.len() + head(&f32_bytes) + saved, "{cell:?}");
         let (fa, qa) = (AlignedBytes::new(&f32_bytes), AlignedBytes::new(&q_bytes));
@@ -702,6 +704,23 @@ fn int8_weights_are_version_8_and_checked() {
         let mut f = f32_bytes.clone();
         f[at..at + 4].copy_from_slice(&(-0.5f32).to_le_bytes());
         assert!(Bundle::parse(AlignedBytes::new(&reseal(f)).as_bytes()).is_ok());
+        // A negative prototype scale (the third table after the weights section), resealed.
+        let mut badp = q_bytes.clone();
+        let pat = at + 4 * (q.f32_weights_len() + 2 * d + 1);
+        badp[pat..pat + 4].copy_from_slice(&(-1.0f32).to_le_bytes());
+        let e = Bundle::parse(AlignedBytes::new(&reseal(badp)).as_bytes()).unwrap_err();
+        assert_eq!(e, BundleError::BadPrototypeScale { dim: 1 });
+        // The int8 prototypes decide as the dequantised table does.
+        let qb = qe.bundle();
+        let (mut st, mut sq) = (State::<64, 2>::default(), State::<64, 2>::default());
+        let z = qe.encode_window::<64, 2, 4>(&mut sq, &window).unwrap();
+        let deq = encode(&Header { weight_format: WeightFormat::F32, ..q }, &qb.float_weights(), &DecisionTables::of(qb)).unwrap();
+        let da = AlignedBytes::new(&deq);
+        let de = Encoder::from_bytes(da.as_bytes()).unwrap();
+        let zd = de.encode_window::<64, 2, 4>(&mut st, &window).unwrap();
+        let (aq, ad) = (qe.decide(&sq, &z).unwrap(), de.decide(&st, &zd).unwrap());
+        assert_eq!(aq.cluster, ad.cluster, "{cell:?}");
+        assert!((aq.distance - ad.distance).abs() <= 1e-3 * ad.distance.max(1.0), "{cell:?}: {} vs {}", aq.distance, ad.distance);
         // A NaN scale is non-finite, as a NaN weight is.
         bad[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
         assert_eq!(Bundle::parse(AlignedBytes::new(&reseal(bad)).as_bytes()).unwrap_err(), BundleError::NonFinite);
