@@ -72,7 +72,7 @@ pub(crate) fn quantize_vector(v: &[f32], out: &mut [i16]) -> f32 {
 
 /// `out[j] = init[j] + (m.scales[j] · a) · Σ_k q[k][j] · v'_k` for one vector `v`
 /// (`m.inputs` values) and `out.len()` outputs, register blocks of `B` (even) outputs.
-#[inline(always)]
+#[inline(never)]
 pub(crate) fn matvec<const B: usize>(out: &mut [f32], init: &[f32], m: &QMatrix<'_>, v: &[f32]) {
     let kd = m.inputs;
     let mut vq = [0i16; MAX_INPUTS + 1];
