@@ -33,6 +33,8 @@ pub(crate) const BLOCK: usize = 8;
 /// loaded once for all `M` windows. `ahead(k)` runs after row `k` is loaded (the two-core path
 /// prefetches there; everyone else passes `|_| {}`). `FMA`: one fused multiply-add per term.
 #[inline(always)]
+// `k` indexes the row and every window's vector at once.
+#[allow(clippy::needless_range_loop)]
 pub(crate) fn block<const B: usize, const M: usize, const FMA: bool>(
     start: [&[f32]; M],
     w: &[f32],

@@ -318,7 +318,7 @@ async fn until_stopped(processor: JoinHandle<Result<(), ServeError>>, control: &
             _ = int.recv(), if !stopping => { log("SIGINT: flushing state and stopping"); stopping = true; let _ = control.send(Control::Shutdown); }
             _ = hup.recv() => {
                 match std::fs::read(model_bundle).map_err(|e| e.to_string()).and_then(|b| Model::load(&b).map(|m| (m, b)).map_err(|e| e.to_string())) {
-                    Ok((m, bytes)) => { let _ = control.send(Control::Reload(m, bytes)); }
+                    Ok((m, bytes)) => { let _ = control.send(Control::Reload(Box::new(m), bytes)); }
                     Err(e) => log(&format!("SIGHUP: {}: {e}; still serving the current model", model_bundle.display())),
                 }
             }

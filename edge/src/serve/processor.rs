@@ -39,7 +39,7 @@ pub(super) enum Control {
     /// The broker acknowledged result `seq`, `latency` after its last sample arrived.
     Acked(u64, Option<Duration>),
     /// Serve this model (SIGHUP).
-    Reload(Model, Vec<u8>),
+    Reload(Box<Model>, Vec<u8>),
     /// Flush, snapshot and stop (SIGTERM).
     Shutdown,
 }
@@ -230,7 +230,7 @@ impl Processor {
                     self.m.latency_seconds.observe(l.as_secs_f64());
                 }
             }
-            Control::Reload(model, bytes) => match self.g.reload(model, &bytes) {
+            Control::Reload(model, bytes) => match self.g.reload(*model, &bytes) {
                 Ok(None) => (self.log)("SIGHUP: the model is unchanged"),
                 Ok(Some(dropped)) => {
                     self.m.reloads.inc();
