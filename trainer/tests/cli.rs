@@ -18,6 +18,13 @@ fn err(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
 
+/// The stderr of a usage error clap reports (exit status 2).
+fn usage_err(o: &Output) -> String {
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    e
+}
+
 /// Wide CSV, header with a label column: 30 series of two shapes, 16 steps.
 fn write_csv(path: &Path, n: usize) {
     let mut s = String::from("label");
@@ -116,28 +123,16 @@ fn fit_embed_cluster_round_trip() {
     assert!(r.windows(7).any(|w| w == b"lengths") && !before.windows(7).any(|w| w == b"lengths"));
     assert_eq!(std::fs::read(model.join("encoder.onnx")).unwrap(), before);
 
-    // export --weights int8: a version 8 bundle that clusters these series as the f32 one does;
-    // without --bundle the flag is refused (it names what it needs).
+    // export --weights int8: a smaller, version 8 bundle; without --bundle the flag is refused
+    // (the error names what it needs).
     let q8 = dir.path().join("int8.bundle");
-    ok(&trainer(&[
-        "export",
-        model.to_str().unwrap(),
-        "--out",
-        ragged.to_str().unwrap(),
-        "--bundle",
-        q8.to_str().unwrap(),
-        "--weights",
-        "int8",
-    ]));
+    let (m, r, q) = (model.to_str().unwrap(), ragged.to_str().unwrap(), q8.to_str().unwrap());
+    ok(&trainer(&["export", m, "--out", r, "--bundle", q, "--weights", "int8"]));
     let (qb, fb) = (std::fs::read(&q8).unwrap(), std::fs::read(model.join("model.bundle")).unwrap());
     assert_eq!((u32::from_le_bytes(qb[8..12].try_into().unwrap()), qb.len() < fb.len()), (8, true));
-    let o = trainer(&["export", model.to_str().unwrap(), "--weights", "int8"]);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{e}");
+    let e = usage_err(&trainer(&["export", model.to_str().unwrap(), "--weights", "int8"]));
     assert!(e.contains("--bundle"), "{e}");
-    let o = trainer(&["export", model.to_str().unwrap(), "--bundle", q8.to_str().unwrap(), "--weights", "int4"]);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{e}");
+    let e = usage_err(&trainer(&["export", model.to_str().unwrap(), "--bundle", q8.to_str().unwrap(), "--weights", "int4"]));
     assert!(e.contains("int4") && e.contains("int8") && e.contains("f32"), "{e}");
 
     // Damaged model files: each gives an error naming the file.
@@ -188,9 +183,7 @@ fn bad_invocations_fail_clearly() {
     let e = err(&trainer(&["fit", "--dropout", "1.5", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("dropout"), "{e}");
     // A flag value clap cannot parse: its usage error (exit status 2) with our message.
-    let o = trainer(&["fit", "--clusters", "many", "--out", dir.path().to_str().unwrap()]);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{e}");
+    let e = usage_err(&trainer(&["fit", "--clusters", "many", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("expected a number of clusters or `auto`") && e.contains("many"), "{e}");
     let e = err(&trainer(&["fit", "--latent-weight=-1", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("latent weight must be finite and >= 0"), "{e}");
@@ -206,13 +199,9 @@ fn bad_invocations_fail_clearly() {
     assert!(e.contains("step spectrum weight must be finite and >= 0, got -1"), "{e}");
     let e = err(&trainer(&["fit", "--difference-weight=-1", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("difference weight must be finite and >= 0, got -1"), "{e}");
-    let o = trainer(&["fit", "--refine-rounds=-1", "--out", dir.path().to_str().unwrap()]);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{e}");
+    let e = usage_err(&trainer(&["fit", "--refine-rounds=-1", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("-1") && e.contains("--refine-rounds"), "{e}");
-    let o = trainer(&["fit", "--representation", "best", "--out", dir.path().to_str().unwrap()]);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{e}");
+    let e = usage_err(&trainer(&["fit", "--representation", "best", "--out", dir.path().to_str().unwrap()]));
     assert!(e.contains("best") && e.contains("modularity"), "{e}");
     let off = [
         "fit",
