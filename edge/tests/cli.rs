@@ -72,6 +72,59 @@ fn assigns_every_window_like_the_runtime_library() {
     }
 }
 
+/// The shipped model with int8 weights in a model directory of its own (and the f32
+/// encoder.onnx for `--engine tract`).
+fn int8_model(dir: &Path) -> Vec<u8> {
+    let shipped = AlignedBytes::new(&std::fs::read(root().join("models/ecg5000/model.bundle")).unwrap());
+    let b = runtime::Bundle::parse(shipped.as_bytes()).unwrap();
+    let header = runtime::Header { weight_format: runtime::WeightFormat::Int8, ..b.header };
+    let bytes = runtime::bundle::encode(&header, b.weights, &runtime::bundle::DecisionTables::of(&b)).unwrap();
+    std::fs::write(dir.join("model.bundle"), &bytes).unwrap();
+    std::fs::copy(root().join("models/ecg5000/encoder.onnx"), dir.join("encoder.onnx")).unwrap();
+    bytes
+}
+
+/// An int8 bundle: `edge assign` decides every window as the runtime's int8 encoder does.
+#[test]
+fn int8_bundle_assigns_like_the_runtime_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = int8_model(dir.path());
+    let out = dir.path().join("ids.csv");
+    let input = root().join("data/fleet/sample.csv");
+    let o = edge(&["assign", "--model", dir.path().to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<Vec<String>> =
+        std::fs::read_to_string(&out).unwrap().lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
+    assert_eq!(rows.len(), 24 * 3);
+    let aligned = AlignedBytes::new(&bytes);
+    let enc = Encoder::from_bytes(aligned.as_bytes()).unwrap();
+    assert!(enc.bundle().is_int8());
+    let data = readings();
+    for r in &rows {
+        let n = rows.iter().filter(|x| x[0] == r[0]).position(|x| x == r).unwrap();
+        let window = &data[&r[0]][n * 140..(n + 1) * 140];
+        let (_, want) = enc.classify_window::<128, 2, 64>(&mut State::<128, 2>::default(), window).unwrap();
+        assert_eq!((r[3].parse::<usize>().unwrap(), r[4].parse::<f32>().unwrap()), (want.cluster, want.distance), "{r:?}");
+    }
+    #[cfg(feature = "tract")]
+    {
+        // tract runs encoder.onnx's f32 weights, not the bundle's: said, not hidden.
+        let o = edge(&[
+            "assign",
+            "--model",
+            dir.path().to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--engine",
+            "tract",
+        ]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() && e.contains("int8 weights") && e.contains("--engine native"), "{e}");
+    }
+}
+
 #[cfg(feature = "tract")]
 #[test]
 fn tract_engine_gives_the_same_clusters() {

@@ -157,6 +157,13 @@ pub fn run(a: AssignArgs) -> Result<()> {
     if a.engine == Engine::Tract && hd.normalization != runtime::bundle::Normalization::None {
         bail!("--engine tract: the model z-normalises windows, which encoder.onnx does not contain; use --engine native");
     }
+    if a.engine == Engine::Tract && enc.bundle().is_int8() && !a.quiet {
+        eprintln!(
+            "note: {} has int8 weights; --engine tract runs encoder.onnx's f32 weights, so its latents are not the device's \
+             (--engine native runs the int8 kernels)",
+            a.model.join("model.bundle").display()
+        );
+    }
     if !enc.bundle().has_anomaly_thresholds() && !a.quiet {
         eprintln!(
             "note: {} has no anomaly thresholds (bundle format version {}, or a model fitted before them): no window is flagged; \
