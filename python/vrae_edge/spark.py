@@ -4,8 +4,10 @@ Each device is scored whole inside one task: the readings are repartitioned by d
 sorted by (device, timestamp) within each partition, and ``mapInArrow`` feeds every partition
 through one :class:`vrae_edge.Scorer`. The model travels to the executors as the bundle's bytes
 in a broadcast variable (a few hundred KB), so executors need the wheel but no model files.
-The device table is a second stage: the scored windows, repartitioned by device, folded by
-:class:`vrae_edge.DeviceFold` (the CLI's own fold, so the rows equal ``edge assign``'s).
+The device table folds the scored windows with :class:`vrae_edge.DeviceFold` (the CLI's own
+fold, so the rows equal ``edge assign``'s) partition by partition, with no second shuffle: the
+scoring stage leaves each device's windows whole in one partition and in time order, which is
+all the fold needs (it keeps one running row per device, so devices may interleave).
 
 Semantics against ``edge assign`` on the same rows: identical windows, cluster IDs,
 distances, flags and device rows, with one difference: Spark sorts each device's rows by
@@ -19,7 +21,6 @@ from __future__ import annotations
 import os
 from typing import Iterator, NamedTuple, Optional, Union
 
-import numpy as np
 import pyarrow as pa
 
 from ._native import DeviceFold, Scorer, bundle_bytes
@@ -31,11 +32,6 @@ WINDOW_SCHEMA = (
     "device string, window_start string, window_end string, cluster int, "
     "distance float, second_distance float, anomalous boolean"
 )
-
-# Each task numbers its scored windows; a device's windows all come from one task in time
-# order, so (device, _order) orders them for the device table.
-_ORDER = "_order"
-
 
 def device_schema(clusters: int) -> str:
     """Spark schema of the device table for a model of ``clusters`` clusters."""
@@ -114,28 +110,20 @@ def assign(
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = Scorer(shipped.value, **params)
-        order = 0
-
-        def numbered(out: pa.RecordBatch) -> pa.RecordBatch:
-            nonlocal order
-            out = out.append_column(_ORDER, pa.array(np.arange(order, order + out.num_rows, dtype=np.int64)))
-            order += out.num_rows
-            return _large_strings(out) if large else out
-
         for batch in batches:
             out = scorer.push(batch)
             if out.num_rows:
-                yield numbered(out)
+                yield _large_strings(out) if large else out
         # Sessions still open at the end of the partition (its devices are whole here).
         tail = scorer.close()
         if tail.num_rows:
-            yield numbered(tail)
+            yield _large_strings(tail) if large else tail
         scorer.finish()
 
     by_device = df.repartition(partitions, device) if partitions else df.repartition(device)
-    scored = by_device.sortWithinPartitions(device, time).mapInArrow(score, f"{WINDOW_SCHEMA}, {_ORDER} long")
+    scored = by_device.sortWithinPartitions(device, time).mapInArrow(score, WINDOW_SCHEMA)
     if not devices:
-        return Result(scored.drop(_ORDER), None)
+        return Result(scored, None)
 
     from pyspark import StorageLevel
 
@@ -150,6 +138,6 @@ def assign(
         if out.num_rows:
             yield _large_strings(out) if large else out
 
-    by_device = scored.repartition(partitions, "device") if partitions else scored.repartition("device")
-    table = by_device.sortWithinPartitions("device", _ORDER).mapInArrow(fold, device_schema(clusters))
-    return Result(scored.drop(_ORDER), table)
+    # Narrow: each partition of `scored` holds its devices' every window, in time order.
+    table = scored.mapInArrow(fold, device_schema(clusters))
+    return Result(scored, table)
