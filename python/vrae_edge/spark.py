@@ -1,19 +1,20 @@
 """Fleet scoring on Apache Spark (PySpark 4.x): ``edge assign`` for fleets past one machine.
 
-Each device is scored whole inside one task: the readings are repartitioned by device and
-sorted by (device, timestamp) within each partition, and ``mapInArrow`` feeds every partition
-through one :class:`vrae_edge.Scorer`. The model travels to the executors as the bundle's bytes
-in a broadcast variable (a few hundred KB), so executors need the wheel but no model files.
-The device table folds the scored windows with :class:`vrae_edge.DeviceFold` (the CLI's own
+Each device is scored whole inside one task: the readings are repartitioned by device, and
+``mapInArrow`` sorts every partition by (device, timestamp) with Arrow (in the Python worker,
+in memory: choose ``partitions`` so that one partition's readings fit) and feeds it through one
+:class:`vrae_edge.Scorer` (Arrow's sort instead of Spark's ``sortWithinPartitions``: see
+docs/speed.md). The model travels to the executors as the bundle's bytes in a broadcast
+variable (a few hundred KB), so executors need the wheel but no model files. The device table folds the scored windows with :class:`vrae_edge.DeviceFold` (the CLI's own
 fold, so the rows equal ``edge assign``'s) partition by partition, with no second shuffle: the
 scoring stage leaves each device's windows whole in one partition and in time order, which is
 all the fold needs (it keeps one running row per device, so devices may interleave).
 
 Semantics against ``edge assign`` on the same rows: identical windows, cluster IDs,
-distances, flags and device rows, with one difference: Spark sorts each device's rows by
+distances, flags and device rows, with one difference: each device's rows are sorted by
 timestamp, so rows a file holds out of time order are scored in time order here (``edge
 assign`` skips them as out of order); of two rows with the same device and timestamp, which
-one is kept is up to Spark's sort.
+one is kept depends on the order Spark's shuffle delivers them in (the sort is stable).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ WINDOW_SCHEMA = (
     "device string, window_start string, window_end string, cluster int, "
     "distance float, second_distance float, anomalous boolean"
 )
+
+# Rows per batch handed to the scorer after the partition's sort.
+_CHUNK = 65_536
+
 
 def device_schema(clusters: int) -> str:
     """Spark schema of the device table for a model of ``clusters`` clusters."""
@@ -110,7 +115,14 @@ def assign(
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = Scorer(shipped.value, **params)
-        for batch in batches:
+        read = list(batches)
+        if not read or sum(b.num_rows for b in read) == 0:
+            scorer.finish()
+            return
+        part = pa.Table.from_batches(read)
+        # Stable: of two rows with one device and timestamp, the first read is scored first.
+        part = part.sort_by([(device, "ascending"), (time, "ascending")])
+        for batch in part.to_batches(max_chunksize=_CHUNK):
             out = scorer.push(batch)
             if out.num_rows:
                 yield _large_strings(out) if large else out
@@ -121,7 +133,7 @@ def assign(
         scorer.finish()
 
     by_device = df.repartition(partitions, device) if partitions else df.repartition(device)
-    scored = by_device.sortWithinPartitions(device, time).mapInArrow(score, WINDOW_SCHEMA)
+    scored = by_device.mapInArrow(score, WINDOW_SCHEMA)
     if not devices:
         return Result(scored, None)
 
