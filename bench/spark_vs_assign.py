@@ -1,13 +1,14 @@
 """Spark `local[2]` against `edge assign` on one generated fleet (not a CI test).
 
-    target/pyvenv/bin/python bench/spark_vs_assign.py [--devices 10000] [--samples 560] [--partitions 8]
+    target/pyvenv/bin/python bench/spark_vs_assign.py [--devices 10000] [--samples 560] [--partitions 4]
 
 Generates a Parquet fleet (devices x samples readings of one feature, devices interleaved,
 row groups of 1 M rows), scores it with `edge assign` (target/release/edge) and with
 `vrae_edge.spark.assign` in local mode (both tables written to Parquet), checks that both give
 the same windows, and prints a markdown table: wall time, samples/s, CPU seconds per million
 samples, Spark's overhead. Spark's time includes its shuffle and the device table stage but not
-the session start (reported apart).
+the session start (reported apart); the job runs twice on one session, and the first run also
+pays for starting the Python workers and warming the JVM.
 """
 
 import argparse
@@ -57,7 +58,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=10_000)
     ap.add_argument("--samples", type=int, default=560)
-    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--partitions", type=int, default=4)
     a = ap.parse_args()
     os.environ["PYSPARK_PYTHON"] = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,12 +82,18 @@ def main():
                  .config("spark.driver.memory", "4g").getOrCreate())
         spark.sparkContext.setLogLevel("ERROR")
         start_s = time.perf_counter() - t0
-        c0, t0 = busy_cpu(), time.perf_counter()
-        r = vspark.assign(spark.read.parquet(str(fleet)), MODEL, partitions=a.partitions)
-        r.windows.write.parquet(str(tmp / "spark_windows"))
-        r.devices.write.parquet(str(tmp / "spark_devices"))
-        spark_wall, spark_cpu = time.perf_counter() - t0, busy_cpu() - c0
-        spark_windows = spark.read.parquet(str(tmp / "spark_windows")).count()
+        runs = []
+        for run in ("first", "second"):
+            # The first job on a session also starts the Python workers and warms the JVM's JIT;
+            # a long-lived application pays that once, so the second job on the same session is
+            # reported beside it.
+            c0, t0 = busy_cpu(), time.perf_counter()
+            r = vspark.assign(spark.read.parquet(str(fleet)), MODEL, partitions=a.partitions)
+            r.windows.write.parquet(str(tmp / f"spark_windows_{run}"))
+            r.devices.write.parquet(str(tmp / f"spark_devices_{run}"))
+            runs.append((run, time.perf_counter() - t0, busy_cpu() - c0))
+            r.windows.unpersist()
+        spark_windows = spark.read.parquet(str(tmp / "spark_windows_second")).count()
         spark.stop()
         cli_windows = pq.read_metadata(tmp / "cli.parquet").num_rows
         assert spark_windows == cli_windows, (spark_windows, cli_windows)
@@ -96,8 +103,9 @@ def main():
     print("| engine | wall s | samples/s | CPU s per M samples | vs edge assign (wall) |")
     print("|---|---|---|---|---|")
     print(f"| edge assign | {cli_wall:.1f} | {n / cli_wall:,.0f} | {cli_cpu / n * 1e6:.2f} | 1.00x |")
-    print(f"| Spark local[2] (windows + devices written) | {spark_wall:.1f} | {n / spark_wall:,.0f} | "
-          f"{spark_cpu / n * 1e6:.2f} | {spark_wall / cli_wall:.2f}x |")
+    for run, wall, cpu in runs:
+        print(f"| Spark local[2], {run} job on the session (windows + devices written) | {wall:.1f} | {n / wall:,.0f} | "
+              f"{cpu / n * 1e6:.2f} | {wall / cli_wall:.2f}x |")
 
 
 if __name__ == "__main__":
