@@ -2,8 +2,9 @@
 //!
 //! `no_std` and allocation-free: a [`bundle`] (weights + centroids, checksummed) is parsed in
 //! place, the [`encoder`] consumes one sample at a time into a fixed-size [`encoder::State`] (its
-//! arithmetic, shared by every path, is in `kernel`), and
-//! [`assign`] picks the nearest centroid: that is the whole device core (no features). Host
+//! arithmetic, shared by every path, is in `kernel`; a bundle with int8 weights runs the
+//! [`quant`] kernels), and [`assign`] picks the nearest centroid: that is the whole device core
+//! (no features). Host
 //! parts are behind features: `std` (the bundle writer, std errors), `batch` (many windows on
 //! all cores), `duo` (one window's steps on two cores, lowest latency) and `tract` (the exported
 //! ONNX file through tract instead of the native kernels).
