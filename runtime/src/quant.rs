@@ -71,9 +71,27 @@ pub(crate) fn quantize_vector(v: &[f32], out: &mut [i16]) -> f32 {
 }
 
 /// `out[j] = init[j] + (m.scales[j] · a) · Σ_k q[k][j] · v'_k` for one vector `v`
-/// (`m.inputs` values) and `out.len()` outputs, register blocks of `B` (even) outputs.
+/// (`m.inputs` values) and `out.len()` outputs, register blocks of `B` (even) outputs. Out of
+/// line (it would cost the f32 step registers), and on x86-64 hosts compiled for AVX2 where
+/// the CPU has it (exact integer sums: the same bits at any width).
 #[inline(never)]
 pub(crate) fn matvec<const B: usize>(out: &mut [f32], init: &[f32], m: &QMatrix<'_>, v: &[f32]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if crate::math::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time).
+        return unsafe { matvec_avx2::<B>(out, init, m, v) };
+    }
+    matvec_body::<B>(out, init, m, v)
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+unsafe fn matvec_avx2<const B: usize>(out: &mut [f32], init: &[f32], m: &QMatrix<'_>, v: &[f32]) {
+    matvec_body::<B>(out, init, m, v)
+}
+
+#[inline(always)]
+fn matvec_body<const B: usize>(out: &mut [f32], init: &[f32], m: &QMatrix<'_>, v: &[f32]) {
     let kd = m.inputs;
     let mut vq = [0i16; MAX_INPUTS + 1];
     let a = quantize_vector(&v[..kd], &mut vq[..kd]);
