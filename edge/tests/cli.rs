@@ -91,7 +91,8 @@ fn int8_bundle_assigns_like_the_runtime_library() {
     let bytes = int8_model(dir.path());
     let out = dir.path().join("ids.csv");
     let input = root().join("data/fleet/sample.csv");
-    let o = edge(&["assign", "--model", dir.path().to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let (m, i, w) = (dir.path().to_str().unwrap(), input.to_str().unwrap(), out.to_str().unwrap());
+    let o = edge(&["assign", "--model", m, "--input", i, "--out", w]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows: Vec<Vec<String>> =
         std::fs::read_to_string(&out).unwrap().lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
@@ -109,17 +110,7 @@ fn int8_bundle_assigns_like_the_runtime_library() {
     #[cfg(feature = "tract")]
     {
         // tract runs encoder.onnx's f32 weights, not the bundle's: said, not hidden.
-        let o = edge(&[
-            "assign",
-            "--model",
-            dir.path().to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--engine",
-            "tract",
-        ]);
+        let o = edge(&["assign", "--model", m, "--input", i, "--out", w, "--engine", "tract"]);
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success() && e.contains("int8 weights") && e.contains("--engine native"), "{e}");
     }
