@@ -5,7 +5,8 @@ Each device is scored whole inside one task: the readings are repartitioned by d
 in memory: choose ``partitions`` so that one partition's readings fit) and feeds it through one
 :class:`vrae_edge.Scorer` (Arrow's sort instead of Spark's ``sortWithinPartitions``: see
 docs/speed.md). The model travels to the executors as the bundle's bytes in a broadcast
-variable (a few hundred KB), so executors need the wheel but no model files. The device table folds the scored windows with :class:`vrae_edge.DeviceFold` (the CLI's own
+variable (a few hundred KB), so executors need the wheel but no model files.
+The device table folds the scored windows with :class:`vrae_edge.DeviceFold` (the CLI's own
 fold, so the rows equal ``edge assign``'s) partition by partition, with no second shuffle: the
 scoring stage leaves each device's windows whole in one partition and in time order, which is
 all the fold needs (it keeps one running row per device, so devices may interleave).

@@ -28,7 +28,6 @@ use crate::batch::{HostState, HOST_MAX_HIDDEN, HOST_MAX_LATENT, HOST_MAX_LAYERS}
 use crate::bundle::{Cell, Normalization};
 use crate::encoder::{encodes_cleanly, EncodeError, Encoder, Zscore};
 use crate::kernel::{self, gru_cell, lstm_cell};
-use crate::math::dot;
 
 /// Smallest hidden size worth splitting (below it the hand-over costs more than it saves).
 pub const MIN_SPLIT_HIDDEN: usize = 16;
@@ -602,8 +601,9 @@ impl<'a> DuoEncoder<'a> {
         self.base = last;
         let (hid, top) = (sh.hid, sh.layers - 1);
         let h_top = &sc.full[top * hid..(top + 1) * hid];
-        let (w, b) = self.enc.bundle().head();
-        Some(b.iter().enumerate().map(|(j, bj)| bj + dot(&w[j * hid..(j + 1) * hid], h_top)).collect())
+        let mut z = vec![0f32; self.enc.bundle().header.latent as usize];
+        crate::kernel::head(self.enc.bundle(), h_top, &mut z);
+        Some(z)
     }
 }
 

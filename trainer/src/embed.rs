@@ -12,7 +12,6 @@ use crate::cluster::decision::Decision;
 use crate::data::prep::{cut_to, resample_all, LengthMode, Normalization};
 use crate::data::{Dataset, Series};
 use crate::error::{Error, Result};
-use crate::export::bundle_bytes;
 use crate::files::write_atomic;
 use crate::model::{ModelConfig, ParamStore};
 use crate::run_record::RunRecord;
@@ -28,8 +27,7 @@ impl NativeEncoder {
     /// Bundles `weights` with `decision` (a [`Decision::placeholder`] before the clusters exist:
     /// then `embed` and `raw_decisions` work, `assign` does not mean anything).
     pub fn new(cfg: &ModelConfig, norm: Normalization, weights: &ParamStore, decision: &Decision) -> Result<Self> {
-        let bytes = bundle_bytes(cfg, norm, weights, decision)?;
-        Ok(NativeEncoder { bytes: AlignedBytes::new(&bytes) })
+        Self::with_format(cfg, norm, weights, decision, runtime::WeightFormat::F32)
     }
 
     /// [`NativeEncoder::new`] with the weights stored as `format` says (int8: what a device
